@@ -1,0 +1,41 @@
+"""autoregressive: PixelCNN-style autoregressive image-model layers for PyTorch.
+
+Masked convolutions, residual and gated blocks, a configurable :class:`PixelCNN` with exact
+likelihoods, a naive reference sampler and an exact cached sampler.
+"""
+
+from .cached import CachedSampler, cached_sample
+from .config import PRESETS, PixelCNNConfig
+from .conv import MaskedConv2d
+from .distributions import Bernoulli, Categorical, Distribution, nats_to_bits_per_dim
+from .gated import GatedBlock, GatedStack, gate
+from .masks import causal_mask, channel_groups
+from .model import PixelCNN, build_network
+from .residual import ResidualBlock
+from .sampling import draw_noise, naive_sample
+from .sequential import CausalSequential
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "Bernoulli",
+    "CachedSampler",
+    "Categorical",
+    "CausalSequential",
+    "Distribution",
+    "GatedBlock",
+    "GatedStack",
+    "MaskedConv2d",
+    "PixelCNN",
+    "PixelCNNConfig",
+    "ResidualBlock",
+    "build_network",
+    "cached_sample",
+    "causal_mask",
+    "channel_groups",
+    "draw_noise",
+    "gate",
+    "naive_sample",
+    "nats_to_bits_per_dim",
+]

@@ -1,0 +1,110 @@
+"""The masked convolution of PixelCNN (van den Oord et al., 2016, https://arxiv.org/abs/1601.06759)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .masks import causal_mask, check_kernel_size, check_mask_type
+
+__all__ = ["MaskedConv2d"]
+
+
+class MaskedConv2d(nn.Conv2d):
+    r"""A 2D convolution that only sees earlier pixels (and, for mask B, the current one).
+
+    The weight used in every call is ``weight * mask`` (the stored weight is never changed), where
+    ``mask`` is the buffer built by :func:`~autoregressive.masks.causal_mask`. Padding is chosen so
+    that the output has the input's height and width; the stride is always 1.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output.
+        kernel_size: odd kernel size, ``k`` or ``(kh, kw)``.
+        mask_type: ``"A"`` (excludes the current pixel: use for the first layer) or ``"B"``
+            (includes it: every later layer).
+        data_channels: colour channels of the modelled image. With ``data_channels > 1`` both
+            channel counts must be divisible by it and the channel-wise masks of the PixelCNN paper
+            are used (R sees earlier pixels, G also the current R, B also the current R and G).
+        dilation: spacing between kernel taps, ``d`` or ``(dh, dw)``.
+        bias: whether to add a learnable bias.
+        device: device of the parameters and the mask.
+        dtype: dtype of the parameters and the mask.
+
+    Shape:
+        - Input: :math:`(N, C_{in}, H, W)`
+        - Output: :math:`(N, C_{out}, H, W)`
+
+    Example:
+        >>> conv = MaskedConv2d(1, 8, 7, mask_type="A")
+        >>> conv(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 8, 28, 28])
+        >>> conv
+        MaskedConv2d(1, 8, kernel_size=(7, 7), stride=(1, 1), padding=(3, 3), mask_type='A')
+    """
+
+    mask: torch.Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        mask_type: str = "B",
+        data_channels: int = 1,
+        *,
+        dilation: int | tuple[int, int] = 1,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        kh, kw = check_kernel_size(kernel_size)
+        mask_type = check_mask_type(mask_type)
+        dh, dw = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+        if dh < 1 or dw < 1:
+            raise ValueError(f"dilation must be >= 1, got {dilation!r}")
+        for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if channels < 1:
+                raise ValueError(f"{name} must be >= 1, got {channels}")
+            if channels % data_channels != 0:
+                raise ValueError(
+                    f"{name}={channels} is not divisible by data_channels={data_channels}: "
+                    f"channel-wise masks split the channels into {data_channels} equal colour "
+                    f"groups, so use a multiple of {data_channels}"
+                )
+        super().__init__(
+            in_channels,
+            out_channels,
+            (kh, kw),
+            stride=1,
+            padding=((kh // 2) * dh, (kw // 2) * dw),
+            dilation=(dh, dw),
+            bias=bias,
+            device=device,
+            dtype=dtype,
+        )
+        self.mask_type = mask_type
+        self.data_channels = data_channels
+        factory: dict[str, Any] = {"device": self.weight.device, "dtype": self.weight.dtype}
+        mask = causal_mask(out_channels, in_channels, (kh, kw), mask_type, data_channels)
+        self.register_buffer("mask", mask.to(**factory), persistent=False)
+
+    def masked_weight(self) -> torch.Tensor:
+        """The weight the convolution uses, ``weight * mask``, of shape ``(C_out, C_in, kh, kw)``."""
+        return self.weight * self.mask
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (torch's name)
+        if input.dim() != 4 or input.shape[1] != self.in_channels:
+            raise ValueError(
+                f"MaskedConv2d expects input of shape (N, {self.in_channels}, H, W), "
+                f"got {tuple(input.shape)}"
+            )
+        return self._conv_forward(input, self.weight * self.mask, self.bias)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr() + f", mask_type={self.mask_type!r}"
+        if self.data_channels != 1:
+            s += f", data_channels={self.data_channels}"
+        return s

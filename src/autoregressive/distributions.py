@@ -1,0 +1,170 @@
+"""Output distributions of a PixelCNN: how network outputs become likelihoods and samples.
+
+Each distribution is a small immutable object with pure methods. A network predicts
+``params_per_channel`` raw values per colour channel and pixel, laid out channel-major:
+``(N, C * P, H, W)`` with channel ``c`` owning ``[c * P, (c + 1) * P)``. Sampling is by the
+inverse CDF of one uniform number per sub-pixel, so that any sampler fed the same uniform noise
+returns the same image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+__all__ = ["Bernoulli", "Categorical", "Distribution", "nats_to_bits_per_dim"]
+
+
+def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Tensor | float:
+    """Convert a negative log-likelihood per image in nats to bits per dimension.
+
+    Args:
+        nats: negative log-likelihood of each image, in nats (any shape).
+        num_dims: number of dimensions of one image, ``C * H * W``.
+
+    Returns:
+        ``nats / (num_dims * ln 2)``, of the same shape.
+
+    Example:
+        >>> round(nats_to_bits_per_dim(784 * math.log(2), 784), 6)
+        1.0
+    """
+    return nats / (num_dims * math.log(2.0))
+
+
+class Distribution:
+    """Interface of an output distribution (see :class:`Bernoulli` and :class:`Categorical`)."""
+
+    #: raw network outputs per colour channel and pixel
+    params_per_channel: int = 1
+
+    def validate(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` holds values this distribution can model."""
+        raise NotImplementedError
+
+    def preprocess(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The network's input for data ``x``: elementwise, same shape, in ``dtype``."""
+        raise NotImplementedError
+
+    def shape_params(self, raw: torch.Tensor, data_channels: int) -> torch.Tensor:
+        """Reshape raw outputs ``(N, C * P, H, W)`` to the form ``PixelCNN.forward`` returns."""
+        raise NotImplementedError
+
+    def log_prob(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Log-likelihood in nats of each image: raw ``(N, C * P, H, W)``, x ``(N, C, H, W)`` -> ``(N,)``."""
+        raise NotImplementedError
+
+    def sample(self, raw: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Inverse-CDF draw for one channel: raw ``(N, P)``, uniform ``u`` ``(N,)`` -> values ``(N,)``."""
+        raise NotImplementedError
+
+    def output_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """dtype of the images that ``PixelCNN.sample`` returns for a model in ``dtype``."""
+        return dtype
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError("images contain NaN or infinite values")
+
+
+@dataclass(frozen=True)
+class Bernoulli(Distribution):
+    """Binary pixels in ``{0, 1}`` with one logit each (binary cross-entropy).
+
+    Example:
+        >>> d = Bernoulli()
+        >>> x = torch.tensor([[[[0.0, 1.0]]]])
+        >>> d.log_prob(torch.zeros(1, 1, 1, 2), x)  # two fair coins
+        tensor([-1.3863])
+    """
+
+    params_per_channel: int = 1
+
+    def validate(self, x: torch.Tensor) -> None:
+        _check_finite(x)
+        if x.dtype != torch.bool and not bool(((x == 0) | (x == 1)).all()):
+            raise ValueError(
+                "a Bernoulli model needs binary images with values in {0, 1}; binarize them "
+                "first, e.g. (x > 0.5).float() or torch.bernoulli(x)"
+            )
+
+    def preprocess(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return x.to(dtype)
+
+    def shape_params(self, raw: torch.Tensor, data_channels: int) -> torch.Tensor:
+        return raw  # (N, C, H, W) logits
+
+    def log_prob(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        bce = F.binary_cross_entropy_with_logits(raw, x.to(raw.dtype), reduction="none")
+        return -bce.flatten(1).sum(1)  # (N,)
+
+    def sample(self, raw: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(raw[:, 0].to(u.dtype))  # (N,)
+        return (u < p).to(raw.dtype)
+
+
+@dataclass(frozen=True)
+class Categorical(Distribution):
+    """``levels`` discrete values per channel, ``0 .. levels - 1``, with a softmax over them.
+
+    For colour the channels of a pixel are modelled one after the other (channel-wise masks), as
+    in the PixelCNN paper. The network sees ``x`` rescaled to ``[-1, 1]``.
+
+    Args:
+        levels: number of values per channel (256 for 8-bit images).
+
+    Example:
+        >>> d = Categorical(4)
+        >>> d.log_prob(torch.zeros(1, 4, 1, 1), torch.tensor([[[[3]]]]))  # uniform over 4
+        tensor([-1.3863])
+    """
+
+    levels: int = 256
+
+    def __post_init__(self) -> None:
+        if self.levels < 2:
+            raise ValueError(f"Categorical needs levels >= 2, got {self.levels}")
+
+    @property
+    def params_per_channel(self) -> int:  # type: ignore[override]
+        return self.levels
+
+    def validate(self, x: torch.Tensor) -> None:
+        _check_finite(x)
+        if x.dtype == torch.bool:
+            return
+        if x.is_floating_point() and not bool((x == x.round()).all()):
+            raise ValueError(
+                f"a Categorical model needs integer pixel values in [0, {self.levels}), got "
+                f"non-integer floats; quantise them, e.g. (x * {self.levels - 1}).round().long()"
+            )
+        if bool((x < 0).any()) or bool((x >= self.levels).any()):
+            raise ValueError(
+                f"pixel values must lie in [0, {self.levels}) for levels={self.levels}, got "
+                f"min {x.min().item()} and max {x.max().item()}"
+            )
+
+    def preprocess(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return x.to(dtype) * (2.0 / (self.levels - 1)) - 1.0
+
+    def shape_params(self, raw: torch.Tensor, data_channels: int) -> torch.Tensor:
+        return rearrange(raw, "n (c l) h w -> n c l h w", c=data_channels)
+
+    def log_prob(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        logits = rearrange(raw, "n (c l) h w -> n c h w l", l=self.levels)
+        logp = torch.log_softmax(logits, dim=-1)  # (N, C, H, W, L)
+        picked = logp.gather(-1, x.long().unsqueeze(-1)).squeeze(-1)  # (N, C, H, W)
+        return picked.flatten(1).sum(1)  # (N,)
+
+    def sample(self, raw: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        cdf = torch.softmax(raw.to(u.dtype), dim=-1).cumsum(-1)  # (N, L)
+        index = (u.unsqueeze(-1) >= cdf).sum(-1).clamp_(max=self.levels - 1)  # (N,)
+        return index.to(raw.dtype)
+
+    def output_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return torch.long

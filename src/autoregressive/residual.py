@@ -1,0 +1,102 @@
+"""The residual block of PixelCNN (van den Oord et al., 2016, https://arxiv.org/abs/1601.06759, fig. 5)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .conv import MaskedConv2d
+from .masks import check_kernel_size
+
+__all__ = ["ResidualBlock"]
+
+
+class ResidualBlock(nn.Module):
+    r"""``x + 1x1(act(kxk_B(act(1x1(act(x)) + cond))))``: a bottleneck of masked convolutions.
+
+    The three convolutions are type-B masked (the 1x1 ones only matter for colour, where they
+    keep the channel groups apart), so the block is causal whenever its input is. A stack of
+    these blocks has the well-known *blind spot*: pixels above and to the right of the current
+    one that no path reaches (see :class:`~autoregressive.GatedBlock` for the remedy).
+
+    Args:
+        channels: input and output channels (``2h`` in the paper); must be even.
+        kernel_size: odd size of the middle masked convolution.
+        data_channels: colour channels of the modelled image (channel-wise masks when > 1).
+        dilation: dilation of the middle convolution.
+        cond_channels: size of an optional conditioning vector, projected and added after the
+            first 1x1 convolution; ``None`` for an unconditional block.
+        act_layer: activation class, instantiated three times.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`, and ``cond`` :math:`(N, C_{cond})` if conditional
+        - Output: :math:`(N, C, H, W)`
+
+    Example:
+        >>> block = ResidualBlock(16, kernel_size=3)
+        >>> block(torch.zeros(2, 16, 8, 8)).shape
+        torch.Size([2, 16, 8, 8])
+    """
+
+    conditional: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        data_channels: int = 1,
+        *,
+        dilation: int | tuple[int, int] = 1,
+        cond_channels: int | None = None,
+        act_layer: type[nn.Module] = nn.ReLU,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_kernel_size(kernel_size)
+        if channels < 2 or channels % 2 != 0 or (channels // 2) % data_channels != 0:
+            raise ValueError(
+                f"ResidualBlock needs an even number of channels whose half is divisible by "
+                f"data_channels={data_channels}, got channels={channels}"
+            )
+        if cond_channels is not None and cond_channels < 1:
+            raise ValueError(f"cond_channels must be None or >= 1, got {cond_channels}")
+        factory = {"device": device, "dtype": dtype}
+        mid = channels // 2
+        self.channels = channels
+        self.cond_channels = cond_channels
+        self.act1 = act_layer()
+        self.conv1 = MaskedConv2d(channels, mid, 1, "B", data_channels, **factory)
+        self.act2 = act_layer()
+        self.conv2 = MaskedConv2d(
+            mid, mid, kernel_size, "B", data_channels, dilation=dilation, **factory
+        )
+        self.act3 = act_layer()
+        self.conv3 = MaskedConv2d(mid, channels, 1, "B", data_channels, **factory)
+        self.cond_proj = (
+            nn.Linear(cond_channels, mid, bias=False, **factory) if cond_channels else None
+        )
+
+    def cond_bias(self, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """Project ``cond`` of shape ``(N, C_cond)`` to the bias ``(N, C // 2)`` added inside."""
+        if self.cond_proj is None:
+            return None
+        if cond is None:
+            raise ValueError("this block is conditional (cond_channels is set): pass cond")
+        return self.cond_proj(cond)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(self.act1(x))  # (N, C/2, H, W)
+        bias = self.cond_bias(cond)
+        if bias is not None:
+            h = h + bias[:, :, None, None]
+        h = self.conv2(self.act2(h))
+        h = self.conv3(self.act3(h))  # (N, C, H, W)
+        return x + h
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, cond_channels={self.cond_channels}"

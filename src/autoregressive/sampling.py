@@ -1,0 +1,106 @@
+"""Noise and the naive reference sampler.
+
+Every sampler in this library draws all of its randomness up front as one tensor of uniform
+numbers, one per sub-pixel, and turns it into pixels by the inverse CDF of the predicted
+distribution. Two samplers fed the same noise therefore return the same images: the naive sampler
+below is the reference the fast :func:`~autoregressive.cached_sample` is tested against.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .distributions import Distribution
+
+__all__ = ["check_completion", "draw_noise", "naive_sample"]
+
+
+def draw_noise(
+    shape: tuple[int, int, int, int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Uniform noise in ``[0, 1)`` for sampling, drawn in ``float64`` in one call.
+
+    Args:
+        shape: ``(N, C, H, W)`` of the images to sample.
+        generator: source of randomness; the noise is drawn on its device.
+        device: where to return the noise (default: the generator's device, else CPU).
+
+    Returns:
+        ``float64`` tensor of ``shape``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> draw_noise((2, 1, 4, 4), g).shape
+        torch.Size([2, 1, 4, 4])
+    """
+    source = generator.device if generator is not None else (device or "cpu")
+    noise = torch.rand(shape, generator=generator, device=source, dtype=torch.float64)
+    return noise.to(device) if device is not None else noise
+
+
+def check_completion(
+    image: torch.Tensor | None, known: torch.Tensor | None, shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Validate a completion request and return ``(image, known)`` broadcast to ``shape``."""
+    if image is None and known is None:
+        return None
+    if image is None or known is None:
+        raise ValueError("completion needs both `image` and `known` (a mask of given pixels)")
+    if image.shape != shape:
+        raise ValueError(f"image must have shape {tuple(shape)}, got {tuple(image.shape)}")
+    if known.dtype != torch.bool:
+        raise ValueError(f"known must be a bool tensor, got dtype {known.dtype}")
+    try:
+        known = known.to(image.device).expand(shape)
+    except RuntimeError:
+        raise ValueError(
+            f"known of shape {tuple(known.shape)} does not broadcast to the image shape "
+            f"{tuple(shape)}; use e.g. (N, C, H, W), (N, 1, H, W) or (H, W)"
+        ) from None
+    return image, known
+
+
+@torch.no_grad()
+def naive_sample(
+    network: nn.Module,
+    distribution: Distribution,
+    noise: torch.Tensor,
+    *,
+    cond: torch.Tensor | None = None,
+    image: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sample by running the whole network once per sub-pixel (the slow reference).
+
+    Args:
+        network: a causal network, called as ``network(x, cond)`` on preprocessed images, that
+            returns raw parameters ``(N, C * P, H, W)`` (e.g. ``PixelCNN.network``).
+        distribution: the output distribution.
+        noise: uniform noise ``(N, C, H, W)`` from :func:`draw_noise`; fixes the result.
+        cond: conditioning vectors ``(N, C_cond)`` or ``None``.
+        image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
+        known: bool mask broadcastable to ``(N, C, H, W)``: ``True`` where ``image`` is given.
+
+    Returns:
+        The images ``(N, C, H, W)`` in the network's dtype (integer values for categorical).
+    """
+    n, channels, height, width = noise.shape
+    param = next(network.parameters())
+    completion = check_completion(image, known, tuple(noise.shape))
+    x = torch.zeros(noise.shape, dtype=param.dtype, device=param.device)  # (N, C, H, W)
+    if completion is not None:
+        x = torch.where(completion[1], completion[0].to(x.dtype), x)
+    p = distribution.params_per_channel
+    for i in range(height):
+        for j in range(width):
+            for c in range(channels):
+                given = None if completion is None else completion[1][:, c, i, j]  # (N,)
+                if given is not None and bool(given.all()):
+                    continue
+                raw = network(distribution.preprocess(x, param.dtype), cond)  # (N, C*P, H, W)
+                value = distribution.sample(raw[:, c * p : (c + 1) * p, i, j], noise[:, c, i, j])
+                x[:, c, i, j] = value if given is None else torch.where(given, x[:, c, i, j], value)
+    return x

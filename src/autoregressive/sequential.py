@@ -1,0 +1,35 @@
+"""A sequential container that hands a conditioning vector to the blocks that take one."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["CausalSequential"]
+
+
+class CausalSequential(nn.Sequential):
+    """``nn.Sequential`` whose ``forward`` also takes an optional conditioning vector.
+
+    Modules whose class sets ``conditional = True`` (:class:`~autoregressive.ResidualBlock`,
+    :class:`~autoregressive.GatedStack`, :class:`~autoregressive.GatedBlock` users' own) are
+    called as ``module(x, cond)``, every other module as ``module(x)``. It is the form of network
+    that :class:`~autoregressive.PixelCNN` builds and that the samplers accept, so a stack of
+    your own made of the public layers can be sampled in the same way.
+
+    Shape:
+        - Input: :math:`(N, C_{in}, H, W)`, ``cond`` :math:`(N, C_{cond})` or ``None``
+        - Output: :math:`(N, C_{out}, H, W)`
+
+    Example:
+        >>> from autoregressive import MaskedConv2d, ResidualBlock
+        >>> net = CausalSequential(MaskedConv2d(1, 8, 5, "A"), ResidualBlock(8),
+        ...                        nn.ReLU(), MaskedConv2d(8, 1, 1, "B"))
+        >>> net(torch.zeros(2, 1, 6, 6)).shape
+        torch.Size([2, 1, 6, 6])
+    """
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        for module in self:
+            x = module(x, cond) if getattr(module, "conditional", False) else module(x)
+        return x
