@@ -18,13 +18,12 @@ same images.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from .conv import MaskedConv2d
 from .distributions import Distribution
-from .gated import GatedStack, gate
+from .gated import GatedStack
 from .residual import ResidualBlock
 from .sampling import check_completion
 
@@ -32,8 +31,17 @@ __all__ = ["CachedSampler", "cached_sample"]
 
 #: elementwise modules a stepper applies to one pixel's ``(N, C)`` features as they are
 POINTWISE: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid,
-    nn.Softplus, nn.Hardswish, nn.Identity,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Hardswish,
+    nn.Identity,
 )
 
 
@@ -44,15 +52,15 @@ class _Stepper:
         """Called before the first pixel of row ``i``."""
 
     def step(self, j: int, inp: torch.Tensor) -> torch.Tensor:
-        """Output ``(N, C_out)`` at column ``j`` of the current row from the input ``(N, C_in)`` there."""
+        """Output ``(N, C_out)`` at column ``j`` of the current row, given the input there."""
         raise NotImplementedError
 
+    #: whether the layer can read the image: a mask-A convolution or a gated stack
+    input_layer: bool = False
+
     def write(self, j: int, inp: torch.Tensor) -> None:
-        """Store the final input ``(N, C_in)`` at column ``j`` (the image, once a pixel is drawn)."""
-        raise ValueError(
-            f"{type(self).__name__[1:]} cannot be a network's first layer: cached sampling needs "
-            "the network to start with a mask-A MaskedConv2d or a GatedStack"
-        )
+        """Store the final input ``(N, C_in)`` at column ``j`` (the image, once drawn)."""
+        raise AssertionError("only an input layer stores the image")
 
     def cache_nbytes(self) -> int:
         """Bytes held in caches."""
@@ -84,11 +92,8 @@ class _ConvStepper(_Stepper):
         _, in_ch, kh, kw = weight.shape
         dh, dw = conv.dilation
         self.in_channels = in_ch
-        self.first_layer = conv.mask_type == "A"
-        self.pointwise = kh == 1 and kw == 1
-        if self.pointwise:
-            self.matrix = weight[:, :, 0, 0].t().contiguous()  # (I, O)
-            return
+        self.out_channels = weight.shape[0]
+        self.input_layer = conv.mask_type == "A"
         ch, cw = kh // 2, kw // 2
         self.dw = dw
         self.rows = ch * dh + 1
@@ -109,12 +114,12 @@ class _ConvStepper(_Stepper):
             up = (ch - a) * dh
             matrix = rearrange(weight[:, :, a, b0 : b1 + 1], "o i t -> (t i) o").contiguous()
             self.taps.append((up, self.rows - 1 - up, (b0 - cw) * dw, b1 - b0 + 1, matrix))
-        self.out_channels = weight.shape[0]
+        # a 1x1 mask-B convolution needs no cache: one matrix product of the current input
+        self.pointwise = kh == 1 and kw == 1 and len(self.taps) == 1
+        self.matrix = self.taps[0][4] if self.pointwise else None  # (I, O)
         self.row = 0
 
     def begin_row(self, i: int) -> None:
-        if self.pointwise:
-            return
         self.row = i
         if self.rows > 1:  # shift the ring up one row; the last slot becomes the current row
             self.cache[:, :-1] = self.cache[:, 1:].clone()
@@ -125,10 +130,7 @@ class _ConvStepper(_Stepper):
         return self.cache[:, -1, col : col + self.in_channels]
 
     def write(self, j: int, inp: torch.Tensor) -> None:
-        if not self.first_layer:
-            super().write(j, inp)
-        if not self.pointwise:
-            self.input_view(j).copy_(inp)
+        self.input_view(j).copy_(inp)
 
     def step(self, j: int, inp: torch.Tensor) -> torch.Tensor:
         if self.pointwise:
@@ -179,149 +181,200 @@ class _PointwiseStepper(_Stepper):
         return self.module(inp)
 
 
+def _with_ones_column(batch: int, channels: int, like: torch.Tensor) -> torch.Tensor:
+    """A ``(N, channels + 1)`` buffer whose last column is 1, so ``buf @ [W; b]`` adds a bias."""
+    buf = like.new_zeros(batch, channels + 1)
+    buf[:, -1] = 1
+    return buf
+
+
 class _ResidualStepper(_Stepper):
+    """A :class:`ResidualBlock` per pixel: 7 tensor operations for a 3x3 kernel.
+
+    The conditioning bias is folded into the first convolution's bias, the middle activation
+    writes straight into the 3x3 convolution's cache, and the last convolution's bias rides on a
+    column of ones so that ``x + conv3(act(h))`` is a single ``addmm``.
+    """
+
     def __init__(self, block: ResidualBlock, batch: int, width: int, cond: torch.Tensor | None):
         self.block = block
-        self.conv1 = _ConvStepper(block.conv1, batch, width)
+        self.conv1 = _ConvStepper(block.conv1, batch, width, with_bias=False)
         self.conv2 = _ConvStepper(block.conv2, batch, width)
-        self.conv3 = _ConvStepper(block.conv3, batch, width)
-        self.bias = block.cond_bias(cond)  # (N, C/2) or None
-        self.relu2 = type(block.act2) is nn.ReLU
+        bias1 = block.conv1.bias.detach() if block.conv1.bias is not None else None
+        cond_bias = block.cond_bias(cond)  # (N, C/2) or None
+        if cond_bias is not None and bias1 is not None:
+            cond_bias = cond_bias + bias1
+        self.bias1 = cond_bias if cond_bias is not None else bias1
+        w3 = block.conv3.masked_weight().detach()[:, :, 0, 0].t()  # (C/2, C)
+        b3 = block.conv3.bias.detach() if block.conv3.bias is not None else torch.zeros_like(w3[0])
+        self.matrix3 = torch.cat([w3, b3[None]]).contiguous()  # (C/2 + 1, C)
+        self.hidden = _with_ones_column(batch, w3.shape[0], w3)  # (N, C/2 + 1)
+        self.relu = type(block.act2) is nn.ReLU and type(block.act3) is nn.ReLU
 
     def begin_row(self, i: int) -> None:
         self.conv2.begin_row(i)
 
     def step(self, j: int, inp: torch.Tensor) -> torch.Tensor:
         b = self.block
-        h = self.conv1.step(j, b.act1(inp))  # (N, C/2)
-        if self.bias is not None:
-            h = h + self.bias
-        view = self.conv2.input_view(j)
-        if self.relu2:  # the activation writes straight into the cache
+        a = b.act1(inp)  # (N, C)
+        h = (
+            a @ self.conv1.matrix
+            if self.bias1 is None
+            else torch.addmm(self.bias1, a, self.conv1.matrix)
+        )
+        view = self.conv2.input_view(j)  # (N, C/2) in the 3x3 convolution's cache
+        hidden = self.hidden[:, :-1]  # (N, C/2)
+        if self.relu:  # activations write straight into the buffers that consume them
             torch.clamp_min(h, 0, out=view)
+            torch.clamp_min(self.conv2.compute(j), 0, out=hidden)
         else:
             view.copy_(b.act2(h))
-        h = self.conv2.compute(j)
-        return inp + self.conv3.step(j, b.act3(h))  # (N, C)
+            hidden.copy_(b.act3(self.conv2.compute(j)))
+        return torch.addmm(inp, self.hidden, self.matrix3)  # (N, C): x + conv3(act(h)) + bias
 
     def cache_nbytes(self) -> int:
         return self.conv2.cache_nbytes()
 
 
-def _halves(channels: int) -> torch.Tensor:
-    """Permutation putting gate inputs ``(a0, b0, a1, b1, ...)`` as ``(a0, a1, ..., b0, b1, ...)``."""
+def _gate_order(channels: int) -> torch.Tensor:
+    """Permutation taking gate inputs ``(a0, b0, a1, b1, ...)`` to ``(a0, a1, .., b0, b1, ..)``."""
     return torch.cat([torch.arange(0, 2 * channels, 2), torch.arange(1, 2 * channels, 2)])
 
 
-def _gate_halves(pre: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``tanh(a) * sigmoid(b)`` for ``pre = [a | b]`` along the last dimension."""
-    c = pre.shape[-1] // 2
-    return torch.mul(torch.tanh(pre[..., :c]), torch.sigmoid(pre[..., c:]), out=out)
-
-
 class _GatedStackStepper(_Stepper):
-    """Vertical stacks a whole row at a time (they only see rows above), horizontal ones per pixel.
+    """A :class:`GatedStack`: vertical stacks a whole row at a time, horizontal ones per pixel.
 
-    Gate inputs are permuted to ``[a | b]`` halves; the horizontal convolution's bias, the link
-    and the conditioning are folded into one per-row tensor that seeds the per-pixel ``addmm``;
-    the gated features of all blocks go into one buffer so that the skip outputs of every block
-    are a single matrix product.
+    Vertical stacks only see rows above, so they are computed once per row with one matrix
+    product per kernel row. Per pixel each block costs four tensor operations, thanks to:
+
+    - gate inputs reordered to halves ``[a | b]`` with the ``b`` half pre-scaled by 1/2, so that
+      ``tanh(a) * sigmoid(b) = tanh(a) * (1 + tanh(b / 2)) / 2`` is one ``tanh`` and one
+      ``addcmul`` (the factor 1/2 is folded into the weights that read the gated features);
+    - the horizontal bias, the vertical-to-horizontal link and the conditioning summed once per
+      row into the tensor that seeds the per-pixel ``addmm``;
+    - gated features of all blocks kept in one buffer with a column of ones per block, so that
+      output biases ride along and every block's skip output is one matrix product in total;
+    - each block writing its horizontal output straight into the next block's cache.
     """
+
+    input_layer = True
 
     def __init__(self, stack: GatedStack, batch: int, width: int, cond: torch.Tensor | None):
         self.blocks = list(stack.blocks)
         self.width = width
         c = stack.channels
         self.channels = c
-        perm = _halves(c)
-        self.h_conv = [_ConvStepper(b.h_conv, batch, width, out_perm=perm, with_bias=False) for b in self.blocks]
-        self.h_out = [_ConvStepper(b.h_out, batch, width) if b.h_out is not None else None for b in self.blocks]
-        self.v: list[tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor]] = []
+        order = _gate_order(c)
+        scale = torch.cat([torch.ones(c), torch.full((c,), 0.5)])  # b half pre-scaled by 1/2
+        self.h_conv: list[_ConvStepper] = []
+        self.vertical: list[tuple[list[torch.Tensor], torch.Tensor]] = []  # per-row matrices, bias
         self.v_cond: list[torch.Tensor | None] = []
-        self.link_bias: list[torch.Tensor] = []
         self.link_matrix: list[torch.Tensor] = []
+        self.link_bias: list[torch.Tensor] = []  # (2C,) or (N, 2C)
+        self.out_matrix: list[torch.Tensor | None] = []  # (C + 1, C): [h_out weight / 2; bias]
         self.rings: list[torch.Tensor] = []  # (N, kh//2 + 1, (W + 2 pad) * C_in) per block
+        skip_rows = []
         for b in self.blocks:
             kh, kw = b.kernel_size
-            w = b.v_conv.weight.detach()[perm]  # (2C, C_in, rows, kw)
-            mats = [rearrange(w[:, :, a], "o i t -> (t i) o").contiguous() for a in range(w.shape[2])]
-            v_bias = b.v_conv.bias.detach()[perm] if b.v_conv.bias is not None else None
-            self.v.append((mats, v_bias, w))
-            link = b.link.weight.detach()[:, :, 0, 0][perm][:, perm]  # (2C out, 2C in)
-            self.link_matrix.append(link.t().contiguous())  # (2C in, 2C out)
-            bias = b.link.bias.detach()[perm] + b.h_conv.bias.detach()[perm]  # (2C,)
+            like = b.v_conv.weight
+            sc = scale.to(like)
+            h_conv = _ConvStepper(b.h_conv, batch, width, out_perm=order, with_bias=False)
+            h_conv.taps = [(u, s, o, n, m * sc) for u, s, o, n, m in h_conv.taps]
+            self.h_conv.append(h_conv)
+            w = b.v_conv.weight.detach()[order]  # (2C, C_in, rows, kw)
+            mats = [
+                rearrange(w[:, :, a], "o i t -> (t i) o").contiguous() for a in range(w.shape[2])
+            ]
+            v_bias = (
+                b.v_conv.bias.detach()[order] if b.v_conv.bias is not None else w.new_zeros(2 * c)
+            )
+            self.vertical.append((mats, v_bias))
+            link = b.link.weight.detach()[:, :, 0, 0][order][:, order]  # (2C out, 2C in)
+            self.link_matrix.append((link.t() * sc).contiguous())  # (2C in, 2C out)
+            bias = (b.link.bias.detach()[order] + b.h_conv.bias.detach()[order]) * sc
             biases = b.cond_biases(cond)
-            self.link_bias.append(bias if biases is None else bias + biases[1][:, perm])
-            self.v_cond.append(None if biases is None else biases[0][:, perm])
-            self.rings.append(w.new_zeros(batch, kh // 2 + 1, (width + kw - 1) * b.in_channels))
-        skip_w = torch.cat([b.skip.masked_weight().detach()[:, :, 0, 0].t() for b in self.blocks])
-        self.skip_matrix = skip_w.contiguous()  # (blocks * C, C)
-        self.skip_bias = sum(b.skip.bias.detach() for b in self.blocks)  # (C,)
-        self.gated = self.skip_matrix.new_zeros(batch, len(self.blocks) * c)  # (N, blocks * C)
+            self.link_bias.append(bias if biases is None else bias + biases[1][:, order] * sc)
+            self.v_cond.append(None if biases is None else biases[0][:, order])
+            if b.h_out is not None:
+                w_out = b.h_out.masked_weight().detach()[:, :, 0, 0].t() / 2  # (C, C)
+                self.out_matrix.append(torch.cat([w_out, b.h_out.bias.detach()[None]]).contiguous())
+            else:
+                self.out_matrix.append(None)
+            skip_rows += [
+                b.skip.masked_weight().detach()[:, :, 0, 0].t() / 2,
+                b.skip.bias.detach()[None],
+            ]
+            self.rings.append(like.new_zeros(batch, kh // 2 + 1, (width + kw - 1) * b.in_channels))
+        self.skip_matrix = torch.cat(skip_rows).contiguous()  # (blocks * (C + 1), C)
+        # gated features of every block, each followed by a column of ones: (N, blocks * (C + 1))
+        self.gated = self.skip_matrix.new_zeros(batch, len(self.blocks) * (c + 1))
+        self.gated.view(batch, len(self.blocks), c + 1)[:, :, -1] = 1
         self.links: list[torch.Tensor] = []  # (N, W, 2C) per block, for the current row
+        self.centre = any(up == 0 and offset + n > 0 for up, _, offset, n, _ in self.h_conv[0].taps)
         self.row = 0
 
-    def _vertical(self, k: int, ring: torch.Tensor, rows: int) -> torch.Tensor:
-        """Vertical pre-activation ``(N, W, 2C)`` of block ``k`` from the last ``rows`` ring rows."""
-        mats, bias, _ = self.v[k]
+    def _vertical(self, k: int, ring: torch.Tensor) -> torch.Tensor:
+        """Vertical pre-activation ``(N * W, 2C)`` of block ``k`` (before conditioning)."""
+        mats, bias = self.vertical[k]
         block = self.blocks[k]
-        c_in = block.in_channels
-        kw = block.kernel_size[1]
-        n = ring.shape[0]
-        first_slot = ring.shape[1] - 1 - (rows - 1) if block.mask_type == "B" else 0
-        out: torch.Tensor | None = None
-        for a, matrix in enumerate(mats):
-            slot = first_slot + a
-            if self.row - (ring.shape[1] - 1 - slot) < 0:  # above the image: zeros
+        c_in, kw = block.in_channels, block.kernel_size[1]
+        n, slots = ring.shape[0], ring.shape[1]
+        out = bias.expand(n * self.width, -1)
+        for a, matrix in enumerate(mats):  # kernel row a reads ring slot a
+            if self.row - (slots - 1 - a) < 0:  # that row lies above the image: zeros
                 continue
-            row = ring[:, slot]  # (N, (W + kw - 1) * C_in)
-            windows = row.as_strided(
+            row = ring[:, a]  # (N, (W + kw - 1) * C_in)
+            windows = row.as_strided(  # (N, W, kw * C_in) overlapping windows, then a copy
                 (n, self.width, kw * c_in), (row.stride(0), c_in, 1), row.storage_offset()
-            ).reshape(n * self.width, kw * c_in)  # (N * W, kw * C_in)
-            out = windows @ matrix if out is None else out.addmm_(windows, matrix)
-        if out is None:
-            out = ring.new_zeros(n * self.width, mats[0].shape[1])
-        if bias is not None:
-            out = out + bias
-        return out.view(n, self.width, -1)  # (N, W, 2C)
+            ).reshape(n * self.width, kw * c_in)
+            out = torch.addmm(out, windows, matrix)
+        return out
 
     def begin_row(self, i: int) -> None:
         self.row = i
-        v_row: torch.Tensor | None = None  # (N, W, C): the previous block's vertical output
+        v_row: torch.Tensor | None = None  # (N, W * C): the previous block's vertical output
         self.links = []
         last = len(self.blocks) - 1
-        for k, (block, ring) in enumerate(zip(self.blocks, self.rings)):
+        for k, (block, ring) in enumerate(zip(self.blocks, self.rings, strict=True)):
             self.h_conv[k].begin_row(i)
             pad = block.kernel_size[1] // 2
             c_in = block.in_channels
-            ring[:, :-1] = ring[:, 1:].clone()  # shift up: the last row is the current one
-            if block.mask_type == "A":
-                ring[:, -1].zero_()  # filled pixel by pixel through write()
-                v_pre = self._vertical(k, ring, ring.shape[1] - 1)  # rows strictly above
-            else:
-                assert v_row is not None
-                ring[:, -1, pad * c_in : (pad + self.width) * c_in] = v_row.flatten(1)
-                v_pre = self._vertical(k, ring, ring.shape[1])
-            n = v_pre.shape[0]
-            link = torch.addmm(self.link_bias[k].expand(n * self.width, -1) if self.link_bias[k].dim() == 1 else self.link_bias[k].repeat_interleave(self.width, 0), v_pre.flatten(0, 1), self.link_matrix[k])
-            self.links.append(link.view(n, self.width, -1))  # (N, W, 2C)
+            ring[:, :-1] = ring[:, 1:].clone()  # shift up: the last slot is the current row
+            ring[:, -1] = 0
+            if v_row is not None:  # mask B: the current row of the previous vertical output
+                ring[:, -1, pad * c_in : (pad + self.width) * c_in] = v_row
+            # mask A reads the rows strictly above; its current row is filled through write()
+            v_pre = self._vertical(k, ring if block.mask_type == "B" else ring[:, :-1])
+            n = ring.shape[0]
+            link = torch.mm(v_pre, self.link_matrix[k]).view(n, self.width, -1)
+            bias = self.link_bias[k]
+            self.links.append(link + (bias if bias.dim() == 1 else bias[:, None]))  # (N, W, 2C)
             if k < last:
+                v_pre = v_pre.view(n, self.width, -1)
                 v_cond = self.v_cond[k]
                 if v_cond is not None:
-                    v_pre = v_pre + v_cond[:, None, :]
-                v_row = _gate_halves(v_pre)  # (N, W, C)
+                    v_pre = v_pre + v_cond[:, None]
+                c = self.channels
+                v_row = torch.tanh(v_pre[..., :c]) * torch.sigmoid(v_pre[..., c:])  # (N, W, C)
+                v_row = v_row.flatten(1)  # (N, W * C)
 
     def step(self, j: int, inp: torch.Tensor) -> torch.Tensor:
         c = self.channels
-        h = inp
-        for k, (block, h_conv, h_out) in enumerate(zip(self.blocks, self.h_conv, self.h_out)):
-            h_conv.input_view(j).copy_(h)
-            pre = h_conv.compute(j, init=self.links[k][:, j])  # (N, 2C) as [a | b]
-            g = _gate_halves(pre, out=self.gated[:, k * c : (k + 1) * c])  # (N, C)
-            if h_out is not None:
-                h_new = h_out.step(j, g)
-                h = h + h_new if block.mask_type == "B" else h_new
-        return torch.addmm(self.skip_bias, self.gated, self.skip_matrix)  # (N, C) summed skips
+        if self.centre:  # colour: the first block sees earlier channels of this pixel
+            self.h_conv[0].input_view(j).copy_(inp)
+        last = len(self.blocks) - 1
+        for k, h_conv in enumerate(self.h_conv):
+            t = torch.tanh(h_conv.compute(j, init=self.links[k][:, j]))  # (N, 2C): [a | b/2]
+            g = self.gated[:, k * (c + 1) : (k + 1) * (c + 1)]  # (N, C + 1), ones last
+            torch.addcmul(t[:, :c], t[:, :c], t[:, c:], out=g[:, :c])  # 2 * gate
+            matrix = self.out_matrix[k]
+            if matrix is not None and k < last:
+                target = self.h_conv[k + 1].input_view(j)  # the next block's input
+                if self.blocks[k].mask_type == "B":
+                    torch.addmm(h_conv.input_view(j), g, matrix, out=target)  # residual
+                else:
+                    torch.mm(g, matrix, out=target)
+        return self.gated @ self.skip_matrix  # (N, C): the summed skip outputs
 
     def write(self, j: int, inp: torch.Tensor) -> None:
         self.h_conv[0].write(j, inp)
@@ -339,6 +392,7 @@ class _SequentialStepper(_Stepper):
         if not steppers:
             raise ValueError("cannot sample from an empty network")
         self.steppers = steppers
+        self.input_layer = steppers[0].input_layer
 
     def begin_row(self, i: int) -> None:
         for s in self.steppers:
@@ -417,10 +471,19 @@ class CachedSampler:
         p = dist.params_per_channel
         completion = check_completion(image, known, tuple(noise.shape))
         stepper = _build(self.network, n, width, cond)
+        if not stepper.input_layer:
+            raise ValueError(
+                "cached sampling needs a causal network whose first layer is a mask-A "
+                "MaskedConv2d or a GatedStack; this one starts with "
+                f"{type(next(iter(self.network.children()), self.network)).__name__}"
+            )
         self.last_cache_nbytes = stepper.cache_nbytes()
 
-        u = rearrange(noise.to(param.device), "n c h w -> h w c n").contiguous()  # (H, W, C, N)
-        x = torch.zeros(height, width, n, channels, dtype=dtype, device=param.device)  # (H, W, N, C)
+        u = dist.prepare_noise(noise.to(param.device))
+        u = rearrange(u, "n c h w -> h w c n").contiguous()  # (H, W, C, N)
+        x = torch.zeros(
+            height, width, n, channels, dtype=dtype, device=param.device
+        )  # (H, W, N, C)
         given = None
         if completion is not None:
             image_hw = rearrange(completion[0].to(dtype), "n c h w -> h w n c")
@@ -470,6 +533,17 @@ def cached_sample(
     Returns:
         Images ``(N, C, H, W)`` in the network's dtype, equal to
         :func:`~autoregressive.naive_sample`'s for the same noise.
+
+    Shape:
+        - ``noise``: :math:`(N, C, H, W)`; ``cond``: :math:`(N, C_{cond})`
+        - Output: :math:`(N, C, H, W)`
+
+    Example:
+        >>> model = PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=8), dtype=torch.float64)
+        >>> noise = draw_noise((4, 1, 6, 6), torch.Generator().manual_seed(0))
+        >>> fast = cached_sample(model.network, model.distribution, noise)
+        >>> torch.equal(fast, naive_sample(model.network, model.distribution, noise))
+        True
     """
     out = CachedSampler(network, distribution).sample(noise, cond=cond, image=image, known=known)
     assert isinstance(out, torch.Tensor)

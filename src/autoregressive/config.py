@@ -62,7 +62,9 @@ class PixelCNNConfig:
         if self.block == "gated" and min(self.input_kernel_size, self.kernel_size) < 3:
             fail("gated blocks need kernel sizes >= 3")
         if self.head_channels < 0 or self.head_channels % self.data_channels != 0:
-            fail(f"head_channels must be 0 or a multiple of data_channels, got {self.head_channels}")
+            fail(
+                f"head_channels must be 0 or a multiple of data_channels, got {self.head_channels}"
+            )
         if self.num_classes is not None and self.num_classes < 1:
             fail(f"num_classes must be None or >= 1, got {self.num_classes}")
         if len(self.image_size) != 2 or min(self.image_size) < 1:
@@ -74,7 +76,7 @@ class PixelCNNConfig:
 
     @property
     def out_channels(self) -> int:
-        """Raw output channels of the network: ``data_channels * params_per_channel``."""
+        """The network's raw output channels, ``data_channels * params_per_channel``."""
         return self.data_channels * self.make_distribution().params_per_channel
 
     def replace(self, **changes: Any) -> PixelCNNConfig:
@@ -101,11 +103,19 @@ class PixelCNNConfig:
 PRESETS: dict[str, PixelCNNConfig] = {
     "reference": PixelCNNConfig(),
     "gated-small": PixelCNNConfig(
-        block="gated", num_blocks=6, hidden_channels=32, input_kernel_size=7, kernel_size=3,
+        block="gated",
+        num_blocks=6,
+        hidden_channels=32,
+        input_kernel_size=7,
+        kernel_size=3,
         head_channels=64,
     ),
     "gated": PixelCNNConfig(
-        block="gated", num_blocks=12, hidden_channels=96, input_kernel_size=7, kernel_size=3,
+        block="gated",
+        num_blocks=12,
+        hidden_channels=96,
+        input_kernel_size=7,
+        kernel_size=3,
         head_channels=256,
     ),
 }

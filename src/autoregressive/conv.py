@@ -16,7 +16,7 @@ class MaskedConv2d(nn.Conv2d):
     r"""A 2D convolution that only sees earlier pixels (and, for mask B, the current one).
 
     The weight used in every call is ``weight * mask`` (the stored weight is never changed), where
-    ``mask`` is the buffer built by :func:`~autoregressive.masks.causal_mask`. Padding is chosen so
+    ``mask`` is the buffer built by :func:`~autoregressive.causal_mask`. Padding is chosen so
     that the output has the input's height and width; the stride is always 1.
 
     Args:
@@ -92,10 +92,10 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", mask.to(**factory), persistent=False)
 
     def masked_weight(self) -> torch.Tensor:
-        """The weight the convolution uses, ``weight * mask``, of shape ``(C_out, C_in, kh, kw)``."""
+        """The weight the convolution uses, ``weight * mask``: ``(C_out, C_in, kh, kw)``."""
         return self.weight * self.mask
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (torch's name)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         if input.dim() != 4 or input.shape[1] != self.in_channels:
             raise ValueError(
                 f"MaskedConv2d expects input of shape (N, {self.in_channels}, H, W), "

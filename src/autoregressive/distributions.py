@@ -3,8 +3,9 @@
 Each distribution is a small immutable object with pure methods. A network predicts
 ``params_per_channel`` raw values per colour channel and pixel, laid out channel-major:
 ``(N, C * P, H, W)`` with channel ``c`` owning ``[c * P, (c + 1) * P)``. Sampling is by the
-inverse CDF of one uniform number per sub-pixel, so that any sampler fed the same uniform noise
-returns the same image.
+inverse CDF of one uniform number per sub-pixel (first mapped once by
+:meth:`~autoregressive.Distribution.prepare_noise`), so that any sampler fed the same uniform
+noise returns the same image.
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Ten
 
 
 class Distribution:
-    """Interface of an output distribution (see :class:`Bernoulli` and :class:`Categorical`)."""
+    """Interface of an output distribution (see :class:`Bernoulli` and :class:`Categorical`).
+
+    Example:
+        >>> raw = torch.zeros(2, 1, 4, 4)  # (N, C * P, H, W): one logit per pixel
+        >>> Bernoulli().log_prob(raw, torch.ones(2, 1, 4, 4))  # 16 fair coins per image
+        tensor([-11.0904, -11.0904])
+    """
 
     #: raw network outputs per colour channel and pixel
     params_per_channel: int = 1
@@ -55,11 +62,23 @@ class Distribution:
         raise NotImplementedError
 
     def log_prob(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Log-likelihood in nats of each image: raw ``(N, C * P, H, W)``, x ``(N, C, H, W)`` -> ``(N,)``."""
+        """Log-likelihood in nats per image, ``(N, C * P, H, W)``, ``(N, C, H, W)`` -> ``(N,)``."""
         raise NotImplementedError
 
-    def sample(self, raw: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Inverse-CDF draw for one channel: raw ``(N, P)``, uniform ``u`` ``(N,)`` -> values ``(N,)``."""
+    def prepare_noise(self, u: torch.Tensor) -> torch.Tensor:
+        """Map uniform noise in ``[0, 1)`` (any shape) to what :meth:`sample` consumes."""
+        return u
+
+    def sample(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Inverse-CDF draw for one channel.
+
+        Args:
+            raw: the channel's raw parameters ``(N, P)``.
+            noise: prepared noise ``(N,)`` (see :meth:`prepare_noise`).
+
+        Returns:
+            Values ``(N,)`` (bool or integer; callers cast them to the image dtype).
+        """
         raise NotImplementedError
 
     def output_dtype(self, dtype: torch.dtype) -> torch.dtype:
@@ -103,14 +122,17 @@ class Bernoulli(Distribution):
         bce = F.binary_cross_entropy_with_logits(raw, x.to(raw.dtype), reduction="none")
         return -bce.flatten(1).sum(1)  # (N,)
 
-    def sample(self, raw: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        p = torch.sigmoid(raw[:, 0].to(u.dtype))  # (N,)
-        return (u < p).to(raw.dtype)
+    def prepare_noise(self, u: torch.Tensor) -> torch.Tensor:
+        """``logit(u)``: then ``u < sigmoid(l)`` is ``l > logit(u)``, one comparison per draw."""
+        return torch.log(u) - torch.log1p(-u)
+
+    def sample(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return raw[:, 0] > noise  # (N,) bool
 
 
 @dataclass(frozen=True)
 class Categorical(Distribution):
-    """``levels`` discrete values per channel, ``0 .. levels - 1``, with a softmax over them.
+    """``levels`` discrete values per channel, ``0`` to ``levels - 1``, with a softmax over them.
 
     For colour the channels of a pixel are modelled one after the other (channel-wise masks), as
     in the PixelCNN paper. The network sees ``x`` rescaled to ``[-1, 1]``.
@@ -161,10 +183,9 @@ class Categorical(Distribution):
         picked = logp.gather(-1, x.long().unsqueeze(-1)).squeeze(-1)  # (N, C, H, W)
         return picked.flatten(1).sum(1)  # (N,)
 
-    def sample(self, raw: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        cdf = torch.softmax(raw.to(u.dtype), dim=-1).cumsum(-1)  # (N, L)
-        index = (u.unsqueeze(-1) >= cdf).sum(-1).clamp_(max=self.levels - 1)  # (N,)
-        return index.to(raw.dtype)
+    def sample(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        cdf = torch.softmax(raw.to(noise.dtype), dim=-1).cumsum(-1)  # (N, L)
+        return (noise.unsqueeze(-1) >= cdf).sum(-1).clamp_(max=self.levels - 1)  # (N,)
 
     def output_dtype(self, dtype: torch.dtype) -> torch.dtype:
         return torch.long

@@ -26,7 +26,6 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from .conv import MaskedConv2d
@@ -252,12 +251,18 @@ class GatedStack(nn.Module):
             "device": device,
             "dtype": dtype,
         }
-        first = GatedBlock(in_channels, channels, input_kernel_size, "A", **common)
-        rest = [
-            GatedBlock(channels, channels, kernel_size, "B", **common)
-            for _ in range(num_blocks - 1)
-        ]
-        self.blocks = nn.ModuleList([first, *rest])
+        last = num_blocks - 1
+        self.blocks = nn.ModuleList(
+            GatedBlock(
+                in_channels if k == 0 else channels,
+                channels,
+                input_kernel_size if k == 0 else kernel_size,
+                "A" if k == 0 else "B",
+                horizontal_output=k != last,  # the last block's h would be unused
+                **common,
+            )
+            for k in range(num_blocks)
+        )
         self.in_channels = in_channels
         self.channels = channels
 

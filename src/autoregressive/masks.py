@@ -4,9 +4,10 @@ PixelCNN (van den Oord et al., 2016, https://arxiv.org/abs/1601.06759) orders th
 image in raster order (row by row, left to right) and, for colour images, the channels of a pixel
 one after the other (R, then G, then B). A masked convolution may only look at what comes before
 the pixel it predicts. This module builds those masks with one pure function,
-:func:`causal_mask`; :class:`~autoregressive.MaskedConv2d` multiplies its weight by the result.
+:func:`~autoregressive.causal_mask`; :class:`~autoregressive.MaskedConv2d` multiplies its weight
+by the result.
 
-For a 5x5 kernel the spatial part of the masks is (``x`` = kept, ``.`` = zeroed, ``C`` = the centre)::
+For a 5x5 kernel the spatial part of the masks is (``x`` kept, ``.`` zeroed, ``C`` the centre)::
 
     mask A          mask B
     x x x x x       x x x x x
@@ -45,7 +46,7 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
 
 
 def check_kernel_size(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
-    """Return ``kernel_size`` as ``(kh, kw)`` or raise ``ValueError`` unless both are odd and >= 1."""
+    """``kernel_size`` as ``(kh, kw)``; ``ValueError`` unless both are odd and >= 1."""
     kh, kw = _pair(kernel_size, "kernel_size")
     if kh < 1 or kw < 1 or kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(

@@ -31,11 +31,30 @@ def build_network(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> CausalSequential:
-    """Build the causal network a config describes, ``(N, C, H, W) -> (N, C * P, H, W)``.
+    """Build the causal network a config describes.
 
-    Residual: ``MaskedConv2d`` type A, ``num_blocks`` :class:`ResidualBlock` s, head.
-    Gated: a :class:`GatedStack` of ``num_blocks`` blocks, head. The head is ReLU and a type-B
+    Residual: a mask-A :class:`MaskedConv2d`, ``num_blocks`` :class:`ResidualBlock` s, head.
+    Gated: a :class:`GatedStack` of ``num_blocks`` blocks, head. The head is ReLU and a mask-B
     1x1 convolution (with an extra ReLU + 1x1 layer when ``head_channels > 0``).
+
+    Args:
+        config: the architecture.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Returns:
+        A :class:`CausalSequential` mapping preprocessed images :math:`(N, C, H, W)` and an
+        optional conditioning vector to raw parameters :math:`(N, C \cdot P, H, W)`, ``P``
+        being the distribution's parameters per channel.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C \cdot P, H, W)`
+
+    Example:
+        >>> net = build_network(PixelCNNConfig(num_blocks=2, hidden_channels=8))
+        >>> net(torch.zeros(2, 1, 5, 5)).shape
+        torch.Size([2, 1, 5, 5])
     """
     factory = {"device": device, "dtype": dtype}
     c = config
@@ -51,8 +70,14 @@ def build_network(
     else:
         layers = [
             GatedStack(
-                dc, c.hidden_channels, c.num_blocks, c.kernel_size, c.input_kernel_size, dc,
-                cond_channels=cond, **factory,
+                dc,
+                c.hidden_channels,
+                c.num_blocks,
+                c.kernel_size,
+                c.input_kernel_size,
+                dc,
+                cond_channels=cond,
+                **factory,
             )
         ]
     width = c.hidden_channels

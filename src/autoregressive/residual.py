@@ -1,4 +1,8 @@
-"""The residual block of PixelCNN (van den Oord et al., 2016, https://arxiv.org/abs/1601.06759, fig. 5)."""
+"""The residual block of PixelCNN.
+
+van den Oord et al., *Pixel Recurrent Neural Networks*, 2016, https://arxiv.org/abs/1601.06759
+(figure 5).
+"""
 
 from __future__ import annotations
 

@@ -86,14 +86,22 @@ def naive_sample(
 
     Returns:
         The images ``(N, C, H, W)`` in the network's dtype (integer values for categorical).
+
+    Example:
+        >>> net = CausalSequential(MaskedConv2d(1, 8, 3, "A"), nn.ReLU(), MaskedConv2d(8, 1, 1))
+        >>> noise = draw_noise((2, 1, 4, 4), torch.Generator().manual_seed(0))
+        >>> x = naive_sample(net, Bernoulli(), noise)
+        >>> x.shape, torch.equal(x, cached_sample(net, Bernoulli(), noise))
+        (torch.Size([2, 1, 4, 4]), True)
     """
-    n, channels, height, width = noise.shape
+    _, channels, height, width = noise.shape
     param = next(network.parameters())
     completion = check_completion(image, known, tuple(noise.shape))
     x = torch.zeros(noise.shape, dtype=param.dtype, device=param.device)  # (N, C, H, W)
     if completion is not None:
         x = torch.where(completion[1], completion[0].to(x.dtype), x)
     p = distribution.params_per_channel
+    noise = distribution.prepare_noise(noise)
     for i in range(height):
         for j in range(width):
             for c in range(channels):

@@ -17,6 +17,9 @@ class CausalSequential(nn.Sequential):
     that :class:`~autoregressive.PixelCNN` builds and that the samplers accept, so a stack of
     your own made of the public layers can be sampled in the same way.
 
+    Args:
+        *args: the modules, in order, as for ``nn.Sequential`` (or one ``OrderedDict`` of them).
+
     Shape:
         - Input: :math:`(N, C_{in}, H, W)`, ``cond`` :math:`(N, C_{cond})` or ``None``
         - Output: :math:`(N, C_{out}, H, W)`

@@ -1,0 +1,43 @@
+"""Shared test utilities: measured dependency sets and small model factories."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def positive_weights_(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every parameter a small positive value (about 1 / fan-in).
+
+    With positive weights, positive inputs and monotone activations every path through the
+    network carries a strictly positive gradient, so a zero in the Jacobian means *no path*,
+    never a dead ReLU or a cancellation; the scale keeps tanh far from saturation.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            fan_in = math.prod(p.shape[1:]) if p.dim() > 1 else 1
+            p.copy_((0.5 + torch.rand(p.shape, generator=g, dtype=p.dtype)) / fan_in)
+    return module
+
+
+def measured_deps(
+    network: nn.Module, shape: tuple[int, int, int], cond: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Boolean ``(C_out, H, W, C, H, W)``: which input sub-pixels each output depends on."""
+    c, h, w = shape
+    g = torch.Generator().manual_seed(1)
+    x = 0.5 + torch.rand(1, c, h, w, generator=g, dtype=torch.float64)
+
+    def f(inp: torch.Tensor) -> torch.Tensor:
+        return network(inp, cond) if cond is not None else network(inp)
+
+    jac = torch.autograd.functional.jacobian(f, x, vectorize=True)  # (1, O, H, W, 1, C, H, W)
+    return jac[0, :, :, :, 0] != 0
+
+
+def as_set(dep: torch.Tensor) -> frozenset[tuple[int, int, int]]:
+    """Set of (i, j, c) where the ``(C, H, W)`` boolean tensor is True."""
+    return frozenset((i, j, c) for c, i, j in dep.nonzero().tolist())
