@@ -66,6 +66,10 @@ class _Stepper:
         """Bytes held in caches."""
         return 0
 
+    def reach(self) -> int:
+        """How many rows above the current one the layer reads (0 for pointwise layers)."""
+        return 0
+
 
 class _ConvStepper(_Stepper):
     """A :class:`MaskedConv2d` one pixel at a time.
@@ -172,6 +176,9 @@ class _ConvStepper(_Stepper):
     def cache_nbytes(self) -> int:
         return 0 if self.pointwise else self.cache.numel() * self.cache.element_size()
 
+    def reach(self) -> int:
+        return self.rows - 1
+
 
 class _PointwiseStepper(_Stepper):
     def __init__(self, module: nn.Module) -> None:
@@ -234,6 +241,9 @@ class _ResidualStepper(_Stepper):
 
     def cache_nbytes(self) -> int:
         return self.conv2.cache_nbytes()
+
+    def reach(self) -> int:
+        return self.conv2.reach()
 
 
 def _gate_order(channels: int) -> torch.Tensor:
@@ -386,6 +396,9 @@ class _GatedStackStepper(_Stepper):
         rings = sum(r.numel() * r.element_size() for r in self.rings)
         return rings + sum(s.cache_nbytes() for s in self.h_conv)
 
+    def reach(self) -> int:
+        return max(r.shape[1] - 1 for r in self.rings)
+
 
 class _SequentialStepper(_Stepper):
     def __init__(self, steppers: list[_Stepper]) -> None:
@@ -408,6 +421,9 @@ class _SequentialStepper(_Stepper):
 
     def cache_nbytes(self) -> int:
         return sum(s.cache_nbytes() for s in self.steppers)
+
+    def reach(self) -> int:
+        return max(s.reach() for s in self.steppers)
 
 
 def _build(module: nn.Module, batch: int, width: int, cond: torch.Tensor | None) -> _Stepper:
@@ -436,9 +452,17 @@ class CachedSampler:
     :class:`~autoregressive.GatedStack` and elementwise activations, starting with a mask-A
     ``MaskedConv2d`` or a ``GatedStack``: the form :class:`~autoregressive.PixelCNN` builds.
 
+    On CUDA the per-step work is a few hundred small kernels whose launch overhead would
+    dominate, so by default the sampler records one image row (``W`` steps, sampling included)
+    as a CUDA graph once the rows near the top edge are done, and replays it for every further
+    row: the same kernels on the same buffers, launched at once. ``cuda_graphs=False`` opts out.
+
     Args:
         network: the causal network, ``(N, C, H, W) -> (N, C * P, H, W)``.
         distribution: the output distribution.
+        cuda_graphs: replay rows as CUDA graphs: ``None`` (default) on CUDA devices, ``False``
+            never, ``True`` always where possible (on the CPU it runs the same row-buffer path
+            without a graph, which is how the tests exercise it).
 
     Example:
         >>> from autoregressive import PixelCNN, PixelCNNConfig, Bernoulli, draw_noise
@@ -448,10 +472,44 @@ class CachedSampler:
         torch.Size([3, 1, 5, 5])
     """
 
-    def __init__(self, network: nn.Module, distribution: Distribution) -> None:
+    def __init__(
+        self, network: nn.Module, distribution: Distribution, *, cuda_graphs: bool | None = None
+    ) -> None:
         self.network = network
         self.distribution = distribution
+        self.cuda_graphs = cuda_graphs
         self.last_cache_nbytes = 0  #: cache bytes of the most recent call
+        self.last_used_graph = False  #: whether the most recent call replayed a CUDA graph
+
+    def _row(
+        self,
+        stepper: _Stepper,
+        i: int,
+        x: torch.Tensor,
+        u: torch.Tensor,
+        given: torch.Tensor | None,
+        params: torch.Tensor | None,
+    ) -> None:
+        """Sample row ``i`` in place.
+
+        Shapes: x ``(W, N, C)``, u and given ``(W, C, N)``, params ``(W, N, C * P)``.
+        """
+        dist = self.distribution
+        dtype = x.dtype
+        p = dist.params_per_channel
+        stepper.begin_row(i)
+        for j in range(x.shape[0]):
+            xp = x[j]  # (N, C)
+            for c in range(x.shape[2]):
+                raw = stepper.step(j, dist.preprocess(xp, dtype))  # (N, C * P)
+                raw_c = raw[:, c * p : (c + 1) * p]  # (N, P)
+                if params is not None:
+                    params[j, :, c * p : (c + 1) * p] = raw_c
+                value = dist.sample(raw_c, u[j, c])  # (N,)
+                if given is not None:
+                    value = torch.where(given[j, c], xp[:, c], value)
+                xp[:, c] = value
+            stepper.write(j, dist.preprocess(xp, dtype))
 
     @torch.no_grad()
     def sample(
@@ -463,12 +521,14 @@ class CachedSampler:
         known: torch.Tensor | None = None,
         return_params: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Draw images from ``noise``; the arguments are those of :func:`cached_sample`."""
+        """Draw images from ``noise``; the arguments are those of :func:`cached_sample`.
+
+        With ``return_params=True`` also returns the raw parameters ``(N, C * P, H, W)`` the
+        sampler computed for each sub-pixel (teacher forcing, when every pixel is known).
+        """
         n, channels, height, width = noise.shape
         param = next(self.network.parameters())
-        dtype = param.dtype
-        dist = self.distribution
-        p = dist.params_per_channel
+        device, dtype = param.device, param.dtype
         completion = check_completion(image, known, tuple(noise.shape))
         stepper = _build(self.network, n, width, cond)
         if not stepper.input_layer:
@@ -479,32 +539,57 @@ class CachedSampler:
             )
         self.last_cache_nbytes = stepper.cache_nbytes()
 
-        u = dist.prepare_noise(noise.to(param.device))
+        u = self.distribution.prepare_noise(noise.to(device))
         u = rearrange(u, "n c h w -> h w c n").contiguous()  # (H, W, C, N)
-        x = torch.zeros(
-            height, width, n, channels, dtype=dtype, device=param.device
-        )  # (H, W, N, C)
+        x = torch.zeros(height, width, n, channels, dtype=dtype, device=device)  # (H, W, N, C)
         given = None
         if completion is not None:
             image_hw = rearrange(completion[0].to(dtype), "n c h w -> h w n c")
             given = rearrange(completion[1], "n c h w -> h w c n").contiguous()  # (H, W, C, N)
             x.copy_(torch.where(rearrange(completion[1], "n c h w -> h w n c"), image_hw, x))
+        p = self.distribution.params_per_channel
         params = x.new_zeros(height, width, n, channels * p) if return_params else None
 
+        # Rows near the top edge skip the kernel rows above the image; every later row runs the
+        # same operations, so from row `warm` on one recorded row can be replayed.
+        warm = max(stepper.reach(), 1)
+        graphs = self.cuda_graphs if self.cuda_graphs is not None else device.type == "cuda"
+        static = graphs and height > warm
+        self.last_used_graph = False
+        if static:  # fixed buffers the recorded row reads and writes
+            row_x, row_u = torch.empty_like(x[0]), torch.empty_like(u[0])
+            row_given = None if given is None else torch.empty_like(given[0])
+            row_params = None if params is None else torch.empty_like(params[0])
+        graph = None
         for i in range(height):
-            stepper.begin_row(i)
-            for j in range(width):
-                xp = x[i, j]  # (N, C)
-                for c in range(channels):
-                    raw = stepper.step(j, dist.preprocess(xp, dtype))  # (N, C * P)
-                    raw_c = raw[:, c * p : (c + 1) * p]  # (N, P)
-                    if params is not None:
-                        params[i, j, :, c * p : (c + 1) * p] = raw_c
-                    value = dist.sample(raw_c, u[i, j, c])  # (N,)
-                    if given is not None:
-                        value = torch.where(given[i, j, c], xp[:, c], value)
-                    xp[:, c] = value
-                stepper.write(j, dist.preprocess(xp, dtype))
+            if not static or i < warm:
+                self._row(
+                    stepper,
+                    i,
+                    x[i],
+                    u[i],
+                    None if given is None else given[i],
+                    None if params is None else params[i],
+                )
+                continue
+            row_x.copy_(x[i])
+            row_u.copy_(u[i])
+            if row_given is not None:
+                row_given.copy_(given[i])  # type: ignore[index]
+            if device.type != "cuda":  # the same row-buffer path, without a graph
+                self._row(stepper, i, row_x, row_u, row_given, row_params)
+            elif graph is None:
+                graph = torch.cuda.CUDAGraph()
+                torch.cuda.synchronize(device)
+                with torch.cuda.graph(graph):
+                    self._row(stepper, i, row_x, row_u, row_given, row_params)
+                graph.replay()
+                self.last_used_graph = True
+            else:
+                graph.replay()
+            x[i].copy_(row_x)
+            if params is not None:
+                params[i].copy_(row_params)  # type: ignore[arg-type]
         images = rearrange(x, "h w n c -> n c h w").contiguous()
         if params is not None:
             return images, rearrange(params, "h w n k -> n k h w").contiguous()
@@ -519,6 +604,7 @@ def cached_sample(
     cond: torch.Tensor | None = None,
     image: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
+    cuda_graphs: bool | None = None,
 ) -> torch.Tensor:
     """Sample with per-layer caches: the naive sampler's images at about one forward pass's cost.
 
@@ -529,6 +615,8 @@ def cached_sample(
         cond: conditioning vectors ``(N, C_cond)`` or ``None``.
         image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
         known: bool mask broadcastable to ``(N, C, H, W)``, ``True`` where ``image`` is given.
+        cuda_graphs: replay rows as CUDA graphs (default: on CUDA devices); see
+            :class:`CachedSampler`.
 
     Returns:
         Images ``(N, C, H, W)`` in the network's dtype, equal to
@@ -545,6 +633,7 @@ def cached_sample(
         >>> torch.equal(fast, naive_sample(model.network, model.distribution, noise))
         True
     """
-    out = CachedSampler(network, distribution).sample(noise, cond=cond, image=image, known=known)
+    sampler = CachedSampler(network, distribution, cuda_graphs=cuda_graphs)
+    out = sampler.sample(noise, cond=cond, image=image, known=known)
     assert isinstance(out, torch.Tensor)
     return out

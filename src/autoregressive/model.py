@@ -31,7 +31,7 @@ def build_network(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> CausalSequential:
-    """Build the causal network a config describes.
+    r"""Build the causal network a config describes.
 
     Residual: a mask-A :class:`MaskedConv2d`, ``num_blocks`` :class:`ResidualBlock` s, head.
     Gated: a :class:`GatedStack` of ``num_blocks`` blocks, head. The head is ReLU and a mask-B
@@ -199,6 +199,7 @@ class PixelCNN(nn.Module):
         method: Literal["cached", "naive"] = "cached",
         image: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
+        cuda_graphs: bool | None = None,
     ) -> torch.Tensor:
         """Draw ``n`` images, or complete ``image`` where ``known`` is ``False``.
 
@@ -213,6 +214,8 @@ class PixelCNN(nn.Module):
             method: ``"cached"`` (fast, default) or ``"naive"`` (one forward pass per sub-pixel).
             image: an image batch ``(n, C, H, W)`` to complete.
             known: bool mask broadcastable to ``image``'s shape, ``True`` where pixels are given.
+            cuda_graphs: for ``method="cached"``, replay rows as CUDA graphs (default: when the
+                model is on a CUDA device; ``False`` opts out).
 
         Returns:
             Images ``(n, C, H, W)``: float ``{0, 1}`` for Bernoulli, ``long`` for categorical.
@@ -234,11 +237,23 @@ class PixelCNN(nn.Module):
         cond = self.condition(y, n)
         shape = (n, self.config.data_channels, height, width)
         noise = draw_noise(shape, generator, device=param.device)
-        sampler = cached_sample if method == "cached" else naive_sample
         was_training = self.training
         self.eval()
         try:
-            x = sampler(self.network, self.distribution, noise, cond=cond, image=image, known=known)
+            if method == "cached":
+                x = cached_sample(
+                    self.network,
+                    self.distribution,
+                    noise,
+                    cond=cond,
+                    image=image,
+                    known=known,
+                    cuda_graphs=cuda_graphs,
+                )
+            else:
+                x = naive_sample(
+                    self.network, self.distribution, noise, cond=cond, image=image, known=known
+                )
         finally:
             self.train(was_training)
         return x.to(self.distribution.output_dtype(x.dtype))

@@ -1,0 +1,312 @@
+"""Binarized MNIST for training a Bernoulli PixelCNN: loading, binarization and seeded batches.
+
+Two binarizations are common in the literature:
+
+- **threshold** (``x > 0.5``): one fixed binary image per digit; the seed project's reference run.
+- **dynamic** (``x ~ Bernoulli(intensity)``): a fresh draw of every training image in every
+  epoch, and one fixed-seed draw of the test set (Salakhutdinov & Murray, 2008; the setting of
+  the NLL figures reported for PixelCNN, van den Oord et al., 2016,
+  https://arxiv.org/abs/1601.06759).
+
+Every random choice here (shuffling, dynamic binarization) comes from a generator seeded by
+``(seed, epoch)``: an epoch's batches are a pure function of those two numbers, so a run resumed
+from a checkpoint sees exactly the batches an uninterrupted run would, and a run split over
+several processes sees the same global batches as a single process.
+
+``torchvision`` is optional (the ``examples`` extra); it is imported only when MNIST is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+__all__ = [
+    "MNIST_FILES",
+    "Batch",
+    "BinarizedBatches",
+    "derive_seed",
+    "dynamic_binarize",
+    "load_mnist",
+    "threshold_binarize",
+]
+
+#: The four files torchvision's ``MNIST`` reads from ``<data_dir>/MNIST/raw/``.
+MNIST_FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+Binarization = Literal["threshold", "dynamic"]
+
+
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """A 63-bit seed derived from ``seed`` and ``keys`` (e.g. an epoch and a stream name).
+
+    Different keys give unrelated streams; the same keys always give the same seed.
+
+    Args:
+        seed: the run's seed.
+        *keys: what the stream is for, e.g. ``(epoch, "batches")``.
+
+    Returns:
+        An int in ``[0, 2**63)``.
+
+    Example:
+        >>> from autoregressive.data import derive_seed
+        >>> derive_seed(0, 1, "train") == derive_seed(0, 1, "train") != derive_seed(0, 2, "train")
+        True
+    """
+    digest = hashlib.sha256(repr((int(seed), *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _check_intensities(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(
+            "binarization needs a floating-point tensor of intensities in [0, 1]; "
+            "convert uint8 images with x.float() / 255"
+        )
+    if x.numel() and (bool(torch.isnan(x).any()) or x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            "intensities must lie in [0, 1] (got values outside it or NaN); "
+            "divide uint8 images by 255"
+        )
+
+
+def threshold_binarize(x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Binarize intensities by a fixed threshold: ``1`` where ``x > threshold``.
+
+    Args:
+        x: intensities in ``[0, 1]``, any shape.
+        threshold: the cut, in ``[0, 1)``.
+
+    Returns:
+        ``{0, 1}`` tensor of ``x``'s shape and dtype.
+
+    Example:
+        >>> from autoregressive.data import threshold_binarize
+        >>> threshold_binarize(torch.tensor([0.2, 0.5, 0.7]))
+        tensor([0., 0., 1.])
+    """
+    _check_intensities(x)
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
+    return (x > threshold).to(x.dtype)
+
+
+def dynamic_binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw binary images with ``P(pixel = 1) = intensity`` (dynamic binarization).
+
+    The draw is ``u < x`` with ``u`` uniform from ``generator``, one number per pixel in the
+    order of ``x.flatten()``; the same generator state always gives the same images.
+
+    Args:
+        x: intensities in ``[0, 1]``, any shape.
+        generator: source of randomness (CPU, or on ``x``'s device).
+
+    Returns:
+        ``{0, 1}`` tensor of ``x``'s shape and dtype.
+
+    Example:
+        >>> from autoregressive.data import dynamic_binarize
+        >>> g = torch.Generator().manual_seed(0)
+        >>> dynamic_binarize(torch.tensor([0.0, 1.0]), g)
+        tensor([0., 1.])
+    """
+    _check_intensities(x)
+    device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
+    return (u.to(x.device) < x).to(x.dtype)
+
+
+def _missing_files_message(data_dir: Path, reason: str) -> str:
+    raw = data_dir / "MNIST" / "raw"
+    names = "\n".join(f"  {name}(.gz)" for name in MNIST_FILES)
+    return (
+        f"MNIST not found in {data_dir} ({reason}).\n"
+        f"Put these four files (the original IDX files, gzipped or not) in the folder {raw}/:\n"
+        f"{names}\n"
+        "or allow the download (network access, a writable folder), or pass another data_dir "
+        "(the folder that contains MNIST/raw/)."
+    )
+
+
+def load_mnist(
+    data_dir: str | Path, *, train: bool = True, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load the MNIST training or test set through ``torchvision.datasets.MNIST``.
+
+    The files are looked for in ``<data_dir>/MNIST/raw/`` (torchvision's layout). When the
+    uncompressed files are missing and ``download`` is true, torchvision extracts the ``.gz``
+    files found there or downloads them; if that fails (no network, read-only folder) a
+    ``FileNotFoundError`` names the four files and the folder they belong in.
+
+    Args:
+        data_dir: the folder that contains ``MNIST/raw/``.
+        train: the 60,000 training images, else the 10,000 test images.
+        download: allow torchvision to extract or download missing files. With ``False``
+            nothing is fetched and missing files raise at once.
+
+    Returns:
+        ``(images, labels)``: float32 intensities in ``[0, 1]`` and int64 labels.
+
+    Shape:
+        - images: :math:`(N, 1, H, W)` (``28 x 28`` for MNIST).
+        - labels: :math:`(N,)`.
+
+    Raises:
+        FileNotFoundError: the files are missing and could not be obtained.
+    """
+    try:
+        from torchvision.datasets import MNIST
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "loading MNIST needs torchvision: pip install 'autoregressive[examples]'"
+        ) from err
+
+    data_dir = Path(data_dir)
+    raw = data_dir / "MNIST" / "raw"
+    missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
+    if missing and not download:
+        raise FileNotFoundError(
+            _missing_files_message(data_dir, f"missing {', '.join(missing)}; download disabled")
+        )
+    try:
+        dataset = MNIST(str(data_dir), train=train, download=bool(missing))
+    except (RuntimeError, OSError) as err:  # failed download / extraction, unreadable folder
+        if not missing:
+            raise
+        raise FileNotFoundError(
+            _missing_files_message(data_dir, f"{type(err).__name__}: {err}".strip())
+        ) from err
+    images = dataset.data.unsqueeze(1).float().div_(255.0)  # (N, 1, H, W)
+    return images, dataset.targets.long()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One process's share of a global batch.
+
+    Attributes:
+        images: binary images ``(n, C, H, W)`` of this process (``n`` may be 0 when the global
+            batch has fewer images than processes).
+        labels: their labels ``(n,)``, or ``None``.
+        total: number of images in the global batch, over all processes.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    total: int
+
+
+class BinarizedBatches:
+    """Batches of binarized images whose order and draw depend only on ``(seed, epoch)``.
+
+    Each epoch the global batches are fixed by one generator seeded with
+    ``derive_seed(seed, epoch, "batches")``: a permutation of the images (when ``shuffle``)
+    and, for ``binarize="dynamic"``, the uniform numbers of each batch drawn in order. With
+    ``world_size`` processes every process builds the same global batch and keeps its own
+    contiguous share (``torch.tensor_split``), so the union over processes is the single-process
+    batch, whatever the number of processes.
+
+    Args:
+        images: intensities in ``[0, 1]`` for ``"threshold"`` / ``"dynamic"``, or binary
+            images for ``binarize=None``; shape ``(N, C, H, W)``.
+        labels: ``(N,)`` labels, or ``None``.
+        batch_size: images per global batch (over all processes).
+        binarize: ``"threshold"``, ``"dynamic"``, or ``None`` when ``images`` are binary.
+        threshold: the cut of ``"threshold"``.
+        shuffle: draw a new order every epoch.
+        seed: base seed of the generators.
+        rank: this process's index in ``[0, world_size)``.
+        world_size: number of processes sharing each batch.
+        drop_last: skip a last, incomplete global batch.
+
+    Example:
+        >>> from autoregressive.data import BinarizedBatches
+        >>> x = torch.rand(10, 1, 4, 4)
+        >>> batches = BinarizedBatches(x, batch_size=4, binarize="dynamic", shuffle=True)
+        >>> batches.set_epoch(1)
+        >>> [b.images.shape[0] for b in batches], len(batches)
+        ([4, 4, 2], 3)
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        batch_size: int,
+        binarize: Binarization | None = "threshold",
+        threshold: float = 0.5,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        if images.dim() != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if labels is not None and labels.shape != images.shape[:1]:
+            raise ValueError(
+                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if binarize not in ("threshold", "dynamic", None):
+            raise ValueError(f"binarize must be 'threshold', 'dynamic' or None, got {binarize!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, {world_size=}")
+        if batch_size < world_size:
+            raise ValueError(
+                f"batch_size={batch_size} is smaller than the number of processes "
+                f"({world_size}); batch_size counts images over all processes"
+            )
+        if binarize is None:
+            if bool(((images != 0) & (images != 1)).any()):
+                raise ValueError("binarize=None needs binary images in {0, 1}")
+        else:
+            _check_intensities(images)
+        if binarize == "threshold":  # fixed for the whole run: binarize once
+            images, binarize = threshold_binarize(images, threshold), None
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.binarize = binarize
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order and binarization the next iteration yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = self.images.shape[0]
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "batches"))
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self.images[index]  # (B, C, H, W)
+            if self.binarize == "dynamic":
+                x = dynamic_binarize(x, generator)
+            y = self.labels[index] if self.labels is not None else None
+            # this process's contiguous share of the global batch
+            x = x.tensor_split(self.world_size)[self.rank]  # (b, C, H, W), b ~ B / world_size
+            y = y.tensor_split(self.world_size)[self.rank] if y is not None else None
+            yield Batch(x, y, total=len(index))

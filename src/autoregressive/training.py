@@ -1,0 +1,512 @@
+"""Training utilities for likelihood models: a training step and epoch, evaluation, checkpoints.
+
+Kept apart from the layers: nothing in the model depends on this module.
+
+- :class:`NegLogLikelihood` wraps a model as a module whose ``forward`` returns the per-image
+  negative log-likelihood, so that ``DistributedDataParallel`` and ``torch.compile`` can wrap
+  the objective itself (DDP only synchronises gradients of what runs through ``forward``).
+- :func:`train_step`, :func:`train_epoch` and :func:`evaluate` work the same in one process and
+  under ``torch.distributed``: losses are sums over images divided by the global batch size, and
+  the reported numbers are reduced over all processes.
+- :func:`save_checkpoint` writes atomically (temporary file in the same folder, ``fsync``,
+  ``os.replace``), so a crash while saving never damages the previous checkpoint;
+  :func:`load_checkpoint` reads with ``torch.load(weights_only=True)``, so a crafted file cannot
+  run code, and turns every kind of damage into a :class:`CheckpointError` that says what to do.
+- :func:`get_rng_state` / :func:`set_rng_state` capture every random number generator a run
+  uses, for bit-for-bit resumption.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pickle
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .data import Batch
+from .distributions import nats_to_bits_per_dim
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "EpochStats",
+    "NegLogLikelihood",
+    "atomic_write",
+    "distributed_sum",
+    "evaluate",
+    "get_rng_state",
+    "load_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+    "train_epoch",
+    "train_step",
+    "unused_parameters",
+]
+
+#: Value of the ``"format"`` entry of every checkpoint this module writes.
+CHECKPOINT_FORMAT = "autoregressive.training/1"
+
+
+class NegLogLikelihood(nn.Module):
+    """The per-image negative log-likelihood of a model with a ``log_prob(x, y)`` method.
+
+    Args:
+        model: e.g. a :class:`~autoregressive.PixelCNN`.
+
+    Shape:
+        - ``x``: :math:`(N, C, H, W)`; ``y``: :math:`(N,)` or ``None``.
+        - output: :math:`(N,)`, nats.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return -self.model.log_prob(x, y)  # (N,)
+
+
+def unused_parameters(
+    objective: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
+) -> list[str]:
+    """Names of the parameters that get no gradient from ``objective(x, y).sum()``.
+
+    ``DistributedDataParallel`` needs ``find_unused_parameters=True`` exactly when this list
+    is not empty. The probe leaves every ``.grad`` as it was.
+
+    Args:
+        objective: e.g. :class:`NegLogLikelihood`.
+        x: a small input batch, e.g. one image.
+        y: its labels, if the model is conditional.
+
+    Returns:
+        The names, in ``named_parameters`` order.
+    """
+    params = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
+    saved = [p.grad for _, p in params]
+    for _, p in params:
+        p.grad = None
+    try:
+        objective(x, y).sum().backward()
+        return [n for n, p in params if p.grad is None]
+    finally:
+        for (_, p), g in zip(params, saved, strict=True):
+            p.grad = g
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def distributed_sum(values: Iterable[float | torch.Tensor], device: torch.device) -> list[float]:
+    """Sum numbers over all processes (float64); the numbers themselves without distribution.
+
+    Args:
+        values: this process's numbers.
+        device: where the reduction runs (the CUDA device for NCCL, CPU for gloo).
+
+    Returns:
+        The sums, one per value, identical on every process.
+    """
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(()) for v in values])
+    t = t.to(device)
+    if _world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def _max_over_processes(value: int, device: torch.device) -> int:
+    if _world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def train_step(
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    *,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One optimisation step on the mean negative log-likelihood of a global batch.
+
+    The loss of each process is ``sum(nll) * world_size / batch.total``; DDP averages gradients
+    over processes, so the step follows the gradient of the mean over the whole global batch,
+    also when processes hold unequal shares.
+
+    Args:
+        objective: :class:`NegLogLikelihood`, possibly wrapped in DDP or ``torch.compile``.
+        optimizer: the optimizer of the model's parameters.
+        batch: this process's share of the global batch.
+        device: device of the model.
+        autocast_dtype: e.g. ``torch.bfloat16`` to run the forward pass under autocast.
+
+    Returns:
+        The summed NLL of this process's images, nats (a detached 0-dim tensor on ``device``;
+        reading it with ``.item()`` synchronises with the device).
+    """
+    x = batch.images.to(device, non_blocking=True)
+    y = batch.labels.to(device, non_blocking=True) if batch.labels is not None else None
+    with _autocast(device, autocast_dtype):
+        nll = objective(x, y)  # (n,)
+    total = nll.float().sum()
+    loss = total * (_world_size() / batch.total)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return total.detach()
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What one pass over a dataset measured, reduced over all processes.
+
+    Attributes:
+        nll: mean negative log-likelihood per image, nats.
+        bits_per_dim: the same in bits per dimension.
+        images: number of images, over all processes.
+        seconds: wall time of the pass (of this process).
+        images_per_second: ``images / seconds``.
+    """
+
+    nll: float
+    bits_per_dim: float
+    images: int
+    seconds: float
+    images_per_second: float
+
+
+def _stats(nll_sum: float, images: float, dims: int, seconds: float) -> EpochStats:
+    nll = nll_sum / images if images else math.nan
+    return EpochStats(
+        nll=nll,
+        bits_per_dim=float(nats_to_bits_per_dim(nll, dims)) if dims else math.nan,
+        images=int(images),
+        seconds=seconds,
+        images_per_second=images / seconds if seconds > 0 else math.nan,
+    )
+
+
+def train_epoch(
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Batch],
+    *,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    max_steps: int | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    log_every: int = 10,
+) -> EpochStats:
+    """Train for one pass over ``batches`` and return the mean training NLL.
+
+    Args:
+        objective: see :func:`train_step`.
+        optimizer: see :func:`train_step`.
+        batches: this process's :class:`~autoregressive.data.Batch` es, e.g. a
+            :class:`~autoregressive.data.BinarizedBatches` after ``set_epoch``.
+        device: device of the model.
+        autocast_dtype: see :func:`train_step`.
+        max_steps: stop after this many steps (for tests and smoke runs).
+        progress: called every ``log_every`` steps and after the last one with
+            ``(steps, images, running_nll)``: steps done, images done over all processes (an
+            estimate from this process's share), mean NLL of this process's images so far.
+        log_every: steps between ``progress`` calls (each call synchronises with the device).
+
+    Returns:
+        The epoch's statistics; ``nll`` is the mean over all images of all processes, computed
+        with the weights of the step that saw them.
+    """
+    world = _world_size()
+    start = time.perf_counter()
+    nll_sum = torch.zeros((), dtype=torch.float64, device=device)
+    local = total = steps = 0
+    dims = 0
+    for batch in batches:
+        if max_steps is not None and steps >= max_steps:
+            break
+        nll_sum += train_step(
+            objective, optimizer, batch, device=device, autocast_dtype=autocast_dtype
+        )
+        steps += 1
+        local += batch.images.shape[0]
+        total += batch.total
+        dims = math.prod(batch.images.shape[1:])
+        if progress is not None and steps % log_every == 0:
+            progress(steps, total, nll_sum.item() / max(local, 1))
+    if progress is not None and steps % log_every != 0:
+        progress(steps, total, nll_sum.item() / max(local, 1))
+    seconds = time.perf_counter() - start
+    summed, images = distributed_sum([nll_sum, local], device)
+    if world > 1:
+        assert int(images) == total, "processes disagree about the global batch sizes"
+    return _stats(summed, images, _max_over_processes(dims, device), seconds)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    *,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    max_steps: int | None = None,
+) -> EpochStats:
+    """Mean negative log-likelihood of a dataset, in nats and bits per dimension.
+
+    Under ``torch.distributed`` each process scores its share and the sums are reduced, so the
+    result is the mean over the whole dataset on every process.
+
+    Args:
+        model: a model with ``log_prob(x, y)`` (not a DDP wrapper); switched to eval mode and
+            back.
+        batches: this process's batches (e.g. :class:`~autoregressive.data.BinarizedBatches`
+            with ``binarize=None`` over a fixed binarization of the test set).
+        device: device of the model.
+        autocast_dtype: e.g. ``torch.bfloat16``; the log-likelihood is summed in float64.
+        max_steps: score only this many batches.
+
+    Returns:
+        The statistics; ``images_per_second`` is the scoring throughput.
+    """
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    nll_sum = torch.zeros((), dtype=torch.float64, device=device)
+    local = steps = dims = 0
+    try:
+        for batch in batches:
+            if max_steps is not None and steps >= max_steps:
+                break
+            steps += 1
+            x = batch.images.to(device, non_blocking=True)
+            y = batch.labels.to(device, non_blocking=True) if batch.labels is not None else None
+            dims = math.prod(x.shape[1:])
+            if x.shape[0] == 0:
+                continue
+            with _autocast(device, autocast_dtype):
+                log_p = model.log_prob(x, y)  # (n,)
+            nll_sum -= log_p.double().sum()
+            local += x.shape[0]
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    summed, images = distributed_sum([nll_sum, local], device)
+    return _stats(summed, images, _max_over_processes(dims, device), seconds)
+
+
+# --------------------------------------------------------------------------- random state
+def get_rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Capture every random number generator a run may use.
+
+    Torch's CPU generator, every initialised CUDA device's, Python's ``random``, NumPy's
+    legacy global generator (when NumPy is imported) and the ``generators`` given. The result
+    holds only tensors and plain Python values, so it loads with ``weights_only=True``.
+
+    Args:
+        generators: named extra generators (e.g. of a data pipeline).
+
+    Returns:
+        A dict for :func:`set_rng_state`.
+    """
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+        state["numpy"] = {
+            "name": str(name),
+            "keys": torch.from_numpy(keys.astype("int64")),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
+    if generators:
+        state["generators"] = {k: g.get_state() for k, g in generators.items()}
+    return state
+
+
+def set_rng_state(
+    state: Mapping[str, Any], generators: Mapping[str, torch.Generator] | None = None
+) -> None:
+    """Restore the generators captured by :func:`get_rng_state`.
+
+    Args:
+        state: the captured state.
+        generators: the same named generators that were captured; each is restored in place.
+
+    Raises:
+        ValueError: a generator in ``generators`` has no captured state.
+    """
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+    np = sys.modules.get("numpy")
+    if np is not None and "numpy" in state:
+        s = state["numpy"]
+        keys = s["keys"].numpy().astype("uint32")
+        np.random.set_state((s["name"], keys, s["pos"], s["has_gauss"], s["cached_gaussian"]))
+    saved = state.get("generators", {})
+    for name, generator in (generators or {}).items():
+        if name not in saved:
+            raise ValueError(f"the checkpoint has no state for the generator {name!r}")
+        generator.set_state(saved[name])
+
+
+# ---------------------------------------------------------------------------- checkpoints
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, damaged, unsafe or of another format."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Any:
+    """Open a temporary file beside ``path`` for binary writing; on success move it there.
+
+    The data is flushed and ``fsync``-ed before ``os.replace`` renames it over ``path`` (atomic
+    on POSIX and Windows). If the body raises (or the process dies), ``path`` keeps its old
+    content; the temporary file is removed when Python still can.
+
+    Args:
+        path: the destination; its folder is created if needed.
+
+    Yields:
+        The open binary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
+    """Write a checkpoint atomically (see :func:`atomic_write`).
+
+    Args:
+        path: destination file, e.g. ``out/checkpoint.pt``.
+        checkpoint: tensors and plain Python values only (dicts, lists, tuples, numbers,
+            strings, ``None``), as ``torch.load(weights_only=True)`` accepts; a ``"format"``
+            entry is added.
+
+    Raises:
+        ValueError: ``checkpoint`` holds something ``weights_only`` loading would refuse.
+    """
+    payload = {"format": CHECKPOINT_FORMAT, **checkpoint}
+    _check_plain(payload, "checkpoint")
+    f: BinaryIO
+    with atomic_write(path) as f:
+        torch.save(payload, f)
+
+
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if isinstance(value, _PLAIN):
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise ValueError(f"{where}: key {k!r} is not a str or int")
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    else:
+        raise ValueError(
+            f"{where} is a {type(value).__name__}; checkpoints hold only tensors and plain "
+            "Python values (convert it, e.g. a Path with str())"
+        )
+
+
+def load_checkpoint(
+    path: str | Path, *, map_location: str | torch.device | None = "cpu"
+) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, safely.
+
+    Loads with ``torch.load(weights_only=True)``: only tensors and plain Python values are
+    rebuilt, so a crafted file cannot run code while it is read.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where to put its tensors (default CPU).
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        CheckpointError: (a ``ValueError``) the file is missing, truncated or corrupted, holds
+            objects that are not allowed, or was not written by :func:`save_checkpoint`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        if "allowed global" in text or "Unsupported global" in text:
+            raise CheckpointError(
+                f"refused to load {path}: it contains Python objects other than tensors and "
+                "plain values, and unpickling them could run arbitrary code (weights_only=True). "
+                "Only load checkpoints written by autoregressive.training.save_checkpoint."
+            ) from err
+        raise CheckpointError(_corrupt(path, err)) from err
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
+        raise CheckpointError(_corrupt(path, err)) from err
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint)
+        raise CheckpointError(
+            f"{path} is not a checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r}); "
+            "it was not written by autoregressive.training.save_checkpoint"
+        )
+    return checkpoint
+
+
+def _corrupt(path: Path, err: BaseException) -> str:
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    return (
+        f"checkpoint {path} is truncated or corrupted and cannot be read ({first}). "
+        "Delete it to start afresh, or restore it from a copy; save_checkpoint never leaves a "
+        "partial file under the final name, so the file was damaged after it was written."
+    )

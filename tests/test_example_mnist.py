@@ -1,0 +1,264 @@
+"""End-to-end tests of examples/mnist_pixelcnn.py, run as a subprocess.
+
+They use tiny synthetic IDX files in torchvision's layout (so the real torchvision loading code
+runs) and a tiny Gated PixelCNN; everything is written under pytest's tmp_path. One test trains
+briefly on the real MNIST files when ``../shared/data/mnist`` exists beside the repository.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_data import write_mnist
+
+for _module in ("torchvision", "tqdm", "matplotlib"):  # the `examples` extra
+    pytest.importorskip(_module)
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "examples" / "mnist_pixelcnn.py"
+REAL_MNIST = REPO / ".." / "shared" / "data" / "mnist"
+EPOCHS = 3
+#: The per-epoch numbers a resumed run must reproduce exactly.
+EXACT_KEYS = ("train_nll", "train_bits_per_dim", "test_nll", "test_bits_per_dim", "train_images")
+
+
+def tiny_flags(data_dir: Path, out: Path) -> list[str]:
+    """A 2-block, 8-channel gated model on 1,024 synthetic images: ~1-2 s per epoch."""
+    return [
+        *("--data-dir", str(data_dir), "--no-download", "--out", str(out)),
+        *("--block", "gated", "--num-blocks", "2", "--hidden-channels", "8"),
+        *("--head-channels", "0", "--batch-size", "16", "--lr", "3e-3"),
+        *("--epochs", str(EPOCHS), "--binarize", "dynamic", "--seed", "1"),
+        *("--eval-batch-size", "64", "--num-samples", "4", "--sample-epochs"),
+    ]
+
+
+def run_script(args: list[str], *, timeout: float = 300, threads: bool = True) -> str:
+    cmd = [sys.executable, str(SCRIPT), *args, *(["--threads", "1"] if threads else [])]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root, 1024, 64)
+    return root
+
+
+@pytest.fixture(scope="module")
+def straight_run(synthetic, tmp_path_factory) -> Path:
+    """An uninterrupted single-process run, shared by the tests below."""
+    out = tmp_path_factory.mktemp("straight")
+    run_script([*tiny_flags(synthetic, out), "--eval-initial"])
+    return out
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("mnist_pixelcnn", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_help_documents_every_flag():
+    parser = _load_script().build_parser()
+    documented = {flag: action.help for action in parser._actions for flag in action.option_strings}
+    required = """--preset --block --hidden-channels --num-blocks --lr --epochs --batch-size --seed
+        --device --bf16 --compile --binarize --data-dir --out --sample-epochs --resume --demo
+        --limit-train-batches"""
+    assert set(required.split()) <= set(documented)
+    for flag, text in documented.items():
+        assert text and len(text) > 8, f"{flag} has no help text"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "--demo" in result.stdout
+
+
+def test_demo_and_reference_defaults():
+    script = _load_script()
+    ref = script.parse_args([])
+    assert (ref.preset, ref.lr, ref.batch_size, ref.epochs) == ("reference", 1e-3, 64, 30)
+    assert (ref.binarize, ref.threshold, ref.sample_epochs) == ("threshold", 0.5, [20, 30])
+    demo = script.parse_args(["--demo", "--epochs", "1"])
+    assert demo.binarize == "dynamic" and demo.block == "gated" and demo.epochs == 1
+    assert demo.data_dir == ref.data_dir == REPO / ".." / "shared" / "data" / "mnist"
+
+
+def _check_png(path: Path) -> tuple[int, ...]:
+    import matplotlib.image as mpimg
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 50
+    return image.shape
+
+
+def test_outputs_exist_and_are_well_formed(straight_run):
+    out = straight_run
+    for name in (
+        f"samples_epoch{EPOCHS:03d}.png",
+        f"completions_epoch{EPOCHS:03d}.png",
+        "loss_curve.png",
+    ):
+        _check_png(out / name)
+    m = metrics(out)
+    assert m["finished"] is True
+    assert m["parameters"] > 0 and m["world_size"] == 1
+    assert [e["epoch"] for e in m["epochs"]] == list(range(1, EPOCHS + 1))
+    assert m["pictures"] == [f"samples_epoch{EPOCHS:03d}.png", f"completions_epoch{EPOCHS:03d}.png"]
+    for epoch in m["epochs"]:
+        for key in (*EXACT_KEYS, "train_seconds", "train_images_per_second", "eval_seconds"):
+            assert isinstance(epoch[key], (int, float)) and math.isfinite(epoch[key]), key
+        assert epoch["test_bits_per_dim"] == pytest.approx(epoch["test_nll"] / (784 * math.log(2)))
+    assert m["final"]["test_nll"] == m["epochs"][-1]["test_nll"]
+    assert m["epochs"][-1]["test_nll"] < m["initial_test_nll"]
+    assert math.isfinite(m["train_seconds"]) and m["train_seconds"] > 0
+    assert not list(out.glob(".*.tmp")), "temporary files left behind"
+    # the checkpoint is safe to load and holds the final state
+    from autoregressive.training import load_checkpoint
+
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["epoch"] == EPOCHS and ckpt["metrics"] == m["epochs"]
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reproduces_the_uninterrupted_run(synthetic, straight_run, tmp_path):
+    out = tmp_path / "killed"
+    ckpt = out / "checkpoint.pt"
+    cmd = [sys.executable, str(SCRIPT), *tiny_flags(synthetic, out), "--threads", "1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ckpt.exists(), f"no checkpoint appeared: {proc.stderr.read().decode()[-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)  # in epoch 2, after the first checkpoint
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    from autoregressive.training import load_checkpoint
+
+    assert load_checkpoint(ckpt)["epoch"] < EPOCHS, "the run was not interrupted"
+
+    log = run_script([*tiny_flags(synthetic, out), "--resume"])
+    assert "resumed from" in log
+    resumed, straight = metrics(out)["epochs"], metrics(straight_run)["epochs"]
+    assert [{k: e[k] for k in EXACT_KEYS} for e in resumed] == [
+        {k: e[k] for k in EXACT_KEYS} for e in straight
+    ]
+    a, b = load_checkpoint(ckpt), load_checkpoint(straight_run / "checkpoint.pt")
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    _check_png(out / f"samples_epoch{EPOCHS:03d}.png")
+
+
+def test_resume_refuses_a_different_run(synthetic, straight_run, tmp_path):
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes((straight_run / "checkpoint.pt").read_bytes())
+    flags = [*tiny_flags(synthetic, out), "--resume", "--threads", "1", "--lr", "1e-2"]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "different run" in result.stderr and "lr" in result.stderr
+
+
+def test_corrupted_checkpoint_is_reported_and_kept(synthetic, straight_run, tmp_path):
+    out = tmp_path / "corrupt"
+    out.mkdir()
+    data = (straight_run / "checkpoint.pt").read_bytes()[:5000]
+    (out / "checkpoint.pt").write_bytes(data)
+    flags = [*tiny_flags(synthetic, out), "--resume", "--threads", "1"]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "truncated or corrupted" in result.stderr
+    assert (out / "checkpoint.pt").read_bytes() == data
+
+
+def test_missing_data_gives_a_clear_error(tmp_path):
+    flags = ["--data-dir", str(tmp_path / "none"), "--no-download", "--out", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "train-images-idx3-ubyte(.gz)" in result.stderr
+    assert str(tmp_path / "none" / "MNIST" / "raw") in result.stderr
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_one_process(synthetic, straight_run, tmp_path):
+    """torchrun with 2 CPU processes: DDP over gloo, each with half of every global batch.
+
+    Both runs see the same global batches and step along the gradient of the same batch mean,
+    so they are the same computation up to float32 summation order (the all-reduce of the
+    gradients, per-half convolutions). Measured differences are ~1e-5 relative after three
+    epochs; 1e-3 leaves a wide margin and still catches any real mismatch (a wrong loss scale
+    or duplicated data changes the losses by percents).
+    """
+    out = tmp_path / "ddp"
+    cmd = [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"),
+        *(str(SCRIPT), *tiny_flags(synthetic, out), "--device", "cpu"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert result.returncode == 0, f"torchrun failed:\n{result.stdout}\n{result.stderr}"
+    m = metrics(out)
+    assert m["world_size"] == 2 and m["finished"] is True
+    assert m["epochs"][-1]["train_images"] == 1024
+    for two, one in zip(m["epochs"], metrics(straight_run)["epochs"], strict=True):
+        for key in ("train_nll", "test_nll"):
+            assert two[key] == pytest.approx(one[key], rel=1e-3), key
+    assert result.stdout.count("done: test NLL") == 1, "only rank 0 may report"
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == [
+        f"completions_epoch{EPOCHS:03d}.png",
+        "loss_curve.png",
+        f"samples_epoch{EPOCHS:03d}.png",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (REAL_MNIST / "MNIST" / "raw").is_dir(),
+    reason=f"real MNIST not found at {REAL_MNIST.resolve()}/MNIST/raw (optional)",
+)
+def test_short_run_on_real_mnist_learns(tmp_path):
+    out = tmp_path / "real"
+    run_script(
+        [
+            *("--data-dir", str(REAL_MNIST), "--no-download", "--out", str(out)),
+            *("--block", "gated", "--num-blocks", "3", "--hidden-channels", "16"),
+            *("--head-channels", "0", "--batch-size", "32", "--lr", "3e-3", "--epochs", "1"),
+            *("--binarize", "dynamic", "--limit-train-batches", "150"),
+            *("--limit-test-batches", "2", "--eval-batch-size", "250", "--eval-initial"),
+            *("--num-samples", "16", "--sample-epochs"),
+        ]
+    )
+    m = metrics(out)
+    final, initial = m["final"]["test_nll"], m["initial_test_nll"]
+    assert math.isfinite(final) and final < initial, (initial, final)
+    assert m["epochs"][0]["train_images"] == 150 * 32
+    _check_png(out / "samples_epoch001.png")

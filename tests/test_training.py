@@ -1,0 +1,310 @@
+"""Tests of autoregressive.training: steps, evaluation, RNG capture and safe checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import random
+
+import pytest
+import torch
+
+from autoregressive import PixelCNN, PixelCNNConfig
+from autoregressive.data import BinarizedBatches, derive_seed, dynamic_binarize
+from autoregressive.training import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    NegLogLikelihood,
+    atomic_write,
+    distributed_sum,
+    evaluate,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    train_epoch,
+    train_step,
+    unused_parameters,
+)
+
+CPU = torch.device("cpu")
+TINY = PixelCNNConfig(block="gated", num_blocks=2, hidden_channels=8, image_size=(8, 8))
+
+
+def tiny_model(seed: int = 0) -> PixelCNN:
+    torch.manual_seed(seed)
+    return PixelCNN(TINY)
+
+
+def intensities(n: int = 48, seed: int = 0) -> torch.Tensor:
+    """Smooth-ish synthetic intensities ``(n, 1, 8, 8)`` in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 1, 2, 2, generator=g)
+    return torch.nn.functional.interpolate(base, size=(8, 8), mode="bilinear")
+
+
+# ---------------------------------------------------------------------------- steps
+def test_train_step_follows_the_mean_nll_and_returns_the_sum():
+    model, twin = tiny_model(), tiny_model()
+    x = dynamic_binarize(intensities(10), torch.Generator().manual_seed(1))
+    batch = BinarizedBatches(x, batch_size=10, binarize=None)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    total = train_step(NegLogLikelihood(model), opt, next(iter(batch)), device=CPU)
+
+    expected = -twin.log_prob(x)
+    assert torch.allclose(total, expected.sum())
+    expected.mean().backward()
+    with torch.no_grad():
+        for p in twin.parameters():
+            if p.grad is not None:  # the last gated block's h_out gets no gradient
+                p -= 0.1 * p.grad
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_evaluate_is_the_mean_nll_in_nats_and_bits():
+    model = tiny_model()
+    x = dynamic_binarize(intensities(23), torch.Generator().manual_seed(2))
+    model.train()
+    stats = evaluate(model, BinarizedBatches(x, batch_size=5, binarize=None), device=CPU)
+    assert model.training, "evaluate must restore the training mode"
+    nll = -model.log_prob(x).double()
+    assert stats.images == 23
+    assert stats.nll == pytest.approx(nll.mean().item(), rel=1e-6)
+    assert stats.bits_per_dim == pytest.approx(stats.nll / (64 * math.log(2)), rel=1e-9)
+    limited = evaluate(model, BinarizedBatches(x, batch_size=5, binarize=None), device=CPU,
+                       max_steps=2)  # fmt: skip
+    assert limited.images == 10
+
+
+def test_train_epoch_reports_progress_and_lowers_the_nll():
+    model = tiny_model()
+    batches = BinarizedBatches(intensities(64), batch_size=16, binarize="dynamic", shuffle=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    calls = []
+    objective = NegLogLikelihood(model)
+    first = None
+    for epoch in range(1, 4):
+        batches.set_epoch(epoch)
+        stats = train_epoch(
+            objective, opt, batches, device=CPU, progress=lambda *a: calls.append(a), log_every=3
+        )
+        first = first if first is not None else stats.nll
+        assert stats.images == 64 and stats.images_per_second > 0
+    assert stats.nll < first
+    assert [c[:2] for c in calls[:2]] == [(3, 48), (4, 64)]
+    stopped = train_epoch(objective, opt, batches, device=CPU, max_steps=1)
+    assert stopped.images == 16
+
+
+def test_unused_parameters_finds_layers_without_gradient():
+    model = tiny_model()
+    objective = NegLogLikelihood(model)
+    head = model.network[-1]  # the output layer: always used
+    head.weight.grad = torch.ones_like(head.weight)
+    x = torch.zeros(1, 1, 8, 8)
+    unused = unused_parameters(objective, x)
+    assert all(n.startswith("model.") for n in unused)
+    assert torch.equal(head.weight.grad, torch.ones_like(head.weight)), "grads must be restored"
+    dead = torch.nn.Linear(2, 2)
+    model.dead = dead  # a module the forward pass never calls
+    assert unused_parameters(objective, x)[-2:] == ["model.dead.weight", "model.dead.bias"]
+
+
+def test_distributed_sum_without_a_process_group():
+    assert distributed_sum([1.5, torch.tensor(2.0), 3], CPU) == [1.5, 2.0, 3.0]
+
+
+# ---------------------------------------------------------------------------- RNG state
+def _draws():
+    np = pytest.importorskip("numpy")
+    return (torch.rand(3).tolist(), random.random(), np.random.rand(2).tolist())
+
+
+def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
+    pytest.importorskip("numpy")
+    torch.manual_seed(1)
+    random.seed(1)
+    data = torch.Generator().manual_seed(7)
+    state = get_rng_state({"data": data})
+    expected, expected_data = _draws(), torch.rand(2, generator=data)
+    _draws(), torch.rand(5, generator=data)  # move every generator on
+    save_checkpoint(tmp_path / "c.pt", {"rng": state})
+    loaded = load_checkpoint(tmp_path / "c.pt")["rng"]
+    set_rng_state(loaded, {"data": data})
+    assert _draws() == expected
+    assert torch.equal(torch.rand(2, generator=data), expected_data)
+    with pytest.raises(ValueError, match="no state for the generator 'other'"):
+        set_rng_state(loaded, {"other": torch.Generator()})
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _checkpoint(value: float) -> dict:
+    return {"epoch": 1, "model": {"w": torch.full((4,), value)}, "metrics": [{"nll": value}]}
+
+
+def test_save_and_load_round_trip(tmp_path):
+    path = tmp_path / "sub" / "checkpoint.pt"
+    save_checkpoint(path, _checkpoint(1.0))
+    loaded = load_checkpoint(path)
+    assert loaded["format"] == CHECKPOINT_FORMAT
+    assert torch.equal(loaded["model"]["w"], torch.ones(4))
+    assert loaded["metrics"] == [{"nll": 1.0}]
+    assert os.listdir(path.parent) == ["checkpoint.pt"]
+
+
+def test_save_refuses_objects_that_would_not_load(tmp_path):
+    with pytest.raises(ValueError, match=r"checkpoint\['args'\]\['out'\] is a \w*Path"):
+        save_checkpoint(tmp_path / "c.pt", {"args": {"out": tmp_path}})
+    assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.parametrize("where", ["during torch.save", "at fsync", "at os.replace"])
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch, where):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, _checkpoint(1.0))
+    before = path.read_bytes()
+
+    class Crash(Exception):
+        pass
+
+    if where == "during torch.save":
+
+        def partial_save(obj, f, *args, **kwargs):
+            f.write(b"PK\x03\x04 half a zip")
+            raise Crash
+
+        monkeypatch.setattr(torch, "save", partial_save)
+    elif where == "at fsync":
+        monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(Crash()))
+    else:
+        monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(Crash):
+        save_checkpoint(path, _checkpoint(2.0))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(4))
+    assert os.listdir(tmp_path) == ["checkpoint.pt"], "the temporary file must be removed"
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    path = tmp_path / "f.json"
+    with atomic_write(path) as f:
+        f.write(b"old")
+    with pytest.raises(KeyboardInterrupt), atomic_write(path) as f:
+        f.write(b"new but interrupted")
+        raise KeyboardInterrupt
+    assert path.read_bytes() == b"old"
+
+
+def _damage(path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "garbage":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif how == "flipped byte in the pickle":
+        i = data.index(b"data.pkl") + 40  # inside the pickle record of the zip archive
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :])
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbage", "flipped byte in the pickle"])
+def test_a_damaged_checkpoint_is_rejected_clearly(tmp_path, how):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, _checkpoint(1.0))
+    _damage(path, how)
+    damaged = path.read_bytes()
+    with pytest.raises(CheckpointError, match=r"truncated or corrupted|not a checkpoint") as info:
+        load_checkpoint(path)
+    assert isinstance(info.value, ValueError)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == damaged, "loading must never modify the file"
+
+
+def test_missing_and_foreign_files_are_rejected(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "absent.pt")
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a checkpoint of format"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+class _Payload:
+    """Unpickling this would create a file: the shape of an arbitrary-code-execution attack."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle protocol 2", "pickle protocol 4"])
+def test_a_malicious_pickle_is_refused_without_running_code(tmp_path, writer):
+    target = tmp_path / "pwned"
+    path = tmp_path / "checkpoint.pt"
+    payload = {"format": CHECKPOINT_FORMAT, "epoch": 1, "model": _Payload(str(target))}
+    if writer == "torch.save":
+        torch.save(payload, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(payload, f, protocol=int(writer[-1]))
+    assert not target.exists()
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert not target.exists(), "loading the checkpoint ran code from the file"
+    if writer != "pickle protocol 4":  # protocol 4 framing fails even before the global
+        assert "arbitrary code" in str(info.value)
+
+
+# ---------------------------------------------------------------------------- resumption
+def _run(tmp_path, epochs: int, *, stop_after: int | None = None, resume: bool = False):
+    """A miniature training script: dynamic binarization, Adam, a checkpoint per epoch."""
+    seed = 3
+    x, test = intensities(40, seed=0), intensities(16, seed=1)
+    test = dynamic_binarize(test, torch.Generator().manual_seed(derive_seed(0, "test")))
+    train_batches = BinarizedBatches(x, batch_size=8, binarize="dynamic", shuffle=True, seed=seed)
+    test_batches = BinarizedBatches(test, batch_size=8, binarize=None)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    model = PixelCNN(TINY)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    path = tmp_path / "checkpoint.pt"
+    metrics, start = [], 0
+    if resume:
+        ckpt = load_checkpoint(path)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+        metrics, start = ckpt["metrics"], ckpt["epoch"]
+    for epoch in range(start + 1, epochs + 1):
+        train_batches.set_epoch(epoch)
+        train = train_epoch(NegLogLikelihood(model), opt, train_batches, device=CPU)
+        # something that draws from the global generator, as dropout or noise would
+        jitter = torch.rand(()).item()
+        test_stats = evaluate(model, test_batches, device=CPU)
+        metrics.append({"epoch": epoch, "train": train.nll, "test": test_stats.nll, "j": jitter})
+        rng = get_rng_state()
+        save_checkpoint(
+            path,
+            {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "rng": rng, "metrics": metrics},
+        )  # fmt: skip
+        if stop_after == epoch:
+            torch.manual_seed(12345)  # a new process would start from other RNG states
+            random.seed(12345)
+            break
+    return metrics, model
+
+
+def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path):
+    straight, model = _run(tmp_path / "a", 3)
+    _run(tmp_path / "b", 3, stop_after=1)
+    resumed, resumed_model = _run(tmp_path / "b", 3, resume=True)
+    assert resumed == straight  # exact float equality, epoch by epoch
+    for p, q in zip(model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    assert straight[0]["train"] > straight[-1]["train"]
