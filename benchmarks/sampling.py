@@ -1,0 +1,177 @@
+"""Sampling: the naive sampler vs the cached sampler vs one teacher-forced forward pass.
+
+- *forward*: ``model(x)`` under ``torch.no_grad()`` on a binary batch of the same size: the
+  arithmetic floor, since generating an image needs at least one pass' worth of work.
+- *cached*: :meth:`autoregressive.CachedSampler.sample` on pre-drawn noise, the whole image,
+  with the sampler's defaults (on CUDA: rows replayed as CUDA graphs; also timed without).
+- *naive*: :func:`autoregressive.naive_sample` on the same noise, ``C * H * W`` forward passes.
+  Its first ``naive_steps`` steps are always timed (by stopping the library's own loop after
+  that many network calls) and extrapolated linearly to all steps: every step is the same
+  full-batch forward pass plus a one-pixel draw, so the cost per step is constant. Where the
+  extrapolation says the whole run takes at most ``naive_budget_s``, the whole run is also
+  timed and reported as *measured*.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from autoregressive import CachedSampler, PixelCNN, draw_noise, naive_sample
+
+from .report import Column, Section, fmt_mib, fmt_stats, fmt_x, progress, seconds
+from .settings import Settings
+from .timing import Stats, measure
+
+__all__ = ["run", "time_naive_steps"]
+
+
+class _Stop(Exception):
+    """Raised by :class:`_StopAfter` to end a naive sampler run early."""
+
+
+class _StopAfter(nn.Module):
+    """Wraps a network; the call after ``limit`` calls raises :class:`_Stop`."""
+
+    def __init__(self, network: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.network = network
+        self.limit = limit
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if self.calls >= self.limit:
+            raise _Stop
+        self.calls += 1
+        return self.network(x, cond)
+
+
+def time_naive_steps(
+    model: PixelCNN, noise: torch.Tensor, steps: int, settings: Settings, device: torch.device
+) -> Stats:
+    """Time the first ``steps`` steps of ``naive_sample`` (each a forward pass and a draw)."""
+
+    def run_steps() -> None:
+        wrapper = _StopAfter(model.network, steps)
+        try:
+            naive_sample(wrapper, model.distribution, noise)
+        except _Stop:
+            return
+        raise AssertionError("the naive sampler finished before the step limit")
+
+    return measure(run_steps, device, warmup=settings.warmup, repeats=settings.naive_repeats)
+
+
+def _graphs_optional(device: torch.device) -> bool:
+    """Whether ``CachedSampler`` uses CUDA graphs here by default and can be told not to."""
+    params = inspect.signature(CachedSampler).parameters
+    return device.type == "cuda" and "cuda_graphs" in params
+
+
+def _median(s: Stats) -> float:
+    return float(s["median"])
+
+
+def run(settings: Settings, device: torch.device) -> Section:
+    h, w = settings.image_size
+    section = Section(
+        name="sampling",
+        title="Sampling: naive vs cached vs one forward pass",
+        description=(
+            f"{h}x{w} images, fp32, time per batch. *naive* is measured in full where it takes "
+            f"<= {settings.naive_budget_s:g} s, otherwise extrapolated from its first "
+            f"{settings.naive_steps} steps (x C*H*W / steps). *cached / forward* is the cached "
+            "sampler's time over one teacher-forced forward pass (issue 3's target: <= 2 at "
+            "batch 64 and 256 on CPU). Cache = `CachedSampler.last_cache_nbytes`."
+        ),
+        columns=[
+            Column("model", "model"),
+            Column("batch", "batch"),
+            Column("forward", "forward", fmt_stats),
+            Column("cached", "cached", fmt_stats),
+            *(
+                [Column("cached, no CUDA graphs", "cached_eager", fmt_stats)]
+                if _graphs_optional(device)
+                else []
+            ),
+            Column("cached / image", "cached_per_image_s", seconds),
+            Column("naive", "naive_s", seconds),
+            Column("naive is", "naive_source"),
+            Column("naive / cached", "speedup", fmt_x),
+            Column("cached / forward", "cached_over_forward", fmt_x),
+            Column("cache", "cache_bytes", fmt_mib),
+        ],
+    )
+    for model_name, cfg in settings.models.items():
+        torch.manual_seed(0)
+        model = PixelCNN(cfg, device=device).eval()
+        for n in settings.batch_sizes:
+            row = _measure_batch(model, n, settings, device)
+            section.rows.append({"model": model_name, **row})
+            progress(
+                f"sampling {model_name} batch {n}: cached {seconds(row['cached_s'])}, "
+                f"forward {seconds(row['forward_s'])}, naive {seconds(row['naive_s'])}"
+            )
+    return section
+
+
+def _measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.device) -> dict:
+    """One table row: forward, cached and naive sampling of ``n`` images by ``model``."""
+    h, w = settings.image_size
+    c = model.config.data_channels
+    sampler = CachedSampler(model.network, model.distribution)
+    steps_total = c * h * w
+    steps = min(settings.naive_steps, steps_total)
+    noise = draw_noise((n, c, h, w), torch.Generator().manual_seed(n)).to(device)
+    x = (noise < 0.5).to(torch.float32)  # a binary batch to score
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    reps = {"warmup": settings.warmup, "repeats": settings.repeats}
+    fwd = measure(forward, device, **reps)
+    cached = measure(lambda: sampler.sample(noise), device, **reps)
+    cached_eager = None
+    if _graphs_optional(device):  # the default replays rows as CUDA graphs: time without too
+        eager = CachedSampler(model.network, model.distribution, cuda_graphs=False)
+        cached_eager = measure(lambda: eager.sample(noise), device, **reps)
+    naive_k = time_naive_steps(model, noise, steps, settings, device)
+    extrapolated = _median(naive_k) * steps_total / steps
+    naive_full = None
+    if extrapolated <= settings.naive_budget_s:
+        naive_full = measure(
+            lambda: naive_sample(model.network, model.distribution, noise),
+            device,
+            warmup=0,  # the step runs above warmed it up
+            repeats=settings.naive_repeats,
+        )
+    naive_s = _median(naive_full) if naive_full is not None else extrapolated
+    return {
+        "batch": n,
+        "height": h,
+        "width": w,
+        "forward": fwd,
+        "cached": cached,
+        "cached_eager": cached_eager,
+        "forward_s": _median(fwd),
+        "cached_s": _median(cached),
+        "cached_per_image_s": _median(cached) / n,
+        "naive_steps": steps,
+        "naive_steps_total": steps_total,
+        "naive_k_steps": naive_k,
+        "naive_extrapolated_s": extrapolated,
+        "naive_full": naive_full,
+        "naive_s": naive_s,
+        "naive_measured": naive_full is not None,
+        "naive_source": (
+            f"measured (extrap. {seconds(extrapolated)})"
+            if naive_full is not None
+            else f"extrapolated from {steps} of {steps_total} steps"
+        ),
+        "speedup": naive_s / _median(cached),
+        "cached_over_forward": _median(cached) / _median(fwd),
+        "cache_bytes": sampler.last_cache_nbytes,
+    }

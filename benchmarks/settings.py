@@ -1,0 +1,103 @@
+"""How much to measure: the full, ``--quick`` and (hidden, for the smoke test) ``--tiny`` modes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from autoregressive import PixelCNNConfig
+
+__all__ = ["MODES", "Settings", "model_summary"]
+
+#: the gated model of about the reference's size (~0.47M vs 488,065 parameters) used next to
+#: the "reference" preset: the closest of num_blocks 4..10 x hidden_channels 32..128 (step 4).
+#: The exact count is recorded in every result file.
+GATED_LIKE_REFERENCE = PixelCNNConfig(block="gated", num_blocks=5, hidden_channels=68)
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str  # "full", "quick" or "tiny"; names the result files
+    warmup: int = 2  # untimed calls before every timed series
+    repeats: int = 10  # timed calls per figure
+    naive_repeats: int = 3  # timed calls of the (slow) naive sampler per figure
+    image_size: tuple[int, int] = (28, 28)  # (H, W) of the layer, training and sampling runs
+    layer_batch: int = 64  # batch of the layer-overhead runs
+    train_batch: int = 64  # batch of the training-step runs
+    batch_sizes: tuple[int, ...] = (1, 16, 64, 256)  # sampling batch sizes
+    naive_steps: int = 8  # naive-sampler steps timed for the extrapolation to H * W steps
+    naive_budget_s: float = 15.0  # time the whole naive sampler when it should take <= this
+    scaling_sizes: tuple[int, ...] = (28, 32, 64)  # square image sizes of the scaling runs
+    scaling_depths: tuple[int, ...] = (3, 6, 9, 12)  # num_blocks of the scaling runs
+    scaling_sample_batch: int = 16  # sampling batch of the scaling runs
+    scaling_train_batch: int = 64  # training batch of the scaling runs
+    scaling_repeats: int = 5  # timed calls per figure of the scaling runs
+    models: dict[str, PixelCNNConfig] = field(
+        default_factory=lambda: {
+            "reference": PixelCNNConfig.preset("reference"),
+            "gated": GATED_LIKE_REFERENCE,
+        }
+    )
+
+    def with_repeats(self, repeats: int) -> Settings:
+        """Every repeat count set to ``repeats`` (the naive sampler's capped at it)."""
+        return replace(
+            self,
+            repeats=repeats,
+            naive_repeats=min(self.naive_repeats, repeats),
+            scaling_repeats=repeats,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["models"] = {name: asdict(cfg) for name, cfg in self.models.items()}
+        return d
+
+
+MODES: dict[str, Settings] = {
+    "full": Settings(mode="full"),
+    # about 5 minutes on 2 CPU cores (measured 4m45s on a busy 2-core machine, 1 thread)
+    "quick": Settings(
+        mode="quick",
+        warmup=1,
+        repeats=3,
+        naive_repeats=2,
+        naive_steps=2,
+        naive_budget_s=2.0,
+        scaling_sample_batch=4,
+        scaling_train_batch=16,
+        scaling_repeats=2,
+    ),
+    # seconds: tiny models on 8x8 images, only to check that everything runs and is written
+    "tiny": Settings(
+        mode="tiny",
+        warmup=1,
+        repeats=2,
+        naive_repeats=1,
+        image_size=(8, 8),
+        layer_batch=2,
+        train_batch=2,
+        batch_sizes=(1, 2),
+        naive_steps=2,
+        naive_budget_s=60.0,
+        scaling_sizes=(6, 8),
+        scaling_depths=(1, 2),
+        scaling_sample_batch=2,
+        scaling_train_batch=2,
+        scaling_repeats=1,
+        models={
+            "reference": PixelCNNConfig.preset("reference", num_blocks=2, hidden_channels=16),
+            "gated": PixelCNNConfig(block="gated", num_blocks=2, hidden_channels=8),
+        },
+    ),
+}
+
+
+def model_summary(cfg: PixelCNNConfig) -> str:
+    """A one-line description of a config, e.g. ``residual, 9 blocks x 128 ch, 7x7 input``."""
+    s = (
+        f"{cfg.block}, {cfg.num_blocks} blocks x {cfg.hidden_channels} ch, "
+        f"{cfg.input_kernel_size}x{cfg.input_kernel_size} input, "
+        f"{cfg.kernel_size}x{cfg.kernel_size} blocks"
+    )
+    return s + (f", head {cfg.head_channels}" if cfg.head_channels else "")
