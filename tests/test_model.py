@@ -134,3 +134,10 @@ def test_bad_configs_raise_value_errors(changes, message):
         PixelCNNConfig(**changes)
     with pytest.raises(ValueError, match="unknown preset"):
         PixelCNNConfig.preset("nope")
+
+
+def test_validate_args_false_skips_value_checks_but_not_shape_checks():
+    model = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4), validate_args=False)
+    assert torch.isfinite(model.log_prob(torch.full((2, 1, 4, 4), 0.5))).all()
+    with pytest.raises(ValueError, match="expects data_channels=1"):
+        model.log_prob(torch.zeros(2, 3, 4, 4))

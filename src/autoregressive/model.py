@@ -95,6 +95,10 @@ class PixelCNN(nn.Module):
         config: the architecture (default: the ``"reference"`` preset, the seed MNIST model).
         device: device of the parameters.
         dtype: dtype of the parameters.
+        validate_args: check the *values* of inputs (binary, in range, finite, labels in
+            range) on every call, as ``torch.distributions`` does. Shapes are always checked.
+            Turn it off for GPU training loops: reading values forces a device sync (the
+            checks are also skipped inside ``torch.compile``).
 
     Shape:
         - ``x``: :math:`(N, C, H, W)`, binary for Bernoulli, integers in ``[0, levels)`` for
@@ -118,8 +122,10 @@ class PixelCNN(nn.Module):
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        validate_args: bool = True,
     ) -> None:
         super().__init__()
+        self.validate_args = validate_args
         self.config = config if config is not None else PixelCNNConfig()
         self.distribution = self.config.make_distribution()
         self.network = build_network(self.config, device=device, dtype=dtype)
@@ -148,7 +154,8 @@ class PixelCNN(nn.Module):
                 f"x has {x.shape[1]} channels but the model expects data_channels={c}: "
                 f"shape (N, {c}, H, W), got {tuple(x.shape)}"
             )
-        self.distribution.validate(x)
+        if self.validate_args and not torch.compiler.is_compiling():
+            self.distribution.validate(x)  # reads values: a device sync on GPU
 
     def condition(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
         """Validate labels ``y`` ``(N,)`` and return their conditioning vectors ``(N, classes)``."""
@@ -163,7 +170,8 @@ class PixelCNN(nn.Module):
             raise ValueError("y must be an integer tensor of class labels, e.g. torch.long")
         if y.shape != (n,):
             raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
-        if bool((y < 0).any()) or bool((y >= k).any()):
+        checked = self.validate_args and not torch.compiler.is_compiling()
+        if checked and (bool((y < 0).any()) or bool((y >= k).any())):
             raise ValueError(f"labels must lie in [0, {k}), got min {y.min()} and max {y.max()}")
         param = self._param()
         return F.one_hot(y.to(param.device), k).to(param.dtype)  # (N, classes)
