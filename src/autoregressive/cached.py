@@ -72,10 +72,17 @@ class _Stepper:
 
 
 class _ConvStepper(_Stepper):
-    """A :class:`MaskedConv2d` one pixel at a time.
+    """A :class:`MaskedConv2d` one pixel at a time: one matrix product per step.
 
-    ``out_perm`` reorders the output channels (used to make gate halves contiguous) and
-    ``with_bias=False`` leaves the bias to the caller, who can pass it as ``init``.
+    The cache holds the input rows the kernel can reach, laid out ``(N, W + 2 pad, rows, C_in)``
+    (column-major), so that the whole kernel window of a pixel is one contiguous run of
+    ``span * rows * C_in`` numbers per image: a strided ``(N, K)`` view, prepared once per
+    column, that multiplies a ``(K, C_out)`` matrix holding the masked weight (zeros where the
+    mask drops a tap, or where the window covers a not-yet-computed pixel of the current row;
+    those cached values are stale but finite, so they add exactly zero).
+
+    ``out_perm`` reorders and ``scale`` rescales the output channels (the gated stepper uses
+    them); ``with_bias=False`` leaves the bias to the caller, who passes it through ``init``.
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class _ConvStepper(_Stepper):
         width: int,
         *,
         out_perm: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
         with_bias: bool = True,
     ) -> None:
         weight = conv.masked_weight().detach()  # (O, I, kh, kw)
@@ -92,89 +100,62 @@ class _ConvStepper(_Stepper):
         if out_perm is not None:
             weight = weight[out_perm]
             bias = bias[out_perm] if bias is not None else None
+        if scale is not None:
+            weight = weight * scale.to(weight)[:, None, None, None]
+            bias = bias * scale.to(weight) if bias is not None else None
         self.bias = bias if with_bias else None
-        _, in_ch, kh, kw = weight.shape
+        out_ch, in_ch, kh, kw = weight.shape
         dh, dw = conv.dilation
-        self.in_channels = in_ch
-        self.out_channels = weight.shape[0]
-        self.input_layer = conv.mask_type == "A"
         ch, cw = kh // 2, kw // 2
-        self.dw = dw
-        self.rows = ch * dh + 1
-        self.pad = cw * dw
-        self.padded_width = width + 2 * self.pad
-        # (N, rows, (W + 2 pad) * I): the rows the kernel can reach, the current one last
-        self.cache = weight.new_zeros(batch, self.rows, self.padded_width * in_ch)
-        reach = conv.mask.flatten(0, 1).any(0)  # (kh, kw) taps any channel uses
+        reach = conv.mask.flatten(0, 1).any(0)  # (kh, kw): taps any channel uses
         assert not bool(reach[ch + 1 :].any()), "rows below the centre must be masked"
-        # per kernel row: (rows above the current one, cache slot, column offset, taps, matrix)
-        self.taps: list[tuple[int, int, int, int, torch.Tensor]] = []
-        for a in range(ch + 1):
-            cols = reach[a].nonzero().flatten().tolist()
-            if not cols:
-                continue
-            b0, b1 = cols[0], cols[-1]
-            assert cols == list(range(b0, b1 + 1)), "a mask row must keep contiguous taps"
-            up = (ch - a) * dh
-            matrix = rearrange(weight[:, :, a, b0 : b1 + 1], "o i t -> (t i) o").contiguous()
-            self.taps.append((up, self.rows - 1 - up, (b0 - cw) * dw, b1 - b0 + 1, matrix))
-        # a 1x1 mask-B convolution needs no cache: one matrix product of the current input
-        self.pointwise = kh == 1 and kw == 1 and len(self.taps) == 1
-        self.matrix = self.taps[0][4] if self.pointwise else None  # (I, O)
-        self.row = 0
+        self.input_layer = conv.mask_type == "A"
+        self.rows = ch * dh + 1  # the current row is the last
+        self.pad = cw * dw
+        # columns the window spans: the whole kernel width when rows above are read, else only
+        # up to the current pixel
+        span = (kw - 1) * dw + 1 if self.rows > 1 else cw * dw + 1
+        dense = weight.new_zeros(span, self.rows, in_ch, out_ch)  # (span, rows, I, O)
+        for a, b in reach.nonzero().tolist():
+            dense[b * dw, a * dh] = weight[:, :, a, b].t()
+        self.matrix = dense.reshape(span * self.rows * in_ch, out_ch)  # (K, O)
+        # (N, W + 2 pad, rows, I)
+        self.cache = weight.new_zeros(batch, width + 2 * self.pad, self.rows, in_ch)
+        flat = self.cache.view(batch, -1)
+        block = self.rows * in_ch
+        self.windows = [flat[:, j * block : (j + span) * block] for j in range(width)]  # (N, K)
+        self.inputs = [self.cache[:, j + self.pad, -1] for j in range(width)]  # (N, I)
+        self.pointwise = kh == 1 and kw == 1  # no neighbours: multiply the input directly
 
     def begin_row(self, i: int) -> None:
-        self.row = i
-        if self.rows > 1:  # shift the ring up one row; the last slot becomes the current row
-            self.cache[:, :-1] = self.cache[:, 1:].clone()
+        if self.rows > 1:  # shift the rows up; the last slot becomes the current row
+            self.cache[:, :, :-1] = self.cache[:, :, 1:].clone()
 
     def input_view(self, j: int) -> torch.Tensor:
         """The cache entry ``(N, C_in)`` for the input at column ``j`` of the current row."""
-        col = (j + self.pad) * self.in_channels
-        return self.cache[:, -1, col : col + self.in_channels]
+        return self.inputs[j]
 
     def write(self, j: int, inp: torch.Tensor) -> None:
-        self.input_view(j).copy_(inp)
+        self.inputs[j].copy_(inp)
 
     def step(self, j: int, inp: torch.Tensor) -> torch.Tensor:
         if self.pointwise:
             if self.bias is None:
-                return inp @ self.matrix
+                return torch.mm(inp, self.matrix)
             return torch.addmm(self.bias, inp, self.matrix)
-        self.input_view(j).copy_(inp)
+        self.inputs[j].copy_(inp)
         return self.compute(j)
 
     def compute(self, j: int, init: torch.Tensor | None = None) -> torch.Tensor:
         """Output ``(N, C_out)`` at column ``j`` from the cache, plus ``init`` ``(N, C_out)``."""
-        c_in = self.in_channels
-        col = j + self.pad
-        out = init
-        if self.bias is not None:
-            out = self.bias if out is None else out + self.bias
-        fresh = True  # `out` is not ours to modify in place yet
-        for up, slot, offset, count, matrix in self.taps:
-            if up > self.row:  # the kernel row lies above the image: zero padding
-                continue
-            start = col + offset
-            if self.dw == 1:  # (N, count * I) strided view: no copy
-                window = self.cache[:, slot, start * c_in : (start + count) * c_in]
-            else:
-                rows = self.cache.view(self.cache.shape[0], self.rows, self.padded_width, c_in)
-                window = rows[:, slot, start : start + (count - 1) * self.dw + 1 : self.dw]
-                window = window.reshape(window.shape[0], count * c_in)
-            if fresh:
-                out = window @ matrix if out is None else torch.addmm(out, window, matrix)
-                fresh = False
-            else:
-                out.addmm_(window, matrix)  # type: ignore[union-attr]
-        if fresh:  # nothing reachable yet (e.g. the first pixel of a mask-A layer)
-            zeros = self.cache.new_zeros(self.cache.shape[0], self.out_channels)
-            out = zeros if out is None else zeros + out
-        assert out is not None
-        return out
+        seed = self.bias if init is None else init
+        assert init is None or self.bias is None, "pass the bias through init, not both"
+        if seed is None:
+            return torch.mm(self.windows[j], self.matrix)
+        return torch.addmm(seed, self.windows[j], self.matrix)
 
     def cache_nbytes(self) -> int:
-        return 0 if self.pointwise else self.cache.numel() * self.cache.element_size()
+        return self.cache.numel() * self.cache.element_size()
 
     def reach(self) -> int:
         return self.rows - 1
@@ -216,6 +197,7 @@ class _ResidualStepper(_Stepper):
         b3 = block.conv3.bias.detach() if block.conv3.bias is not None else torch.zeros_like(w3[0])
         self.matrix3 = torch.cat([w3, b3[None]]).contiguous()  # (C/2 + 1, C)
         self.hidden = _with_ones_column(batch, w3.shape[0], w3)  # (N, C/2 + 1)
+        self.hidden_values = self.hidden[:, :-1]  # (N, C/2)
         self.relu = type(block.act2) is nn.ReLU and type(block.act3) is nn.ReLU
 
     def begin_row(self, i: int) -> None:
@@ -229,8 +211,8 @@ class _ResidualStepper(_Stepper):
             if self.bias1 is None
             else torch.addmm(self.bias1, a, self.conv1.matrix)
         )
-        view = self.conv2.input_view(j)  # (N, C/2) in the 3x3 convolution's cache
-        hidden = self.hidden[:, :-1]  # (N, C/2)
+        view = self.conv2.inputs[j]  # (N, C/2) in the 3x3 convolution's cache
+        hidden = self.hidden_values  # (N, C/2)
         if self.relu:  # activations write straight into the buffers that consume them
             torch.clamp_min(h, 0, out=view)
             torch.clamp_min(self.conv2.compute(j), 0, out=hidden)
@@ -288,8 +270,9 @@ class _GatedStackStepper(_Stepper):
             kh, kw = b.kernel_size
             like = b.v_conv.weight
             sc = scale.to(like)
-            h_conv = _ConvStepper(b.h_conv, batch, width, out_perm=order, with_bias=False)
-            h_conv.taps = [(u, s, o, n, m * sc) for u, s, o, n, m in h_conv.taps]
+            h_conv = _ConvStepper(
+                b.h_conv, batch, width, out_perm=order, scale=scale, with_bias=False
+            )
             self.h_conv.append(h_conv)
             w = b.v_conv.weight.detach()[order]  # (2C, C_in, rows, kw)
             mats = [
@@ -319,8 +302,16 @@ class _GatedStackStepper(_Stepper):
         # gated features of every block, each followed by a column of ones: (N, blocks * (C + 1))
         self.gated = self.skip_matrix.new_zeros(batch, len(self.blocks) * (c + 1))
         self.gated.view(batch, len(self.blocks), c + 1)[:, :, -1] = 1
+        self.gated_views = [  # per block: (N, C + 1) with the ones, and the (N, C) gate output
+            (
+                self.gated[:, k * (c + 1) : (k + 1) * (c + 1)],
+                self.gated[:, k * (c + 1) : k * (c + 1) + c],
+            )
+            for k in range(len(self.blocks))
+        ]
         self.links: list[torch.Tensor] = []  # (N, W, 2C) per block, for the current row
-        self.centre = any(up == 0 and offset + n > 0 for up, _, offset, n, _ in self.h_conv[0].taps)
+        first = self.blocks[0]  # colour: does it see earlier channels of the current pixel?
+        self.centre = bool(first.h_conv.mask[:, :, 0, first.kernel_size[1] // 2].any())
         self.row = 0
 
     def _vertical(self, k: int, ring: torch.Tensor) -> torch.Tensor:
@@ -371,20 +362,21 @@ class _GatedStackStepper(_Stepper):
     def step(self, j: int, inp: torch.Tensor) -> torch.Tensor:
         c = self.channels
         if self.centre:  # colour: the first block sees earlier channels of this pixel
-            self.h_conv[0].input_view(j).copy_(inp)
+            self.h_conv[0].inputs[j].copy_(inp)
         last = len(self.blocks) - 1
         for k, h_conv in enumerate(self.h_conv):
-            t = torch.tanh(h_conv.compute(j, init=self.links[k][:, j]))  # (N, 2C): [a | b/2]
-            g = self.gated[:, k * (c + 1) : (k + 1) * (c + 1)]  # (N, C + 1), ones last
-            torch.addcmul(t[:, :c], t[:, :c], t[:, c:], out=g[:, :c])  # 2 * gate
+            t = torch.tanh(h_conv.compute(j, init=self.links[k].select(1, j)))  # (N, 2C): [a | b/2]
+            with_ones, g = self.gated_views[k]
+            a = t.narrow(1, 0, c)
+            torch.addcmul(a, a, t.narrow(1, c, c), out=g)  # tanh(a) * (1 + tanh(b/2)) = 2 * gate
             matrix = self.out_matrix[k]
             if matrix is not None and k < last:
-                target = self.h_conv[k + 1].input_view(j)  # the next block's input
+                target = self.h_conv[k + 1].inputs[j]  # write h straight into the next block
                 if self.blocks[k].mask_type == "B":
-                    torch.addmm(h_conv.input_view(j), g, matrix, out=target)  # residual
+                    torch.addmm(h_conv.inputs[j], with_ones, matrix, out=target)  # residual
                 else:
-                    torch.mm(g, matrix, out=target)
-        return self.gated @ self.skip_matrix  # (N, C): the summed skip outputs
+                    torch.mm(with_ones, matrix, out=target)
+        return torch.mm(self.gated, self.skip_matrix)  # (N, C): the summed skip outputs
 
     def write(self, j: int, inp: torch.Tensor) -> None:
         self.h_conv[0].write(j, inp)
