@@ -6,11 +6,12 @@ once ``p``'s inputs are known it can be computed from cached activations and nev
 Generating an image then costs the arithmetic of **one** forward pass, spread over ``H * W``
 steps, instead of ``H * W`` forward passes.
 
-Here each layer gets a *stepper* that keeps a ring of the last rows of its input that its kernel
-can reach (``kh // 2 * dilation + 1`` rows, laid out ``(N, rows, (W + 2 * pad) * C_in)``), so
-that the taps of one kernel row are a strided ``(N, taps * C_in)`` view multiplied by a
-pre-arranged weight matrix: no gathers, one ``addmm`` per kernel row. The gated vertical stack,
-which only sees rows above, is computed a whole row at a time. The sampler draws from the same
+Here each layer gets a *stepper* that keeps the last rows of its input that its kernel can reach
+(``kh // 2 * dilation + 1`` rows, laid out column-major ``(N, W + 2 * pad, rows, C_in)``), so
+that a pixel's whole kernel window is one strided ``(N, K)`` view multiplied by a pre-arranged
+``(K, C_out)`` weight matrix: no gathers, one ``addmm`` per layer and pixel. The gated vertical
+stack, which only sees rows above, is computed a whole row at a time; on CUDA, rows are recorded
+once as a CUDA graph and replayed. The sampler draws from the same
 uniform noise as :func:`~autoregressive.naive_sample`, so with the same generator it returns the
 same images.
 """
