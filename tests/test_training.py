@@ -57,7 +57,7 @@ def test_train_step_follows_the_mean_nll_and_returns_the_sum():
     expected.mean().backward()
     with torch.no_grad():
         for p in twin.parameters():
-            if p.grad is not None:  # the last gated block's h_out gets no gradient
+            if p.grad is not None:  # (a layer whose output is unused gets no gradient)
                 p -= 0.1 * p.grad
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
@@ -152,6 +152,9 @@ def test_save_and_load_round_trip(tmp_path):
     assert torch.equal(loaded["model"]["w"], torch.ones(4))
     assert loaded["metrics"] == [{"nll": 1.0}]
     assert os.listdir(path.parent) == ["checkpoint.pt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "not the mode of an ordinary file"
 
 
 def test_save_refuses_objects_that_would_not_load(tmp_path):
@@ -242,6 +245,7 @@ class _Payload:
         return (open, (self.target, "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("writer", ["torch.save", "pickle protocol 2", "pickle protocol 4"])
 def test_a_malicious_pickle_is_refused_without_running_code(tmp_path, writer):
     target = tmp_path / "pwned"

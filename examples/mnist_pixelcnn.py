@@ -1,0 +1,643 @@
+"""Train a PixelCNN on binarized MNIST; write samples, completions, a loss curve and the test NLL.
+
+    python examples/mnist_pixelcnn.py --demo          # CPU-sized run, about 10 minutes on 2 cores
+    python examples/mnist_pixelcnn.py                 # the 30-epoch reference run
+    python examples/mnist_pixelcnn.py --resume        # continue from <out>/checkpoint.pt
+    torchrun --nproc_per_node=2 examples/mnist_pixelcnn.py --device cpu   # data parallel
+
+Into ``--out`` it writes ``checkpoint.pt`` (every epoch, atomically), ``samples_epoch<k>.png``
+(64 samples) and ``completions_epoch<k>.png`` (top halves of test images given, bottoms sampled)
+at the sample epochs, ``loss_curve.png`` and ``metrics.json`` (updated every epoch).
+
+The model is the library's :class:`autoregressive.PixelCNN` with a Bernoulli likelihood; the
+loss is its negative log-likelihood in nats per image (binary cross-entropy summed over pixels).
+Uses only the public API of ``autoregressive``, ``autoregressive.data`` and
+``autoregressive.training``, plus torchvision (data files), tqdm and matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+import autoregressive
+from autoregressive import PRESETS, PixelCNN, PixelCNNConfig
+from autoregressive.data import (
+    BinarizedBatches,
+    derive_seed,
+    dynamic_binarize,
+    load_mnist,
+    threshold_binarize,
+)
+from autoregressive.training import (
+    CheckpointError,
+    NegLogLikelihood,
+    atomic_write,
+    evaluate,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    train_epoch,
+    unused_parameters,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO / ".." / "shared" / "data" / "mnist"
+
+#: The seed project's reference run (``make mnist``).
+REFERENCE: dict[str, Any] = {
+    "preset": "reference",
+    "lr": 1e-3,
+    "batch_size": 64,
+    "epochs": 30,
+    "binarize": "threshold",
+    "train_images": None,
+    "sample_epochs": [20, 30],
+    "out": "runs/mnist",
+}
+
+#: The CPU-sized demo (``make demo``): a small Gated PixelCNN, 7x7 first kernel, 1x1 head,
+#: dynamic binarization; about 10 minutes of training on 2 CPU cores.
+DEMO: dict[str, Any] = {
+    "preset": "gated-small",
+    "block": "gated",
+    "num_blocks": 6,
+    "hidden_channels": 32,
+    "head_channels": 0,
+    "lr": 2e-3,
+    "batch_size": 32,
+    "epochs": 3,
+    "binarize": "dynamic",
+    "train_images": 16000,
+    "sample_epochs": [],
+    "out": "runs/demo",
+}
+
+#: Arguments that define the run: a checkpoint resumes only a run with the same values.
+RUN_KEYS = (
+    "seed",
+    "lr",
+    "batch_size",
+    "binarize",
+    "threshold",
+    "train_images",
+    "limit_train_batches",
+)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` only for flags with a fixed default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; flags left unset take the ``--demo`` or reference value."""
+    p = argparse.ArgumentParser(
+        prog="mnist_pixelcnn.py",
+        description=(
+            "Train a PixelCNN on binarized MNIST and write samples, completions, a loss curve, "
+            "metrics.json and a checkpoint per epoch into --out. Defaults are the reference "
+            "run (preset 'reference', Adam lr 1e-3, batch 64, 30 epochs, threshold 0.5); "
+            "--demo switches to the CPU-sized run. Runs under torchrun for data parallelism."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+
+    def ref(key: str) -> str:
+        default = REFERENCE.get(key, "the preset's")
+        default = "all" if default is None else default
+        return f"default: {default}; with --demo: {DEMO.get(key)}"
+
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--demo",
+        action="store_true",
+        help="the CPU-sized run (about 10 minutes on 2 cores): gated PixelCNN, 6 blocks x 32 "
+        "channels, 7x7 first kernel, 1x1 head, dynamic binarization, the first 16,000 "
+        "training images for 3 epochs, Adam lr 2e-3, batch 32; explicit flags still override",
+    )
+    g.add_argument("--out", type=Path, help=f"output folder ({ref('out')})")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from <out>/checkpoint.pt (starts afresh when there is none)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data and samples")
+    g.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto: CUDA when available",
+    )
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (for GPUs)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training objective")
+    g.add_argument(
+        "--threads", type=int, help="torch CPU threads per process (default: torch's choice)"
+    )
+
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", choices=sorted(PRESETS), help=f"model preset ({ref('preset')})")
+    g.add_argument("--block", choices=["residual", "gated"], help=f"block type ({ref('block')})")
+    g.add_argument("--num-blocks", type=int, help=f"depth ({ref('num_blocks')})")
+    g.add_argument("--hidden-channels", type=int, help=f"width ({ref('hidden_channels')})")
+    g.add_argument(
+        "--head-channels",
+        type=int,
+        help=f"width of an extra 1x1 head layer, 0 for none ({ref('head_channels')})",
+    )
+
+    g = p.add_argument_group("training")
+    g.add_argument("--lr", type=float, help=f"Adam learning rate ({ref('lr')})")
+    g.add_argument("--epochs", type=int, help=f"epochs ({ref('epochs')})")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"images per step over all processes ({ref('batch_size')})",
+    )
+    g.add_argument(
+        "--limit-train-batches", type=int, help="at most this many steps per epoch (for tests)"
+    )
+
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="folder holding MNIST/raw/ (torchvision layout)",
+    )
+    g.add_argument("--no-download", action="store_true", help="never try to download missing files")
+    g.add_argument(
+        "--binarize",
+        choices=["threshold", "dynamic"],
+        help="threshold: x > --threshold; dynamic: a Bernoulli draw per image and epoch, "
+        f"fixed-seed draw of the test set ({ref('binarize')})",
+    )
+    g.add_argument("--threshold", type=float, default=0.5, help="cut of --binarize threshold")
+    g.add_argument(
+        "--train-images", type=int, help=f"use the first N training images ({ref('train_images')})"
+    )
+    g.add_argument(
+        "--limit-test-batches", type=int, help="score at most this many test batches (for tests)"
+    )
+    g.add_argument(
+        "--eval-batch-size",
+        type=int,
+        help="images per test batch (default: --batch-size; large batches are slow on CPUs)",
+    )
+    g.add_argument(
+        "--eval-initial",
+        action="store_true",
+        help="also score the untrained model (epoch 0 of the loss curve)",
+    )
+
+    g = p.add_argument_group("samples")
+    g.add_argument(
+        "--sample-epochs",
+        type=int,
+        nargs="*",
+        help=f"epochs that write sample and completion grids; the last always does "
+        f"({ref('sample_epochs')})",
+    )
+    g.add_argument("--num-samples", type=int, default=64, help="images in the sample grid")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line and fill unset flags from the ``--demo`` or reference profile."""
+    p = build_parser()
+    args = p.parse_args(argv)
+
+    profile = DEMO if args.demo else REFERENCE
+    for key, value in profile.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.eval_batch_size is None:
+        args.eval_batch_size = args.batch_size
+    args.out = Path(args.out)
+    for key in ("epochs", "batch_size", "num_samples", "eval_batch_size"):
+        if getattr(args, key) < 1:
+            p.error(f"--{key.replace('_', '-')} must be >= 1")
+    if args.lr <= 0:
+        p.error("--lr must be positive")
+    return args
+
+
+# ------------------------------------------------------------------------------- plotting
+def _tile(images: torch.Tensor, rows: int, cols: int, pad: int = 2) -> torch.Tensor:
+    """Tile ``(N, 1, H, W)`` images in ``[0, 1]`` into one ``(rows*(H+pad)+pad, ...)`` array."""
+    n, _, h, w = images.shape
+    canvas = torch.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 0.5)
+    for k in range(min(n, rows * cols)):
+        r, c = divmod(k, cols)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        canvas[top : top + h, left : left + w] = images[k, 0].float().cpu()
+    return canvas
+
+
+def save_sample_grid(images: torch.Tensor, path: Path, title: str) -> None:
+    """A square-ish grid of binary samples ``(N, 1, H, W)`` as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = math.ceil(math.sqrt(images.shape[0]))
+    rows = math.ceil(images.shape[0] / cols)
+    fig, ax = plt.subplots(figsize=(cols * 0.75, rows * 0.75 + 0.5))
+    ax.imshow(_tile(images, rows, cols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def save_completion_grid(
+    originals: torch.Tensor, completions: torch.Tensor, given_rows: int, path: Path, title: str
+) -> None:
+    """Rows: an original, what the model was given (bottom greyed), then its completions.
+
+    Args:
+        originals: ``(R, 1, H, W)`` test images.
+        completions: ``(K, R, 1, H, W)``: ``K`` completions of each.
+        given_rows: the top rows that were given.
+        path: the PNG to write.
+        title: the figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k, r = completions.shape[:2]
+    given = originals.clone().float()
+    given[:, :, given_rows:, :] = 0.5  # hidden part shown grey
+    columns = [originals.float(), given, *completions.float()]  # each (R, 1, H, W)
+    grid = torch.stack(columns, dim=1).flatten(0, 1)  # (R * (K + 2), 1, H, W), row-major
+    fig, ax = plt.subplots(figsize=((k + 2) * 0.9, r * 0.9 + 0.7))
+    ax.imshow(_tile(grid, r, k + 2), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    h = originals.shape[-2] + 2
+    for c, label in enumerate(["original", "given", *[f"sample {i + 1}" for i in range(k)]]):
+        ax.text(2 + c * h + h / 2 - 1, -2, label, ha="center", va="bottom", fontsize=7)
+    ax.set_title(title, fontsize=9, pad=14)
+    ax.axis("off")
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def save_loss_curve(history: list[dict[str, Any]], initial: float | None, path: Path) -> None:
+    """Train and test NLL (nats per image) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [m["epoch"] for m in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [m["train_nll"] for m in history], "o-", label="train (running mean)")
+    test_x = ([0] if initial is not None else []) + epochs
+    test_y = ([initial] if initial is not None else []) + [m["test_nll"] for m in history]
+    ax.plot(test_x, test_y, "s-", label="test")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("NLL (nats per image)")
+    if initial is not None and len(history) and initial > 3 * max(test_y[1:]):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    best = min(m["test_nll"] for m in history) if history else math.nan
+    ax.set_title(f"binarized MNIST, best test NLL {best:.2f} nats", fontsize=10)
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------- helpers
+def _finite(value: Any) -> Any:
+    """JSON-safe: non-finite floats become ``None``, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_write(path) as f:
+        f.write(json.dumps(_finite(data), indent=2, allow_nan=False).encode() + b"\n")
+
+
+def _plain(value: Any) -> Any:
+    """CLI values as JSON / checkpoint-friendly values."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def setup_distributed(device_arg: str) -> tuple[torch.device, int, int]:
+    """Initialise torch.distributed under torchrun; returns ``(device, rank, world_size)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but CUDA is not available")
+    if world == 1:
+        return torch.device("cuda" if cuda else "cpu"), 0, 1
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    return device, dist.get_rank(), dist.get_world_size()
+
+
+def build_config(args: argparse.Namespace, image_size: tuple[int, int]) -> PixelCNNConfig:
+    changes: dict[str, Any] = {"image_size": image_size}
+    for key in ("block", "num_blocks", "hidden_channels", "head_channels"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    return PixelCNNConfig.preset(args.preset, **changes)
+
+
+def check_resumable(checkpoint: dict[str, Any], run: dict[str, Any]) -> None:
+    """Raise ``ValueError`` when a checkpoint belongs to a different run."""
+    saved = json.loads(json.dumps(checkpoint.get("run", {})))
+    current = json.loads(json.dumps(run))
+    diff = [k for k in current if saved.get(k) != current[k]]
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current[k]!r}" for k in diff)
+        raise ValueError(
+            f"--resume: the checkpoint belongs to a different run ({lines}); pass the same "
+            "flags, or another --out to start a new run"
+        )
+
+
+@torch.no_grad()
+def write_pictures(
+    model: PixelCNN,
+    test_images: torch.Tensor,
+    args: argparse.Namespace,
+    epoch: int,
+    device: torch.device,
+) -> list[str]:
+    """Sample and completion grids of one epoch; returns the file names."""
+    generator = torch.Generator(device).manual_seed(derive_seed(args.seed, epoch, "samples"))
+    samples = model.sample(args.num_samples, generator=generator)  # (64, 1, H, W)
+    name = f"samples_epoch{epoch:03d}.png"
+    save_sample_grid(
+        samples,
+        args.out / name,
+        f"{args.num_samples} samples after epoch {epoch} (seed {args.seed})",
+    )
+    rows, k = min(8, test_images.shape[0]), 4
+    originals = test_images[:rows].to(device)  # (R, 1, H, W)
+    h = originals.shape[-2]
+    known = torch.zeros(1, 1, h, originals.shape[-1], dtype=torch.bool, device=device)
+    known[..., : h // 2, :] = True  # the top half is given
+    image = originals.repeat(k, 1, 1, 1)  # (K * R, 1, H, W)
+    filled = model.sample(image=image, known=known, generator=generator)
+    completions = filled.view(k, rows, *originals.shape[1:])  # (K, R, 1, H, W)
+    cname = f"completions_epoch{epoch:03d}.png"
+    save_completion_grid(
+        originals.cpu(),
+        completions.cpu(),
+        h // 2,
+        args.out / cname,
+        f"completions of test digits after epoch {epoch}",
+    )
+    return [name, cname]
+
+
+# ------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, rank, world = setup_distributed(args.device)
+    chief = rank == 0
+    log = print if chief else (lambda *a, **k: None)
+    autocast_dtype = torch.bfloat16 if args.bf16 else None
+
+    try:
+        train_x, _ = load_mnist(args.data_dir, train=True, download=not args.no_download)
+        test_x, _ = load_mnist(args.data_dir, train=False, download=not args.no_download)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.train_images is not None:
+        train_x = train_x[: args.train_images]
+    if args.binarize == "threshold":
+        test_bin = threshold_binarize(test_x, args.threshold)
+    else:  # one fixed draw, the same for every --seed, so that runs compare
+        test_bin = dynamic_binarize(test_x, torch.Generator().manual_seed(derive_seed(0, "test")))
+
+    train_batches = BinarizedBatches(
+        train_x,
+        batch_size=args.batch_size,
+        binarize=args.binarize,
+        threshold=args.threshold,
+        shuffle=True,
+        seed=args.seed,
+        rank=rank,
+        world_size=world,
+    )
+    test_batches = BinarizedBatches(
+        test_bin, batch_size=args.eval_batch_size, binarize=None, rank=rank, world_size=world
+    )
+
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    config = build_config(args, tuple(train_x.shape[-2:]))
+    # The batches are binary by construction; on a GPU, skip the value checks (device syncs).
+    model = PixelCNN(config, device=device, validate_args=device.type != "cuda")
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    num_params = sum(p.numel() for p in model.parameters())
+    run = {"config": dataclasses.asdict(config), **{k: getattr(args, k) for k in RUN_KEYS}}
+
+    ckpt_path = args.out / "checkpoint.pt"
+    history: list[dict[str, Any]] = []
+    initial: float | None = None
+    pictures: list[str] = []
+    start = 0
+    if args.resume and ckpt_path.exists():
+        try:
+            checkpoint = load_checkpoint(ckpt_path, map_location=device)
+            check_resumable(checkpoint, run)
+        except (CheckpointError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        set_rng_state(checkpoint["rng"])
+        history, start = list(checkpoint["metrics"]), int(checkpoint["epoch"])
+        initial, pictures = checkpoint.get("initial_test_nll"), list(checkpoint["pictures"])
+        log(f"resumed from {ckpt_path} after epoch {start}")
+    elif args.resume:
+        log(f"--resume: no checkpoint at {ckpt_path}, starting afresh")
+    elif ckpt_path.exists():
+        log(f"note: starting afresh; {ckpt_path} will be replaced (pass --resume to continue)")
+
+    objective: torch.nn.Module = NegLogLikelihood(model)
+    if world > 1:
+        # DDP must be told when some parameters never get a gradient (e.g. an output layer
+        # whose result the network does not use); probe once with a single test image.
+        unused = unused_parameters(objective, test_bin[:1].to(device))
+        if unused:
+            log(f"note: parameters without gradient, DDP will look for them: {unused}")
+        objective = torch.nn.parallel.DistributedDataParallel(
+            objective,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(unused),
+        )
+    if args.compile:
+        objective = torch.compile(objective)
+
+    log(
+        f"autoregressive {autoregressive.__version__}, torch {torch.__version__}, device "
+        f"{device} x {world} process(es), {torch.get_num_threads()} thread(s) each\n"
+        f"model: {config}\n{num_params:,} parameters; {train_x.shape[0]:,} training and "
+        f"{test_bin.shape[0]:,} test images, binarization {args.binarize}; out {args.out}"
+    )
+    eval_kwargs = {
+        "device": device,
+        "autocast_dtype": autocast_dtype,
+        "max_steps": args.limit_test_batches,
+    }
+    if args.eval_initial and start == 0:
+        initial = evaluate(model, test_batches, **eval_kwargs).nll
+        log(f"untrained model: test NLL {initial:.2f} nats")
+
+    sample_epochs = set(args.sample_epochs) | {args.epochs}
+    steps = len(train_batches)
+    if args.limit_train_batches is not None:
+        steps = min(steps, args.limit_train_batches)
+    for epoch in range(start + 1, args.epochs + 1):
+        epoch_start = time.perf_counter()
+        train_batches.set_epoch(epoch)
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{args.epochs}",
+            unit="step",
+            disable=not chief,
+            mininterval=0.5,
+            dynamic_ncols=True,
+        )
+        tick = time.perf_counter()
+
+        def progress(
+            done: int, images: int, running: float, bar: tqdm = bar, tick: float = tick
+        ) -> None:
+            bar.update(done - bar.n)
+            rate = images / max(time.perf_counter() - tick, 1e-9)
+            bar.set_postfix(loss=f"{running:.2f}", img_s=f"{rate:.0f}", refresh=False)
+
+        train = train_epoch(
+            objective,
+            optimizer,
+            train_batches,
+            device=device,
+            autocast_dtype=autocast_dtype,
+            max_steps=args.limit_train_batches,
+            progress=progress,
+            log_every=1 if device.type == "cpu" else 20,
+        )
+        bar.close()
+        test = evaluate(model, test_batches, **eval_kwargs)
+        record = {
+            "epoch": epoch,
+            "train_nll": train.nll,
+            "train_bits_per_dim": train.bits_per_dim,
+            "test_nll": test.nll,
+            "test_bits_per_dim": test.bits_per_dim,
+            "train_images": train.images,
+            "train_seconds": train.seconds,
+            "train_images_per_second": train.images_per_second,
+            "eval_seconds": test.seconds,
+        }
+        log(
+            f"epoch {epoch}: train NLL {train.nll:.2f} nats, test NLL {test.nll:.2f} nats "
+            f"({test.bits_per_dim:.4f} bits/dim); {train.images_per_second:.0f} images/s, "
+            f"train {train.seconds:.1f} s, eval {test.seconds:.1f} s"
+        )
+        if chief and epoch in sample_epochs:
+            pictures += write_pictures(model, test_bin, args, epoch, device)
+        record["epoch_seconds"] = time.perf_counter() - epoch_start
+        history.append(record)
+        if chief:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": get_rng_state(),
+                    "metrics": history,
+                    "initial_test_nll": initial,
+                    "pictures": pictures,
+                    "run": run,
+                    "args": {k: _plain(v) for k, v in vars(args).items()},
+                },
+            )
+            summary = {
+                "finished": epoch == args.epochs,
+                "config": dataclasses.asdict(config),
+                "parameters": num_params,
+                "args": {k: _plain(v) for k, v in vars(args).items()},
+                "world_size": world,
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "initial_test_nll": initial,
+                "final": {k: record[k] for k in ("epoch", "train_nll", "test_nll")}
+                | {"test_bits_per_dim": record["test_bits_per_dim"]},
+                "train_seconds": sum(m["train_seconds"] for m in history),
+                "wall_seconds": sum(m["epoch_seconds"] for m in history),
+                "pictures": pictures,
+                "epochs": history,
+            }
+            write_json(args.out / "metrics.json", summary)
+
+    if chief and history:
+        save_loss_curve(history, initial, args.out / "loss_curve.png")
+        last = history[-1]
+        log(
+            f"done: test NLL {last['test_nll']:.2f} nats ({last['test_bits_per_dim']:.4f} "
+            f"bits/dim) after {last['epoch']} epochs; training "
+            f"{sum(m['train_seconds'] for m in history):.0f} s, all epochs "
+            f"{sum(m['epoch_seconds'] for m in history):.0f} s\n"
+            f"pictures: {', '.join(str(args.out / p) for p in pictures)}; "
+            f"{args.out / 'loss_curve.png'}; {args.out / 'metrics.json'}"
+        )
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
