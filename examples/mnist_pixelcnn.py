@@ -81,7 +81,7 @@ DEMO: dict[str, Any] = {
     "batch_size": 32,
     "epochs": 3,
     "binarize": "dynamic",
-    "train_images": 16000,
+    "train_images": 32000,
     "sample_epochs": [],
     "out": "runs/demo",
 }
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo",
         action="store_true",
         help="the CPU-sized run (about 10 minutes on 2 cores): gated PixelCNN, 6 blocks x 32 "
-        "channels, 7x7 first kernel, 1x1 head, dynamic binarization, the first 16,000 "
+        "channels, 7x7 first kernel, 1x1 head, dynamic binarization, the first 32,000 "
         "training images for 3 epochs, Adam lr 2e-3, batch 32; explicit flags still override",
     )
     g.add_argument("--out", type=Path, help=f"output folder ({ref('out')})")
