@@ -178,7 +178,7 @@ def _with_ones_column(batch: int, channels: int, like: torch.Tensor) -> torch.Te
 
 
 class _ResidualStepper(_Stepper):
-    """A :class:`ResidualBlock` per pixel: 7 tensor operations for a 3x3 kernel.
+    """A :class:`ResidualBlock` per pixel: six tensor operations, whatever the kernel.
 
     The conditioning bias is folded into the first convolution's bias, the middle activation
     writes straight into the 3x3 convolution's cache, and the last convolution's bias rides on a
