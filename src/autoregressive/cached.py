@@ -132,10 +132,6 @@ class _ConvStepper(_Stepper):
         if self.rows > 1:  # shift the rows up; the last slot becomes the current row
             self.cache[:, :, :-1] = self.cache[:, :, 1:].clone()
 
-    def input_view(self, j: int) -> torch.Tensor:
-        """The cache entry ``(N, C_in)`` for the input at column ``j`` of the current row."""
-        return self.inputs[j]
-
     def write(self, j: int, inp: torch.Tensor) -> None:
         self.inputs[j].copy_(inp)
 
@@ -313,18 +309,15 @@ class _GatedStackStepper(_Stepper):
         self.links: list[torch.Tensor] = []  # (N, W, 2C) per block, for the current row
         first = self.blocks[0]  # colour: does it see earlier channels of the current pixel?
         self.centre = bool(first.h_conv.mask[:, :, 0, first.kernel_size[1] // 2].any())
-        self.row = 0
 
     def _vertical(self, k: int, ring: torch.Tensor) -> torch.Tensor:
         """Vertical pre-activation ``(N * W, 2C)`` of block ``k`` (before conditioning)."""
         mats, bias = self.vertical[k]
         block = self.blocks[k]
         c_in, kw = block.in_channels, block.kernel_size[1]
-        n, slots = ring.shape[0], ring.shape[1]
+        n = ring.shape[0]
         out = bias.expand(n * self.width, -1)
         for a, matrix in enumerate(mats):  # kernel row a reads ring slot a
-            if self.row - (slots - 1 - a) < 0:  # that row lies above the image: zeros
-                continue
             row = ring[:, a]  # (N, (W + kw - 1) * C_in)
             windows = row.as_strided(  # (N, W, kw * C_in) overlapping windows, then a copy
                 (n, self.width, kw * c_in), (row.stride(0), c_in, 1), row.storage_offset()
@@ -333,7 +326,6 @@ class _GatedStackStepper(_Stepper):
         return out
 
     def begin_row(self, i: int) -> None:
-        self.row = i
         v_row: torch.Tensor | None = None  # (N, W * C): the previous block's vertical output
         self.links = []
         last = len(self.blocks) - 1
@@ -447,7 +439,7 @@ class CachedSampler:
 
     On CUDA the per-step work is a few hundred small kernels whose launch overhead would
     dominate, so by default the sampler records one image row (``W`` steps, sampling included)
-    as a CUDA graph once the rows near the top edge are done, and replays it for every further
+    as a CUDA graph after a few eager warm-up rows, and replays it for every further
     row: the same kernels on the same buffers, launched at once. ``cuda_graphs=False`` opts out.
 
     Args:
@@ -543,8 +535,8 @@ class CachedSampler:
         p = self.distribution.params_per_channel
         params = x.new_zeros(height, width, n, channels * p) if return_params else None
 
-        # Rows near the top edge skip the kernel rows above the image; every later row runs the
-        # same operations, so from row `warm` on one recorded row can be replayed.
+        # Every row runs the same operations on the same buffers (rows above the image are zeros
+        # in them), so after `warm` eager rows (a warm-up) one recorded row can be replayed.
         warm = max(stepper.reach(), 1)
         graphs = self.cuda_graphs if self.cuda_graphs is not None else device.type == "cuda"
         static = graphs and height > warm
