@@ -7,7 +7,15 @@
 
 Into ``--out`` it writes ``checkpoint.pt`` (every epoch, atomically), ``samples_epoch<k>.png``
 (64 samples) and ``completions_epoch<k>.png`` (top halves of test images given, bottoms sampled)
-at the sample epochs, ``loss_curve.png`` and ``metrics.json`` (updated every epoch).
+at the sample epochs, ``loss_curve.png`` and ``metrics.json`` (updated every epoch), and after
+the last epoch ``weights.pt`` (config, weights and final metrics: what
+``examples/package_weights.py`` packages for ``PixelCNN.from_pretrained``).
+
+Training runs in ``--precision auto``: bf16 autocast where the device computes bf16 natively
+(CUDA with compute capability >= 8.0, CPUs with AMX or AVX512-BF16), float32 elsewhere. The
+test NLL is always computed in float32. Data: ``--data-dir`` when given, else
+``../shared/data/mnist`` beside the checkout when it holds the files, else ``data/mnist`` in
+the checkout (git-ignored), where torchvision downloads MNIST when the network allows.
 
 The model is the library's :class:`autoregressive.PixelCNN` with a Bernoulli likelihood; the
 loss is its negative log-likelihood in nats per image (binary cross-entropy summed over pixels).
@@ -22,9 +30,11 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +51,7 @@ from autoregressive.data import (
     load_mnist,
     threshold_binarize,
 )
+from autoregressive.precision import PRECISIONS, Capabilities, Precision, choose_precision
 from autoregressive.training import (
     CheckpointError,
     NegLogLikelihood,
@@ -55,7 +66,16 @@ from autoregressive.training import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO / ".." / "shared" / "data" / "mnist"
+#: MNIST as laid out for this project's developers and CI (read only; used when present).
+SHARED_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
+#: Where MNIST goes otherwise: a git-ignored folder in the checkout.
+LOCAL_DATA_DIR = REPO / "data" / "mnist"
+
+
+def default_data_dir() -> Path:
+    """``../shared/data/mnist`` when it holds MNIST's raw files, else ``data/mnist``."""
+    return SHARED_DATA_DIR if (SHARED_DATA_DIR / "MNIST" / "raw").is_dir() else LOCAL_DATA_DIR
+
 
 #: The seed project's reference run (``make mnist``).
 REFERENCE: dict[str, Any] = {
@@ -107,24 +127,15 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line; flags left unset take the ``--demo`` or reference value."""
-    p = argparse.ArgumentParser(
-        prog="mnist_pixelcnn.py",
-        description=(
-            "Train a PixelCNN on binarized MNIST and write samples, completions, a loss curve, "
-            "metrics.json and a checkpoint per epoch into --out. Defaults are the reference "
-            "run (preset 'reference', Adam lr 1e-3, batch 64, 30 epochs, threshold 0.5); "
-            "--demo switches to the CPU-sized run. Runs under torchrun for data parallelism."
-        ),
-        formatter_class=_HelpFormatter,
-    )
+def ref(key: str) -> str:
+    """Help text naming a flag's reference and ``--demo`` defaults."""
+    default = REFERENCE.get(key, "the preset's")
+    default = "all" if default is None else default
+    return f"default: {default}; with --demo: {DEMO.get(key)}"
 
-    def ref(key: str) -> str:
-        default = REFERENCE.get(key, "the preset's")
-        default = "all" if default is None else default
-        return f"default: {default}; with --demo: {DEMO.get(key)}"
 
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    """The "run" flags."""
     g = p.add_argument_group("run")
     g.add_argument(
         "--demo",
@@ -146,12 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: CUDA when available",
     )
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (for GPUs)")
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="training precision; auto: bf16 autocast (and channels_last) where the device "
+        "computes bf16 natively (CUDA >= sm80, CPUs with AMX or AVX512-BF16), fp32 elsewhere; "
+        "the test NLL is always computed in fp32",
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the training objective")
     g.add_argument(
         "--threads", type=int, help="torch CPU threads per process (default: torch's choice)"
     )
 
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    """The "model" flags."""
     g = p.add_argument_group("model")
     g.add_argument("--preset", choices=sorted(PRESETS), help=f"model preset ({ref('preset')})")
     g.add_argument("--block", choices=["residual", "gated"], help=f"block type ({ref('block')})")
@@ -163,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"width of an extra 1x1 head layer, 0 for none ({ref('head_channels')})",
     )
 
+
+def _training_flags(p: argparse.ArgumentParser) -> None:
+    """The "training" flags."""
     g = p.add_argument_group("training")
     g.add_argument("--lr", type=float, help=f"Adam learning rate ({ref('lr')})")
     g.add_argument("--epochs", type=int, help=f"epochs ({ref('epochs')})")
@@ -175,12 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit-train-batches", type=int, help="at most this many steps per epoch (for tests)"
     )
 
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    """The "data" flags."""
     g = p.add_argument_group("data")
     g.add_argument(
         "--data-dir",
         type=Path,
-        default=DEFAULT_DATA_DIR,
-        help="folder holding MNIST/raw/ (torchvision layout)",
+        help="folder holding MNIST/raw/ (torchvision layout); default: ../shared/data/mnist "
+        "beside the checkout if it holds the files, else data/mnist in the checkout",
     )
     g.add_argument("--no-download", action="store_true", help="never try to download missing files")
     g.add_argument(
@@ -207,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also score the untrained model (epoch 0 of the loss curve)",
     )
 
+
+def _samples_flags(p: argparse.ArgumentParser) -> None:
+    """The "samples" flags."""
     g = p.add_argument_group("samples")
     g.add_argument(
         "--sample-epochs",
@@ -216,6 +246,26 @@ def build_parser() -> argparse.ArgumentParser:
         f"({ref('sample_epochs')})",
     )
     g.add_argument("--num-samples", type=int, default=64, help="images in the sample grid")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; flags left unset take the ``--demo`` or reference value."""
+    p = argparse.ArgumentParser(
+        prog="mnist_pixelcnn.py",
+        description=(
+            "Train a PixelCNN on binarized MNIST and write samples, completions, a loss curve, "
+            "metrics.json and a checkpoint per epoch into --out. Defaults are the reference "
+            "run (preset 'reference', Adam lr 1e-3, batch 64, 30 epochs, threshold 0.5); "
+            "--demo switches to the CPU-sized run. Runs under torchrun for data parallelism."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+
+    _run_flags(p)
+    _model_flags(p)
+    _training_flags(p)
+    _data_flags(p)
+    _samples_flags(p)
     return p
 
 
@@ -230,6 +280,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.eval_batch_size is None:
         args.eval_batch_size = args.batch_size
+    if args.data_dir is None:
+        args.data_dir = default_data_dir()
     args.out = Path(args.out)
     for key in ("epochs", "batch_size", "num_samples", "eval_batch_size"):
         if getattr(args, key) < 1:
@@ -240,6 +292,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------- plotting
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the non-interactive Agg backend (imported only when plotting)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically and close it."""
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    _pyplot().close(fig)
+
+
 def _tile(images: torch.Tensor, rows: int, cols: int, pad: int = 2) -> torch.Tensor:
     """Tile ``(N, 1, H, W)`` images in ``[0, 1]`` into one ``(rows*(H+pad)+pad, ...)`` array."""
     n, _, h, w = images.shape
@@ -253,21 +323,14 @@ def _tile(images: torch.Tensor, rows: int, cols: int, pad: int = 2) -> torch.Ten
 
 def save_sample_grid(images: torch.Tensor, path: Path, title: str) -> None:
     """A square-ish grid of binary samples ``(N, 1, H, W)`` as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     cols = math.ceil(math.sqrt(images.shape[0]))
     rows = math.ceil(images.shape[0] / cols)
     fig, ax = plt.subplots(figsize=(cols * 0.75, rows * 0.75 + 0.5))
     ax.imshow(_tile(images, rows, cols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def save_completion_grid(
@@ -282,11 +345,7 @@ def save_completion_grid(
         path: the PNG to write.
         title: the figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     k, r = completions.shape[:2]
     given = originals.clone().float()
     given[:, :, given_rows:, :] = 0.5  # hidden part shown grey
@@ -299,20 +358,14 @@ def save_completion_grid(
         ax.text(2 + c * h + h / 2 - 1, -2, label, ha="center", va="bottom", fontsize=7)
     ax.set_title(title, fontsize=9, pad=14)
     ax.axis("off")
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def save_loss_curve(history: list[dict[str, Any]], initial: float | None, path: Path) -> None:
     """Train and test NLL (nats per image) per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    plt = _pyplot()
     epochs = [m["epoch"] for m in history]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [m["train_nll"] for m in history], "o-", label="train (running mean)")
@@ -328,10 +381,7 @@ def save_loss_curve(history: list[dict[str, Any]], initial: float | None, path: 
     ax.legend()
     best = min(m["test_nll"] for m in history) if history else math.nan
     ax.set_title(f"binarized MNIST, best test NLL {best:.2f} nats", fontsize=10)
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -433,30 +483,28 @@ def write_pictures(
     return [name, cname]
 
 
-# ------------------------------------------------------------------------------------ main
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device, rank, world = setup_distributed(args.device)
-    chief = rank == 0
-    log = print if chief else (lambda *a, **k: None)
-    autocast_dtype = torch.bfloat16 if args.bf16 else None
+# ------------------------------------------------------------------------------------ setup
+@dataclass
+class Data:
+    """The run's batches: this process's share of the training and test sets."""
 
-    try:
-        train_x, _ = load_mnist(args.data_dir, train=True, download=not args.no_download)
-        test_x, _ = load_mnist(args.data_dir, train=False, download=not args.no_download)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    train: BinarizedBatches
+    test: BinarizedBatches
+    test_images: torch.Tensor  # (N, 1, H, W), the binarized test set (for completions)
+    train_size: int
+
+
+def load_data(args: argparse.Namespace, rank: int, world: int) -> Data:
+    """Read MNIST and binarize it as ``--binarize`` says (raises ``FileNotFoundError``)."""
+    train_x, _ = load_mnist(args.data_dir, train=True, download=not args.no_download)
+    test_x, _ = load_mnist(args.data_dir, train=False, download=not args.no_download)
     if args.train_images is not None:
         train_x = train_x[: args.train_images]
     if args.binarize == "threshold":
         test_bin = threshold_binarize(test_x, args.threshold)
     else:  # one fixed draw, the same for every --seed, so that runs compare
         test_bin = dynamic_binarize(test_x, torch.Generator().manual_seed(derive_seed(0, "test")))
-
-    train_batches = BinarizedBatches(
+    train = BinarizedBatches(
         train_x,
         batch_size=args.batch_size,
         binarize=args.binarize,
@@ -466,47 +514,44 @@ def main(argv: list[str] | None = None) -> int:
         rank=rank,
         world_size=world,
     )
-    test_batches = BinarizedBatches(
+    test = BinarizedBatches(
         test_bin, batch_size=args.eval_batch_size, binarize=None, rank=rank, world_size=world
     )
+    return Data(train, test, test_bin, train_x.shape[0])
 
+
+@dataclass
+class Run:
+    """Everything that trains, and what has been recorded so far."""
+
+    model: PixelCNN
+    optimizer: torch.optim.Optimizer
+    objective: torch.nn.Module  # the NLL, possibly wrapped in DDP and torch.compile
+    precision: Precision
+    identity: dict[str, Any]  # what a checkpoint must match to be resumed (RUN_KEYS, config)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    initial: float | None = None
+    pictures: list[str] = field(default_factory=list)
+    start: int = 0  # the last finished epoch
+
+
+def build_run(
+    args: argparse.Namespace, data: Data, device: torch.device, world: int, log: Any
+) -> Run:
+    """Model, optimizer and objective in the chosen precision, seeded by ``--seed``."""
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    config = build_config(args, tuple(train_x.shape[-2:]))
+    config = build_config(args, tuple(data.test_images.shape[-2:]))
+    precision = choose_precision(args.precision, Capabilities.detect(device))
     # The batches are binary by construction; on a GPU, skip the value checks (device syncs).
     model = PixelCNN(config, device=device, validate_args=device.type != "cuda")
+    model = model.to(memory_format=precision.memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    num_params = sum(p.numel() for p in model.parameters())
-    run = {"config": dataclasses.asdict(config), **{k: getattr(args, k) for k in RUN_KEYS}}
-
-    ckpt_path = args.out / "checkpoint.pt"
-    history: list[dict[str, Any]] = []
-    initial: float | None = None
-    pictures: list[str] = []
-    start = 0
-    if args.resume and ckpt_path.exists():
-        try:
-            checkpoint = load_checkpoint(ckpt_path, map_location=device)
-            check_resumable(checkpoint, run)
-        except (CheckpointError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        set_rng_state(checkpoint["rng"])
-        history, start = list(checkpoint["metrics"]), int(checkpoint["epoch"])
-        initial, pictures = checkpoint.get("initial_test_nll"), list(checkpoint["pictures"])
-        log(f"resumed from {ckpt_path} after epoch {start}")
-    elif args.resume:
-        log(f"--resume: no checkpoint at {ckpt_path}, starting afresh")
-    elif ckpt_path.exists():
-        log(f"note: starting afresh; {ckpt_path} will be replaced (pass --resume to continue)")
-
     objective: torch.nn.Module = NegLogLikelihood(model)
     if world > 1:
         # DDP must be told when some parameters never get a gradient (e.g. an output layer
         # whose result the network does not use); probe once with a single test image.
-        unused = unused_parameters(objective, test_bin[:1].to(device))
+        unused = unused_parameters(objective, data.test_images[:1].to(device))
         if unused:
             log(f"note: parameters without gradient, DDP will look for them: {unused}")
         objective = torch.nn.parallel.DistributedDataParallel(
@@ -516,127 +561,222 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.compile:
         objective = torch.compile(objective)
+    identity = {"config": dataclasses.asdict(config), **{k: getattr(args, k) for k in RUN_KEYS}}
+    return Run(model, optimizer, objective, precision, identity)
 
+
+def resume(run: Run, args: argparse.Namespace, device: torch.device, log: Any) -> None:
+    """Load ``<out>/checkpoint.pt`` into ``run`` when ``--resume`` (raises on a foreign one)."""
+    path = args.out / "checkpoint.pt"
+    if not args.resume:
+        if path.exists():
+            log(f"note: starting afresh; {path} will be replaced (pass --resume to continue)")
+        return
+    if not path.exists():
+        log(f"--resume: no checkpoint at {path}, starting afresh")
+        return
+    checkpoint = load_checkpoint(path, map_location=device)
+    check_resumable(checkpoint, run.identity)
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    set_rng_state(checkpoint["rng"])
+    run.history, run.start = list(checkpoint["metrics"]), int(checkpoint["epoch"])
+    run.initial, run.pictures = checkpoint.get("initial_test_nll"), list(checkpoint["pictures"])
+    log(f"resumed from {path} after epoch {run.start}")
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    """What the run ran on, for metrics.json."""
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        lines = info.read_text().splitlines()
+        models = [ln.partition(":")[2].strip() for ln in lines if ln.startswith("model name")]
+        cpu = models[0] if models else cpu
+    return {
+        "device": str(device),
+        "device_capabilities": Capabilities.detect(device).name,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+    }
+
+
+# ---------------------------------------------------------------------------------- epochs
+def progress_bar(steps: int, desc: str, chief: bool) -> tuple[tqdm, Any]:
+    """A tqdm bar and the ``progress`` callback of ``train_epoch`` that feeds it."""
+    bar = tqdm(total=steps, desc=desc, unit="step", disable=not chief, mininterval=0.5,
+               dynamic_ncols=True)  # fmt: skip
+    tick = time.perf_counter()
+
+    def progress(done: int, images: int, running: float) -> None:
+        bar.update(done - bar.n)
+        rate = images / max(time.perf_counter() - tick, 1e-9)
+        bar.set_postfix(loss=f"{running:.2f}", img_s=f"{rate:.0f}", refresh=False)
+
+    return bar, progress
+
+
+def run_epoch(
+    run: Run, data: Data, args: argparse.Namespace, epoch: int, device: torch.device, chief: bool
+) -> dict[str, Any]:
+    """Train one epoch, score the test set (fp32), return the epoch's record."""
+    steps = len(data.train)
+    if args.limit_train_batches is not None:
+        steps = min(steps, args.limit_train_batches)
+    data.train.set_epoch(epoch)
+    bar, progress = progress_bar(steps, f"epoch {epoch}/{args.epochs}", chief)
+    train = train_epoch(
+        run.objective,
+        run.optimizer,
+        data.train,
+        device=device,
+        precision=run.precision,
+        max_steps=args.limit_train_batches,
+        progress=progress,
+        log_every=1 if device.type == "cpu" else 20,
+    )
+    bar.close()
+    test = evaluate(run.model, data.test, device=device, max_steps=args.limit_test_batches)
+    return {
+        "epoch": epoch,
+        "train_nll": train.nll,
+        "train_bits_per_dim": train.bits_per_dim,
+        "test_nll": test.nll,
+        "test_bits_per_dim": test.bits_per_dim,
+        "train_images": train.images,
+        "train_seconds": train.seconds,
+        "train_images_per_second": train.images_per_second,
+        "eval_seconds": test.seconds,
+        "precision": run.precision.name,
+    }
+
+
+def save_state(run: Run, args: argparse.Namespace, epoch: int, device: torch.device) -> None:
+    """The epoch's checkpoint and metrics.json (rank 0 only)."""
+    plain_args = {k: _plain(v) for k, v in vars(args).items()}
+    save_checkpoint(
+        args.out / "checkpoint.pt",
+        {
+            "epoch": epoch,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "rng": get_rng_state(),
+            "metrics": run.history,
+            "initial_test_nll": run.initial,
+            "pictures": run.pictures,
+            "run": run.identity,
+            "args": plain_args,
+        },
+    )
+    last = run.history[-1]
+    summary = {
+        "finished": epoch == args.epochs,
+        "config": run.identity["config"],
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "args": plain_args,
+        "world_size": _world(),
+        "precision": {"name": run.precision.name, "reason": run.precision.reason},
+        "hardware": hardware(device),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "initial_test_nll": run.initial,
+        "final": {k: last[k] for k in ("epoch", "train_nll", "test_nll", "test_bits_per_dim")},
+        "train_seconds": sum(m["train_seconds"] for m in run.history),
+        "wall_seconds": sum(m["epoch_seconds"] for m in run.history),
+        "pictures": run.pictures,
+        "epochs": run.history,
+    }
+    write_json(args.out / "metrics.json", summary)
+
+
+def save_weights(run: Run, path: Path) -> None:
+    """Config, weights and final test NLL: what ``examples/package_weights.py`` packages."""
+    last = run.history[-1]
+    state = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
+    save_checkpoint(
+        path,
+        {
+            "config": run.identity["config"],
+            "model": state,
+            "metrics": {k: last[k] for k in ("epoch", "test_nll", "test_bits_per_dim")}
+            | {"binarize": run.identity["binarize"], "threshold": run.identity["threshold"]},
+        },
+    )
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+# ------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, rank, world = setup_distributed(args.device)
+    chief = rank == 0
+    log = print if chief else (lambda *a, **k: None)
+    try:
+        data = load_data(args, rank, world)
+        run = build_run(args, data, device, world, log)
+        resume(run, args, device, log)
+    except (FileNotFoundError, CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    num_params = sum(p.numel() for p in run.model.parameters())
     log(
         f"autoregressive {autoregressive.__version__}, torch {torch.__version__}, device "
         f"{device} x {world} process(es), {torch.get_num_threads()} thread(s) each\n"
-        f"model: {config}\n{num_params:,} parameters; {train_x.shape[0]:,} training and "
-        f"{test_bin.shape[0]:,} test images, binarization {args.binarize}; out {args.out}"
+        f"precision: {run.precision.name} ({run.precision.reason})\n"
+        f"model: {run.model.config}\n{num_params:,} parameters; {data.train_size:,} training "
+        f"and {data.test_images.shape[0]:,} test images, binarization {args.binarize}; "
+        f"data {args.data_dir}; out {args.out}"
     )
-    eval_kwargs = {
-        "device": device,
-        "autocast_dtype": autocast_dtype,
-        "max_steps": args.limit_test_batches,
-    }
-    if args.eval_initial and start == 0:
-        initial = evaluate(model, test_batches, **eval_kwargs).nll
-        log(f"untrained model: test NLL {initial:.2f} nats")
-
-    sample_epochs = set(args.sample_epochs) | {args.epochs}
-    steps = len(train_batches)
-    if args.limit_train_batches is not None:
-        steps = min(steps, args.limit_train_batches)
-    for epoch in range(start + 1, args.epochs + 1):
-        epoch_start = time.perf_counter()
-        train_batches.set_epoch(epoch)
-        bar = tqdm(
-            total=steps,
-            desc=f"epoch {epoch}/{args.epochs}",
-            unit="step",
-            disable=not chief,
-            mininterval=0.5,
-            dynamic_ncols=True,
-        )
-        tick = time.perf_counter()
-
-        def progress(
-            done: int, images: int, running: float, bar: tqdm = bar, tick: float = tick
-        ) -> None:
-            bar.update(done - bar.n)
-            rate = images / max(time.perf_counter() - tick, 1e-9)
-            bar.set_postfix(loss=f"{running:.2f}", img_s=f"{rate:.0f}", refresh=False)
-
-        train = train_epoch(
-            objective,
-            optimizer,
-            train_batches,
-            device=device,
-            autocast_dtype=autocast_dtype,
-            max_steps=args.limit_train_batches,
-            progress=progress,
-            log_every=1 if device.type == "cpu" else 20,
-        )
-        bar.close()
-        test = evaluate(model, test_batches, **eval_kwargs)
-        record = {
-            "epoch": epoch,
-            "train_nll": train.nll,
-            "train_bits_per_dim": train.bits_per_dim,
-            "test_nll": test.nll,
-            "test_bits_per_dim": test.bits_per_dim,
-            "train_images": train.images,
-            "train_seconds": train.seconds,
-            "train_images_per_second": train.images_per_second,
-            "eval_seconds": test.seconds,
-        }
+    if args.eval_initial and run.start == 0:
+        run.initial = evaluate(run.model, data.test, device=device,
+                               max_steps=args.limit_test_batches).nll  # fmt: skip
+        log(f"untrained model: test NLL {run.initial:.2f} nats")
+    for epoch in range(run.start + 1, args.epochs + 1):
+        started = time.perf_counter()
+        record = run_epoch(run, data, args, epoch, device, chief)
         log(
-            f"epoch {epoch}: train NLL {train.nll:.2f} nats, test NLL {test.nll:.2f} nats "
-            f"({test.bits_per_dim:.4f} bits/dim); {train.images_per_second:.0f} images/s, "
-            f"train {train.seconds:.1f} s, eval {test.seconds:.1f} s"
+            f"epoch {epoch}: train NLL {record['train_nll']:.2f} nats, test NLL "
+            f"{record['test_nll']:.2f} nats ({record['test_bits_per_dim']:.4f} bits/dim); "
+            f"{record['train_images_per_second']:.0f} images/s, train "
+            f"{record['train_seconds']:.1f} s, eval {record['eval_seconds']:.1f} s"
         )
-        if chief and epoch in sample_epochs:
-            pictures += write_pictures(model, test_bin, args, epoch, device)
-        record["epoch_seconds"] = time.perf_counter() - epoch_start
-        history.append(record)
+        if chief and epoch in set(args.sample_epochs) | {args.epochs}:
+            run.pictures += write_pictures(run.model, data.test_images, args, epoch, device)
+        record["epoch_seconds"] = time.perf_counter() - started
+        run.history.append(record)
         if chief:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": get_rng_state(),
-                    "metrics": history,
-                    "initial_test_nll": initial,
-                    "pictures": pictures,
-                    "run": run,
-                    "args": {k: _plain(v) for k, v in vars(args).items()},
-                },
-            )
-            summary = {
-                "finished": epoch == args.epochs,
-                "config": dataclasses.asdict(config),
-                "parameters": num_params,
-                "args": {k: _plain(v) for k, v in vars(args).items()},
-                "world_size": world,
-                "device": str(device),
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "initial_test_nll": initial,
-                "final": {k: record[k] for k in ("epoch", "train_nll", "test_nll")}
-                | {"test_bits_per_dim": record["test_bits_per_dim"]},
-                "train_seconds": sum(m["train_seconds"] for m in history),
-                "wall_seconds": sum(m["epoch_seconds"] for m in history),
-                "pictures": pictures,
-                "epochs": history,
-            }
-            write_json(args.out / "metrics.json", summary)
-
-    if chief and history:
-        save_loss_curve(history, initial, args.out / "loss_curve.png")
-        last = history[-1]
-        log(
-            f"done: test NLL {last['test_nll']:.2f} nats ({last['test_bits_per_dim']:.4f} "
-            f"bits/dim) after {last['epoch']} epochs; training "
-            f"{sum(m['train_seconds'] for m in history):.0f} s, all epochs "
-            f"{sum(m['epoch_seconds'] for m in history):.0f} s\n"
-            f"pictures: {', '.join(str(args.out / p) for p in pictures)}; "
-            f"{args.out / 'loss_curve.png'}; {args.out / 'metrics.json'}"
-        )
+            save_state(run, args, epoch, device)
+    if chief and run.history:
+        finish(run, args)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def finish(run: Run, args: argparse.Namespace) -> None:
+    """Loss curve, packaged weights and the closing summary."""
+    save_loss_curve(run.history, run.initial, args.out / "loss_curve.png")
+    last = run.history[-1]
+    if last["epoch"] == args.epochs:
+        save_weights(run, args.out / "weights.pt")
+    print(
+        f"done: test NLL {last['test_nll']:.2f} nats ({last['test_bits_per_dim']:.4f} "
+        f"bits/dim) after {last['epoch']} epochs; training "
+        f"{sum(m['train_seconds'] for m in run.history):.0f} s, all epochs "
+        f"{sum(m['epoch_seconds'] for m in run.history):.0f} s\n"
+        f"pictures: {', '.join(str(args.out / p) for p in run.pictures)}; "
+        f"{args.out / 'loss_curve.png'}; {args.out / 'metrics.json'}"
+    )
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ def straight_run(synthetic, tmp_path_factory) -> Path:
 def _load_script():
     spec = importlib.util.spec_from_file_location("mnist_pixelcnn", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -80,7 +81,7 @@ def test_help_documents_every_flag():
     parser = _load_script().build_parser()
     documented = {flag: action.help for action in parser._actions for flag in action.option_strings}
     required = """--preset --block --hidden-channels --num-blocks --lr --epochs --batch-size --seed
-        --device --bf16 --compile --binarize --data-dir --out --sample-epochs --resume --demo
+        --device --precision --compile --binarize --data-dir --out --sample-epochs --resume --demo
         --limit-train-batches"""
     assert set(required.split()) <= set(documented)
     for flag, text in documented.items():
@@ -98,7 +99,25 @@ def test_demo_and_reference_defaults():
     assert (ref.binarize, ref.threshold, ref.sample_epochs) == ("threshold", 0.5, [20, 30])
     demo = script.parse_args(["--demo", "--epochs", "1"])
     assert demo.binarize == "dynamic" and demo.block == "gated" and demo.epochs == 1
-    assert demo.data_dir == ref.data_dir == REPO / ".." / "shared" / "data" / "mnist"
+    assert demo.data_dir == ref.data_dir == script.default_data_dir()
+    assert ref.precision == "auto"
+    assert script.parse_args(["--data-dir", "elsewhere"]).data_dir == Path("elsewhere")
+
+
+def test_default_data_folder_is_shared_when_present_else_in_the_checkout(tmp_path, monkeypatch):
+    script = _load_script()
+    shared, local = tmp_path / "shared" / "data" / "mnist", tmp_path / "repo" / "data" / "mnist"
+    monkeypatch.setattr(script, "SHARED_DATA_DIR", shared)
+    monkeypatch.setattr(script, "LOCAL_DATA_DIR", local)
+    assert script.default_data_dir() == local
+    (shared / "MNIST" / "raw").mkdir(parents=True)
+    assert script.default_data_dir() == shared
+    real = _load_script()
+    assert real.LOCAL_DATA_DIR == REPO / "data" / "mnist"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(real.LOCAL_DATA_DIR / "MNIST" / "raw" / "x")], cwd=REPO
+    )
+    assert ignored.returncode == 0, "data/mnist must be git-ignored"
 
 
 def _check_png(path: Path) -> tuple[int, ...]:
@@ -136,6 +155,17 @@ def test_outputs_exist_and_are_well_formed(straight_run):
 
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["epoch"] == EPOCHS and ckpt["metrics"] == m["epochs"]
+    # precision and hardware are recorded; auto picked what this machine computes natively
+    from autoregressive.precision import resolve_precision
+
+    assert m["precision"]["name"] == resolve_precision("auto", "cpu").name
+    assert {e["precision"] for e in m["epochs"]} == {m["precision"]["name"]}
+    assert m["hardware"]["cpu_count"] == os.cpu_count() and m["hardware"]["cpu"]
+    # the final weights: config, contiguous tensors, the final test NLL
+    weights = load_checkpoint(out / "weights.pt")
+    assert weights["metrics"]["test_nll"] == m["final"]["test_nll"]
+    assert weights["config"] == {**m["config"], "image_size": tuple(m["config"]["image_size"])}
+    assert all(t.is_contiguous() for t in weights["model"].values())
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ Kept apart from the layers: nothing in the model depends on this module.
   the objective itself (DDP only synchronises gradients of what runs through ``forward``).
 - :func:`train_step`, :func:`train_epoch` and :func:`evaluate` work the same in one process and
   under ``torch.distributed``: losses are sums over images divided by the global batch size, and
-  the reported numbers are reduced over all processes.
+  the reported numbers are reduced over all processes. Training runs in a
+  :class:`~autoregressive.precision.Precision` (float32, or bf16 autocast where the hardware
+  computes it); evaluation always runs in float32, so reported likelihoods never depend on it.
 - :func:`save_checkpoint` writes atomically (temporary file in the same folder, ``fsync``,
   ``os.replace``), so a crash while saving never damages the previous checkpoint;
   :func:`load_checkpoint` reads with ``torch.load(weights_only=True)``, so a crafted file cannot
@@ -37,6 +39,7 @@ from torch import nn
 
 from .data import Batch
 from .distributions import nats_to_bits_per_dim
+from .precision import Precision
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -135,40 +138,35 @@ def _max_over_processes(value: int, device: torch.device) -> int:
     return int(t.item())
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def train_step(
     objective: nn.Module,
     optimizer: torch.optim.Optimizer,
     batch: Batch,
     *,
     device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
+    precision: Precision | None = None,
 ) -> torch.Tensor:
     """One optimisation step on the mean negative log-likelihood of a global batch.
 
     The loss of each process is ``sum(nll) * world_size / batch.total``; DDP averages gradients
     over processes, so the step follows the gradient of the mean over the whole global batch,
-    also when processes hold unequal shares.
+    also when processes hold unequal shares. The forward pass runs in ``precision``; the loss
+    is summed in float32 whatever the precision.
 
     Args:
         objective: :class:`NegLogLikelihood`, possibly wrapped in DDP or ``torch.compile``.
         optimizer: the optimizer of the model's parameters.
         batch: this process's share of the global batch.
         device: device of the model.
-        autocast_dtype: e.g. ``torch.bfloat16`` to run the forward pass under autocast.
+        precision: autocast and memory format (see
+            :func:`~autoregressive.precision.resolve_precision`); default plain float32.
 
     Returns:
         The summed NLL of this process's images, nats (a detached 0-dim tensor on ``device``;
         reading it with ``.item()`` synchronises with the device).
     """
-    x = batch.images.to(device, non_blocking=True)
-    y = batch.labels.to(device, non_blocking=True) if batch.labels is not None else None
-    with _autocast(device, autocast_dtype):
+    x, y = _to_device(batch, device, precision)
+    with precision.autocast(device) if precision else contextlib.nullcontext():
         nll = objective(x, y)  # (n,)
     total = nll.float().sum()
     loss = total * (_world_size() / batch.total)
@@ -176,6 +174,17 @@ def train_step(
     loss.backward()
     optimizer.step()
     return total.detach()
+
+
+def _to_device(
+    batch: Batch, device: torch.device, precision: Precision | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's images ``(n, C, H, W)`` in the precision's memory format, and labels."""
+    x = batch.images.to(device, non_blocking=True)
+    if precision is not None and precision.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = batch.labels.to(device, non_blocking=True) if batch.labels is not None else None
+    return x, y
 
 
 @dataclass(frozen=True)
@@ -197,15 +206,53 @@ class EpochStats:
     images_per_second: float
 
 
-def _stats(nll_sum: float, images: float, dims: int, seconds: float) -> EpochStats:
-    nll = nll_sum / images if images else math.nan
-    return EpochStats(
-        nll=nll,
-        bits_per_dim=float(nats_to_bits_per_dim(nll, dims)) if dims else math.nan,
+@dataclass
+class _Tally:
+    """Running sums of one pass: summed NLL (float64, on the device) and counts."""
+
+    nll: torch.Tensor
+    steps: int = 0
+    local: int = 0  # images of this process
+    total: int = 0  # images of all processes (from the batches' global sizes)
+    dims: int = 0  # dimensions of one image
+
+
+def _run_pass(
+    batches: Iterable[Batch],
+    score: Callable[[Batch], torch.Tensor],
+    *,
+    device: torch.device,
+    max_steps: int | None,
+    after_step: Callable[[_Tally], None] | None = None,
+) -> tuple[EpochStats, _Tally]:
+    """The batch loop shared by training and evaluation; reduces the sums over processes.
+
+    ``score(batch)`` returns the summed NLL of the batch's images (0-dim, nats). Returns the
+    statistics over all processes and this process's own tally.
+    """
+    start = time.perf_counter()
+    tally = _Tally(torch.zeros((), dtype=torch.float64, device=device))
+    for batch in batches:
+        if max_steps is not None and tally.steps >= max_steps:
+            break
+        tally.nll += score(batch)
+        tally.steps += 1
+        tally.local += batch.images.shape[0]
+        tally.total += batch.total
+        tally.dims = math.prod(batch.images.shape[1:])
+        if after_step is not None:
+            after_step(tally)
+    seconds = time.perf_counter() - start
+    summed, images = distributed_sum([tally.nll, tally.local], device)
+    dims = _max_over_processes(tally.dims, device)
+    stats = EpochStats(
+        nll=summed / images if images else math.nan,
+        bits_per_dim=float(nats_to_bits_per_dim(summed / images, dims)) if images else math.nan,
         images=int(images),
         seconds=seconds,
         images_per_second=images / seconds if seconds > 0 else math.nan,
     )
+    return stats, tally
 
 
 def train_epoch(
@@ -214,7 +261,7 @@ def train_epoch(
     batches: Iterable[Batch],
     *,
     device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
+    precision: Precision | None = None,
     max_steps: int | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     log_every: int = 10,
@@ -227,7 +274,7 @@ def train_epoch(
         batches: this process's :class:`~autoregressive.data.Batch` es, e.g. a
             :class:`~autoregressive.data.BinarizedBatches` after ``set_epoch``.
         device: device of the model.
-        autocast_dtype: see :func:`train_step`.
+        precision: see :func:`train_step`.
         max_steps: stop after this many steps (for tests and smoke runs).
         progress: called every ``log_every`` steps and after the last one with
             ``(steps, images, running_nll)``: steps done, images done over all processes (an
@@ -238,30 +285,26 @@ def train_epoch(
         The epoch's statistics; ``nll`` is the mean over all images of all processes, computed
         with the weights of the step that saw them.
     """
-    world = _world_size()
-    start = time.perf_counter()
-    nll_sum = torch.zeros((), dtype=torch.float64, device=device)
-    local = total = steps = 0
-    dims = 0
-    for batch in batches:
-        if max_steps is not None and steps >= max_steps:
-            break
-        nll_sum += train_step(
-            objective, optimizer, batch, device=device, autocast_dtype=autocast_dtype
-        )
-        steps += 1
-        local += batch.images.shape[0]
-        total += batch.total
-        dims = math.prod(batch.images.shape[1:])
-        if progress is not None and steps % log_every == 0:
-            progress(steps, total, nll_sum.item() / max(local, 1))
-    if progress is not None and steps % log_every != 0:
-        progress(steps, total, nll_sum.item() / max(local, 1))
-    seconds = time.perf_counter() - start
-    summed, images = distributed_sum([nll_sum, local], device)
-    if world > 1:
-        assert int(images) == total, "processes disagree about the global batch sizes"
-    return _stats(summed, images, _max_over_processes(dims, device), seconds)
+
+    def report(t: _Tally) -> None:
+        if progress is not None:
+            progress(t.steps, t.total, t.nll.item() / max(t.local, 1))
+
+    def step(batch: Batch) -> torch.Tensor:
+        return train_step(objective, optimizer, batch, device=device, precision=precision)
+
+    def after_step(t: _Tally) -> None:
+        if t.steps % log_every == 0:
+            report(t)
+
+    stats, tally = _run_pass(
+        batches, step, device=device, max_steps=max_steps, after_step=after_step
+    )
+    if tally.steps % log_every != 0:
+        report(tally)
+    if _world_size() > 1:
+        assert stats.images == tally.total, "processes disagree about the global batch sizes"
+    return stats
 
 
 @torch.no_grad()
@@ -270,11 +313,12 @@ def evaluate(
     batches: Iterable[Batch],
     *,
     device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
     max_steps: int | None = None,
 ) -> EpochStats:
     """Mean negative log-likelihood of a dataset, in nats and bits per dimension.
 
+    Always computed in float32 (no autocast, whatever precision the model trained in) and
+    summed in float64, so that reported likelihoods never depend on the training precision.
     Under ``torch.distributed`` each process scores its share and the sums are reduced, so the
     result is the mean over the whole dataset on every process.
 
@@ -284,36 +328,25 @@ def evaluate(
         batches: this process's batches (e.g. :class:`~autoregressive.data.BinarizedBatches`
             with ``binarize=None`` over a fixed binarization of the test set).
         device: device of the model.
-        autocast_dtype: e.g. ``torch.bfloat16``; the log-likelihood is summed in float64.
         max_steps: score only this many batches.
 
     Returns:
         The statistics; ``images_per_second`` is the scoring throughput.
     """
+
+    def score(batch: Batch) -> torch.Tensor:
+        x, y = _to_device(batch, device, None)
+        if x.shape[0] == 0:
+            return torch.zeros((), dtype=torch.float64, device=device)
+        with torch.autocast(device.type, enabled=False):
+            return -model.log_prob(x, y).double().sum()  # (n,) -> ()
+
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
-    nll_sum = torch.zeros((), dtype=torch.float64, device=device)
-    local = steps = dims = 0
     try:
-        for batch in batches:
-            if max_steps is not None and steps >= max_steps:
-                break
-            steps += 1
-            x = batch.images.to(device, non_blocking=True)
-            y = batch.labels.to(device, non_blocking=True) if batch.labels is not None else None
-            dims = math.prod(x.shape[1:])
-            if x.shape[0] == 0:
-                continue
-            with _autocast(device, autocast_dtype):
-                log_p = model.log_prob(x, y)  # (n,)
-            nll_sum -= log_p.double().sum()
-            local += x.shape[0]
+        return _run_pass(batches, score, device=device, max_steps=max_steps)[0]
     finally:
         model.train(was_training)
-    seconds = time.perf_counter() - start
-    summed, images = distributed_sum([nll_sum, local], device)
-    return _stats(summed, images, _max_over_processes(dims, device), seconds)
 
 
 # --------------------------------------------------------------------------- random state
