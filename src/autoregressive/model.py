@@ -135,6 +135,30 @@ class PixelCNN(nn.Module):
         """A model of a named preset (see :data:`~autoregressive.PRESETS`), fields overridable."""
         return cls(PixelCNNConfig.preset(name, **changes))
 
+    @classmethod
+    def from_pretrained(cls, name: str, *, device: torch.device | str | None = None) -> PixelCNN:
+        """A trained model that ships with the package, checksum-verified, in eval mode.
+
+        See :func:`autoregressive.pretrained.available` for the names and their figures.
+
+        Args:
+            name: e.g. ``"mnist-demo"``.
+            device: where to put the model (default CPU).
+
+        Raises:
+            ValueError: unknown name (the message lists the known ones), or a file whose
+                SHA-256 does not match the registry.
+
+        Example:
+            >>> PixelCNN.from_pretrained("no-such-model")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: no pretrained model named 'no-such-model'; available: ...
+        """
+        from .pretrained import load_pretrained  # the registry module imports this one
+
+        return load_pretrained(name, device=device)
+
     # ------------------------------------------------------------------ inputs
     def _param(self) -> torch.Tensor:
         return next(self.network.parameters())
