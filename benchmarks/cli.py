@@ -20,7 +20,7 @@ import torch
 
 from autoregressive import PixelCNN, PixelCNNConfig
 
-from . import layer, sampling, scaling, train
+from . import layer, precision, sampling, scaling, train
 from .report import Section, load_average, machine_info, plot_sampling, result_stem, write_results
 from .settings import MODES, Settings, model_summary
 
@@ -32,6 +32,8 @@ SUITES: dict[str, Callable[[Settings, torch.device], Section]] = {
     "train": train.run,
     "sampling": sampling.run,
     "scaling": scaling.run,
+    "precision": precision.run,
+    "precision-nll": precision.run_nll,
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -63,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmarks of autoregressive: layer overhead, training step, sampling, "
-        "scaling. Writes <machine>-<device>-torch<version>[-quick].{json,md} and "
-        "-sampling.png to --out and prints each table as it completes.",
+        "scaling, training precision. Writes <machine>-<device>-torch<version>[-quick]"
+        ".{json,md} and -sampling.png to --out and prints each table as it completes.",
     )
     p.add_argument("--quick", action="store_true", help="reduced repeats and sizes (minutes)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test only

@@ -32,6 +32,9 @@ class Settings:
     scaling_sample_batch: int = 16  # sampling batch of the scaling runs
     scaling_train_batch: int = 64  # training batch of the scaling runs
     scaling_repeats: int = 5  # timed calls per figure of the scaling runs
+    precision_steps: int = 200  # training steps of the bf16 vs fp32 NLL comparison
+    precision_eval_images: int = 2000  # test images scored after them
+    compile_variants: bool = True  # measure the torch.compile set-ups (minutes of compiling)
     models: dict[str, PixelCNNConfig] = field(
         default_factory=lambda: {
             "reference": PixelCNNConfig.preset("reference"),
@@ -67,6 +70,8 @@ MODES: dict[str, Settings] = {
         scaling_sample_batch=4,
         scaling_train_batch=16,
         scaling_repeats=2,
+        precision_steps=20,
+        precision_eval_images=500,
     ),
     # seconds: tiny models on 8x8 images, only to check that everything runs and is written
     "tiny": Settings(
@@ -85,6 +90,9 @@ MODES: dict[str, Settings] = {
         scaling_sample_batch=2,
         scaling_train_batch=2,
         scaling_repeats=1,
+        precision_steps=2,
+        precision_eval_images=8,
+        compile_variants=False,
         models={
             "reference": PixelCNNConfig.preset("reference", num_blocks=2, hidden_channels=16),
             "gated": PixelCNNConfig(block="gated", num_blocks=2, hidden_channels=8),

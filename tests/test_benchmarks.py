@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ["layer", "train", "sampling", "scaling"]
+SECTIONS = ["layer", "train", "sampling", "scaling", "precision", "precision-nll"]
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_tiny_run_writes_json_markdown_and_plot(tiny_run: tuple[Path, str]) -> N
     md = (out / f"{stem}.md").read_text()
     for name in SECTIONS:
         section = data["sections"][name]
-        assert section["rows"], name
+        assert section["rows"] or section["notes"], name  # a skipped section says why
         keys = [key for _, key in section["columns"]]
         for row in section["rows"]:
             assert "error" not in row, row.get("error")
@@ -128,6 +129,24 @@ def test_tiny_run_records_every_measurement(tiny_run: tuple[Path, str]) -> None:
     }
     for row in rows:
         assert _timing_ok(row["cached"]) and _timing_ok(row["train"]) and row["cache_bytes"] > 0
+
+    from autoregressive.precision import Capabilities
+
+    rows = s["precision"]["rows"]  # compiled set-ups are left out in --tiny mode
+    assert [r["variant"] for r in rows] == [
+        "fp32 + channels_last", "fp32 + fused Adam", "bf16 autocast", "bf16 + channels_last"
+    ]  # fmt: skip
+    native = Capabilities.detect("cpu").native_bf16
+    for row in rows:
+        assert _timing_ok(row["variant_time"]) and _timing_ok(row["fp32_time"])
+        assert row["speedup"]["median"] > 0
+        assert row["emulated_bf16"] == (row["variant"].startswith("bf16") and not native)
+    nll = s["precision-nll"]
+    if native:
+        assert [r["precision"] for r in nll["rows"]] == ["fp32", "bf16"]
+        assert all(math.isfinite(r["test_nll"]) for r in nll["rows"])
+    else:
+        assert nll["rows"] == [] and "emulates bf16" in nll["notes"][0]
 
 
 def test_stats_match_numpy(bench) -> None:

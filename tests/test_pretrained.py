@@ -128,6 +128,8 @@ def test_shipped_mnist_model_reproduces_its_test_nll(name):
     else:
         x = dynamic_binarize(test_x, torch.Generator().manual_seed(derive_seed(0, "test")))
     model = PixelCNN.from_pretrained(name)
-    stats = evaluate(model, BinarizedBatches(x, batch_size=500, binarize=None), device=torch.device("cpu"))
+    stats = evaluate(
+        model, BinarizedBatches(x, batch_size=500, binarize=None), device=torch.device("cpu")
+    )
     assert stats.images == 10_000
     assert stats.nll == pytest.approx(entry["test_nll"], abs=0.1)
