@@ -317,10 +317,10 @@ def evaluate(
 ) -> EpochStats:
     """Mean negative log-likelihood of a dataset, in nats and bits per dimension.
 
-    Always computed in float32 (no autocast, whatever precision the model trained in) and
-    summed in float64, so that reported likelihoods never depend on the training precision.
-    Under ``torch.distributed`` each process scores its share and the sums are reduced, so the
-    result is the mean over the whole dataset on every process.
+    Always computed in float32 (no autocast, whatever precision the model trained in; no TF32
+    in cuDNN's convolutions) and summed in float64, so that reported likelihoods never depend
+    on the training precision. Under ``torch.distributed`` each process scores its share and
+    the sums are reduced, so the result is the mean over the whole dataset on every process.
 
     Args:
         model: a model with ``log_prob(x, y)`` (not a DDP wrapper); switched to eval mode and
@@ -341,12 +341,14 @@ def evaluate(
         with torch.autocast(device.type, enabled=False):
             return -model.log_prob(x, y).double().sum()  # (n,) -> ()
 
-    was_training = model.training
+    was_training, tf32 = model.training, torch.backends.cudnn.allow_tf32
     model.eval()
+    torch.backends.cudnn.allow_tf32 = False  # cuDNN's default TF32 rounds to 10 bits
     try:
         return _run_pass(batches, score, device=device, max_steps=max_steps)[0]
     finally:
         model.train(was_training)
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 # --------------------------------------------------------------------------- random state
