@@ -56,35 +56,40 @@ def build_network(
         >>> net(torch.zeros(2, 1, 5, 5)).shape
         torch.Size([2, 1, 5, 5])
     """
-    factory = {"device": device, "dtype": dtype}
     c = config
-    cond = c.num_classes
     dc = c.data_channels
     layers: list[nn.Module]
     if c.block == "residual":
-        layers = [MaskedConv2d(dc, c.hidden_channels, c.input_kernel_size, "A", dc, **factory)]
-        layers += [
-            ResidualBlock(c.hidden_channels, c.kernel_size, dc, cond_channels=cond, **factory)
-            for _ in range(c.num_blocks)
-        ]
-    else:
         layers = [
-            GatedStack(
-                dc,
-                c.hidden_channels,
-                c.num_blocks,
-                c.kernel_size,
-                c.input_kernel_size,
-                dc,
-                cond_channels=cond,
-                **factory,
-            )
-        ]
+            MaskedConv2d(dc, c.hidden_channels, c.input_kernel_size, "A", data_channels=dc,
+                         device=device, dtype=dtype),
+        ]  # fmt: skip
+        layers += [
+            ResidualBlock(c.hidden_channels, c.kernel_size, data_channels=dc,
+                          cond_channels=c.num_classes, device=device, dtype=dtype)
+            for _ in range(c.num_blocks)
+        ]  # fmt: skip
+    else:
+        stack = GatedStack(
+            in_channels=dc,
+            channels=c.hidden_channels,
+            num_blocks=c.num_blocks,
+            kernel_size=c.kernel_size,
+            input_kernel_size=c.input_kernel_size,
+            data_channels=dc,
+            cond_channels=c.num_classes,
+            device=device,
+            dtype=dtype,
+        )
+        layers = [stack]
     width = c.hidden_channels
     if c.head_channels:
-        layers += [nn.ReLU(), MaskedConv2d(width, c.head_channels, 1, "B", dc, **factory)]
+        head = MaskedConv2d(width, c.head_channels, 1, "B", data_channels=dc, device=device,
+                            dtype=dtype)  # fmt: skip
+        layers += [nn.ReLU(), head]
         width = c.head_channels
-    layers += [nn.ReLU(), MaskedConv2d(width, c.out_channels, 1, "B", dc, **factory)]
+    out = MaskedConv2d(width, c.out_channels, 1, "B", data_channels=dc, device=device, dtype=dtype)
+    layers += [nn.ReLU(), out]
     return CausalSequential(*layers)
 
 

@@ -97,7 +97,9 @@ def load_pretrained(
             f"but the registry says {entry['sha256']}; reinstall the package"
         )
     saved = load_checkpoint(path)
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()}
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()
+    }
     model = PixelCNN(PixelCNNConfig(**fields), device=device)
     model.load_state_dict(saved["model"])
     return model.eval()

@@ -78,7 +78,7 @@ class NegLogLikelihood(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return -self.model.log_prob(x, y)  # (N,)
+        return -self.model.log_prob(x, y)  # type: ignore[operator]  # (N,)
 
 
 def unused_parameters(
@@ -339,7 +339,7 @@ def evaluate(
         if x.shape[0] == 0:
             return torch.zeros((), dtype=torch.float64, device=device)
         with torch.autocast(device.type, enabled=False):
-            return -model.log_prob(x, y).double().sum()  # (n,) -> ()
+            return -model.log_prob(x, y).double().sum()  # type: ignore[operator]
 
     was_training, tf32 = model.training, torch.backends.cudnn.allow_tf32
     model.eval()
