@@ -5,8 +5,8 @@ Result files are named ``<machine>-<device>-torch<version>[-<mode>]`` with
 - ``<machine>`` = ``<os>-<arch>-<n>cpu`` (e.g. ``linux-x86_64-2cpu``): stable across reboots
   and hosts of the same shape, and free of the host name, which is neither stable on cloud
   machines nor something to publish;
-- ``<device>`` = ``cpu`` or the CUDA device name, lower-cased with runs of other characters
-  replaced by ``-`` (``NVIDIA H200`` -> ``nvidia-h200``);
+- ``<device>`` = ``cpu-<model>`` (``cpu-amd-epyc``) or the CUDA device name, lower-cased with
+  runs of other characters replaced by ``-`` (``NVIDIA H200`` -> ``nvidia-h200``);
 - ``<version>`` = ``torch.__version__`` sanitised the same way (``2.4.1+cu121`` ->
   ``2.4.1-cu121``);
 - ``-quick`` / ``-tiny`` for the reduced modes, so that they never overwrite a full run.
@@ -60,10 +60,23 @@ def machine_name() -> str:
 
 
 def device_name(device: torch.device) -> str:
-    """``cpu`` or the sanitised CUDA device name."""
+    """The sanitised CUDA device name, or ``cpu-<model>`` (e.g. ``cpu-amd-epyc``).
+
+    The CPU's model is part of the name because two machines of the same shape can hold
+    different processors (an Intel Xeon with AMX and an AMD EPYC without bf16 units gave
+    figures several times apart).
+    """
     if device.type == "cuda":
         return sanitise(torch.cuda.get_device_name(device))
+    if device.type == "cpu":
+        return f"cpu-{cpu_tag()}"
     return device.type
+
+
+def cpu_tag() -> str:
+    """The CPU's vendor and family, e.g. ``amd-epyc`` or ``intel-xeon`` (trademarks dropped)."""
+    words = re.sub(r"\((R|TM|tm|r)\)|\b(CPU|Processor)\b|@.*", " ", _cpu_model()).split()
+    return sanitise(" ".join(words[:4])) or "unknown"
 
 
 def result_stem(device: torch.device, mode: str) -> str:

@@ -28,6 +28,14 @@ def bench(monkeypatch: pytest.MonkeyPatch):
     return importlib.import_module("benchmarks")
 
 
+def _report():
+    sys.path.insert(0, str(ROOT))
+    try:
+        return importlib.import_module("benchmarks.report")
+    finally:
+        sys.path.remove(str(ROOT))
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("bench")
@@ -55,7 +63,8 @@ def test_tiny_run_writes_json_markdown_and_plot(tiny_run: tuple[Path, str]) -> N
     jsons = sorted(out.glob("*.json"))
     assert len(jsons) == 1
     stem = jsons[0].stem
-    assert stem.endswith(f"-cpu-torch{torch.__version__.replace('+', '-').lower()}-tiny")
+    assert stem.endswith(f"-torch{torch.__version__.replace('+', '-').lower()}-tiny")
+    assert f"-cpu-{_report().cpu_tag()}-torch" in stem
     assert {p.name for p in out.iterdir()} == {f"{stem}.json", f"{stem}.md", f"{stem}-sampling.png"}
 
     png = (out / f"{stem}-sampling.png").read_bytes()
@@ -160,13 +169,20 @@ def test_stats_match_numpy(bench) -> None:
     assert (s["min"], s["max"], s["n"], s["times"]) == (0.1, 0.9, 6, times)
 
 
-def test_result_names_are_sanitised(bench) -> None:
+def test_result_names_are_sanitised(bench, monkeypatch: pytest.MonkeyPatch) -> None:
     report = importlib.import_module("benchmarks.report")
     assert report.sanitise("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     assert report.sanitise("2.4.1+cu121") == "2.4.1-cu121"
     stem = report.result_stem(torch.device("cpu"), "quick")
-    assert stem.endswith("-quick") and "-cpu-torch" in stem and "/" not in stem
+    assert stem.endswith("-quick") and "-cpu-" in stem and "/" not in stem
     assert report.result_stem(torch.device("cpu"), "full") + "-quick" == stem
+    for model, tag in {
+        "Intel(R) Xeon(R) Processor": "intel-xeon",
+        "AMD EPYC": "amd-epyc",
+        "Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz": "intel-core-i7-8700k",
+    }.items():
+        monkeypatch.setattr(report, "_cpu_model", lambda m=model: m)
+        assert report.cpu_tag() == tag
 
 
 @pytest.mark.parametrize("preset", ["reference", "gated"])
