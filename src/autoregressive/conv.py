@@ -126,12 +126,13 @@ class MaskedConv2d(nn.Conv2d):
 class ConvStepper(Stepper):
     """A causal convolution one pixel at a time: one matrix product per step.
 
-    The cache holds the input rows the kernel can reach, ``kh // 2 * dh + 1`` of them with the
-    current row last, laid out ``(N, W + 2 pad, rows, C_in)`` (column-major), so that the whole
-    kernel window of a pixel is one contiguous run of ``span * rows * C_in`` numbers per image:
-    a strided ``(N, K)`` view, prepared once per column, that multiplies a ``(K, C_out)`` matrix
-    holding the weight (zeros where the window covers a not-yet-computed pixel of the current
-    row: those cached values are stale but finite, so they add exactly zero).
+    The kernel's rows above the current one only read finished rows, so their part of every
+    output of a row is one matrix product at :meth:`begin_row` (``seeds``, bias included), over
+    a ring of the last ``kh // 2 * dh`` input rows. Per pixel only the current row's taps are
+    left: the current row is kept as ``(N, pad + W, C_in)``, so that the taps of column ``j``
+    are one contiguous ``(N, (pad + 1) * C_in)`` view (prepared once per column), multiplied by
+    a ``(K, C_out)`` matrix. The view also covers the current pixel, whose weight is zero unless
+    the mask keeps it; a value not yet written there is stale but finite, so it adds exactly 0.
 
     Args:
         weight: the masked weight ``(C_out, C_in, kh, kw)``; taps after the centre must be zero.
@@ -156,51 +157,100 @@ class ConvStepper(Stepper):
         reads_image: bool = False,
     ) -> None:
         out_ch, in_ch, kh, kw = weight.shape
-        dh, dw = dilation
-        ch, cw = kh // 2, kw // 2
+        (dh, dw), ch, cw = dilation, kh // 2, kw // 2
         assert not bool(weight[:, :, ch + 1 :].any()), "rows below the centre must be masked"
         assert not bool(weight[:, :, ch, cw + 1 :].any()), "taps after the centre must be masked"
-        self.bias = bias
-        self.reads_image = reads_image
-        self.rows = ch * dh + 1  # the current row is the last
-        self.pad = cw * dw
-        # columns the window spans: the whole kernel width when rows above are read, else only
-        # up to the current pixel
-        span = (kw - 1) * dw + 1 if self.rows > 1 else cw * dw + 1
-        dense = weight.new_zeros(span, self.rows, in_ch, out_ch)  # (span, rows, I, O)
-        for a in range(ch + 1):
-            for b in range(kw if a < ch else cw + 1):
-                dense[b * dw, a * dh] = weight[:, :, a, b].t()
-        self.matrix = dense.reshape(span * self.rows * in_ch, out_ch)  # (K, O)
-        # (N, W + 2 pad, rows, I)
-        self.cache = weight.new_zeros(batch, width + 2 * self.pad, self.rows, in_ch)
-        flat = self.cache.view(batch, -1)
-        block = self.rows * in_ch
-        self.windows = [flat[:, j * block : (j + span) * block] for j in range(width)]  # (N, K)
-        self.inputs = [self.cache[:, j + self.pad, -1] for j in range(width)]  # (N, I)
+        self.bias, self.reads_image, self.width = bias, reads_image, width
+        self.dilation, self.kernel_width = (dh, dw), kw
         self.pointwise = kh == 1 and kw == 1  # no neighbours: multiply the input directly
+        self.reads_centre = bool(weight[:, :, ch, cw].any())  # else only write() stores it
+        pad = cw * dw
+        current = weight.new_zeros(pad + 1, in_ch, out_ch)  # (pad + 1, I, O)
+        for b in range(cw + 1):
+            current[b * dw] = weight[:, :, ch, b].t()
+        self.matrix = current.reshape(-1, out_ch)  # (K, O)
+        self.row = weight.new_zeros(batch, pad + width, in_ch)  # (N, pad + W, I)
+        flat = self.row.view(batch, -1)
+        self.windows = [flat[:, j * in_ch : (j + pad + 1) * in_ch] for j in range(width)]
+        self.inputs = [self.row[:, pad + j] for j in range(width)]  # (N, I)
+        self.ring: torch.Tensor | None = None
+        self.seeds: list[torch.Tensor | None] = [bias] * width
+        if ch > 0:  # rows above: a ring (N, ch * dh, W + 2 pad, I), oldest row first
+            self.ring = weight.new_zeros(batch, ch * dh, width + 2 * pad, in_ch)
+            above = weight[:, :, :ch].permute(2, 3, 1, 0)  # (ch, kw, I, O)
+            self.above_matrix = above.reshape(-1, out_ch)  # (ch * kw * I, O)
+            self.seed_rows = weight.new_zeros(batch, width, out_ch)  # (N, W, O)
+            self.seeds = [self.seed_rows[:, j] for j in range(width)]
 
     def begin_row(self, i: int) -> None:
-        if self.rows > 1:  # shift the rows up; the last slot becomes the current row
-            self.cache[:, :, :-1] = self.cache[:, :, 1:].clone()
+        if self.ring is None:
+            return
+        ring, row = self.ring, self.row
+        if ring.shape[1] > 1:  # shift the rows up, then append the row just finished
+            ring[:, :-1] = ring[:, 1:].clone()
+        ring[:, -1, : row.shape[1]] = row
+        self._above()
+
+    def _above(self) -> None:
+        """``seed_rows``: bias plus the rows above, for every column of the new row."""
+        assert self.ring is not None
+        ring, (dh, dw), kw = self.ring, self.dilation, self.kernel_width
+        n, rows, _, in_ch = ring.shape
+        s = ring.stride()
+        windows = ring.as_strided(  # (N, W, ch, kw, I): overlapping windows, then one copy
+            (n, self.width, rows // dh, kw, in_ch), (s[0], s[2], dh * s[1], dw * s[2], 1)
+        ).reshape(n * self.width, -1)
+        seed_rows = self.seed_rows.view(n * self.width, -1)  # (N * W, O)
+        if self.bias is None:
+            torch.mm(windows, self.above_matrix, out=seed_rows)
+        else:
+            bias = self.bias if self.bias.dim() == 1 else self.bias.repeat_interleave(self.width, 0)
+            torch.addmm(bias, windows, self.above_matrix, out=seed_rows)
 
     def write(self, j: int, x: torch.Tensor) -> None:
         self.inputs[j].copy_(x)
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         if self.pointwise:
-            return self.product(x)
-        self.inputs[j].copy_(x)
+            return self.product(x, self.bias)
+        if self.reads_centre:
+            self.inputs[j].copy_(x)
         return self.compute(j)
 
-    def product(self, x: torch.Tensor, seed: torch.Tensor | None = None) -> torch.Tensor:
-        """``seed + x @ matrix`` ``(N, C_out)``, with the bias if there is no ``seed``."""
-        seed = self.bias if seed is None else seed
-        return torch.mm(x, self.matrix) if seed is None else torch.addmm(seed, x, self.matrix)
+    def compute(
+        self,
+        j: int,
+        seed: torch.Tensor | None = None,
+        *,
+        out: torch.Tensor | None = None,
+        relu: bool = False,
+    ) -> torch.Tensor:
+        """Output ``(N, C_out)`` at column ``j`` (inputs written beforehand); see :meth:`product`.
 
-    def compute(self, j: int, seed: torch.Tensor | None = None) -> torch.Tensor:
-        """Output ``(N, C_out)`` at column ``j`` from the cache (inputs written beforehand)."""
-        return self.product(self.windows[j], seed)
+        ``seed`` ``(N, C_out)`` replaces the bias; it is only for convolutions of one row.
+        """
+        if seed is None:
+            seed = self.seeds[j]
+        else:
+            assert self.ring is None and self.bias is None, "seed a one-row, bias-free stepper"
+        return self.product(self.windows[j], seed, out=out, relu=relu)
+
+    def product(
+        self,
+        x: torch.Tensor,
+        seed: torch.Tensor | None,
+        *,
+        out: torch.Tensor | None = None,
+        relu: bool = False,
+    ) -> torch.Tensor:
+        """``seed + x @ matrix`` ``(N, C_out)``, then ``relu`` if asked, into ``out`` if given."""
+        if seed is None:
+            y = torch.mm(x, self.matrix, out=out)
+            return y.clamp_min_(0) if relu else y
+        if relu:  # one call: relu(addmm), bitwise the same as the two calls
+            return torch._addmm_activation(seed, x, self.matrix, out=out)
+        return torch.addmm(seed, x, self.matrix, out=out)
 
     def cache_nbytes(self) -> int:
-        return self.cache.numel() * self.cache.element_size()
+        tensors = [self.row] + ([self.ring, self.seed_rows] if self.ring is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)

@@ -350,6 +350,9 @@ class _GatedBlockStepper:
             seed = seed.reshape(batch * width, 2 * c)
         self.link_seed = seed
         self.link_row = w.new_zeros(batch, width, 2 * c)  # (N, W, 2C), set by begin_row
+        self.links = [self.link_row[:, j] for j in range(width)]  # (N, 2C) per column
+        self.pre = w.new_zeros(batch, 2 * c)  # (N, 2C): the horizontal gate's input [a | b/2]
+        self.pre_a, self.pre_b = self.pre[:, :c], self.pre[:, c:]
         self.ring = w.new_zeros(batch, kh // 2 + 1, (width + kw - 1) * c_in)  # rows of v
         self.features = features  # (N, C + 1): 2 * h_gated, then a column of ones
         self.gated = features[:, :c]  # (N, C)
@@ -394,10 +397,9 @@ class _GatedBlockStepper:
 
     def step(self, j: int) -> None:
         """The horizontal stack at column ``j``: fills ``features`` and the next block's input."""
-        c = self.channels
-        t = torch.tanh(self.h_conv.compute(j, seed=self.link_row.select(1, j)))  # [a | b/2]
-        a = t.narrow(1, 0, c)
-        torch.addcmul(a, a, t.narrow(1, c, c), out=self.gated)  # tanh(a) * (1 + tanh(b/2))
+        self.h_conv.compute(j, seed=self.links[j], out=self.pre).tanh_()  # [a | b/2]
+        a = self.pre_a
+        torch.addcmul(a, a, self.pre_b, out=self.gated)  # tanh(a) * (1 + tanh(b/2))
         if self.out_matrix is None or self.next_inputs is None:
             return
         target = self.next_inputs[j]  # (N, C) in the next block's cache

@@ -148,15 +148,14 @@ class _ResidualStepper(Stepper):
         self.conv2.begin_row(i)
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1.product(self.acts[0].step(j, x))  # (N, C/2)
+        a = self.acts[0].step(j, x)  # (N, C)
         view = self.conv2.inputs[j]  # (N, C/2) in the kxk convolution's cache
-        hidden = self.hidden_values  # (N, C/2)
-        if self.relu:  # activations write straight into the buffers that consume them
-            torch.clamp_min(h, 0, out=view)
-            torch.clamp_min(self.conv2.compute(j), 0, out=hidden)
+        if self.relu:  # matrix product and ReLU in one call, into the buffer that reads them
+            self.conv1.product(a, self.conv1.bias, out=view, relu=True)
+            self.conv2.compute(j, out=self.hidden_values, relu=True)
         else:
-            view.copy_(self.acts[1].step(j, h))
-            hidden.copy_(self.acts[2].step(j, self.conv2.compute(j)))
+            view.copy_(self.acts[1].step(j, self.conv1.step(j, a)))
+            self.hidden_values.copy_(self.acts[2].step(j, self.conv2.compute(j)))
         return torch.addmm(x, self.hidden, self.matrix3)  # (N, C): x + conv3(act(h)) + bias
 
     def cache_nbytes(self) -> int:
