@@ -121,13 +121,13 @@ class CachedSampler:
         """Sample row ``i`` in place; ``row`` holds its views (see :class:`_Rows`)."""
         dist = self.distribution
         x = row.x  # (W, N, C)
-        dtype, p = x.dtype, dist.params_per_channel
+        dtype, p, channels = x.dtype, dist.params_per_channel, x.shape[2]
         stepper.begin_row(i)
         for j in range(x.shape[0]):
             xp = x[j]  # (N, C)
-            for c in range(x.shape[2]):
+            for c in range(channels):
                 raw = stepper.step(j, dist.preprocess(xp, dtype))  # (N, C * P)
-                raw_c = raw[:, c * p : (c + 1) * p]  # (N, P)
+                raw_c = raw[:, c * p : (c + 1) * p] if channels > 1 else raw  # (N, P)
                 if row.params is not None:
                     row.params[j, :, c * p : (c + 1) * p] = raw_c
                 value = dist.sample(raw_c, row.u[j, c])  # (N,)

@@ -144,6 +144,12 @@ class ConvStepper(Stepper):
 
     Shape:
         - :meth:`step`: ``(N, C_in) -> (N, C_out)``
+
+    Example:
+        >>> stepper = MaskedConv2d(1, 4, 3, "A").stepper(batch=2, width=5)
+        >>> stepper.begin_row(0)
+        >>> stepper.step(0, torch.zeros(2, 1)).shape
+        torch.Size([2, 4])
     """
 
     def __init__(

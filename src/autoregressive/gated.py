@@ -22,7 +22,7 @@ connection (from the second block on) and a skip output that the network sums.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +129,7 @@ class GatedBlock(nn.Module):
             )
         if cond_channels is not None and cond_channels < 1:
             raise ValueError(f"cond_channels must be None or >= 1, got {cond_channels}")
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.in_channels = in_channels
         self.channels = channels
         self.kernel_size = (kh, kw)
@@ -247,7 +247,7 @@ class GatedStack(nn.Module):
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
-        common = {
+        common: dict[str, Any] = {
             "data_channels": data_channels,
             "cond_channels": cond_channels,
             "device": device,
@@ -272,7 +272,7 @@ class GatedStack(nn.Module):
         v, h = x, x
         skips = torch.zeros((), dtype=x.dtype, device=x.device)
         for block in self.blocks:
-            v, h, skip = block(v, h, cond)  # type: ignore[arg-type] (h is None after the last)
+            v, h, skip = block(v, h, cond)  # h is None after the last block only
             skips = skips + skip  # (N, C, H, W)
         return skips
 
@@ -430,19 +430,19 @@ class _GatedStackStepper(Stepper):
     def __init__(
         self, stack: GatedStack, batch: int, width: int, cond: torch.Tensor | None
     ) -> None:
-        c, count = stack.channels, len(stack.blocks)
-        like = stack.blocks[0].skip.weight
+        blocks = [cast(GatedBlock, b) for b in stack.blocks]
+        c, count = stack.channels, len(blocks)
+        like = blocks[0].skip.weight
         features = like.new_zeros(batch, count, c + 1)  # (N, blocks, C + 1)
         features[:, :, -1] = 1
         self.features = features.view(batch, count * (c + 1))
         self.blocks = [
-            _GatedBlockStepper(b, batch, width, cond, features[:, k])
-            for k, b in enumerate(stack.blocks)
+            _GatedBlockStepper(b, batch, width, cond, features[:, k]) for k, b in enumerate(blocks)
         ]
         for block, following in zip(self.blocks[:-1], self.blocks[1:], strict=True):
             block.next_inputs = following.h_conv.inputs
         self.skip_matrix = torch.cat([b.skip_rows for b in self.blocks])  # (blocks * (C+1), C)
-        first = stack.blocks[0]  # colour: does it see earlier channels of the current pixel?
+        first = blocks[0]  # colour: does it see earlier channels of the current pixel?
         self.centre = bool(first.h_conv.mask[:, :, 0, first.kernel_size[1] // 2].any())
 
     def begin_row(self, i: int) -> None:

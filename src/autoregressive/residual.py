@@ -6,7 +6,7 @@ van den Oord et al., *Pixel Recurrent Neural Networks*, 2016, https://arxiv.org/
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -70,7 +70,7 @@ class ResidualBlock(nn.Module):
             )
         if cond_channels is not None and cond_channels < 1:
             raise ValueError(f"cond_channels must be None or >= 1, got {cond_channels}")
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         mid = channels // 2
         self.channels = channels
         self.cond_channels = cond_channels

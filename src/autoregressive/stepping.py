@@ -40,6 +40,13 @@ class Stepper:
     A layer that can be the network's first one (it reads the image itself, and its output at a
     pixel does not depend on that pixel's own value, like a mask-A convolution) sets
     :attr:`reads_image` and implements :meth:`write`.
+
+    Example:
+        >>> class Doubled(Stepper):  # the stepper of a module computing 2 * x
+        ...     def step(self, j, x):
+        ...         return 2 * x
+        >>> Doubled().step(0, torch.ones(1, 2))
+        tensor([[2., 2.]])
     """
 
     #: whether the layer may come first: its output at a pixel ignores that pixel's value
@@ -69,6 +76,10 @@ class ElementwiseStepper(Stepper):
 
     Args:
         module: applied as it is to each pixel's ``(N, C)`` features.
+
+    Example:
+        >>> ElementwiseStepper(nn.ReLU()).step(0, torch.tensor([[-1.0, 2.0]]))
+        tensor([[0., 2.]])
     """
 
     def __init__(self, module: nn.Module) -> None:
@@ -108,6 +119,9 @@ def stepper_for(module: nn.Module, batch: int, width: int, cond: torch.Tensor | 
         batch: images sampled at once, ``N``.
         width: image width ``W``.
         cond: conditioning vectors ``(N, C_cond)`` or ``None``.
+
+    Returns:
+        The module's own stepper, or an :class:`ElementwiseStepper`.
 
     Raises:
         ValueError: if ``module`` is neither; the message says how to add the method.
