@@ -6,7 +6,7 @@ likelihoods, a naive reference sampler and an exact cached sampler.
 
 from .cached import CachedSampler, cached_sample
 from .config import PRESETS, PixelCNNConfig
-from .conv import MaskedConv2d
+from .conv import ConvStepper, MaskedConv2d
 from .distributions import Bernoulli, Categorical, Distribution, nats_to_bits_per_dim
 from .gated import GatedBlock, GatedStack, gate
 from .masks import causal_mask, channel_groups
@@ -14,6 +14,7 @@ from .model import PixelCNN, build_network
 from .residual import ResidualBlock
 from .sampling import draw_noise, naive_sample
 from .sequential import CausalSequential
+from .stepping import ElementwiseStepper, Stepper, stepper_for
 
 __version__ = "0.1.0"
 
@@ -23,13 +24,16 @@ __all__ = [
     "CachedSampler",
     "Categorical",
     "CausalSequential",
+    "ConvStepper",
     "Distribution",
+    "ElementwiseStepper",
     "GatedBlock",
     "GatedStack",
     "MaskedConv2d",
     "PixelCNN",
     "PixelCNNConfig",
     "ResidualBlock",
+    "Stepper",
     "build_network",
     "cached_sample",
     "causal_mask",
@@ -38,4 +42,5 @@ __all__ = [
     "gate",
     "naive_sample",
     "nats_to_bits_per_dim",
+    "stepper_for",
 ]

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from .masks import causal_mask, check_kernel_size, check_mask_type
+from .stepping import Stepper
 
-__all__ = ["MaskedConv2d"]
+__all__ = ["ConvStepper", "MaskedConv2d"]
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -108,3 +109,154 @@ class MaskedConv2d(nn.Conv2d):
         if self.data_channels != 1:
             s += f", data_channels={self.data_channels}"
         return s
+
+    def stepper(self, batch: int, width: int, cond: torch.Tensor | None = None) -> ConvStepper:
+        """A :class:`ConvStepper` for cached sampling (``cond`` is unused)."""
+        bias = self.bias.detach() if self.bias is not None else None
+        return ConvStepper(
+            self.masked_weight().detach(),
+            bias,
+            batch,
+            width,
+            dilation=self.dilation,
+            reads_image=self.mask_type == "A",
+        )
+
+
+class ConvStepper(Stepper):
+    """A causal convolution one pixel at a time: one matrix product per step.
+
+    The kernel's rows above the current one only read finished rows, so their part of every
+    output of a row is one matrix product at :meth:`begin_row` (``seeds``, bias included), over
+    a ring of the last ``kh // 2 * dh`` input rows. Per pixel only the current row's taps are
+    left: the current row is kept as ``(N, pad + W, C_in)``, so that the taps of column ``j``
+    are one contiguous ``(N, (pad + 1) * C_in)`` view (prepared once per column), multiplied by
+    a ``(K, C_out)`` matrix. The view also covers the current pixel, whose weight is zero unless
+    the mask keeps it; a value not yet written there is stale but finite, so it adds exactly 0.
+
+    Args:
+        weight: the masked weight ``(C_out, C_in, kh, kw)``; taps after the centre must be zero.
+        bias: ``(C_out,)``, ``(N, C_out)`` or ``None``.
+        batch: images sampled at once, ``N``.
+        width: image width ``W``.
+        dilation: ``(dh, dw)``.
+        reads_image: whether this is a mask-A first layer.
+
+    Shape:
+        - :meth:`step`: ``(N, C_in) -> (N, C_out)``
+
+    Example:
+        >>> stepper = MaskedConv2d(1, 4, 3, "A").stepper(batch=2, width=5)
+        >>> stepper.begin_row(0)
+        >>> stepper.step(0, torch.zeros(2, 1)).shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        batch: int,
+        width: int,
+        *,
+        dilation: tuple[int, ...] = (1, 1),
+        reads_image: bool = False,
+    ) -> None:
+        out_ch, in_ch, kh, kw = weight.shape
+        (dh, dw), ch, cw = dilation, kh // 2, kw // 2
+        assert not bool(weight[:, :, ch + 1 :].any()), "rows below the centre must be masked"
+        assert not bool(weight[:, :, ch, cw + 1 :].any()), "taps after the centre must be masked"
+        self.bias, self.reads_image, self.width = bias, reads_image, width
+        self.dilation, self.kernel_width = (dh, dw), kw
+        self.pointwise = kh == 1 and kw == 1  # no neighbours: multiply the input directly
+        self.reads_centre = bool(weight[:, :, ch, cw].any())  # else only write() stores it
+        pad = cw * dw
+        current = weight.new_zeros(pad + 1, in_ch, out_ch)  # (pad + 1, I, O)
+        for b in range(cw + 1):
+            current[b * dw] = weight[:, :, ch, b].t()
+        self.matrix = current.reshape(-1, out_ch)  # (K, O)
+        self.row = weight.new_zeros(batch, pad + width, in_ch)  # (N, pad + W, I)
+        flat = self.row.view(batch, -1)
+        self.windows = [flat[:, j * in_ch : (j + pad + 1) * in_ch] for j in range(width)]
+        self.inputs = [self.row[:, pad + j] for j in range(width)]  # (N, I)
+        self.ring: torch.Tensor | None = None
+        self.seeds: list[torch.Tensor | None] = [bias] * width
+        if ch > 0:  # rows above: a ring (N, ch * dh, W + 2 pad, I), oldest row first
+            self.ring = weight.new_zeros(batch, ch * dh, width + 2 * pad, in_ch)
+            above = weight[:, :, :ch].permute(2, 3, 1, 0)  # (ch, kw, I, O)
+            self.above_matrix = above.reshape(-1, out_ch)  # (ch * kw * I, O)
+            self.seed_rows = weight.new_zeros(batch, width, out_ch)  # (N, W, O)
+            self.seeds = [self.seed_rows[:, j] for j in range(width)]
+
+    def begin_row(self, i: int) -> None:
+        if self.ring is None:
+            return
+        ring, row = self.ring, self.row
+        if ring.shape[1] > 1:  # shift the rows up, then append the row just finished
+            ring[:, :-1] = ring[:, 1:].clone()
+        ring[:, -1, : row.shape[1]] = row
+        self._above()
+
+    def _above(self) -> None:
+        """``seed_rows``: bias plus the rows above, for every column of the new row."""
+        assert self.ring is not None
+        ring, (dh, dw), kw = self.ring, self.dilation, self.kernel_width
+        n, rows, _, in_ch = ring.shape
+        s = ring.stride()
+        windows = ring.as_strided(  # (N, W, ch, kw, I): overlapping windows, then one copy
+            (n, self.width, rows // dh, kw, in_ch), (s[0], s[2], dh * s[1], dw * s[2], 1)
+        ).reshape(n * self.width, -1)
+        seed_rows = self.seed_rows.view(n * self.width, -1)  # (N * W, O)
+        if self.bias is None:
+            torch.mm(windows, self.above_matrix, out=seed_rows)
+        else:
+            bias = self.bias if self.bias.dim() == 1 else self.bias.repeat_interleave(self.width, 0)
+            torch.addmm(bias, windows, self.above_matrix, out=seed_rows)
+
+    def write(self, j: int, x: torch.Tensor) -> None:
+        self.inputs[j].copy_(x)
+
+    def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        if self.pointwise:
+            return self.product(x, self.bias)
+        if self.reads_centre:
+            self.inputs[j].copy_(x)
+        return self.compute(j)
+
+    def compute(
+        self,
+        j: int,
+        seed: torch.Tensor | None = None,
+        *,
+        out: torch.Tensor | None = None,
+        relu: bool = False,
+    ) -> torch.Tensor:
+        """Output ``(N, C_out)`` at column ``j`` (inputs written beforehand); see :meth:`product`.
+
+        ``seed`` ``(N, C_out)`` replaces the bias; it is only for convolutions of one row.
+        """
+        if seed is None:
+            seed = self.seeds[j]
+        else:
+            assert self.ring is None and self.bias is None, "seed a one-row, bias-free stepper"
+        return self.product(self.windows[j], seed, out=out, relu=relu)
+
+    def product(
+        self,
+        x: torch.Tensor,
+        seed: torch.Tensor | None,
+        *,
+        out: torch.Tensor | None = None,
+        relu: bool = False,
+    ) -> torch.Tensor:
+        """``seed + x @ matrix`` ``(N, C_out)``, then ``relu`` if asked, into ``out`` if given."""
+        if seed is None:
+            y = torch.mm(x, self.matrix, out=out)
+            return y.clamp_min_(0) if relu else y
+        if relu:  # one call: relu(addmm), bitwise the same as the two calls
+            return torch._addmm_activation(seed, x, self.matrix, out=out)
+        return torch.addmm(seed, x, self.matrix, out=out)
+
+    def cache_nbytes(self) -> int:
+        tensors = [self.row] + ([self.ring, self.seed_rows] if self.ring is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)

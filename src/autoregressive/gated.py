@@ -22,14 +22,16 @@ connection (from the second block on) and a skip output that the network sums.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
-from .conv import MaskedConv2d
+from .conv import ConvStepper, MaskedConv2d
 from .masks import check_kernel_size, check_mask_type
+from .stepping import Stepper
 
 __all__ = ["GatedBlock", "GatedStack", "gate"]
 
@@ -127,7 +129,7 @@ class GatedBlock(nn.Module):
             )
         if cond_channels is not None and cond_channels < 1:
             raise ValueError(f"cond_channels must be None or >= 1, got {cond_channels}")
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.in_channels = in_channels
         self.channels = channels
         self.kernel_size = (kh, kw)
@@ -245,7 +247,7 @@ class GatedStack(nn.Module):
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
-        common = {
+        common: dict[str, Any] = {
             "data_channels": data_channels,
             "cond_channels": cond_channels,
             "device": device,
@@ -270,6 +272,193 @@ class GatedStack(nn.Module):
         v, h = x, x
         skips = torch.zeros((), dtype=x.dtype, device=x.device)
         for block in self.blocks:
-            v, h, skip = block(v, h, cond)  # type: ignore[arg-type] (h is None after the last)
+            v, h, skip = block(v, h, cond)  # h is None after the last block only
             skips = skips + skip  # (N, C, H, W)
         return skips
+
+    def stepper(self, batch: int, width: int, cond: torch.Tensor | None = None) -> Stepper:
+        """A stepper computing the stack for cached sampling: see :class:`_GatedStackStepper`."""
+        return _GatedStackStepper(self, batch, width, cond)
+
+
+def _gate_order(channels: int) -> torch.Tensor:
+    """Permutation taking gate inputs ``(a0, b0, a1, b1, ...)`` to ``(a0, a1, .., b0, b1, ..)``."""
+    return torch.cat([torch.arange(0, 2 * channels, 2), torch.arange(1, 2 * channels, 2)])
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The convolution's bias ``(C_out,)``, zeros if it has none."""
+    return conv.bias.detach() if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
+
+
+def _matrix_and_bias(conv: MaskedConv2d, scale: float) -> torch.Tensor:
+    """A 1x1 convolution as ``[scale * W^T; b]`` ``(C_in + 1, C_out)``, to multiply ``[x, 1]``."""
+    w = conv.masked_weight().detach()[:, :, 0, 0].t() * scale  # (C_in, C_out)
+    return torch.cat([w, _bias(conv)[None]]).contiguous()
+
+
+class _GatedBlockStepper:
+    """One :class:`GatedBlock` folded: vertical stack a row at a time, horizontal per pixel.
+
+    Gate inputs are reordered to halves ``[a | b]`` (:func:`_gate_order`), and the horizontal
+    gate is computed doubled, as ``tanh(a) * (1 + tanh(b / 2)) = 2 * tanh(a) * sigmoid(b)``: one
+    ``tanh`` and one ``addcmul``. The factors live in the matrices. Each term against the line of
+    :meth:`GatedBlock.forward` it reproduces:
+
+    - ``v_pre = self.vertical_pre(v)``: :meth:`begin_row`, one ``addmm`` per kernel row over the
+      ring of input rows (``v_mats``, ``v_bias``);
+    - ``self.link(v_pre)``, ``h_conv``'s bias and the ``cond`` bias of ``h_pre``: ``link_row``,
+      once per row, the seed of each pixel's ``addmm`` (``b`` half scaled by 1/2);
+    - ``h_pre = self.h_conv(h) + ...``: :meth:`step`, ``addmm(link_row[j], window, h_conv)``;
+    - ``h_gated = gate(h_pre)``: ``tanh`` and ``addcmul`` into ``features`` (``2 * h_gated``);
+    - ``h_new = h + self.h_out(h_gated)``: ``addmm(h, [features, 1], [W_out / 2; b_out])``,
+      written straight into the next block's cache;
+    - ``self.skip(h_gated)``: ``skip_rows = [W_skip / 2; b_skip]``, summed over blocks by the
+      stack's one product;
+    - ``gate(v_pre)`` with the ``cond`` bias of ``v_pre``: the next block's vertical row.
+    """
+
+    def __init__(
+        self,
+        block: GatedBlock,
+        batch: int,
+        width: int,
+        cond: torch.Tensor | None,
+        features: torch.Tensor,
+    ) -> None:
+        c, (kh, kw), c_in = block.channels, block.kernel_size, block.in_channels
+        w = block.v_conv.weight.detach()
+        order = _gate_order(c).to(w.device)
+        half = torch.cat([w.new_ones(c), w.new_full((c,), 0.5)])  # (2C,): the b half / 2
+        self.width, self.channels, self.kw, self.c_in = width, c, kw, c_in
+        self.residual = block.mask_type == "B"
+        h_weight = block.h_conv.masked_weight().detach()[order] * half[:, None, None, None]
+        self.h_conv = ConvStepper(h_weight, None, batch, width)  # (1, kw): one row, no bias
+        v_weight = w[order]  # (2C, C_in, rows, kw)
+        self.v_mats = [  # per kernel row: ((kw C_in), 2C)
+            rearrange(v_weight[:, :, a], "o i t -> (t i) o").contiguous()
+            for a in range(v_weight.shape[2])
+        ]
+        self.v_bias = _bias(block.v_conv)[order]
+        link = block.link.weight.detach()[:, :, 0, 0][order][:, order]  # (2C out, 2C in)
+        self.link_matrix = (link.t() * half).contiguous()  # (2C in, 2C out)
+        seed = (_bias(block.link) + _bias(block.h_conv))[order] * half  # (2C,)
+        biases = block.cond_biases(cond)
+        self.v_cond = None if biases is None else biases[0][:, None, order]  # (N, 1, 2C)
+        if biases is not None:  # (N * W, 2C): the cond bias of h_pre, per image and column
+            seed = (seed + biases[1][:, order] * half)[:, None].expand(-1, width, -1)
+            seed = seed.reshape(batch * width, 2 * c)
+        self.link_seed = seed
+        self.link_row = w.new_zeros(batch, width, 2 * c)  # (N, W, 2C), set by begin_row
+        self.links = [self.link_row[:, j] for j in range(width)]  # (N, 2C) per column
+        self.pre = w.new_zeros(batch, 2 * c)  # (N, 2C): the horizontal gate's input [a | b/2]
+        self.pre_a, self.pre_b = self.pre[:, :c], self.pre[:, c:]
+        self.ring = w.new_zeros(batch, kh // 2 + 1, (width + kw - 1) * c_in)  # rows of v
+        self.features = features  # (N, C + 1): 2 * h_gated, then a column of ones
+        self.gated = features[:, :c]  # (N, C)
+        self.out_matrix = _matrix_and_bias(block.h_out, 0.5) if block.h_out is not None else None
+        self.skip_rows = _matrix_and_bias(block.skip, 0.5)  # (C + 1, C)
+        self.next_inputs: list[torch.Tensor] | None = None  # where h_new goes, per column
+
+    def _vertical(self, ring: torch.Tensor) -> torch.Tensor:
+        """``vertical_pre`` of the current row, ``(N * W, 2C)``, from rows of ``v``."""
+        n, c_in, kw = ring.shape[0], self.c_in, self.kw
+        out = self.v_bias.expand(n * self.width, -1)
+        for a, matrix in enumerate(self.v_mats):  # kernel row a reads ring slot a
+            row = ring[:, a]  # (N, (W + kw - 1) * C_in)
+            windows = row.as_strided(  # (N, W, kw * C_in) overlapping windows, then a copy
+                (n, self.width, kw * c_in), (row.stride(0), c_in, 1), row.storage_offset()
+            ).reshape(n * self.width, kw * c_in)
+            out = torch.addmm(out, windows, matrix)
+        return out
+
+    def begin_row(self, v_row: torch.Tensor | None, last: bool) -> torch.Tensor | None:
+        """Compute the row's vertical stack; return ``gate(v_pre)`` ``(N, W * C)`` unless last.
+
+        ``v_row`` is the previous block's vertical output of this row (``None`` for mask A,
+        whose current row :meth:`write` fills pixel by pixel).
+        """
+        ring, n = self.ring, self.ring.shape[0]
+        ring[:, :-1] = ring[:, 1:].clone()  # shift up: the last slot is the current row
+        if v_row is not None:
+            pad = self.kw // 2 * self.c_in
+            ring[:, -1, pad : pad + v_row.shape[1]] = v_row
+        v_pre = self._vertical(ring if self.residual else ring[:, :-1])  # (N * W, 2C)
+        link_row = self.link_row.view(-1, 2 * self.channels)  # (N * W, 2C)
+        torch.addmm(self.link_seed, v_pre, self.link_matrix, out=link_row)
+        if last:
+            return None
+        v_pre = v_pre.view(n, self.width, -1)  # (N, W, 2C)
+        if self.v_cond is not None:
+            v_pre = v_pre + self.v_cond
+        c = self.channels
+        v_gated = torch.tanh(v_pre[..., :c]) * torch.sigmoid(v_pre[..., c:])  # (N, W, C)
+        return v_gated.flatten(1)  # (N, W * C)
+
+    def step(self, j: int) -> None:
+        """The horizontal stack at column ``j``: fills ``features`` and the next block's input."""
+        self.h_conv.compute(j, seed=self.links[j], out=self.pre).tanh_()  # [a | b/2]
+        a = self.pre_a
+        torch.addcmul(a, a, self.pre_b, out=self.gated)  # tanh(a) * (1 + tanh(b/2))
+        if self.out_matrix is None or self.next_inputs is None:
+            return
+        target = self.next_inputs[j]  # (N, C) in the next block's cache
+        if self.residual:  # h + h_out(h_gated)
+            torch.addmm(self.h_conv.inputs[j], self.features, self.out_matrix, out=target)
+        else:
+            torch.mm(self.features, self.out_matrix, out=target)
+
+    def write(self, j: int, x: torch.Tensor) -> None:
+        """Store the drawn pixel ``(N, C_in)`` for both stacks (mask-A block only)."""
+        self.h_conv.write(j, x)
+        col = (self.kw // 2 + j) * self.c_in
+        self.ring[:, -1, col : col + self.c_in] = x
+
+    def cache_nbytes(self) -> int:
+        return self.ring.numel() * self.ring.element_size() + self.h_conv.cache_nbytes()
+
+
+class _GatedStackStepper(Stepper):
+    """A :class:`GatedStack` for cached sampling: its blocks' steppers, and one skip product.
+
+    Every block writes ``2 * h_gated`` and a column of ones into its slice of one buffer
+    ``(N, blocks * (C + 1))``, so the summed skip outputs (biases included) are one ``mm``.
+    """
+
+    reads_image = True
+
+    def __init__(
+        self, stack: GatedStack, batch: int, width: int, cond: torch.Tensor | None
+    ) -> None:
+        blocks = [cast(GatedBlock, b) for b in stack.blocks]
+        c, count = stack.channels, len(blocks)
+        like = blocks[0].skip.weight
+        features = like.new_zeros(batch, count, c + 1)  # (N, blocks, C + 1)
+        features[:, :, -1] = 1
+        self.features = features.view(batch, count * (c + 1))
+        self.blocks = [
+            _GatedBlockStepper(b, batch, width, cond, features[:, k]) for k, b in enumerate(blocks)
+        ]
+        for block, following in zip(self.blocks[:-1], self.blocks[1:], strict=True):
+            block.next_inputs = following.h_conv.inputs
+        self.skip_matrix = torch.cat([b.skip_rows for b in self.blocks])  # (blocks * (C+1), C)
+        first = blocks[0]  # colour: does it see earlier channels of the current pixel?
+        self.centre = bool(first.h_conv.mask[:, :, 0, first.kernel_size[1] // 2].any())
+
+    def begin_row(self, i: int) -> None:
+        v_row = None  # (N, W * C): the previous block's vertical output
+        for k, block in enumerate(self.blocks):
+            v_row = block.begin_row(v_row, last=k == len(self.blocks) - 1)
+
+    def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        if self.centre:  # colour: the first block sees earlier channels of this pixel
+            self.blocks[0].h_conv.inputs[j].copy_(x)
+        for block in self.blocks:
+            block.step(j)
+        return torch.mm(self.features, self.skip_matrix)  # (N, C): the summed skip outputs
+
+    def write(self, j: int, x: torch.Tensor) -> None:
+        self.blocks[0].write(j, x)
+
+    def cache_nbytes(self) -> int:
+        return sum(b.cache_nbytes() for b in self.blocks)

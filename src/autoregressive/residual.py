@@ -6,13 +6,14 @@ van den Oord et al., *Pixel Recurrent Neural Networks*, 2016, https://arxiv.org/
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .conv import MaskedConv2d
 from .masks import check_kernel_size
+from .stepping import Stepper, stepper_for
 
 __all__ = ["ResidualBlock"]
 
@@ -69,7 +70,7 @@ class ResidualBlock(nn.Module):
             )
         if cond_channels is not None and cond_channels < 1:
             raise ValueError(f"cond_channels must be None or >= 1, got {cond_channels}")
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         mid = channels // 2
         self.channels = channels
         self.cond_channels = cond_channels
@@ -104,3 +105,58 @@ class ResidualBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, cond_channels={self.cond_channels}"
+
+    def stepper(self, batch: int, width: int, cond: torch.Tensor | None = None) -> Stepper:
+        """A stepper computing the block one pixel at a time, for cached sampling."""
+        return _ResidualStepper(self, batch, width, cond)
+
+
+def _with_ones_column(batch: int, channels: int, like: torch.Tensor) -> torch.Tensor:
+    """A ``(N, channels + 1)`` buffer whose last column is 1, so ``buf @ [W; b]`` adds a bias."""
+    buf = like.new_zeros(batch, channels + 1)
+    buf[:, -1] = 1
+    return buf
+
+
+class _ResidualStepper(Stepper):
+    """A :class:`ResidualBlock` per pixel: six tensor operations, whatever the kernel.
+
+    The conditioning bias is folded into the first convolution's bias, the middle activation
+    writes straight into the kxk convolution's cache, and the last convolution's bias rides on a
+    column of ones so that ``x + conv3(act(h))`` is a single ``addmm``.
+    """
+
+    def __init__(
+        self, block: ResidualBlock, batch: int, width: int, cond: torch.Tensor | None
+    ) -> None:
+        acts = (block.act1, block.act2, block.act3)
+        self.acts = [stepper_for(a, batch, width, cond) for a in acts]
+        self.conv1 = block.conv1.stepper(batch, width)
+        self.conv2 = block.conv2.stepper(batch, width)
+        cond_bias = block.cond_bias(cond)  # (N, C/2) or None
+        if cond_bias is not None:  # forward's `h = h + bias`, folded into conv1's bias
+            b1 = self.conv1.bias
+            self.conv1.bias = cond_bias if b1 is None else cond_bias + b1
+        w3 = block.conv3.masked_weight().detach()[:, :, 0, 0].t()  # (C/2, C)
+        b3 = block.conv3.bias.detach() if block.conv3.bias is not None else torch.zeros_like(w3[0])
+        self.matrix3 = torch.cat([w3, b3[None]]).contiguous()  # (C/2 + 1, C)
+        self.hidden = _with_ones_column(batch, w3.shape[0], w3)  # (N, C/2 + 1)
+        self.hidden_values = self.hidden[:, :-1]  # (N, C/2)
+        self.relu = type(block.act2) is nn.ReLU and type(block.act3) is nn.ReLU
+
+    def begin_row(self, i: int) -> None:
+        self.conv2.begin_row(i)
+
+    def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        a = self.acts[0].step(j, x)  # (N, C)
+        view = self.conv2.inputs[j]  # (N, C/2) in the kxk convolution's cache
+        if self.relu:  # matrix product and ReLU in one call, into the buffer that reads them
+            self.conv1.product(a, self.conv1.bias, out=view, relu=True)
+            self.conv2.compute(j, out=self.hidden_values, relu=True)
+        else:
+            view.copy_(self.acts[1].step(j, self.conv1.step(j, a)))
+            self.hidden_values.copy_(self.acts[2].step(j, self.conv2.compute(j)))
+        return torch.addmm(x, self.hidden, self.matrix3)  # (N, C): x + conv3(act(h)) + bias
+
+    def cache_nbytes(self) -> int:
+        return self.conv2.cache_nbytes()

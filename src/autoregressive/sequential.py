@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .stepping import Stepper, stepper_for
+
 __all__ = ["CausalSequential"]
 
 
@@ -36,3 +38,32 @@ class CausalSequential(nn.Sequential):
         for module in self:
             x = module(x, cond) if getattr(module, "conditional", False) else module(x)
         return x
+
+    def stepper(self, batch: int, width: int, cond: torch.Tensor | None = None) -> Stepper:
+        """A stepper that steps the modules in order, for cached sampling."""
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty network")
+        return _SequentialStepper([stepper_for(m, batch, width, cond) for m in self])
+
+
+class _SequentialStepper(Stepper):
+    """Steps its layers in order: each one's output at a pixel is the next one's input."""
+
+    def __init__(self, steppers: list[Stepper]) -> None:
+        self.steppers = steppers
+        self.reads_image = steppers[0].reads_image
+
+    def begin_row(self, i: int) -> None:
+        for s in self.steppers:
+            s.begin_row(i)
+
+    def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        for s in self.steppers:
+            x = s.step(j, x)
+        return x
+
+    def write(self, j: int, x: torch.Tensor) -> None:
+        self.steppers[0].write(j, x)
+
+    def cache_nbytes(self) -> int:
+        return sum(s.cache_nbytes() for s in self.steppers)

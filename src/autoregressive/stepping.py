@@ -1,0 +1,143 @@
+"""The stepping protocol: how a causal layer computes itself one pixel at a time.
+
+Fast PixelCNN++ (Ramachandran et al., 2017, https://arxiv.org/abs/1704.06001) observed that in a
+masked-convolution network a layer's activation at pixel ``p`` depends only on earlier pixels,
+so once ``p``'s inputs are known it can be computed from cached activations and never again.
+:class:`~autoregressive.CachedSampler` drives every layer of a network through that idea, and
+this module is the contract between the sampler and the layers:
+
+- a causal layer has a method ``stepper(batch, width, cond)`` that returns a :class:`Stepper`,
+  an object that keeps what the layer needs of earlier rows and computes the layer's output at
+  one pixel from its input there (:class:`~autoregressive.MaskedConv2d`,
+  :class:`~autoregressive.ResidualBlock`, :class:`~autoregressive.GatedStack` and
+  :class:`~autoregressive.CausalSequential` implement it next to their ``forward``);
+- a module without parameters or buffers that maps every pixel's features on their own (an
+  activation such as ``nn.ReLU``) needs nothing: it is applied to each pixel's ``(N, C)``
+  features as they pass.
+
+:func:`stepper_for` is the one place that decides which of the two a module is; a block of your
+own only has to implement the method (see the tutorial, *Write a block the sampler can step*).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ElementwiseStepper", "Stepper", "stepper_for"]
+
+
+class Stepper:
+    """Computes a causal layer one pixel at a time, in raster order.
+
+    For each row ``i`` the sampler calls :meth:`begin_row` once, then :meth:`step` for columns
+    ``j = 0 .. W - 1`` in order (several times per pixel for colour images, once per channel,
+    with the same column: a step must not assume it sees a pixel once). The outputs of the
+    layers below are the inputs of the layer above. Every row must run the same tensor
+    operations on the same buffers (the sampler may record one row as a CUDA graph and replay
+    it), so keep per-row state in preallocated tensors and update them in place.
+
+    A layer that can be the network's first one (it reads the image itself, and its output at a
+    pixel does not depend on that pixel's own value, like a mask-A convolution) sets
+    :attr:`reads_image` and implements :meth:`write`.
+
+    Example:
+        >>> class Doubled(Stepper):  # the stepper of a module computing 2 * x
+        ...     def step(self, j, x):
+        ...         return 2 * x
+        >>> Doubled().step(0, torch.ones(1, 2))
+        tensor([[2., 2.]])
+    """
+
+    #: whether the layer may come first: its output at a pixel ignores that pixel's value
+    reads_image: bool = False
+
+    def begin_row(self, i: int) -> None:
+        """Prepare row ``i``: e.g. shift the cached rows up by one."""
+
+    def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output ``(N, C_out)`` at column ``j``, from its input ``(N, C_in)`` there.
+
+        ``x`` may be a view into another layer's buffer: copy it if it must be kept.
+        """
+        raise NotImplementedError
+
+    def write(self, j: int, x: torch.Tensor) -> None:
+        """Store the drawn pixel ``(N, C_in)`` at column ``j`` (only the first layer is asked)."""
+        raise NotImplementedError(f"{type(self).__name__} does not read the image")
+
+    def cache_nbytes(self) -> int:
+        """Bytes held in caches (reported as ``CachedSampler.last_cache_nbytes``)."""
+        return 0
+
+
+class ElementwiseStepper(Stepper):
+    """Steps a module that maps each pixel's features on their own, such as ``nn.GELU``.
+
+    Args:
+        module: applied as it is to each pixel's ``(N, C)`` features.
+
+    Example:
+        >>> ElementwiseStepper(nn.ReLU()).step(0, torch.tensor([[-1.0, 2.0]]))
+        tensor([[0., 2.]])
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def _is_pixelwise(module: nn.Module) -> bool:
+    """Whether a parameter-free module maps each pixel's channels on their own.
+
+    It must have no parameters or buffers, and give the same numbers on a probe image
+    ``(2, 4, 3, 3)`` as on that image's pixels as rows ``(18, 4)`` (up to rounding: a
+    vectorised kernel may treat the two layouts' elements differently).
+    """
+    if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
+        return False
+    probe = torch.linspace(-3, 3, 72, dtype=torch.float64).view(2, 4, 3, 3)
+    rows = probe.permute(0, 2, 3, 1).reshape(18, 4)  # (N * H * W, C)
+    try:
+        with torch.no_grad():
+            image, pixels = module(probe), module(rows)
+    except Exception:  # it does not even accept (N, C) features
+        return False
+    if not isinstance(image, torch.Tensor) or image.shape != probe.shape:
+        return False
+    return torch.allclose(image.permute(0, 2, 3, 1).reshape(18, 4), pixels, rtol=1e-9, atol=0)
+
+
+def stepper_for(module: nn.Module, batch: int, width: int, cond: torch.Tensor | None) -> Stepper:
+    """The :class:`Stepper` that computes ``module`` one pixel at a time.
+
+    Args:
+        module: a layer with a ``stepper(batch, width, cond)`` method, or a parameter-free
+            module that maps each pixel's features on their own (``nn.ReLU``, ``nn.GELU``, ...).
+        batch: images sampled at once, ``N``.
+        width: image width ``W``.
+        cond: conditioning vectors ``(N, C_cond)`` or ``None``.
+
+    Returns:
+        The module's own stepper, or an :class:`ElementwiseStepper`.
+
+    Raises:
+        ValueError: if ``module`` is neither; the message says how to add the method.
+
+    Example:
+        >>> stepper_for(nn.GELU(), batch=2, width=5, cond=None).step(0, torch.zeros(2, 3)).shape
+        torch.Size([2, 3])
+    """
+    make = getattr(module, "stepper", None)
+    if callable(make):
+        return make(batch, width, cond)
+    if _is_pixelwise(module):
+        return ElementwiseStepper(module)
+    raise ValueError(
+        f"cached sampling cannot step a {type(module).__name__}: it is not elementwise and has no "
+        "`stepper(batch, width, cond)` method. Give it one that returns an "
+        "autoregressive.Stepper (begin_row(i), step(j, x); see the tutorial section 'Write a "
+        "block the sampler can step'), or sample with naive_sample / method='naive'"
+    )

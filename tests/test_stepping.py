@@ -1,0 +1,181 @@
+"""The stepping protocol: a block written here, not in the library, gets exact cached sampling.
+
+``GatedResidualBlock`` below is ``x + 1x1(gate(kxk_B(x)))`` with a dilated kxk convolution and
+the gated activation: a block type the library does not have. It implements
+``stepper(batch, width, cond)`` from the library's own steppers, and the cached sampler then
+returns the naive sampler's images in float64, with no change to the library.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from autoregressive import (
+    Bernoulli,
+    CachedSampler,
+    CausalSequential,
+    ElementwiseStepper,
+    MaskedConv2d,
+    PixelCNN,
+    PixelCNNConfig,
+    Stepper,
+    cached_sample,
+    draw_noise,
+    gate,
+    naive_sample,
+    stepper_for,
+)
+
+F64 = {"dtype": torch.float64}
+
+
+class GatedResidualBlock(nn.Module):
+    """``x + 1x1(gate(kxk_B(x)))``: a residual block with a gated activation."""
+
+    def __init__(
+        self, channels: int, kernel_size: int | tuple[int, int], dilation: int, data_channels: int
+    ) -> None:
+        super().__init__()
+        self.conv = MaskedConv2d(
+            channels, 2 * channels, kernel_size, "B", data_channels, dilation=dilation, **F64
+        )
+        self.out = MaskedConv2d(channels, channels, 1, "B", data_channels, **F64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.out(gate(self.conv(x)))
+
+    def stepper(self, batch: int, width: int, cond: torch.Tensor | None = None) -> Stepper:
+        return GatedResidualStepper(self.conv.stepper(batch, width), self.out.stepper(batch, width))
+
+
+class GatedResidualStepper(Stepper):
+    """``GatedResidualBlock.forward`` at one pixel, from the convolutions' own steppers."""
+
+    def __init__(self, conv: Stepper, out: Stepper) -> None:
+        self.conv, self.out = conv, out
+
+    def begin_row(self, i: int) -> None:
+        self.conv.begin_row(i)  # the kxk convolution keeps rows; the 1x1 one keeps nothing
+
+    def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        return x + self.out.step(j, gate(self.conv.step(j, x)))  # (N, C), gate over dim 1
+
+    def cache_nbytes(self) -> int:
+        return self.conv.cache_nbytes() + self.out.cache_nbytes()
+
+
+@st.composite
+def gated_residual_networks(draw):
+    dc = draw(st.sampled_from([1, 3]))
+    channels = dc * draw(st.integers(1, 3))
+    odd = st.sampled_from([1, 3, 5])
+    layers: list[nn.Module] = [MaskedConv2d(dc, channels, draw(odd), "A", dc, **F64)]
+    for _ in range(draw(st.integers(1, 3))):
+        kernel = (draw(odd), draw(odd))
+        layers.append(GatedResidualBlock(channels, kernel, draw(st.integers(1, 3)), dc))
+    act = draw(st.sampled_from([nn.ReLU, nn.GELU, nn.Tanh, nn.ELU, nn.SiLU]))
+    layers += [act(), MaskedConv2d(channels, dc, 1, "B", dc, **F64)]
+    size = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+    return CausalSequential(*layers), dc, size, draw(st.integers(1, 3)), draw(st.integers(0, 999))
+
+
+@settings(max_examples=60, deadline=None)
+@given(gated_residual_networks())
+def test_a_block_defined_in_the_test_samples_exactly(case):
+    net, dc, (h, w), n, seed = case
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    noise = draw_noise((n, dc, h, w), torch.Generator().manual_seed(seed))
+    naive = naive_sample(net, Bernoulli(), noise)
+    assert torch.equal(cached_sample(net, Bernoulli(), noise), naive)
+
+
+class NotSteppable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+@pytest.mark.parametrize(
+    "module", [NotSteppable(), nn.BatchNorm2d(4), nn.AvgPool2d(3, 1, 1), nn.Flatten()]
+)
+def test_a_module_that_cannot_step_gets_an_error_that_says_how_to_add_it(module):
+    net = CausalSequential(MaskedConv2d(1, 4, 3, "A"), module, MaskedConv2d(4, 1, 1))
+    with pytest.raises(ValueError, match=r"stepper\(batch, width, cond\)"):
+        cached_sample(net, Bernoulli(), draw_noise((1, 1, 3, 3)))
+
+
+@pytest.mark.parametrize(
+    "module", [nn.ReLU(), nn.GELU(), nn.Mish(), nn.Hardtanh(), nn.Softmax(dim=1), nn.Identity()]
+)
+def test_parameter_free_pixelwise_modules_step_as_they_are(module):
+    stepper = stepper_for(module, batch=2, width=4, cond=None)
+    assert isinstance(stepper, ElementwiseStepper)
+    x = torch.randn(2, 5)
+    assert torch.equal(stepper.step(0, x), module(x))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        PixelCNNConfig(num_blocks=2, hidden_channels=8),
+        PixelCNNConfig(block="gated", num_blocks=3, hidden_channels=6, num_classes=3),
+        PixelCNNConfig(
+            block="gated",
+            data_channels=3,
+            distribution="categorical",
+            levels=4,
+            num_blocks=2,
+            hidden_channels=6,
+        ),
+    ],
+)
+def test_the_row_replay_path_on_fixed_buffers_matches_the_eager_path(config):
+    """The CUDA-graph path's row buffers, with the recording replaced by the row itself (CPU)."""
+    model = PixelCNN(config, **F64)
+    n, size = 3, (5, 4)
+    noise = draw_noise((n, config.data_channels, *size), torch.Generator().manual_seed(0))
+    cond = model.condition(torch.arange(n) % 3 if config.num_classes else None, n)
+    image = (noise < 0.5).double() if isinstance(model.distribution, Bernoulli) else noise * 0
+    known = torch.zeros(size, dtype=torch.bool)
+    known[:2, :3] = True
+    sampler = CachedSampler(model.network, model.distribution)
+    eager = sampler.sample(noise, cond=cond, image=image, known=known, return_params=True)
+    with torch.no_grad():  # as in sample()
+        stepper = sampler._stepper(n, size[1], cond)
+        rows = sampler._prepare(noise, (image, known.expand(noise.shape)), return_params=True)
+        sampler._sample_replayed(stepper, rows, record=lambda row: row)
+    assert torch.equal(rows.x.permute(2, 3, 0, 1), eager[0])
+    assert torch.equal(rows.params.permute(2, 3, 0, 1), eager[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("block", ["residual", "gated"])
+def test_cuda_graph_replay_matches_eager_on_cuda(block):
+    config = PixelCNNConfig(block=block, num_blocks=3, hidden_channels=16, num_classes=4)
+    model = PixelCNN(config, device="cuda", **F64)
+    noise = draw_noise((4, 1, 9, 7), torch.Generator().manual_seed(0), device="cuda")
+    cond = model.condition(torch.arange(4, device="cuda"), 4)
+    graphed = CachedSampler(model.network, model.distribution, cuda_graphs=True)
+    eager = CachedSampler(model.network, model.distribution, cuda_graphs=False)
+    assert torch.equal(graphed.sample(noise, cond=cond), eager.sample(noise, cond=cond))
+    assert graphed.last_used_graph and not eager.last_used_graph
+    assert torch.equal(
+        graphed.sample(noise, cond=cond),
+        naive_sample(model.network, model.distribution, noise, cond=cond),
+    )
+
+
+def test_cuda_graphs_on_a_cpu_network_is_an_error():
+    net = CausalSequential(MaskedConv2d(1, 2, 3, "A"), nn.ReLU(), MaskedConv2d(2, 1, 1))
+    with pytest.raises(ValueError, match="CUDA device"):
+        cached_sample(net, Bernoulli(), draw_noise((1, 1, 2, 2)), cuda_graphs=True)
