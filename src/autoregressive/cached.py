@@ -22,6 +22,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .checks import check_sampling
 from .conv import MaskedConv2d
 from .distributions import Distribution
 from .gated import GatedStack
@@ -511,6 +512,7 @@ class CachedSampler:
         With ``return_params=True`` also returns the raw parameters ``(N, C * P, H, W)`` the
         sampler computed for each sub-pixel (teacher forcing, when every pixel is known).
         """
+        check_sampling(self.network, self.distribution, noise, cond)
         n, channels, height, width = noise.shape
         param = next(self.network.parameters())
         device, dtype = param.device, param.dtype

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_cond, check_int
 from .conv import MaskedConv2d
 from .masks import check_kernel_size, check_mask_type
 
@@ -111,6 +112,11 @@ class GatedBlock(nn.Module):
         super().__init__()
         kh, kw = check_kernel_size(kernel_size)
         mask_type = check_mask_type(mask_type)
+        in_channels = check_int("in_channels", in_channels, 1)
+        channels = check_int("channels", channels, 1)
+        data_channels = check_int("data_channels", data_channels, 1)
+        if cond_channels is not None:
+            cond_channels = check_int("cond_channels", cond_channels, 1)
         if kh < 3:
             raise ValueError(
                 f"a gated block needs a kernel at least 3 rows high (the vertical stack reaches "
@@ -168,10 +174,9 @@ class GatedBlock(nn.Module):
 
     def cond_biases(self, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The biases ``(N, 2C)`` that ``cond`` adds inside the vertical and horizontal gates."""
+        check_cond(cond, self.cond_channels, "GatedBlock")
         if self.cond_v is None or self.cond_h is None:
             return None
-        if cond is None:
-            raise ValueError("this block is conditional (cond_channels is set): pass cond")
         return self.cond_v(cond), self.cond_h(cond)
 
     def forward(
@@ -243,6 +248,7 @@ class GatedStack(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        num_blocks = check_int("num_blocks", num_blocks, 1)
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         common = {

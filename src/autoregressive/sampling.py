@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .checks import check_sampling
 from .distributions import Distribution
 
 __all__ = ["check_completion", "draw_noise", "naive_sample"]
@@ -94,6 +95,7 @@ def naive_sample(
         >>> x.shape, torch.equal(x, cached_sample(net, Bernoulli(), noise))
         (torch.Size([2, 1, 4, 4]), True)
     """
+    check_sampling(network, distribution, noise, cond, causality=True)
     _, channels, height, width = noise.shape
     param = next(network.parameters())
     completion = check_completion(image, known, tuple(noise.shape))
