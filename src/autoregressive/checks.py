@@ -129,6 +129,10 @@ def check_sampling(
         not isinstance(cond, torch.Tensor) or cond.shape[:1] != noise.shape[:1]
     ):
         raise ValueError(f"cond must be a tensor (N, C_cond) with N = {noise.shape[0]} (noise's N)")
+    if cond is not None and not any(getattr(m, "cond_channels", None) for m in network.modules()):
+        raise ValueError(
+            "the network is unconditional (no layer has cond_channels): pass cond=None"
+        )
     base = _probe(network, distribution, noise, cond)
     if causality:
         _check_causal(network, distribution, base, noise.shape[1], cond)
