@@ -422,3 +422,68 @@ def test_mnist_files_load_consistently_or_fail_naming_the_file(tmp_path_factory,
         raise AssertionError(f"not a library error: {type(err).__name__}: {err}") from err
     assert x.shape[0] == y.shape[0], "image and label counts disagree"
     assert x.shape[1:] == (1, rows, rows)
+
+
+# ----------------------------------------------------------------- everything else, by table
+anything = st.one_of(
+    ints(-2, 5),
+    st.sampled_from(["A", "bernoulli", "reference", "", None, 0.5, float("nan"), [1, 2], ()]),
+    st.builds(torch.zeros, st.lists(st.integers(0, 3), max_size=4).map(tuple)),
+)
+#: public callables and how many positional arguments to draw for each
+CALLS = {
+    "PixelCNN": (PixelCNN, 1),
+    "PixelCNN.from_preset": (PixelCNN.from_preset, 1),
+    "PixelCNNConfig.preset": (PixelCNNConfig.preset, 1),
+    "Categorical": (Categorical, 1),
+    "causal_mask": (autoregressive.causal_mask, 4),
+    "channel_groups": (autoregressive.channel_groups, 2),
+    "draw_noise": (autoregressive.draw_noise, 1),
+    "GatedStack": (GatedStack, 3),
+    "GatedBlock": (GatedBlock, 3),
+    "ResidualBlock": (ResidualBlock, 3),
+    "gate": (autoregressive.gate, 1),
+    "nats_to_bits_per_dim": (autoregressive.nats_to_bits_per_dim, 2),
+    "Bernoulli.log_prob": (Bernoulli().log_prob, 2),
+    "Categorical.log_prob": (Categorical(3).log_prob, 2),
+}
+
+
+@FUZZ
+@given(st.sampled_from(sorted(CALLS)), st.lists(anything, min_size=0, max_size=4))
+def test_public_callables_return_or_refuse(name, args):
+    fn, arity = CALLS[name]
+    outcome(fn, *args[:arity])
+
+
+@FUZZ
+@given(anything, anything, st.sampled_from(["cached", "naive"]))
+def test_completion_requests_return_or_refuse(image, known, method):
+    model = TINY_CAT
+    ok, out = outcome(model.sample, None, image=image, known=known, method=method)
+    if ok:
+        assert out.shape == image.shape
+
+
+@FUZZ
+@given(
+    st.sampled_from(["images", "labels"]),
+    anything,
+    st.fixed_dictionaries({}, optional={"batch_size": ints(-1, 4), "rank": ints(-1, 2),
+                                        "world_size": ints(-1, 2), "threshold": anything}),
+)  # fmt: skip
+def test_batches_build_or_refuse(which, value, kwargs):
+    from autoregressive.data import BinarizedBatches
+
+    images = torch.rand(4, 1, 2, 2)
+    args = {"images": images, "labels": None, "batch_size": 2, **kwargs, which: value}
+    ok, batches = outcome(BinarizedBatches, **args)
+    if ok:
+        shares = sum(b.images.shape[0] for b in batches)
+        assert shares == batches.images.shape[0] // batches.world_size
+
+
+@FUZZ
+@given(anything, st.sampled_from(["cpu", None, 3, "nowhere"]))
+def test_checkpoint_paths_load_or_refuse(path, map_location):
+    outcome(load_checkpoint, path if not isinstance(path, torch.Tensor) else "x.pt")

@@ -21,6 +21,7 @@ __all__ = [
     "check_int",
     "check_pair",
     "check_sampling",
+    "check_shape",
 ]
 
 
@@ -48,6 +49,15 @@ def check_pair(name: str, value: Any, minimum: int | None = None) -> tuple[int, 
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     v = check_int(name, value, minimum)
     return v, v
+
+
+def check_shape(name: str, shape: Any, ndim: int = 4) -> tuple[int, ...]:
+    """``shape`` as a tuple of ``ndim`` ints >= 1, e.g. ``(N, C, H, W)``."""
+    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != ndim:
+        raise TypeError(
+            f"{name} must be a tuple of {ndim} ints such as (N, C, H, W), got {shape!r}"
+        )
+    return tuple(check_int(f"{name}[{i}]", v, 1) for i, v in enumerate(shape))
 
 
 def check_cond(cond: torch.Tensor | None, cond_channels: int | None, owner: str) -> None:
@@ -110,10 +120,10 @@ def check_sampling(
 ) -> None:
     """Check a sampler's arguments before it spends ``H * W`` steps on them.
 
-    The network is run once on a zero image of batch 1 (which also runs every layer's own
-    checks) to compare its output width with the distribution's ``C * P``; with ``causality``,
-    once more per probed channel to check that no output at or before a pixel moves when that
-    pixel does (a cheap check, not a proof).
+    The network is run once on a zero image (which also runs every layer's own checks) to
+    compare its output width with the distribution's ``C * P``; with ``causality`` instead once
+    on 8 random images and 8 copies that each differ in one sub-pixel, to check that no
+    prediction for that sub-pixel or an earlier one moves (a cheap check, not a proof).
 
     Raises:
         TypeError: an argument of the wrong kind.
@@ -133,9 +143,10 @@ def check_sampling(
         raise ValueError(
             "the network is unconditional (no layer has cond_channels): pass cond=None"
         )
-    base = _probe(network, distribution, noise, cond)
     if causality:
-        _check_causal(network, distribution, base, noise.shape[1], cond)
+        _check_causal(network, distribution, tuple(noise.shape), cond)
+    else:
+        _probe(network, distribution, torch.zeros((1, *noise.shape[1:])), cond)
 
 
 def _check_noise(noise: Any) -> None:
@@ -153,55 +164,67 @@ def _check_noise(noise: Any) -> None:
 
 
 def _probe(
-    network: nn.Module, dist: Distribution, noise: torch.Tensor, cond: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the network once on a zero image of batch 1; return ``(input, output)``."""
-    _, c, h, w = noise.shape
+    network: nn.Module, dist: Distribution, x: torch.Tensor, cond: torch.Tensor | None
+) -> torch.Tensor:
+    """The network's output for data ``x`` ``(B, C, H, W)``, after checking its width."""
+    b, c, h, w = x.shape
     param = next(network.parameters())
-    x = dist.preprocess(torch.zeros(1, c, h, w, device=param.device), param.dtype)
+    inp = dist.preprocess(x.to(param.device), param.dtype)
+    cond = None if cond is None else cond[:1].to(param.device).expand(b, -1)
     with torch.no_grad():
         try:
-            out = network(x, None if cond is None else cond[:1].to(param.device))
+            out = network(inp, cond)
         except (RuntimeError, IndexError) as err:
             raise ValueError(
                 f"the network fails on images of shape (N, {c}, {h}, {w}) (noise's C, H, W)"
                 f"{'' if cond is None else ' with cond'}: {str(err).splitlines()[0]}"
             ) from err
-    want = (1, c * dist.params_per_channel, h, w)
+    want = (b, c * dist.params_per_channel, h, w)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
-            f"the network returns {got} for one image but the distribution needs {want[1]} "
+            f"the network returns {got} for {b} images but the distribution needs {want[1]} "
             f"channels (C={c} times {dist.params_per_channel} parameters per channel): give its "
             "last layer out_channels = data_channels * distribution.params_per_channel"
         )
-    return x, out
+    return out
+
+
+#: images per causality probe: each changes one random sub-pixel of a random image
+_PROBES = 8
+
+
+def _causal_probe(dist: Distribution, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """``(x, sub-pixel channel, flat position)``: ``x`` holds random images then their edits."""
+    _, c, h, w = shape
+    g = torch.Generator().manual_seed(0)  # fixed, and leaves the global generator alone
+    levels = getattr(dist, "levels", 2)
+    base = torch.randint(0, levels, (_PROBES, c, h * w), generator=g)
+    chan = torch.randint(0, c, (_PROBES,), generator=g)
+    pos = torch.randint(0, h * w, (_PROBES,), generator=g)
+    edit = base.clone()
+    rows = torch.arange(_PROBES)
+    edit[rows, chan, pos] = (base[rows, chan, pos] + 1) % levels
+    x = torch.cat([base, edit]).view(2 * _PROBES, c, h, w)  # (2B, C, H, W)
+    return x, chan, pos
 
 
 def _check_causal(
-    network: nn.Module,
-    dist: Distribution,
-    base: tuple[torch.Tensor, torch.Tensor],
-    channels: int,
-    cond: torch.Tensor | None,
+    network: nn.Module, dist: Distribution, shape: tuple[int, ...], cond: torch.Tensor | None
 ) -> None:
-    x, out = base
-    h, w = x.shape[-2:]
-    i, j = h // 2, w // 2
+    """Refuse a network whose prediction of a sub-pixel or an earlier one sees that sub-pixel."""
+    x, chan, pos = _causal_probe(dist, shape)
+    out = _probe(network, dist, x, cond)  # (2B, C * P, H, W)
+    delta = (out[_PROBES:] - out[:_PROBES]).abs().flatten(2).cpu()  # (B, C * P, H * W)
+    here = torch.arange(delta.shape[2])[None, None, :]  # (1, 1, H * W)
+    outs = torch.arange(delta.shape[1])[None, :, None]  # (1, C * P, 1)
     p = dist.params_per_channel
-    for c in sorted({0, channels - 1}):
-        moved = x.clone()
-        moved[:, c, i, j] = dist.preprocess(torch.ones(()), x.dtype)
-        with torch.no_grad():
-            delta = (network(moved, None if cond is None else cond[:1].to(x.device)) - out).abs()
-        flat = delta.amax(0).flatten(1)  # (C * P, H * W): largest change per output
-        here = i * w + j
-        seen = flat[:, :here].amax() if here else flat.new_zeros(())
-        seen = torch.maximum(seen, flat[: (c + 1) * p, here].amax())
-        if bool(seen > 1e-5 * (1 + out.abs().amax())):
-            raise ValueError(
-                f"the network is not causal: changing sub-pixel (channel {c}, row {i}, column "
-                f"{j}) changes the predictions for itself or for earlier pixels. Use a mask-A "
-                "first layer (MaskedConv2d(..., mask_type='A') or a GatedStack) and mask-B layers "
-                "after it"
-            )
+    before = (here < pos[:, None, None]) | (
+        (here == pos[:, None, None]) & (outs < (chan[:, None, None] + 1) * p)
+    )  # (B, C * P, H * W): predictions that must not see the changed sub-pixel
+    if bool((delta[before] > 1e-5 * (1 + float(out.abs().max()))).any()):
+        raise ValueError(
+            "the network is not causal: changing one sub-pixel changes the predictions for "
+            "itself or for earlier pixels. Use a mask-A first layer (MaskedConv2d(..., "
+            "mask_type='A') or a GatedStack) and mask-B layers after it"
+        )

@@ -101,7 +101,7 @@ class PixelCNNConfig:
             name: one of ``PRESETS``' keys.
             **changes: fields to override.
         """
-        if name not in PRESETS:
+        if not isinstance(name, str) or name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return replace(PRESETS[name], **changes)
 

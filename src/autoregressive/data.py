@@ -28,6 +28,8 @@ from typing import Literal
 
 import torch
 
+from .checks import check_int
+
 __all__ = [
     "MNIST_FILES",
     "Batch",
@@ -271,6 +273,20 @@ class Batch:
     total: int
 
 
+def _check_batches_args(
+    images: object, labels: object, batch_size: object, rank: object, world: object, cut: object
+) -> None:
+    """Types of :class:`BinarizedBatches`' arguments (their values are checked there)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a tensor (N, C, H, W), got {type(images).__name__}")
+    if labels is not None and not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a tensor (N,) or None, got {type(labels).__name__}")
+    for name, value in (("batch_size", batch_size), ("rank", rank), ("world_size", world)):
+        check_int(name, value)
+    if isinstance(cut, bool) or not isinstance(cut, (int, float)):
+        raise TypeError(f"threshold must be a number in [0, 1), got {cut!r}")
+
+
 class BinarizedBatches:
     """Batches of binarized images whose order and draw depend only on ``(seed, epoch)``.
 
@@ -317,6 +333,7 @@ class BinarizedBatches:
         world_size: int = 1,
         drop_last: bool = False,
     ) -> None:
+        _check_batches_args(images, labels, batch_size, rank, world_size, threshold)
         if images.dim() != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
         if labels is not None and labels.shape != images.shape[:1]:

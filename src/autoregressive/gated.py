@@ -53,6 +53,8 @@ def gate(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         >>> gate(torch.zeros(2, 8, 4, 4)).shape
         torch.Size([2, 4, 4, 4])
     """
+    if not isinstance(x, torch.Tensor) or not -x.dim() <= dim < x.dim() or x.shape[dim] % 2:
+        raise ValueError(f"gate needs a tensor with an even size along dim={dim}")
     pairs = x.unflatten(dim, (-1, 2))  # (..., C, 2, ...)
     a, b = pairs.unbind(dim + 1 if dim >= 0 else dim)
     return torch.tanh(a) * torch.sigmoid(b)

@@ -83,6 +83,8 @@ def channel_groups(channels: int, data_channels: int) -> torch.Tensor:
     """
     if isinstance(data_channels, bool) or not isinstance(data_channels, int) or data_channels < 1:
         raise ValueError(f"data_channels must be an int >= 1, got {data_channels!r}")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"channels must be an int >= 1, got {channels!r}")
     if channels % data_channels != 0:
         raise ValueError(
             f"{channels} channels cannot be split into {data_channels} colour groups: use a "

@@ -126,6 +126,8 @@ class PixelCNN(nn.Module):
         validate_args: bool = True,
     ) -> None:
         super().__init__()
+        if config is not None and not isinstance(config, PixelCNNConfig):
+            raise TypeError(f"config must be a PixelCNNConfig or None, got {config!r}")
         self.validate_args = validate_args
         self.config = config if config is not None else PixelCNNConfig()
         self.distribution = self.config.make_distribution()
@@ -244,6 +246,8 @@ class PixelCNN(nn.Module):
         height, width = check_pair("size", size) if size is not None else self.config.image_size
         if height < 1 or width < 1:
             raise ValueError(f"size must be (H, W) with H, W >= 1, got {size}")
+        if known is not None and not isinstance(known, torch.Tensor):
+            raise TypeError(f"known must be a bool tensor, got {type(known).__name__}")
         known = known.to(param.device) if known is not None else None
         cond = self.condition(y, n)
         shape = (n, self.config.data_channels, height, width)

@@ -500,6 +500,8 @@ def load_checkpoint(
             checksum does not match), has no checksum, holds objects that are not allowed, or
             was not written by :func:`save_checkpoint`.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or a Path, got {type(path).__name__} {path!r}")
     path = Path(path)
     data = _read_verified(path, require_checksum)
     try:
