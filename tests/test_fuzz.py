@@ -14,15 +14,13 @@ Sizes are kept tiny so that the whole module runs in seconds on two CPU cores.
 from __future__ import annotations
 
 import dataclasses
-import linecache
 import os
 import struct
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
 import torch
+from error_cases import is_library_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -44,7 +42,6 @@ from autoregressive import (
 )
 from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
 
-PACKAGE = Path(autoregressive.__file__).parent
 #: examples per test; raise it to hunt (``FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py``)
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
@@ -55,36 +52,12 @@ FUZZ = settings(
 
 
 # ------------------------------------------------------------------------------ the oracle
-def _innermost(tb: TracebackType | None) -> TracebackType | None:
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb
-
-
-def is_library_error(err: BaseException) -> bool:
-    """A ``ValueError``/``TypeError`` with a message, raised by a ``raise`` in the library.
-
-    Python's own argument binding (an unexpected keyword) counts too: it names the argument.
-    """
-    if not isinstance(err, (ValueError, TypeError)) or not str(err).strip():
-        return False
-    tb = _innermost(err.__traceback__)
-    if tb is None:
-        return False
-    filename = Path(tb.tb_frame.f_code.co_filename)
-    if filename == Path(__file__):  # argument binding of a call made right here
-        return isinstance(err, TypeError) and "argument" in str(err)
-    if PACKAGE not in filename.parents:
-        return False
-    return linecache.getline(str(filename), tb.tb_lineno).strip().startswith("raise")
-
-
 def outcome(fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
     """``(True, result)`` or ``(False, error)``; any other exception fails the test."""
     try:
         return True, fn(*args, **kwargs)
     except Exception as err:
-        if not is_library_error(err):
+        if not is_library_error(err, caller=__file__):
             raise AssertionError(f"not a library error: {type(err).__name__}: {err}") from err
         return False, err
 
@@ -415,7 +388,7 @@ def test_mnist_files_load_consistently_or_fail_naming_the_file(tmp_path_factory,
     try:
         x, y = load_mnist(raw.parent.parent, download=False)
     except ValueError as err:
-        assert is_library_error(err), f"{type(err).__name__}: {err}"
+        assert is_library_error(err, caller=__file__), f"{type(err).__name__}: {err}"
         assert "idx" in str(err), "the message must name the file"
         return
     except Exception as err:
