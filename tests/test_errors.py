@@ -25,3 +25,20 @@ def test_every_area_of_the_issue_has_cases():
     areas = {case.area for case in CASES}
     assert {"Configuration", "Layers and blocks", "Samplers", "Checkpoints", "MNIST files"} <= areas
     assert len({case.code for case in CASES}) == len(CASES), "duplicate cases"
+
+
+def test_the_docs_page_lists_every_case_with_its_real_message():
+    pytest.importorskip("sphinx")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "_ext" / "errors_page.py"
+    spec = importlib.util.spec_from_file_location("errors_page", path)
+    assert spec is not None and spec.loader is not None
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    listed = [row for rows in page.rows().values() for row in rows]
+    assert [code for code, _, _ in listed] == [case.code for case in CASES]
+    for (_, name, message), case in zip(listed, CASES, strict=True):
+        assert name == case.error.__name__ and re.search(case.match, message)
+        assert "/tmp/" not in message or "/tmp/..." in message
