@@ -18,15 +18,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package with every extra
 
-test: $(STAMP)  ## lint, unit + property tests, doctests and the docs build
+test: $(STAMP)  ## lint, types, unit + property tests, doctests and the docs build
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 	$(MAKE) docs
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 format: $(STAMP)
 	$(PY) -m ruff format .

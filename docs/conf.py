@@ -37,6 +37,7 @@ ROOT = DOCS.parent
 GENERATED = DOCS / "_generated"
 INCLUDE = GENERATED / "include"  # generated text that pages include (not documents themselves)
 sys.path.insert(0, str(DOCS))  # for `figures`
+sys.path.insert(0, str(DOCS / "_ext"))  # for `errors_page`
 
 logger = logging.getLogger("autoregressive.docs")
 
@@ -57,6 +58,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "myst_parser",
+    "errors_page",
 ]
 if importlib.util.find_spec("sphinx_copybutton") is not None:  # optional nicety
     extensions.append("sphinx_copybutton")
@@ -220,6 +222,9 @@ API_SECTIONS = {
 EXTRA_MODULES = {
     "autoregressive.data": "Data (used by the MNIST example)",
     "autoregressive.training": "Training (used by the MNIST example)",
+    "autoregressive.precision": "Training precision (bf16 where the hardware computes it)",
+    "autoregressive.pretrained": "Pretrained weights shipped with the package",
+    "autoregressive.checksums": "Checksums of checkpoints and released weights",
 }
 
 
@@ -330,7 +335,8 @@ def write_api_sections() -> Path:
         parts.append(
             "Not part of ``autoregressive.__all__``: modules the MNIST example "
             "(:doc:`tutorial`) is built from, importable as ``autoregressive.data`` and "
-            "``autoregressive.training``.\n"
+            "``autoregressive.training``, and ``autoregressive.precision``, "
+            "``autoregressive.pretrained`` and ``autoregressive.checksums``, which they use.\n"
         )
         entries = "\n".join(f"   {m.removeprefix('autoregressive.')}" for m in extra)
         parts.append(f".. autosummary::\n   :toctree: _generated/api\n\n{entries}\n")

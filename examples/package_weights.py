@@ -16,7 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from autoregressive.pretrained import WEIGHTS_DIR, available, load_pretrained, sha256_file
+from autoregressive.checksums import file_sha256
+from autoregressive.pretrained import WEIGHTS_DIR, available, load_pretrained
 from autoregressive.training import load_checkpoint
 
 REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "autoregressive" / "weights"
@@ -30,7 +31,7 @@ def entry(run: Path, name: str, description: str) -> dict:
         raise SystemExit(f"error: the run in {run} has not finished (metrics.json)")
     return {
         "file": f"{name}.pt",
-        "sha256": sha256_file(run / "weights.pt"),
+        "sha256": file_sha256(run / "weights.pt"),
         "description": description,
         "parameters": metrics["parameters"],
         "data": {k: weights["metrics"][k] for k in ("binarize", "threshold")},

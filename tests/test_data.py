@@ -19,9 +19,11 @@ import torch
 from autoregressive.data import (
     MNIST_FILES,
     BinarizedBatches,
+    IDXError,
     derive_seed,
     dynamic_binarize,
     load_mnist,
+    read_idx,
     threshold_binarize,
 )
 
@@ -300,3 +302,60 @@ def test_gzipped_files_alone_are_not_read_without_download(tmp_path):
     write_mnist(tmp_path, 3, 2, gz=True)
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
         load_mnist(tmp_path, download=False)
+
+
+# ---------------------------------------------------------------------------- damaged IDX files
+def _replace(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda b: b[:2] + b"\x09" + b[3:], r"magic number 0x00000903"),  # signed bytes
+        (lambda b: b[:3] + b"\x02" + b[4:], r"magic number 0x00000802"),  # wrong dimensions
+        (lambda b: b[:-1], "truncated or damaged"),
+        (lambda b: b + b"\x00", "truncated or damaged"),
+        (lambda b: b[:6], "shorter than its header"),
+        (lambda b: b[:4] + bytes(4) + b[8:], r"each size >= 1"),  # zero images
+    ],
+)
+def test_damaged_idx_files_are_refused_naming_the_file(tmp_path, damage, match):
+    write_mnist(tmp_path, 3, 2, size=6)
+    path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    _replace(path, damage(path.read_bytes()))
+    with pytest.raises(IDXError, match=match) as info:
+        load_mnist(tmp_path, download=False)
+    assert isinstance(info.value, ValueError) and str(path) in str(info.value)
+
+
+def test_image_and_label_counts_must_agree(tmp_path):
+    write_mnist(tmp_path, 3, 2, size=6)
+    labels = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    write_idx(labels, torch.zeros(4, dtype=torch.uint8))
+    with pytest.raises(IDXError, match="holds 4 labels but the image file beside it holds 3"):
+        load_mnist(tmp_path, download=False)
+    write_idx(labels, torch.full((3,), 10, dtype=torch.uint8))
+    with pytest.raises(IDXError, match="labels above 9"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_read_idx_returns_the_header_sizes(tmp_path):
+    array = torch.arange(24, dtype=torch.uint8).view(2, 3, 4)
+    write_idx(tmp_path / "a", array)
+    assert torch.equal(read_idx(tmp_path / "a", ndim=3), array)
+    with pytest.raises(IDXError, match="expected 0x00000801"):
+        read_idx(tmp_path / "a", ndim=1)
+
+
+REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+@pytest.mark.skipif(
+    not (REAL_MNIST / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file(),
+    reason=f"the real MNIST files are not in {REAL_MNIST}/MNIST/raw",
+)
+def test_the_real_mnist_test_set_passes_the_checks():
+    images, labels = load_mnist(REAL_MNIST, train=False, download=False)
+    assert images.shape == (10_000, 1, 28, 28) and labels.shape == (10_000,)
+    assert torch.bincount(labels).tolist()[:3] == [980, 1135, 1032]

@@ -12,13 +12,8 @@ import pytest
 import torch
 
 from autoregressive import PixelCNN, PixelCNNConfig
-from autoregressive.pretrained import (
-    WEIGHTS_DIR,
-    ChecksumError,
-    available,
-    load_pretrained,
-    sha256_file,
-)
+from autoregressive.checksums import file_sha256
+from autoregressive.pretrained import WEIGHTS_DIR, ChecksumError, available, load_pretrained
 from autoregressive.training import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +53,7 @@ def packaged(tmp_path) -> tuple[Path, PixelCNN]:
 def test_packaged_weights_load_with_their_config_and_figures(packaged):
     folder, model = packaged
     entry = available(folder)["tiny"]
-    assert entry["sha256"] == sha256_file(folder / "tiny.pt")
+    assert entry["sha256"] == file_sha256(folder / "tiny.pt")
     assert (entry["test_nll"], entry["epochs"], entry["precision"]) == (40.5, 3, "fp32")
     loaded = load_pretrained("tiny", folder=folder)
     assert loaded.config == TINY and not loaded.training
@@ -104,7 +99,7 @@ def test_an_unfinished_run_is_not_packaged(tmp_path):
 @pytest.mark.parametrize("name", sorted(available()))
 def test_every_shipped_model_matches_its_checksum(name):
     entry = available()[name]
-    assert sha256_file(WEIGHTS_DIR / entry["file"]) == entry["sha256"]
+    assert file_sha256(WEIGHTS_DIR / entry["file"]) == entry["sha256"]
     assert PixelCNN.from_pretrained(name).config.data_channels == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pickle
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from autoregressive import PixelCNN, PixelCNNConfig
+from autoregressive.checksums import file_sha256, seal, tensors_sha256
 from autoregressive.data import BinarizedBatches, derive_seed, dynamic_binarize
 from autoregressive.training import (
     CHECKPOINT_FORMAT,
@@ -231,8 +233,80 @@ def test_missing_and_foreign_files_are_rejected(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "absent.pt")
     torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "foreign.pt")
-    with pytest.raises(CheckpointError, match="not a checkpoint of format"):
+    with pytest.raises(CheckpointError, match="has no SHA-256 checksum"):
         load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a checkpoint of format"):
+        load_checkpoint(tmp_path / "foreign.pt", require_checksum=False)
+
+
+def test_an_unsealed_checkpoint_loads_only_when_asked(tmp_path):
+    """Checkpoints of autoregressive 0.1 (no checksum) are refused unless require_checksum=False."""
+    path = tmp_path / "old.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, **_checkpoint(1.0)}, path)
+    with pytest.raises(CheckpointError, match=r"require_checksum=False\) and save it again"):
+        load_checkpoint(path)
+    old = load_checkpoint(path, require_checksum=False)
+    save_checkpoint(path, {k: v for k, v in old.items() if k != "format"})
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(4))
+
+
+def _flip(path, offset: int, mask: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= mask
+    path.write_bytes(bytes(data))
+
+
+def test_every_single_byte_flip_is_detected_and_the_good_copy_untouched(tmp_path):
+    """Flip each byte of a checkpoint in turn (two bit patterns): every load must fail."""
+    good = tmp_path / "good.pt"
+    weights = torch.linspace(-1, 1, 256)
+    save_checkpoint(good, {"model": {"w": weights}, "epoch": 7})
+    blob = good.read_bytes()
+    start = blob.index(weights.numpy().tobytes())
+    tensor_data = range(start, start + weights.numel() * 4)
+    damaged = tmp_path / "damaged.pt"
+    undetected = []
+    for offset in range(len(blob)):  # the tensor data, the pickle, zip headers and the seal
+        for mask in (0x01, 0xFF):
+            damaged.write_bytes(blob)
+            _flip(damaged, offset, mask)
+            try:
+                load_checkpoint(damaged)
+            except CheckpointError as err:
+                assert str(damaged) in str(err)
+            else:
+                undetected.append((offset, mask))
+    assert not undetected, f"flips not detected at {undetected[:10]}"
+    assert len(tensor_data) == 1024 and len(blob) > 2 * len(tensor_data)
+    assert good.read_bytes() == blob
+    assert torch.equal(load_checkpoint(good)["model"]["w"], weights)
+
+
+def test_tensor_byte_flips_without_the_seal_would_go_unnoticed(tmp_path):
+    """Why the seal exists: torch.load itself returns the changed numbers without an error."""
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {"w": torch.zeros(16)}})
+    blob = path.read_bytes()
+    _flip(path, blob.index(bytes(64)) + 5, 0x40)
+    loaded = torch.load(path, weights_only=True)
+    assert not torch.equal(loaded["model"]["w"], torch.zeros(16))
+    with pytest.raises(CheckpointError, match="checksum does not match"):
+        load_checkpoint(path)
+
+
+def test_file_and_tensor_checksums(tmp_path):
+    path = tmp_path / "w.pt"
+    state = {"b": torch.ones(3, dtype=torch.float64), "a": torch.arange(4)}
+    torch.save(state, path)
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    reordered = {"a": torch.arange(4), "b": torch.ones(3, dtype=torch.float64)}
+    assert tensors_sha256(state) == tensors_sha256(reordered)
+    assert tensors_sha256(state) != tensors_sha256({**state, "b": torch.ones(3)})  # dtype
+    assert tensors_sha256(state) != tensors_sha256({**state, "a": torch.arange(4).view(2, 2)})
+    with pytest.raises(ValueError, match="no file at"):
+        file_sha256(tmp_path / "absent")
+    with pytest.raises(TypeError, match=r"must map a str to a torch\.Tensor"):
+        tensors_sha256({"a": [1, 2]})
 
 
 class _Payload:
@@ -257,11 +331,18 @@ def test_a_malicious_pickle_is_refused_without_running_code(tmp_path, writer):
         with open(path, "wb") as f:
             pickle.dump(payload, f, protocol=int(writer[-1]))
     assert not target.exists()
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(CheckpointError, match="no SHA-256 checksum"):
         load_checkpoint(path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, require_checksum=False)
     assert not target.exists(), "loading the checkpoint ran code from the file"
     if writer != "pickle protocol 4":  # protocol 4 framing fails even before the global
         assert "arbitrary code" in str(info.value)
+    if writer == "torch.save":  # a valid seal is no licence to run code
+        path.write_bytes(seal(path.read_bytes()))
+        with pytest.raises(CheckpointError, match="arbitrary code"):
+            load_checkpoint(path)
+        assert not target.exists()
 
 
 # ---------------------------------------------------------------------------- resumption

@@ -22,6 +22,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .checks import check_sampling
 from .distributions import Distribution
 from .sampling import check_completion
 from .stepping import Stepper, stepper_for
@@ -178,6 +179,7 @@ class CachedSampler:
         With ``return_params=True`` also returns the raw parameters ``(N, C * P, H, W)`` the
         sampler computed for each sub-pixel (teacher forcing, when every pixel is known).
         """
+        check_sampling(self.network, self.distribution, noise, cond)
         n, _, height, width = noise.shape
         device = next(self.network.parameters()).device
         graphs = self.cuda_graphs if self.cuda_graphs is not None else device.type == "cuda"

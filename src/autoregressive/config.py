@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from .distributions import Bernoulli, Categorical, Distribution
 
@@ -35,17 +36,31 @@ class PixelCNNConfig:
     image_size: tuple[int, int] = (28, 28)  # (H, W) that sample() draws when not told otherwise
 
     def __post_init__(self) -> None:
-        def fail(msg: str) -> None:
-            raise ValueError(f"PixelCNNConfig: {msg}")
+        self._check_types()
+        self._check_values()
 
-        if self.data_channels < 1:
-            fail(f"data_channels must be >= 1, got {self.data_channels}")
-        if self.distribution not in ("bernoulli", "categorical"):
-            fail(f"distribution must be 'bernoulli' or 'categorical', got {self.distribution!r}")
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # normalising a frozen dataclass's own field
+
+    def _check_types(self) -> None:
+        """Each field's type (``bool`` is not an ``int``); ints and sequences normalised."""
+        for name, minimum in _INT_FIELDS.items():
+            self._set(name, _field_int(name, getattr(self, name), minimum))
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                fail(f"{name} must be one of {choices}, got {value!r}")
+        if self.num_classes is not None:
+            self._set("num_classes", _field_int("num_classes", self.num_classes, 1))
+        size = self.image_size
+        if not isinstance(size, (tuple, list)) or len(size) != 2:
+            raise TypeError(f"PixelCNNConfig: image_size must be a pair (H, W), got {size!r}")
+        self._set("image_size", tuple(_field_int("image_size", v, 1) for v in size))
+
+    def _check_values(self) -> None:
+        """The constraints between fields."""
         if self.distribution == "categorical" and self.levels < 2:
             fail(f"levels must be >= 2 for a categorical output, got {self.levels}")
-        if self.block not in ("residual", "gated"):
-            fail(f"block must be 'residual' or 'gated', got {self.block!r}")
         if self.num_blocks < (1 if self.block == "gated" else 0):
             fail(f"num_blocks={self.num_blocks} is too small for block={self.block!r}")
         step = 2 * self.data_channels if self.block == "residual" else self.data_channels
@@ -56,19 +71,14 @@ class PixelCNNConfig:
                 + (", halved inside residual blocks)" if self.block == "residual" else ")")
             )
         for name in ("input_kernel_size", "kernel_size"):
-            k = getattr(self, name)
-            if not isinstance(k, int) or k < 1 or k % 2 == 0:
-                fail(f"{name} must be an odd positive int, got {k!r}")
+            if getattr(self, name) % 2 == 0:
+                fail(f"{name} must be an odd positive int, got {getattr(self, name)!r}")
         if self.block == "gated" and min(self.input_kernel_size, self.kernel_size) < 3:
             fail("gated blocks need kernel sizes >= 3")
-        if self.head_channels < 0 or self.head_channels % self.data_channels != 0:
+        if self.head_channels % self.data_channels != 0:
             fail(
                 f"head_channels must be 0 or a multiple of data_channels, got {self.head_channels}"
             )
-        if self.num_classes is not None and self.num_classes < 1:
-            fail(f"num_classes must be None or >= 1, got {self.num_classes}")
-        if len(self.image_size) != 2 or min(self.image_size) < 1:
-            fail(f"image_size must be (H, W) with H, W >= 1, got {self.image_size!r}")
 
     def make_distribution(self) -> Distribution:
         """The output distribution object this configuration describes."""
@@ -91,9 +101,36 @@ class PixelCNNConfig:
             name: one of ``PRESETS``' keys.
             **changes: fields to override.
         """
-        if name not in PRESETS:
+        if not isinstance(name, str) or name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return replace(PRESETS[name], **changes)
+
+
+def fail(msg: str) -> NoReturn:
+    raise ValueError(f"PixelCNNConfig: {msg}")
+
+
+#: minimum of each integer field
+_INT_FIELDS = {
+    "data_channels": 1,
+    "levels": 0,
+    "num_blocks": 0,
+    "hidden_channels": 1,
+    "input_kernel_size": 1,
+    "kernel_size": 1,
+    "head_channels": 0,
+}
+_CHOICES = {"distribution": ("bernoulli", "categorical"), "block": ("residual", "gated")}
+
+
+def _field_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"PixelCNNConfig: {name} must be an int, got {type(value).__name__} {value!r}"
+        )
+    if value < minimum:
+        fail(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
 
 
 #: Named configurations. ``"reference"`` is the seed project's binarized-MNIST model: a masked

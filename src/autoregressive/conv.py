@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checks import check_int, check_pair
 from .masks import causal_mask, check_kernel_size, check_mask_type
 from .stepping import Stepper
 
@@ -63,12 +64,10 @@ class MaskedConv2d(nn.Conv2d):
     ) -> None:
         kh, kw = check_kernel_size(kernel_size)
         mask_type = check_mask_type(mask_type)
-        dh, dw = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
-        if dh < 1 or dw < 1:
-            raise ValueError(f"dilation must be >= 1, got {dilation!r}")
+        dh, dw = check_pair("dilation", dilation, 1)
+        data_channels = check_int("data_channels", data_channels, 1)
         for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if channels < 1:
-                raise ValueError(f"{name} must be >= 1, got {channels}")
+            channels = check_int(name, channels, 1)
             if channels % data_channels != 0:
                 raise ValueError(
                     f"{name}={channels} is not divisible by data_channels={data_channels}: "
@@ -91,6 +90,29 @@ class MaskedConv2d(nn.Conv2d):
         factory: dict[str, Any] = {"device": self.weight.device, "dtype": self.weight.dtype}
         mask = causal_mask(out_channels, in_channels, (kh, kw), mask_type, data_channels)
         self.register_buffer("mask", mask.to(**factory), persistent=False)
+        self._settings = self._current_settings()
+        self.check_settings()
+
+    def _current_settings(self) -> tuple:
+        return (self.stride, self.padding, self.dilation, self.groups, self.padding_mode)
+
+    def check_settings(self) -> None:
+        """Refuse settings changed after construction that would break the mask's causality.
+
+        Stride 1, the padding chosen at construction, its dilation, ``groups=1`` and zero
+        padding are what the mask assumes; one tuple comparison, run by every ``forward``.
+
+        Raises:
+            ValueError: ``stride``, ``padding``, ``dilation``, ``groups`` or ``padding_mode``
+                differs from construction, or ``weight`` no longer has the mask's shape.
+        """
+        if self._current_settings() != self._settings or self.weight.shape != self.mask.shape:
+            raise ValueError(
+                "MaskedConv2d settings changed after construction: stride, padding, dilation, "
+                f"groups, padding_mode must stay {self._settings} (now "
+                f"{self._current_settings()}) and weight {tuple(self.mask.shape)}, or the "
+                "layer would see future pixels; build a new MaskedConv2d instead"
+            )
 
     def masked_weight(self) -> torch.Tensor:
         """The weight the convolution uses, ``weight * mask``: ``(C_out, C_in, kh, kw)``."""
@@ -102,6 +124,7 @@ class MaskedConv2d(nn.Conv2d):
                 f"MaskedConv2d expects input of shape (N, {self.in_channels}, H, W), "
                 f"got {tuple(input.shape)}"
             )
+        self.check_settings()
         return self._conv_forward(input, self.weight * self.mask, self.bias)
 
     def extra_repr(self) -> str:

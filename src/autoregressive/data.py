@@ -19,6 +19,8 @@ several processes sees the same global batches as a single process.
 from __future__ import annotations
 
 import hashlib
+import math
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +28,17 @@ from typing import Literal
 
 import torch
 
+from .checks import check_int
+
 __all__ = [
     "MNIST_FILES",
     "Batch",
     "BinarizedBatches",
+    "IDXError",
     "derive_seed",
     "dynamic_binarize",
     "load_mnist",
+    "read_idx",
     "threshold_binarize",
 ]
 
@@ -142,12 +148,13 @@ def _missing_files_message(data_dir: Path, reason: str) -> str:
 def load_mnist(
     data_dir: str | Path, *, train: bool = True, download: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load the MNIST training or test set through ``torchvision.datasets.MNIST``.
+    """Load the MNIST training or test set from the IDX files in ``<data_dir>/MNIST/raw/``.
 
-    The files are looked for in ``<data_dir>/MNIST/raw/`` (torchvision's layout). When the
-    uncompressed files are missing and ``download`` is true, torchvision extracts the ``.gz``
-    files found there or downloads them; if that fails (no network, read-only folder) a
-    ``FileNotFoundError`` names the four files and the folder they belong in.
+    The files are torchvision's layout. When the uncompressed files are missing and
+    ``download`` is true, ``torchvision.datasets.MNIST`` extracts the ``.gz`` files found there
+    or downloads them; if that fails (no network, read-only folder) a ``FileNotFoundError``
+    names the four files and the folder they belong in. The files are then read and checked by
+    :func:`read_idx` (header, sizes), and images and labels must agree in number.
 
     Args:
         data_dir: the folder that contains ``MNIST/raw/``.
@@ -164,14 +171,9 @@ def load_mnist(
 
     Raises:
         FileNotFoundError: the files are missing and could not be obtained.
+        IDXError: (a ``ValueError``) a file is damaged or not an MNIST IDX file, or the image
+            and label files disagree; the message names the file.
     """
-    try:
-        from torchvision.datasets import MNIST
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "loading MNIST needs torchvision: pip install 'autoregressive[examples]'"
-        ) from err
-
     data_dir = Path(data_dir)
     raw = data_dir / "MNIST" / "raw"
     missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
@@ -179,16 +181,80 @@ def load_mnist(
         raise FileNotFoundError(
             _missing_files_message(data_dir, f"missing {', '.join(missing)}; download disabled")
         )
+    if missing:
+        _fetch_mnist(data_dir)
+    prefix = "train" if train else "t10k"
+    images = read_idx(raw / f"{prefix}-images-idx3-ubyte", ndim=3)  # (N, H, W)
+    labels_path = raw / f"{prefix}-labels-idx1-ubyte"
+    labels = read_idx(labels_path, ndim=1)  # (N,)
+    if labels.shape[0] != images.shape[0]:
+        raise IDXError(
+            f"{labels_path} holds {labels.shape[0]} labels but the image file beside it holds "
+            f"{images.shape[0]} images; one of them is damaged or from another set: delete both "
+            "and download them again"
+        )
+    if labels.numel() and int(labels.max()) > 9:
+        raise IDXError(f"{labels_path} holds labels above 9: not MNIST labels")
+    return images.unsqueeze(1).float().div_(255.0), labels.long()
+
+
+def _fetch_mnist(data_dir: Path) -> None:
+    """Have torchvision extract or download the four files into ``data_dir/MNIST/raw``."""
     try:
-        dataset = MNIST(str(data_dir), train=train, download=bool(missing))
+        from torchvision.datasets import MNIST
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "downloading MNIST needs torchvision: pip install 'autoregressive[examples]'"
+        ) from err
+    try:
+        MNIST(str(data_dir), train=True, download=True)
     except (RuntimeError, OSError) as err:  # failed download / extraction, unreadable folder
-        if not missing:
-            raise
         raise FileNotFoundError(
             _missing_files_message(data_dir, f"{type(err).__name__}: {err}".strip())
         ) from err
-    images = dataset.data.unsqueeze(1).float().div_(255.0)  # (N, 1, H, W)
-    return images, dataset.targets.long()
+
+
+class IDXError(ValueError):
+    """An IDX file (the format of MNIST) that is damaged, truncated or not what was expected."""
+
+
+def read_idx(path: str | Path, ndim: int) -> torch.Tensor:
+    """Read an IDX file of unsigned bytes (the format of the MNIST files), checking it.
+
+    The header is a magic number ``0x0000080<ndim>`` and ``ndim`` big-endian sizes; the data
+    must have exactly as many bytes as the sizes promise, and every size must be >= 1.
+
+    Args:
+        path: the uncompressed IDX file.
+        ndim: the number of dimensions expected (3 for images, 1 for labels).
+
+    Returns:
+        A ``uint8`` tensor of the sizes in the header.
+
+    Raises:
+        IDXError: (a ``ValueError``) the file is not such a file or is damaged; the message
+            names it.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise IDXError(f"{path} is not an IDX file: {len(data)} bytes, shorter than its header")
+    magic = struct.unpack(">I", data[:4])[0]
+    if magic != 0x0800 + ndim:
+        raise IDXError(
+            f"{path} has magic number {magic:#010x}, expected {0x0800 + ndim:#010x} (unsigned "
+            f"bytes in {ndim} dimensions): it is not an MNIST {('label', '', 'image')[ndim - 1]} "
+            "file, or it is damaged; delete it and download it again"
+        )
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    if min(dims) < 1 or len(data) != header + math.prod(dims):
+        raise IDXError(
+            f"{path} has {len(data) - header} bytes of data but its header promises sizes "
+            f"{dims} ({math.prod(dims)} bytes, each size >= 1): it is truncated or damaged; "
+            "delete it and download it again"
+        )
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header).view(dims)
 
 
 @dataclass(frozen=True)
@@ -205,6 +271,20 @@ class Batch:
     images: torch.Tensor
     labels: torch.Tensor | None
     total: int
+
+
+def _check_batches_args(
+    images: object, labels: object, batch_size: object, rank: object, world: object, cut: object
+) -> None:
+    """Types of :class:`BinarizedBatches`' arguments (their values are checked there)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a tensor (N, C, H, W), got {type(images).__name__}")
+    if labels is not None and not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a tensor (N,) or None, got {type(labels).__name__}")
+    for name, value in (("batch_size", batch_size), ("rank", rank), ("world_size", world)):
+        check_int(name, value)
+    if isinstance(cut, bool) or not isinstance(cut, (int, float)):
+        raise TypeError(f"threshold must be a number in [0, 1), got {cut!r}")
 
 
 class BinarizedBatches:
@@ -253,6 +333,7 @@ class BinarizedBatches:
         world_size: int = 1,
         drop_last: bool = False,
     ) -> None:
+        _check_batches_args(images, labels, batch_size, rank, world_size, threshold)
         if images.dim() != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
         if labels is not None and labels.shape != images.shape[:1]:

@@ -34,6 +34,10 @@ def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Ten
         >>> round(nats_to_bits_per_dim(784 * math.log(2), 784), 6)
         1.0
     """
+    if isinstance(nats, bool) or not isinstance(nats, (torch.Tensor, int, float)):
+        raise TypeError(f"nats must be a tensor or a number, got {type(nats).__name__}")
+    if isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1:
+        raise ValueError(f"num_dims must be an int >= 1 (C * H * W), got {num_dims!r}")
     return nats / (num_dims * math.log(2.0))
 
 
@@ -86,6 +90,22 @@ class Distribution:
         return dtype
 
 
+def _check_scored(raw: object, x: object, params: int) -> None:
+    """``raw`` ``(N, C * P, H, W)`` and ``x`` ``(N, C, H, W)`` tensors that belong together."""
+    if not isinstance(raw, torch.Tensor) or not isinstance(x, torch.Tensor):
+        raise TypeError("log_prob(raw, x) needs two tensors: raw parameters and the images")
+    if raw.dim() != 4 or x.dim() != 4 or raw.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"log_prob needs raw (N, C * P, H, W) and x (N, C, H, W), got {tuple(raw.shape)} "
+            f"and {tuple(x.shape)}"
+        )
+    if raw.shape[1] != x.shape[1] * params or raw.shape[2:] != x.shape[2:]:
+        raise ValueError(
+            f"raw {tuple(raw.shape)} does not fit x {tuple(x.shape)}: it needs {params} "
+            "parameters per channel and the same H, W"
+        )
+
+
 def _check_finite(x: torch.Tensor) -> None:
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError("images contain NaN or infinite values")
@@ -119,6 +139,7 @@ class Bernoulli(Distribution):
         return raw  # (N, C, H, W) logits
 
     def log_prob(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        _check_scored(raw, x, 1)
         bce = F.binary_cross_entropy_with_logits(raw, x.to(raw.dtype), reduction="none")
         return -bce.flatten(1).sum(1)  # (N,)
 
@@ -149,6 +170,8 @@ class Categorical(Distribution):
     levels: int = 256
 
     def __post_init__(self) -> None:
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int):
+            raise TypeError(f"Categorical: levels must be an int, got {self.levels!r}")
         if self.levels < 2:
             raise ValueError(f"Categorical needs levels >= 2, got {self.levels}")
 
@@ -178,6 +201,7 @@ class Categorical(Distribution):
         return rearrange(raw, "n (c l) h w -> n c l h w", c=data_channels)
 
     def log_prob(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        _check_scored(raw, x, self.levels)
         logits = rearrange(raw, "n (c l) h w -> n c h w l", l=self.levels)
         logp = torch.log_softmax(logits, dim=-1)  # (N, C, H, W, L)
         picked = logp.gather(-1, x.long().unsqueeze(-1)).squeeze(-1)  # (N, C, H, W)

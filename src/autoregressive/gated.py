@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .checks import check_cond, check_int
 from .conv import ConvStepper, MaskedConv2d
 from .masks import check_kernel_size, check_mask_type
 from .stepping import Stepper
@@ -54,6 +55,8 @@ def gate(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         >>> gate(torch.zeros(2, 8, 4, 4)).shape
         torch.Size([2, 4, 4, 4])
     """
+    if not isinstance(x, torch.Tensor) or not -x.dim() <= dim < x.dim() or x.shape[dim] % 2:
+        raise ValueError(f"gate needs a tensor with an even size along dim={dim}")
     pairs = x.unflatten(dim, (-1, 2))  # (..., C, 2, ...)
     a, b = pairs.unbind(dim + 1 if dim >= 0 else dim)
     return torch.tanh(a) * torch.sigmoid(b)
@@ -113,6 +116,11 @@ class GatedBlock(nn.Module):
         super().__init__()
         kh, kw = check_kernel_size(kernel_size)
         mask_type = check_mask_type(mask_type)
+        in_channels = check_int("in_channels", in_channels, 1)
+        channels = check_int("channels", channels, 1)
+        data_channels = check_int("data_channels", data_channels, 1)
+        if cond_channels is not None:
+            cond_channels = check_int("cond_channels", cond_channels, 1)
         if kh < 3:
             raise ValueError(
                 f"a gated block needs a kernel at least 3 rows high (the vertical stack reaches "
@@ -170,10 +178,9 @@ class GatedBlock(nn.Module):
 
     def cond_biases(self, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The biases ``(N, 2C)`` that ``cond`` adds inside the vertical and horizontal gates."""
+        check_cond(cond, self.cond_channels, "GatedBlock")
         if self.cond_v is None or self.cond_h is None:
             return None
-        if cond is None:
-            raise ValueError("this block is conditional (cond_channels is set): pass cond")
         return self.cond_v(cond), self.cond_h(cond)
 
     def forward(
@@ -245,6 +252,7 @@ class GatedStack(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        num_blocks = check_int("num_blocks", num_blocks, 1)
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         common: dict[str, Any] = {

@@ -34,12 +34,12 @@ __all__ = ["MaskType", "causal_mask", "channel_groups"]
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
     if (
         isinstance(value, (tuple, list))
         and len(value) == 2
-        and all(isinstance(v, int) for v in value)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         return (int(value[0]), int(value[1]))
     raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
@@ -81,8 +81,10 @@ def channel_groups(channels: int, data_channels: int) -> torch.Tensor:
         >>> channel_groups(6, 3).tolist()
         [0, 0, 1, 1, 2, 2]
     """
-    if data_channels < 1:
-        raise ValueError(f"data_channels must be >= 1, got {data_channels}")
+    if isinstance(data_channels, bool) or not isinstance(data_channels, int) or data_channels < 1:
+        raise ValueError(f"data_channels must be an int >= 1, got {data_channels!r}")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"channels must be an int >= 1, got {channels!r}")
     if channels % data_channels != 0:
         raise ValueError(
             f"{channels} channels cannot be split into {data_channels} colour groups: use a "

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cached import cached_sample
+from .checks import check_int, check_pair
 from .config import PixelCNNConfig
 from .conv import MaskedConv2d
 from .distributions import nats_to_bits_per_dim
@@ -130,6 +131,8 @@ class PixelCNN(nn.Module):
         validate_args: bool = True,
     ) -> None:
         super().__init__()
+        if config is not None and not isinstance(config, PixelCNNConfig):
+            raise TypeError(f"config must be a PixelCNNConfig or None, got {config!r}")
         self.validate_args = validate_args
         self.config = config if config is not None else PixelCNNConfig()
         self.distribution = self.config.make_distribution()
@@ -265,11 +268,15 @@ class PixelCNN(nn.Module):
             n = image.shape[0] if n is None else n
             size = tuple(image.shape[-2:]) if size is None else size  # type: ignore[assignment]
             image = image.to(device=param.device)
+        if n is not None:
+            n = check_int("n", n)
         if n is None or n < 1:
             raise ValueError(f"n must be a positive number of images, got {n}")
-        height, width = size if size is not None else self.config.image_size
+        height, width = check_pair("size", size) if size is not None else self.config.image_size
         if height < 1 or width < 1:
             raise ValueError(f"size must be (H, W) with H, W >= 1, got {size}")
+        if known is not None and not isinstance(known, torch.Tensor):
+            raise TypeError(f"known must be a bool tensor, got {type(known).__name__}")
         known = known.to(param.device) if known is not None else None
         cond = self.condition(y, n)
         shape = (n, self.config.data_channels, height, width)

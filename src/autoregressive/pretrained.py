@@ -14,18 +14,18 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .checksums import file_sha256
 from .config import PixelCNNConfig
 from .model import PixelCNN
 from .training import load_checkpoint
 
-__all__ = ["WEIGHTS_DIR", "ChecksumError", "available", "load_pretrained", "sha256_file"]
+__all__ = ["WEIGHTS_DIR", "ChecksumError", "available", "load_pretrained"]
 
 #: The packaged weights and their ``registry.json``.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -33,22 +33,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 class ChecksumError(ValueError):
     """A packaged weights file whose SHA-256 differs from the registry's."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """The hex SHA-256 of a file's bytes.
-
-    Args:
-        path: the file.
-
-    Returns:
-        64 hex digits.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def available(folder: str | Path = WEIGHTS_DIR) -> dict[str, dict[str, Any]]:
@@ -90,7 +74,7 @@ def load_pretrained(
     path = Path(folder) / entry["file"]
     if not path.is_file():
         raise ChecksumError(f"the weights of {name!r} are missing ({path}); reinstall the package")
-    found = sha256_file(path)
+    found = file_sha256(path)
     if found != entry["sha256"]:
         raise ChecksumError(
             f"the weights file of {name!r} ({path}) is damaged or was replaced: SHA-256 {found} "

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .checks import check_cond, check_elementwise, check_int
 from .conv import MaskedConv2d
 from .masks import check_kernel_size
 from .stepping import Stepper, stepper_for
@@ -63,6 +64,10 @@ class ResidualBlock(nn.Module):
     ) -> None:
         super().__init__()
         check_kernel_size(kernel_size)
+        channels = check_int("channels", channels, 2)
+        data_channels = check_int("data_channels", data_channels, 1)
+        if cond_channels is not None:
+            cond_channels = check_int("cond_channels", cond_channels, 1)
         if channels < 2 or channels % 2 != 0 or (channels // 2) % data_channels != 0:
             raise ValueError(
                 f"ResidualBlock needs an even number of channels whose half is divisible by "
@@ -75,6 +80,7 @@ class ResidualBlock(nn.Module):
         self.channels = channels
         self.cond_channels = cond_channels
         self.act1 = act_layer()
+        check_elementwise(self.act1, "act_layer")
         self.conv1 = MaskedConv2d(channels, mid, 1, "B", data_channels, **factory)
         self.act2 = act_layer()
         self.conv2 = MaskedConv2d(
@@ -88,11 +94,8 @@ class ResidualBlock(nn.Module):
 
     def cond_bias(self, cond: torch.Tensor | None) -> torch.Tensor | None:
         """Project ``cond`` of shape ``(N, C_cond)`` to the bias ``(N, C // 2)`` added inside."""
-        if self.cond_proj is None:
-            return None
-        if cond is None:
-            raise ValueError("this block is conditional (cond_channels is set): pass cond")
-        return self.cond_proj(cond)
+        check_cond(cond, self.cond_channels, "ResidualBlock")
+        return None if self.cond_proj is None else self.cond_proj(cond)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(self.act1(x))  # (N, C/2, H, W)

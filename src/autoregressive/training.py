@@ -21,6 +21,7 @@ Kept apart from the layers: nothing in the model depends on this module.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import pickle
@@ -37,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .checksums import seal, verify_seal
 from .data import Batch
 from .distributions import nats_to_bits_per_dim
 from .precision import Precision
@@ -458,7 +460,11 @@ def atomic_write(path: str | Path) -> Any:
 
 
 def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
-    """Write a checkpoint atomically (see :func:`atomic_write`).
+    """Write a checkpoint atomically (see :func:`atomic_write`), sealed with its SHA-256.
+
+    The file is an ordinary ``torch.save`` archive whose zip comment holds the SHA-256 of all
+    the bytes before it (:func:`~autoregressive.checksums.seal`), so :func:`load_checkpoint`
+    detects any damaged byte.
 
     Args:
         path: destination file, e.g. ``out/checkpoint.pt``.
@@ -471,9 +477,11 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
     """
     payload = {"format": CHECKPOINT_FORMAT, **checkpoint}
     _check_plain(payload, "checkpoint")
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     f: BinaryIO
     with atomic_write(path) as f:
-        torch.save(payload, f)
+        f.write(seal(buffer.getvalue()))
 
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size)
@@ -498,29 +506,41 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def load_checkpoint(
-    path: str | Path, *, map_location: str | torch.device | None = "cpu"
+    path: str | Path,
+    *,
+    map_location: str | torch.device | None = "cpu",
+    require_checksum: bool = True,
 ) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`, safely.
+    """Read a checkpoint written by :func:`save_checkpoint`, verified and safely.
 
-    Loads with ``torch.load(weights_only=True)``: only tensors and plain Python values are
-    rebuilt, so a crafted file cannot run code while it is read.
+    The file's SHA-256 seal is checked first, so any changed byte is detected before anything
+    is unpickled. Then it loads with ``torch.load(weights_only=True)``: only tensors and plain
+    Python values are rebuilt, so a crafted file cannot run code while it is read.
+
+    Checkpoints written before checksums were added (autoregressive 0.1) carry no seal and are
+    refused by default; pass ``require_checksum=False`` to load one you trust, then save it again
+    with :func:`save_checkpoint` to seal it.
 
     Args:
         path: the checkpoint file.
         map_location: where to put its tensors (default CPU).
+        require_checksum: refuse files without a seal (default). ``False`` loads them
+            unverified; a seal that is present is always verified.
 
     Returns:
-        The checkpoint dict.
+        The checkpoint dict (without the seal).
 
     Raises:
-        CheckpointError: (a ``ValueError``) the file is missing, truncated or corrupted, holds
-            objects that are not allowed, or was not written by :func:`save_checkpoint`.
+        CheckpointError: (a ``ValueError``) the file is missing, truncated or corrupted (its
+            checksum does not match), has no checksum, holds objects that are not allowed, or
+            was not written by :func:`save_checkpoint`.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or a Path, got {type(path).__name__} {path!r}")
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+    data = _read_verified(path, require_checksum)
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
         if "allowed global" in text or "Unsupported global" in text:
@@ -539,6 +559,27 @@ def load_checkpoint(
             "it was not written by autoregressive.training.save_checkpoint"
         )
     return checkpoint
+
+
+def _read_verified(path: Path, require_checksum: bool) -> bytes:
+    """The bytes of ``path`` after checking its seal; ``CheckpointError`` if they fail."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    status = verify_seal(data)
+    if status == "mismatch":
+        raise CheckpointError(_corrupt(path, ValueError("its SHA-256 checksum does not match")))
+    if status == "missing" and require_checksum:
+        raise CheckpointError(
+            f"{path} has no SHA-256 checksum at its end: it is truncated or corrupted, or was "
+            "written by torch.save or by autoregressive 0.1 (before checksums). If you trust "
+            "it, load it with load_checkpoint(path, require_checksum=False) and save it again "
+            "with save_checkpoint to add one."
+        )
+    return data
 
 
 def _corrupt(path: Path, err: BaseException) -> str:

@@ -1,0 +1,230 @@
+"""Argument checks shared by the config, the layers and the samplers.
+
+Every check raises a ``TypeError`` (wrong kind of value) or a ``ValueError`` (right kind, wrong
+value) whose message names the argument and says what to pass instead; the checks that run on
+every ``forward`` compare Python attributes only and never read tensor values.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+from torch import nn
+
+from .distributions import Distribution
+
+__all__ = [
+    "check_cond",
+    "check_elementwise",
+    "check_int",
+    "check_pair",
+    "check_sampling",
+    "check_shape",
+]
+
+
+def check_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """``value`` as an ``int`` (``bool`` refused), at least ``minimum``.
+
+    Raises:
+        TypeError: ``value`` is not an integer (a ``bool``, a float, a string, ...).
+        ValueError: ``value < minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_pair(name: str, value: Any, minimum: int | None = None) -> tuple[int, int]:
+    """``value`` (an int or a pair of ints) as ``(a, b)``, each at least ``minimum``."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return check_int(f"{name}[0]", value[0], minimum), check_int(
+            f"{name}[1]", value[1], minimum
+        )
+    if isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    v = check_int(name, value, minimum)
+    return v, v
+
+
+def check_shape(name: str, shape: Any, ndim: int = 4) -> tuple[int, ...]:
+    """``shape`` as a tuple of ``ndim`` ints >= 1, e.g. ``(N, C, H, W)``."""
+    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != ndim:
+        raise TypeError(
+            f"{name} must be a tuple of {ndim} ints such as (N, C, H, W), got {shape!r}"
+        )
+    return tuple(check_int(f"{name}[{i}]", v, 1) for i, v in enumerate(shape))
+
+
+def check_cond(cond: torch.Tensor | None, cond_channels: int | None, owner: str) -> None:
+    """Refuse ``cond`` unless it is ``None`` (unconditional module) or ``(N, cond_channels)``.
+
+    Only shapes and dtypes are read (no device sync).
+    """
+    if cond_channels is None:
+        if cond is not None:
+            raise ValueError(
+                f"{owner} is unconditional (cond_channels=None) but got cond: do not pass cond, "
+                "or build it with cond_channels set"
+            )
+        return
+    if cond is None:
+        raise ValueError(f"{owner} is conditional (cond_channels={cond_channels}): pass cond")
+    if not isinstance(cond, torch.Tensor) or not cond.is_floating_point():
+        raise TypeError(f"{owner}: cond must be a floating-point tensor, e.g. one-hot labels")
+    if cond.dim() != 2 or cond.shape[1] != cond_channels:
+        raise ValueError(
+            f"{owner}: cond must have shape (N, {cond_channels}), got {tuple(cond.shape)}"
+        )
+
+
+def check_elementwise(module: nn.Module, name: str) -> None:
+    """Refuse an activation that mixes values across positions or channels (e.g. a softmax).
+
+    A masked network stays causal only if its activations act on each value alone; one call on
+    a small fixed tensor (in eval mode, so dropout is the identity) compares the module with its
+    value-by-value application.
+    """
+    probe = torch.linspace(-2.0, 2.0, 2 * 4 * 2 * 2).view(2, 4, 2, 2)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            whole = module(probe.clone())
+            alone = module(probe.clone().view(-1, 1, 1, 1)).view(probe.shape)
+    except Exception as err:
+        raise ValueError(
+            f"{name} must be an elementwise activation such as nn.ReLU: {err}"
+        ) from err
+    finally:
+        module.train(was_training)
+    if whole.shape != probe.shape or not torch.allclose(whole, alone):
+        raise ValueError(
+            f"{name}={type(module).__name__} is not elementwise (its output at one channel or "
+            "pixel depends on others), which breaks the causal masks; use an elementwise "
+            "activation such as nn.ReLU, nn.GELU or nn.Tanh"
+        )
+
+
+def check_sampling(
+    network: nn.Module,
+    distribution: Distribution,
+    noise: torch.Tensor,
+    cond: torch.Tensor | None,
+    *,
+    causality: bool = False,
+) -> None:
+    """Check a sampler's arguments before it spends ``H * W`` steps on them.
+
+    The network is run once on a zero image (which also runs every layer's own checks) to
+    compare its output width with the distribution's ``C * P``; with ``causality`` instead once
+    on 8 random images and 8 copies that each differ in one sub-pixel, to check that no
+    prediction for that sub-pixel or an earlier one moves (a cheap check, not a proof).
+
+    Raises:
+        TypeError: an argument of the wrong kind.
+        ValueError: noise of the wrong shape or outside ``[0, 1)``, conditioning of the wrong
+            shape, a network of the wrong width or one that sees the current pixel.
+    """
+    if not isinstance(network, nn.Module) or next(network.parameters(), None) is None:
+        raise TypeError("network must be an nn.Module with parameters, e.g. PixelCNN.network")
+    if not isinstance(distribution, Distribution):
+        raise TypeError(f"distribution must be a Distribution, got {type(distribution).__name__}")
+    _check_noise(noise)
+    if cond is not None and (
+        not isinstance(cond, torch.Tensor) or cond.shape[:1] != noise.shape[:1]
+    ):
+        raise ValueError(f"cond must be a tensor (N, C_cond) with N = {noise.shape[0]} (noise's N)")
+    if cond is not None and not any(getattr(m, "cond_channels", None) for m in network.modules()):
+        raise ValueError(
+            "the network is unconditional (no layer has cond_channels): pass cond=None"
+        )
+    if causality:
+        _check_causal(network, distribution, tuple(noise.shape), cond)
+    else:
+        _probe(network, distribution, torch.zeros((1, *noise.shape[1:])), cond)
+
+
+def _check_noise(noise: Any) -> None:
+    if not isinstance(noise, torch.Tensor) or not noise.is_floating_point():
+        raise TypeError("noise must be a floating-point tensor from draw_noise((N, C, H, W))")
+    if noise.dim() != 4 or noise.numel() == 0:
+        raise ValueError(
+            f"noise must have shape (N, C, H, W) with every size >= 1, got {tuple(noise.shape)}; "
+            "draw it with draw_noise"
+        )
+    if not bool(((noise >= 0) & (noise < 1)).all()):  # also refuses NaN
+        raise ValueError(
+            "noise must lie in [0, 1) (uniform noise from draw_noise), got values outside"
+        )
+
+
+def _probe(
+    network: nn.Module, dist: Distribution, x: torch.Tensor, cond: torch.Tensor | None
+) -> torch.Tensor:
+    """The network's output for data ``x`` ``(B, C, H, W)``, after checking its width."""
+    b, c, h, w = x.shape
+    param = next(network.parameters())
+    inp = dist.preprocess(x.to(param.device), param.dtype)
+    cond = None if cond is None else cond[:1].to(param.device).expand(b, -1)
+    with torch.no_grad():
+        try:
+            out = network(inp, cond)
+        except (RuntimeError, IndexError) as err:
+            raise ValueError(
+                f"the network fails on images of shape (N, {c}, {h}, {w}) (noise's C, H, W)"
+                f"{'' if cond is None else ' with cond'}: {str(err).splitlines()[0]}"
+            ) from err
+    want = (b, c * dist.params_per_channel, h, w)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"the network returns {got} for {b} images but the distribution needs {want[1]} "
+            f"channels (C={c} times {dist.params_per_channel} parameters per channel): give its "
+            "last layer out_channels = data_channels * distribution.params_per_channel"
+        )
+    return out
+
+
+#: images per causality probe: each changes one random sub-pixel of a random image
+_PROBES = 8
+
+
+def _causal_probe(dist: Distribution, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """``(x, sub-pixel channel, flat position)``: ``x`` holds random images then their edits."""
+    _, c, h, w = shape
+    g = torch.Generator().manual_seed(0)  # fixed, and leaves the global generator alone
+    levels = getattr(dist, "levels", 2)
+    base = torch.randint(0, levels, (_PROBES, c, h * w), generator=g)
+    chan = torch.randint(0, c, (_PROBES,), generator=g)
+    pos = torch.randint(0, h * w, (_PROBES,), generator=g)
+    edit = base.clone()
+    rows = torch.arange(_PROBES)
+    edit[rows, chan, pos] = (base[rows, chan, pos] + 1) % levels
+    x = torch.cat([base, edit]).view(2 * _PROBES, c, h, w)  # (2B, C, H, W)
+    return x, chan, pos
+
+
+def _check_causal(
+    network: nn.Module, dist: Distribution, shape: tuple[int, ...], cond: torch.Tensor | None
+) -> None:
+    """Refuse a network whose prediction of a sub-pixel or an earlier one sees that sub-pixel."""
+    x, chan, pos = _causal_probe(dist, shape)
+    out = _probe(network, dist, x, cond)  # (2B, C * P, H, W)
+    delta = (out[_PROBES:] - out[:_PROBES]).abs().flatten(2).cpu()  # (B, C * P, H * W)
+    here = torch.arange(delta.shape[2])[None, None, :]  # (1, 1, H * W)
+    outs = torch.arange(delta.shape[1])[None, :, None]  # (1, C * P, 1)
+    p = dist.params_per_channel
+    before = (here < pos[:, None, None]) | (
+        (here == pos[:, None, None]) & (outs < (chan[:, None, None] + 1) * p)
+    )  # (B, C * P, H * W): predictions that must not see the changed sub-pixel
+    if bool((delta[before] > 1e-5 * (1 + float(out.abs().max()))).any()):
+        raise ValueError(
+            "the network is not causal: changing one sub-pixel changes the predictions for "
+            "itself or for earlier pixels. Use a mask-A first layer (MaskedConv2d(..., "
+            "mask_type='A') or a GatedStack) and mask-B layers after it"
+        )

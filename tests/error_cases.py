@@ -1,0 +1,275 @@
+"""The registry of the library's user-facing errors: one case per documented refusal.
+
+Each :class:`Case` is a line of code that must raise ``error`` with a message matching
+``match``. ``tests/test_errors.py`` runs every case; the documentation's *Errors* page runs them
+again at build time (``docs/_ext/errors_page.py``) and shows the messages they really raise, so
+the page can list only errors that exist and that a test checks.
+
+The code runs with the names of :data:`NAMESPACE` and a scratch folder ``tmp``.
+"""
+
+from __future__ import annotations
+
+import linecache
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import torch
+from torch import nn
+
+import autoregressive
+from autoregressive import CausalSequential, MaskedConv2d
+from autoregressive.checksums import file_sha256
+from autoregressive.data import IDXError, load_mnist, read_idx
+from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
+
+PACKAGE = Path(autoregressive.__file__).parent
+
+
+@dataclass(frozen=True)
+class Case:
+    """One refusal: ``code`` raises ``error`` with a message matching ``match``."""
+
+    area: str
+    code: str
+    error: type[Exception]
+    match: str
+
+
+# ------------------------------------------------------------------ helpers the cases call
+def _net(first: str = "A", out: int = 1) -> nn.Module:
+    return CausalSequential(MaskedConv2d(1, 4, 3, first), nn.ReLU(), MaskedConv2d(4, out, 1))
+
+
+def strided(**change: object) -> MaskedConv2d:
+    """A ``MaskedConv2d(1, 2, 3)`` with attributes changed after construction."""
+    conv = MaskedConv2d(1, 2, 3)
+    for name, value in change.items():
+        setattr(conv, name, value)
+    return conv
+
+
+def checkpoint(tmp: Path, flip_at: int | None = None, seal: bool = True) -> Path:
+    """A checkpoint file in ``tmp``, a byte of its tensor data flipped, or saved unsealed."""
+    path = tmp / "checkpoint.pt"
+    weights = torch.arange(16.0)
+    if seal:
+        save_checkpoint(path, {"model": {"w": weights}})
+    else:
+        torch.save({"format": "autoregressive.training/1", "model": {"w": weights}}, path)
+    if flip_at is not None:
+        data = bytearray(path.read_bytes())
+        data[data.index(weights.numpy().tobytes()) + flip_at] ^= 0x10
+        path.write_bytes(bytes(data))
+    return path
+
+
+def mnist(tmp: Path, images: int = 3, labels: int = 3, magic: int = 0x0803, cut: int = 0) -> Path:
+    """A folder with MNIST IDX files of ``images`` 4x4 images and ``labels`` labels."""
+    raw = tmp / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    x = struct.pack(">4I", magic, images, 4, 4) + bytes(images * 16)
+    y = struct.pack(">2I", 0x0801, labels) + bytes(labels)
+    for prefix in ("train", "t10k"):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(x[: len(x) - cut])
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(y)
+    return tmp
+
+
+NAMESPACE: dict[str, object] = {
+    **{name: getattr(autoregressive, name) for name in autoregressive.__all__},
+    "torch": torch,
+    "nn": nn,
+    "net": _net,
+    "strided": strided,
+    "checkpoint": checkpoint,
+    "mnist": mnist,
+    "load_checkpoint": load_checkpoint,
+    "file_sha256": file_sha256,
+    "load_mnist": load_mnist,
+    "read_idx": read_idx,
+}
+
+CFG, LAYER, SAMPLE, MODEL, CKPT, DATA = (
+    "Configuration",
+    "Layers and blocks",
+    "Samplers",
+    "Model inputs",
+    "Checkpoints",
+    "MNIST files",
+)
+NOISE = "draw_noise((2, 1, 4, 4))"
+
+CASES: list[Case] = [
+    # configuration: types and ranges, named
+    Case(CFG, "PixelCNNConfig(num_blocks=True)", TypeError, r"num_blocks must be an int, got bool"),
+    Case(CFG, "PixelCNNConfig(hidden_channels=64.0)", TypeError, r"hidden_channels must be an int"),
+    Case(CFG, "PixelCNNConfig(data_channels='3')", TypeError, r"data_channels must be an int"),
+    Case(CFG, "PixelCNNConfig(image_size=28)", TypeError, r"image_size must be a pair \(H, W\)"),
+    Case(CFG, "PixelCNNConfig(image_size=(28, 0))", ValueError, r"image_size must be >= 1"),
+    Case(CFG, "PixelCNNConfig(block='dense')", ValueError, r"block must be one of"),
+    Case(CFG, "PixelCNNConfig(hidden_channels=7)", ValueError, r"positive multiple of 2"),
+    Case(CFG, "PixelCNNConfig(kernel_size=4)", ValueError, r"odd positive int"),
+    Case(CFG, "PixelCNNConfig.preset('huge')", ValueError, r"unknown preset 'huge'"),
+    # layers: arguments and settings changed after construction
+    Case(LAYER, "MaskedConv2d(True, 8, 3)", TypeError, r"in_channels must be an int, got bool"),
+    Case(LAYER, "MaskedConv2d(1, 8, 4)", ValueError, r"kernel_size must be odd"),
+    Case(LAYER, "MaskedConv2d(1, 8, 3, 'C')", ValueError, r"mask_type must be 'A'"),
+    Case(LAYER, "MaskedConv2d(3, 8, 3, data_channels=3)", ValueError, r"not divisible by data"),
+    Case(
+        LAYER, "MaskedConv2d(1, 8, 3, data_channels=0)", ValueError, r"data_channels must be >= 1"
+    ),
+    Case(
+        LAYER,
+        "strided(padding_mode='circular')(torch.zeros(1, 1, 4, 4))",
+        ValueError,
+        r"settings changed after construction",
+    ),
+    Case(
+        LAYER,
+        "strided(stride=(2, 2))(torch.zeros(1, 1, 4, 4))",
+        ValueError,
+        r"would see future pixels",
+    ),
+    Case(
+        LAYER,
+        "ResidualBlock(8)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 3))",
+        ValueError,
+        r"unconditional \(cond_channels=None\) but got cond",
+    ),
+    Case(
+        LAYER,
+        "ResidualBlock(8, cond_channels=3)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 5))",
+        ValueError,
+        r"cond must have shape \(N, 3\)",
+    ),
+    Case(
+        LAYER,
+        "ResidualBlock(8, act_layer=lambda: nn.Softmax(dim=1))",
+        ValueError,
+        r"is not elementwise",
+    ),
+    Case(LAYER, "GatedBlock(1, 8, 1, 'A')", ValueError, r"at least 3 rows high"),
+    # samplers: network, noise and conditioning checked before H * W steps
+    Case(SAMPLE, f"naive_sample(net('B'), Bernoulli(), {NOISE})", ValueError, r"not causal"),
+    Case(
+        SAMPLE,
+        f"naive_sample(net(out=2), Bernoulli(), {NOISE})",
+        ValueError,
+        r"the distribution needs 1 channels",
+    ),
+    Case(
+        SAMPLE,
+        f"cached_sample(net(), Categorical(4), {NOISE})",
+        ValueError,
+        r"the distribution needs 4 channels",
+    ),
+    Case(
+        SAMPLE,
+        "cached_sample(net(), Bernoulli(), torch.full((2, 1, 4, 4), 1.0))",
+        ValueError,
+        r"noise must lie in \[0, 1\)",
+    ),
+    Case(
+        SAMPLE,
+        "naive_sample(net(), Bernoulli(), torch.rand(2, 4, 4))",
+        ValueError,
+        r"noise must have shape \(N, C, H, W\)",
+    ),
+    Case(
+        SAMPLE,
+        f"cached_sample(net(), Bernoulli(), {NOISE}, cond=torch.zeros(2, 3))",
+        ValueError,
+        r"the network is unconditional",
+    ),
+    Case(SAMPLE, "draw_noise((2, 1, 0, 4))", ValueError, r"shape\[2\] must be >= 1"),
+    # model inputs
+    Case(MODEL, "PixelCNN('reference')", TypeError, r"config must be a PixelCNNConfig"),
+    Case(
+        MODEL,
+        "PixelCNN().log_prob(torch.full((2, 1, 4, 4), 0.5))",
+        ValueError,
+        r"binary images with values in \{0, 1\}",
+    ),
+    Case(MODEL, "PixelCNN().sample('3')", TypeError, r"n must be an int, got str"),
+    Case(MODEL, "PixelCNN().sample(2, size=[4])", TypeError, r"size must be an int or a pair"),
+    # checkpoints: every damaged byte, old files
+    Case(
+        CKPT,
+        "load_checkpoint(checkpoint(tmp, flip_at=5))",
+        CheckpointError,
+        r"truncated or corrupted .*SHA-256 checksum does not match",
+    ),
+    Case(
+        CKPT,
+        "load_checkpoint(checkpoint(tmp, seal=False))",
+        CheckpointError,
+        r"has no SHA-256 checksum .*require_checksum=False",
+    ),
+    Case(CKPT, "load_checkpoint(tmp / 'absent.pt')", CheckpointError, r"no checkpoint at"),
+    Case(CKPT, "file_sha256(tmp / 'absent.pt')", ValueError, r"no file at"),
+    # MNIST files: header, sizes, counts, named
+    Case(
+        DATA,
+        "load_mnist(mnist(tmp, labels=4), download=False)",
+        IDXError,
+        r"train-labels-idx1-ubyte holds 4 labels but the image file beside it holds 3",
+    ),
+    Case(
+        DATA,
+        "load_mnist(mnist(tmp, magic=0x0903), download=False)",
+        IDXError,
+        r"train-images-idx3-ubyte has magic number 0x00000903",
+    ),
+    Case(
+        DATA,
+        "load_mnist(mnist(tmp, cut=5), download=False)",
+        IDXError,
+        r"train-images-idx3-ubyte has 43 bytes of data .*truncated or damaged",
+    ),
+]
+
+
+def run(case: Case, tmp: Path) -> BaseException | None:
+    """Run ``case.code`` in a scratch folder; the exception it raised, or ``None``."""
+    try:
+        eval(case.code, {**NAMESPACE, "tmp": tmp})  # the code is ours, from the table above
+    except Exception as err:
+        return err
+    return None
+
+
+# --------------------------------------------------------------------------- the oracle
+def _innermost(tb: TracebackType | None) -> TracebackType | None:
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb
+
+
+def is_library_error(err: BaseException, caller: str | None = None) -> bool:
+    """A ``ValueError``/``TypeError`` with a message, raised by a ``raise`` in the library.
+
+    Python's own argument binding of a call made in the file ``caller`` (an unexpected
+    keyword) counts too: it names the argument.
+    """
+    if not isinstance(err, (ValueError, TypeError)) or not str(err).strip():
+        return False
+    tb = _innermost(err.__traceback__)
+    if tb is None:
+        return False
+    filename = Path(tb.tb_frame.f_code.co_filename)
+    if caller is not None and filename == Path(caller):
+        return isinstance(err, TypeError) and "argument" in str(err)
+    if PACKAGE not in filename.parents:
+        return False
+    return linecache.getline(str(filename), tb.tb_lineno).strip().startswith("raise")
+
+
+#: for the docs page: each area's cases, in table order
+def by_area() -> dict[str, list[Case]]:
+    areas: dict[str, list[Case]] = {}
+    for case in CASES:
+        areas.setdefault(case.area, []).append(case)
+    return areas

@@ -1,0 +1,462 @@
+"""Fuzz tests of the public API: any input ends in a correct result or one of the library's errors.
+
+Hypothesis draws arguments from a mix of valid values and the wrong ones a user might pass
+(``bool`` for ``int``, floats, lists, negative sizes, shapes off by one, NaN noise, layers
+changed after construction, damaged files). Whatever it draws, the call must either return a
+result that honours the documented contract (shape, causality, round trips) or raise a
+``ValueError`` / ``TypeError`` *from a ``raise`` statement of the library* with a message. An
+exception raised inside torch, an ``AssertionError``, a ``ZeroDivisionError``, or a silently
+wrong result fails the test.
+
+Sizes are kept tiny so that the whole module runs in seconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+from typing import Any
+
+import pytest
+import torch
+from error_cases import is_library_error
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import autoregressive
+from autoregressive import (
+    Bernoulli,
+    CachedSampler,
+    Categorical,
+    CausalSequential,
+    GatedBlock,
+    GatedStack,
+    MaskedConv2d,
+    PixelCNN,
+    PixelCNNConfig,
+    ResidualBlock,
+    cached_sample,
+    naive_sample,
+)
+from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
+
+#: examples per test; raise it to hunt (``FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py``)
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+# ------------------------------------------------------------------------------ the oracle
+def outcome(fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    """``(True, result)`` or ``(False, error)``; any other exception fails the test."""
+    try:
+        return True, fn(*args, **kwargs)
+    except Exception as err:
+        if not is_library_error(err, caller=__file__):
+            raise AssertionError(f"not a library error: {type(err).__name__}: {err}") from err
+        return False, err
+
+
+# ------------------------------------------------------------------------------ strategies
+def ints(lo: int = -2, hi: int = 9) -> st.SearchStrategy[Any]:
+    """Mostly ints in ``[lo, hi]``, sometimes the wrong type."""
+    wrong = st.sampled_from([True, False, 2.0, 3.5, "3", None, [3], (3,)])
+    return st.one_of(st.integers(lo, hi), st.integers(lo, hi), wrong)
+
+
+small_config = st.fixed_dictionaries(
+    {},
+    optional={
+        "data_channels": ints(-1, 3),
+        "distribution": st.sampled_from(["bernoulli", "categorical", "gaussian", 1, None]),
+        "levels": ints(0, 5),
+        "block": st.sampled_from(["residual", "gated", "dense", None]),
+        "num_blocks": ints(-1, 2),
+        "hidden_channels": ints(-2, 12),
+        "input_kernel_size": ints(-1, 5),
+        "kernel_size": ints(-1, 5),
+        "head_channels": ints(-2, 6),
+        "num_classes": st.one_of(st.none(), ints(-1, 3)),
+        "image_size": st.one_of(
+            st.tuples(st.integers(0, 4), st.integers(0, 4)),
+            st.lists(st.integers(1, 4), min_size=1, max_size=3),
+            st.sampled_from([(2.0, 3), (True, 3), "33", 3, None]),
+        ),
+    },
+)
+
+
+def _int_field_ok(value: Any) -> bool:
+    return type(value) is int
+
+
+# ---------------------------------------------------------------------------------- config
+@FUZZ
+@given(small_config)
+def test_config_is_valid_or_refused(fields):
+    ok, cfg = outcome(PixelCNNConfig, **fields)
+    if not ok:
+        return
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in ("distribution", "block"):
+            assert isinstance(value, str)
+        elif f.name == "num_classes":
+            assert value is None or _int_field_ok(value), (f.name, value)
+        elif f.name == "image_size":
+            assert type(value) is tuple and all(_int_field_ok(v) for v in value), value
+        else:
+            assert _int_field_ok(value), (f.name, value)
+    hash(cfg)
+    assert PixelCNNConfig(**dataclasses.asdict(cfg)) == cfg
+    assert dataclasses.replace(cfg) == cfg
+    model = PixelCNN(cfg)
+    x = torch.zeros(2, cfg.data_channels, 3, 3)
+    y = None if cfg.num_classes is None else torch.zeros(2, dtype=torch.long)
+    assert model.log_prob(x, y).shape == (2,)
+
+
+# ----------------------------------------------------------------------------- layers
+def _moved_before(fn: Any, x: torch.Tensor, i: int, j: int) -> bool:
+    """Whether an output at a pixel strictly before ``(i, j)`` moves when pixel ``(i, j)`` does."""
+    base = fn(x)
+    y = x.clone()
+    y[:, :, i, j] += 1.0 + y[:, :, i, j].abs()
+    moved = (fn(y) - base).abs().amax(dim=(0, 1)) > 1e-9  # (H, W)
+    w = x.shape[-1]
+    before = torch.arange(moved.numel()).view(moved.shape) < i * w + j
+    return bool((moved & before).any())
+
+
+conv_args = st.fixed_dictionaries(
+    {
+        "in_channels": ints(-1, 4),
+        "out_channels": ints(-1, 4),
+        "kernel_size": st.one_of(ints(-1, 5), st.tuples(ints(0, 5), ints(0, 5)), st.just([3, 3])),
+    },
+    optional={
+        "mask_type": st.sampled_from(["A", "B", "C", "a", None]),
+        "data_channels": ints(-1, 3),
+        "dilation": st.one_of(ints(-1, 2), st.tuples(ints(0, 2), ints(0, 2))),
+    },
+)
+changes = st.dictionaries(
+    st.sampled_from(["padding_mode", "stride", "padding", "dilation", "groups"]),
+    st.one_of(
+        st.sampled_from(["zeros", "reflect", "circular", "replicate"]),
+        st.sampled_from([(1, 1), (2, 2), (1, 2), (0, 0), (2, 1), 2, 1]),
+    ),
+    min_size=1,
+    max_size=2,
+)
+
+
+@FUZZ
+@given(conv_args, st.integers(1, 4), st.data())
+def test_masked_conv_builds_or_refuses(args, size, data):
+    ok, conv = outcome(MaskedConv2d, **args)
+    if not ok:
+        return
+    channels = data.draw(st.sampled_from([conv.in_channels, conv.in_channels + 1]))
+    ok, out = outcome(conv, torch.rand(2, channels, size, size))
+    if ok:
+        assert out.shape == (2, conv.out_channels, size, size)
+
+
+@FUZZ
+@given(
+    st.integers(1, 3),
+    st.sampled_from([1, 3, 5, (1, 3), (3, 1)]),
+    st.sampled_from(["A", "B"]),
+    changes,
+    st.integers(2, 4),
+    st.integers(2, 4),
+    st.data(),
+)
+def test_masked_conv_changed_after_construction_stays_causal_or_refuses(
+    channels, kernel_size, mask_type, change, h, w, data
+):
+    conv = MaskedConv2d(channels, 2, kernel_size, mask_type).double()
+    for name, value in change.items():
+        setattr(conv, name, value)
+    x = torch.rand(1, channels, h, w, dtype=torch.float64)
+    ok, out = outcome(conv, x)
+    if not ok:
+        return
+    assert out.shape == (1, 2, h, w), f"{change}: output must keep the input's H and W"
+    i, j = data.draw(st.integers(0, h - 1)), data.draw(st.integers(0, w - 1))
+    assert not _moved_before(conv, x, i, j), f"{change}: an earlier output sees pixel {(i, j)}"
+
+
+def _softmax() -> nn.Module:
+    return nn.Softmax(dim=1)
+
+
+block_kind = st.sampled_from(["residual", "gated", "stack"])
+
+
+@FUZZ
+@given(
+    block_kind,
+    st.one_of(st.none(), ints(0, 3)),
+    st.one_of(st.none(), st.integers(0, 4)),
+    st.sampled_from([nn.ReLU, nn.Tanh, _softmax]),
+    st.integers(2, 4),
+)
+def test_blocks_use_cond_or_refuse_it(kind, cond_channels, cond_width, act, size):
+    if kind == "residual":
+        ok, block = outcome(ResidualBlock, 4, 3, cond_channels=cond_channels, act_layer=act)
+    elif kind == "gated":
+        ok, block = outcome(GatedBlock, 4, 4, 3, cond_channels=cond_channels)
+    else:
+        ok, block = outcome(GatedStack, 1, 4, 2, cond_channels=cond_channels)
+    if not ok:
+        return
+    net = CausalSequential(block) if kind != "gated" else None
+    x = torch.rand(2, 1 if kind == "stack" else 4, size, size)
+    cond = None if cond_width is None else torch.rand(2, cond_width)
+    call = (lambda: block(x, x, cond)) if net is None else (lambda: net(x, cond))
+    ok, _ = outcome(call)
+    if not ok:
+        return
+    first = block.blocks[0] if kind == "stack" else block
+    assert (cond is None) == (first.cond_channels is None), "cond ignored or missing"
+    if kind == "residual" and act is _softmax:
+        raise AssertionError("a softmax over channels mixes the colour groups")
+
+
+# ------------------------------------------------------------------------------ model
+TINY = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4, num_classes=3))
+TINY_CAT = PixelCNN(
+    PixelCNNConfig(distribution="categorical", levels=3, data_channels=3, num_blocks=1,
+                   hidden_channels=6)
+)  # fmt: skip
+tensors = st.one_of(
+    st.builds(
+        lambda shape, fill, dtype: torch.full(shape, fill).to(dtype),
+        st.lists(st.integers(0, 3), min_size=2, max_size=5).map(tuple),
+        st.sampled_from([0, 1, 2, -1, 0.5, float("nan"), float("inf")]),
+        st.sampled_from([torch.float32, torch.float64, torch.long, torch.bool, torch.uint8]),
+    ),
+    st.sampled_from([None, 3, [[0.0]], "x"]),
+)
+
+
+@FUZZ
+@given(st.sampled_from([TINY, TINY_CAT]), tensors, tensors, st.sampled_from(["forward", "log"]))
+def test_model_scores_or_refuses(model, x, y, which):
+    fn = model.forward if which == "forward" else model.log_prob
+    ok, out = outcome(fn, x, y)
+    if ok:
+        assert out.shape[0] == x.shape[0] and bool(torch.isfinite(out).all())
+
+
+@FUZZ
+@given(
+    st.sampled_from([TINY, TINY_CAT]),
+    ints(-1, 3),
+    tensors,
+    st.one_of(st.none(), st.tuples(ints(-1, 3), ints(-1, 3)), st.just([2, 2])),
+    st.sampled_from(["cached", "naive", "fast"]),
+)
+def test_model_samples_or_refuses(model, n, y, size, method):
+    ok, out = outcome(model.sample, n, y, size=size, method=method)
+    if ok:
+        assert out.shape[:2] == (n, model.config.data_channels)
+        assert bool(((out >= 0) & (out < model.distribution.params_per_channel + 1)).all())
+
+
+# ----------------------------------------------------------------------------- samplers
+def _net(kind: str, channels: int = 1, out: int = 1) -> nn.Module:
+    first = "B" if kind == "sees-current" else "A"
+    return CausalSequential(
+        MaskedConv2d(channels, 4 * channels, 3, first, channels), nn.ReLU(),
+        MaskedConv2d(4 * channels, out, 1, "B", channels),
+    ).double()  # fmt: skip
+
+
+networks = st.sampled_from(["good", "sees-current", "too-wide", "too-narrow"])
+noises = st.one_of(
+    st.builds(
+        lambda shape, lo, hi: lo + (hi - lo) * torch.rand(shape, dtype=torch.float64),
+        st.sampled_from([(2, 1, 3, 3), (2, 2, 3, 3), (2, 3, 3), (0, 1, 3, 3), (2, 1, 3, 3)]),
+        st.sampled_from([0.0, -0.5, 0.5]),
+        st.sampled_from([1.0, 0.9, 2.0]),
+    ),
+    st.sampled_from([torch.full((2, 1, 3, 3), float("nan")), torch.ones(2, 1, 3, 3)]),
+)
+
+
+@FUZZ
+@given(
+    networks,
+    st.sampled_from(["bernoulli", "categorical"]),
+    noises,
+    st.one_of(st.none(), st.just(torch.zeros(2, 3))),
+    st.sampled_from(["naive", "cached", "sampler"]),
+)
+def test_samplers_return_images_or_refuse(kind, dist_name, noise, cond, which):
+    dist = Bernoulli() if dist_name == "bernoulli" else Categorical(3)
+    p = dist.params_per_channel
+    out = {"too-wide": p + 1, "too-narrow": max(p - 1, 0) or 2}.get(kind, p)
+    net = _net(kind, 1, out)
+    if which == "naive":
+        ok, x = outcome(naive_sample, net, dist, noise, cond=cond)
+    elif which == "cached":
+        ok, x = outcome(cached_sample, net, dist, noise, cond=cond)
+    else:
+        ok, x = outcome(CachedSampler(net, dist).sample, noise, cond=cond)
+    if not ok:
+        return
+    assert kind == "good", f"a {kind} network was accepted"
+    assert cond is None, "cond given to an unconditional network was ignored"
+    assert noise.dim() == 4 and bool(((noise >= 0) & (noise < 1)).all()), "bad noise accepted"
+    assert x.shape == noise.shape
+
+
+# --------------------------------------------------------------------------- checkpoints
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory) -> tuple[bytes, dict]:
+    path = tmp_path_factory.mktemp("ckpt") / "c.pt"
+    state = {"epoch": 3, "model": {"w": torch.arange(64, dtype=torch.float32)}, "note": "x"}
+    save_checkpoint(path, state)
+    return path.read_bytes(), state
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_checkpoints_load_unchanged_or_fail_clearly(checkpoint_bytes, tmp_path, data):
+    blob, state = checkpoint_bytes
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
+    at = data.draw(st.integers(0, len(blob) - 1))
+    if kind == "flip":
+        bad = blob[:at] + bytes([blob[at] ^ data.draw(st.integers(1, 255))]) + blob[at + 1 :]
+    elif kind == "truncate":
+        bad = blob[:at]
+    else:
+        bad = blob[:at] + b"\x00" + blob[at:]
+    path = tmp_path / f"fuzz-{at}.pt"
+    path.write_bytes(bad)
+    try:
+        loaded = load_checkpoint(path)
+    except CheckpointError as err:
+        assert str(path) in str(err)
+        return
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"]), f"{kind} at {at} changed w"
+    assert loaded["epoch"] == state["epoch"] and loaded["note"] == state["note"]
+
+
+# --------------------------------------------------------------------------- MNIST files
+def _idx(dims: tuple[int, ...], magic: int | None = None, extra: int = 0) -> bytes:
+    header = struct.pack(">I", magic if magic is not None else 0x0800 + len(dims))
+    header += struct.pack(f">{len(dims)}I", *dims)
+    count = 1
+    for d in dims:
+        count *= d
+    return header + bytes(max(count + extra, 0))
+
+
+idx_files = st.fixed_dictionaries(
+    {
+        "n_images": st.integers(0, 3),
+        "n_labels": st.integers(0, 3),
+        "rows": st.integers(0, 3),
+        "extra": st.sampled_from([0, 0, -1, 1]),
+        "magic": st.sampled_from([None, None, 0x0801, 0x0803, 0x0C03, 0x12345678]),
+    }
+)
+
+
+@FUZZ
+@given(idx_files)
+def test_mnist_files_load_consistently_or_fail_naming_the_file(tmp_path_factory, spec):
+    pytest.importorskip("torchvision")
+    from autoregressive.data import MNIST_FILES, load_mnist
+
+    raw = tmp_path_factory.mktemp("mnist") / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    n, rows = spec["n_images"], spec["rows"]
+    images = _idx((n, rows, rows), spec["magic"], spec["extra"])
+    labels = _idx((spec["n_labels"],))
+    for name, blob in zip(MNIST_FILES, (images, labels, images, labels), strict=True):
+        (raw / name).write_bytes(blob)
+    try:
+        x, y = load_mnist(raw.parent.parent, download=False)
+    except ValueError as err:
+        assert is_library_error(err, caller=__file__), f"{type(err).__name__}: {err}"
+        assert "idx" in str(err), "the message must name the file"
+        return
+    except Exception as err:
+        raise AssertionError(f"not a library error: {type(err).__name__}: {err}") from err
+    assert x.shape[0] == y.shape[0], "image and label counts disagree"
+    assert x.shape[1:] == (1, rows, rows)
+
+
+# ----------------------------------------------------------------- everything else, by table
+anything = st.one_of(
+    ints(-2, 5),
+    st.sampled_from(["A", "bernoulli", "reference", "", None, 0.5, float("nan"), [1, 2], ()]),
+    st.builds(torch.zeros, st.lists(st.integers(0, 3), max_size=4).map(tuple)),
+)
+#: public callables and how many positional arguments to draw for each
+CALLS = {
+    "PixelCNN": (PixelCNN, 1),
+    "PixelCNN.from_preset": (PixelCNN.from_preset, 1),
+    "PixelCNNConfig.preset": (PixelCNNConfig.preset, 1),
+    "Categorical": (Categorical, 1),
+    "causal_mask": (autoregressive.causal_mask, 4),
+    "channel_groups": (autoregressive.channel_groups, 2),
+    "draw_noise": (autoregressive.draw_noise, 1),
+    "GatedStack": (GatedStack, 3),
+    "GatedBlock": (GatedBlock, 3),
+    "ResidualBlock": (ResidualBlock, 3),
+    "gate": (autoregressive.gate, 1),
+    "nats_to_bits_per_dim": (autoregressive.nats_to_bits_per_dim, 2),
+    "Bernoulli.log_prob": (Bernoulli().log_prob, 2),
+    "Categorical.log_prob": (Categorical(3).log_prob, 2),
+}
+
+
+@FUZZ
+@given(st.sampled_from(sorted(CALLS)), st.lists(anything, min_size=0, max_size=4))
+def test_public_callables_return_or_refuse(name, args):
+    fn, arity = CALLS[name]
+    outcome(fn, *args[:arity])
+
+
+@FUZZ
+@given(anything, anything, st.sampled_from(["cached", "naive"]))
+def test_completion_requests_return_or_refuse(image, known, method):
+    model = TINY_CAT
+    ok, out = outcome(model.sample, None, image=image, known=known, method=method)
+    if ok:
+        assert out.shape == image.shape
+
+
+@FUZZ
+@given(
+    st.sampled_from(["images", "labels"]),
+    anything,
+    st.fixed_dictionaries({}, optional={"batch_size": ints(-1, 4), "rank": ints(-1, 2),
+                                        "world_size": ints(-1, 2), "threshold": anything}),
+)  # fmt: skip
+def test_batches_build_or_refuse(which, value, kwargs):
+    from autoregressive.data import BinarizedBatches
+
+    images = torch.rand(4, 1, 2, 2)
+    args = {"images": images, "labels": None, "batch_size": 2, **kwargs, which: value}
+    ok, batches = outcome(BinarizedBatches, **args)
+    if ok:
+        shares = sum(b.images.shape[0] for b in batches)
+        assert shares == batches.images.shape[0] // batches.world_size
+
+
+@FUZZ
+@given(anything, st.sampled_from(["cpu", None, 3, "nowhere"]))
+def test_checkpoint_paths_load_or_refuse(path, map_location):
+    outcome(load_checkpoint, path if not isinstance(path, torch.Tensor) else "x.pt")
