@@ -10,14 +10,19 @@
   full-batch forward pass plus a one-pixel draw, so the cost per step is constant. Where the
   extrapolation says the whole run takes at most ``naive_budget_s``, the whole run is also
   timed and reported as *measured*.
+- *per step*: the cached time over the ``C * H * W`` sub-pixel steps, and the top-level ATen
+  operator calls per step (one profiled call): at small batches the per-step dispatch, not the
+  arithmetic, sets the pace.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 from autoregressive import CachedSampler, PixelCNN, draw_noise, naive_sample
 
@@ -25,7 +30,7 @@ from .report import Column, Section, fmt_mib, fmt_stats, fmt_x, progress, second
 from .settings import Settings
 from .timing import Stats, measure
 
-__all__ = ["run", "time_naive_steps"]
+__all__ = ["count_aten_calls", "run", "time_naive_steps"]
 
 
 class _Stop(Exception):
@@ -64,6 +69,18 @@ def time_naive_steps(
     return measure(run_steps, device, warmup=settings.warmup, repeats=settings.naive_repeats)
 
 
+def count_aten_calls(fn: Callable[[], object]) -> int:
+    """Top-level ATen operator calls (not those an operator makes inside) of one ``fn()``."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(
+        1
+        for e in prof.events()
+        if e.name.startswith("aten::")
+        and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+    )
+
+
 def _graphs_optional(device: torch.device) -> bool:
     """Whether ``CachedSampler`` uses CUDA graphs here by default and can be told not to."""
     params = inspect.signature(CachedSampler).parameters
@@ -97,6 +114,8 @@ def run(settings: Settings, device: torch.device) -> Section:
                 else []
             ),
             Column("cached / image", "cached_per_image_s", seconds),
+            Column("cached / step", "cached_per_step_s", seconds),
+            Column("ATen calls / step", "aten_calls_per_step", lambda v: f"{v:.1f}"),
             Column("naive", "naive_s", seconds),
             Column("naive is", "naive_source"),
             Column("naive / cached", "speedup", fmt_x),
@@ -159,6 +178,8 @@ def _measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.de
         "forward_s": _median(fwd),
         "cached_s": _median(cached),
         "cached_per_image_s": _median(cached) / n,
+        "cached_per_step_s": _median(cached) / steps_total,
+        "aten_calls_per_step": count_aten_calls(lambda: sampler.sample(noise)) / steps_total,
         "naive_steps": steps,
         "naive_steps_total": steps_total,
         "naive_k_steps": naive_k,

@@ -121,20 +121,21 @@ class CachedSampler:
     def _row(self, stepper: Stepper, i: int, row: _Rows) -> None:
         """Sample row ``i`` in place; ``row`` holds its views (see :class:`_Rows`)."""
         dist = self.distribution
-        x = row.x  # (W, N, C)
-        dtype, p, channels = x.dtype, dist.params_per_channel, x.shape[2]
+        dtype, p, channels = row.x.dtype, dist.params_per_channel, row.x.shape[2]
+        noise = row.u.flatten(0, 1).unbind(0)  # W * C views (N,), one per sub-pixel
+        given = None if row.given is None else row.given.flatten(0, 1).unbind(0)
         stepper.begin_row(i)
-        for j in range(x.shape[0]):
-            xp = x[j]  # (N, C)
+        for j, xp in enumerate(row.x.unbind(0)):  # xp: (N, C), the pixel
             for c in range(channels):
                 raw = stepper.step(j, dist.preprocess(xp, dtype))  # (N, C * P)
                 raw_c = raw[:, c * p : (c + 1) * p] if channels > 1 else raw  # (N, P)
                 if row.params is not None:
                     row.params[j, :, c * p : (c + 1) * p] = raw_c
-                value = dist.sample(raw_c, row.u[j, c])  # (N,)
-                if row.given is not None:
-                    value = torch.where(row.given[j, c], xp[:, c], value)
-                xp[:, c] = value
+                value = dist.sample(raw_c, noise[j * channels + c])  # (N,)
+                sub = xp.select(1, c)  # (N,)
+                if given is not None:
+                    value = torch.where(given[j * channels + c], sub, value)
+                sub.copy_(value)
             stepper.write(j, dist.preprocess(xp, dtype))
 
     def _sample_eager(self, stepper: Stepper, rows: _Rows) -> None:

@@ -1,4 +1,4 @@
-"""SHA-256 checksums of files and tensors, and the seal that makes checkpoints self-verifying.
+r"""SHA-256 checksums of files and tensors, and the seal that makes checkpoints self-verifying.
 
 ``torch.load`` does not verify the CRCs of the zip archive ``torch.save`` writes, so a few
 damaged bytes in a tensor's data load without complaint and return other numbers. A *sealed*
@@ -7,7 +7,7 @@ bytes of a zip file), so it stays an ordinary ``torch.save`` archive that ``torc
 as before, and any changed byte anywhere in it is detected::
 
     ... zip entries ... | end-of-central-directory record | b"autoregressive-sha256:" | 64 hex
-    \\__________________ hashed: SHA-256 of all of this _______________________/   the digest
+    \__________________ hashed: SHA-256 of all of this _______________________/   the digest
 
 :func:`file_sha256` and :func:`tensors_sha256` compute reference digests to publish with
 released weights: the first of a file's bytes, the second of the tensors themselves (names,

@@ -145,18 +145,18 @@ class _ResidualStepper(Stepper):
         self.matrix3 = torch.cat([w3, b3[None]]).contiguous()  # (C/2 + 1, C)
         self.hidden = _with_ones_column(batch, w3.shape[0], w3)  # (N, C/2 + 1)
         self.hidden_values = self.hidden[:, :-1]  # (N, C/2)
-        self.relu = type(block.act2) is nn.ReLU and type(block.act3) is nn.ReLU
+        self.relu = all(type(a) is nn.ReLU for a in acts)
 
     def begin_row(self, i: int) -> None:
         self.conv2.begin_row(i)
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
-        a = self.acts[0].step(j, x)  # (N, C)
         view = self.conv2.inputs[j]  # (N, C/2) in the kxk convolution's cache
         if self.relu:  # matrix product and ReLU in one call, into the buffer that reads them
-            self.conv1.product(a, self.conv1.bias, out=view, relu=True)
+            self.conv1.product(torch.relu(x), self.conv1.bias, out=view, relu=True)
             self.conv2.compute(j, out=self.hidden_values, relu=True)
         else:
+            a = self.acts[0].step(j, x)  # (N, C)
             view.copy_(self.acts[1].step(j, self.conv1.step(j, a)))
             self.hidden_values.copy_(self.acts[2].step(j, self.conv2.compute(j)))
         return torch.addmm(x, self.hidden, self.matrix3)  # (N, C): x + conv3(act(h)) + bias

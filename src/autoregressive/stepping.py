@@ -139,5 +139,6 @@ def stepper_for(module: nn.Module, batch: int, width: int, cond: torch.Tensor | 
         f"cached sampling cannot step a {type(module).__name__}: it is not elementwise and has no "
         "`stepper(batch, width, cond)` method. Give it one that returns an "
         "autoregressive.Stepper (begin_row(i), step(j, x); see the tutorial section 'Write a "
-        "block the sampler can step'), or sample with naive_sample / method='naive'"
+        "block the sampler can step'; containers: CausalSequential), or sample with "
+        "naive_sample / method='naive'"
     )
