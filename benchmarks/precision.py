@@ -32,7 +32,9 @@ from .timing import measure_interleaved, paired_ratio
 
 __all__ = ["VARIANTS", "Variant", "run", "run_nll"]
 
-REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+_REPO = Path(__file__).resolve().parents[1]
+#: where MNIST is looked for, as the example does: the checkout's data folder, then ../shared
+MNIST_DIRS = (_REPO / "data" / "mnist", _REPO.parent / "shared" / "data" / "mnist")
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,11 @@ def _measure(settings: Settings, device: torch.device, v: Variant, emulated: boo
 def _mnist_or_synthetic(
     n_train: int, n_test: int, size: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Threshold-binarized MNIST when ``../shared`` has it, else smooth synthetic blobs."""
-    if (REAL_MNIST / "MNIST" / "raw").is_dir() and size == (28, 28):
-        train, _ = load_mnist(REAL_MNIST, train=True, download=False)
-        test, _ = load_mnist(REAL_MNIST, train=False, download=False)
+    """Threshold-binarized MNIST when one of ``MNIST_DIRS`` has it, else synthetic blobs."""
+    found = [d for d in MNIST_DIRS if (d / "MNIST" / "raw").is_dir()]
+    if found and size == (28, 28):  # (download=True only unpacks .gz files found there)
+        train, _ = load_mnist(found[0], train=True, download=True)
+        test, _ = load_mnist(found[0], train=False, download=True)
         return threshold_binarize(train[:n_train]), threshold_binarize(test[:n_test]), "MNIST"
     g = torch.Generator().manual_seed(0)
     base = torch.rand(n_train + n_test, 1, 4, 4, generator=g)
