@@ -17,6 +17,10 @@
 # install: PYTHONPATH=src), and MNIST's four .gz files in data/mnist/MNIST/raw/ (torchvision
 # extracts them; copy them from ../shared/data/mnist/MNIST/raw/ before sending the tree).
 #
+# With this project's `device` tool: first, here, `mkdir -p data/mnist/MNIST/raw && cp
+# ../shared/data/mnist/MNIST/raw/*.gz data/mnist/MNIST/raw/` (11 MB), then run the command
+# `make gpu-check` with carry ["data"] and a 600 s limit; $OUT/gpu-check-out comes back.
+#
 # Afterwards, on the development machine: unpack, then commit
 #   runs/gpu-check/bench/*          -> benchmarks/results/
 #   runs/gpu-check/mnist-reference/ -> examples/results/mnist-reference/ (not checkpoint.pt)
