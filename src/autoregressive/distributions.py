@@ -10,6 +10,7 @@ noise returns the same image.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -52,6 +53,29 @@ class Distribution:
 
     #: raw network outputs per colour channel and pixel
     params_per_channel: int = 1
+    #: logits are divided by it in ``log_prob`` and ``sample`` (1: the model as trained)
+    temperature: float = 1.0
+
+    def tempered(self, raw: torch.Tensor) -> torch.Tensor:
+        """``raw / temperature`` (``raw`` itself, untouched, at temperature 1)."""
+        return raw if self.temperature == 1.0 else raw / self.temperature
+
+    def with_temperature(self, temperature: float) -> Distribution:
+        """A copy whose ``log_prob`` and ``sample`` divide the logits by ``temperature``.
+
+        Raises:
+            TypeError: ``temperature`` is not a number, or this distribution is not a dataclass
+                with a ``temperature`` field (define one to support temperatures).
+            ValueError: ``temperature`` is not positive and finite.
+        """
+        if not dataclasses.is_dataclass(self) or "temperature" not in {
+            f.name for f in dataclasses.fields(self)
+        }:
+            raise TypeError(
+                f"{type(self).__name__} has no temperature: make it a dataclass with a "
+                "`temperature: float = 1.0` field whose log_prob and sample use self.tempered"
+            )
+        return dataclasses.replace(self, temperature=temperature)
 
     def validate(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` holds values this distribution can model."""
@@ -90,6 +114,16 @@ class Distribution:
         return dtype
 
 
+def _check_temperature(owner: str, t: object) -> None:
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise TypeError(f"{owner}: temperature must be a positive float, got {t!r}")
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(
+            f"{owner}: temperature must be a positive finite number (1 samples the model as "
+            f"trained, below 1 sharpens, above 1 flattens), got {t}"
+        )
+
+
 def _check_scored(raw: object, x: object, params: int) -> None:
     """``raw`` ``(N, C * P, H, W)`` and ``x`` ``(N, C, H, W)`` tensors that belong together."""
     if not isinstance(raw, torch.Tensor) or not isinstance(x, torch.Tensor):
@@ -123,6 +157,10 @@ class Bernoulli(Distribution):
     """
 
     params_per_channel: int = 1
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_temperature(type(self).__name__, self.temperature)
 
     def validate(self, x: torch.Tensor) -> None:
         _check_finite(x)
@@ -140,7 +178,8 @@ class Bernoulli(Distribution):
 
     def log_prob(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         _check_scored(raw, x, 1)
-        bce = F.binary_cross_entropy_with_logits(raw, x.to(raw.dtype), reduction="none")
+        logits = self.tempered(raw)  # (N, C, H, W)
+        bce = F.binary_cross_entropy_with_logits(logits, x.to(raw.dtype), reduction="none")
         return -bce.flatten(1).sum(1)  # (N,)
 
     def prepare_noise(self, u: torch.Tensor) -> torch.Tensor:
@@ -148,7 +187,7 @@ class Bernoulli(Distribution):
         return torch.log(u) - torch.log1p(-u)
 
     def sample(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return raw[:, 0] > noise  # (N,) bool
+        return self.tempered(raw[:, 0]) > noise  # (N,) bool
 
 
 @dataclass(frozen=True)
@@ -168,12 +207,14 @@ class Categorical(Distribution):
     """
 
     levels: int = 256
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.levels, bool) or not isinstance(self.levels, int):
             raise TypeError(f"Categorical: levels must be an int, got {self.levels!r}")
         if self.levels < 2:
             raise ValueError(f"Categorical needs levels >= 2, got {self.levels}")
+        _check_temperature("Categorical", self.temperature)
 
     @property
     def params_per_channel(self) -> int:  # type: ignore[override]
@@ -202,13 +243,13 @@ class Categorical(Distribution):
 
     def log_prob(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         _check_scored(raw, x, self.levels)
-        logits = rearrange(raw, "n (c l) h w -> n c h w l", l=self.levels)
+        logits = rearrange(self.tempered(raw), "n (c l) h w -> n c h w l", l=self.levels)
         logp = torch.log_softmax(logits, dim=-1)  # (N, C, H, W, L)
         picked = logp.gather(-1, x.long().unsqueeze(-1)).squeeze(-1)  # (N, C, H, W)
         return picked.flatten(1).sum(1)  # (N,)
 
     def sample(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        cdf = torch.softmax(raw.to(noise.dtype), dim=-1).cumsum(-1)  # (N, L)
+        cdf = torch.softmax(self.tempered(raw.to(noise.dtype)), dim=-1).cumsum(-1)  # (N, L)
         return (noise.unsqueeze(-1) >= cdf).sum(-1).clamp_(max=self.levels - 1)  # (N,)
 
     def output_dtype(self, dtype: torch.dtype) -> torch.dtype:

@@ -240,6 +240,7 @@ class PixelCNN(nn.Module):
         image: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
         cuda_graphs: bool | None = None,
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """Draw ``n`` images, or complete ``image`` where ``known`` is ``False``.
 
@@ -256,6 +257,8 @@ class PixelCNN(nn.Module):
             known: bool mask broadcastable to ``image``'s shape, ``True`` where pixels are given.
             cuda_graphs: for ``method="cached"``, replay rows as CUDA graphs (default: when the
                 model is on a CUDA device; ``False`` opts out).
+            temperature: divide the logits by it (1: the model as trained, exactly; below 1
+                sharpens, above 1 flattens). Both methods still agree for the same seed.
 
         Returns:
             Images ``(n, C, H, W)``: float ``{0, 1}`` for Bernoulli, ``long`` for categorical.
@@ -279,6 +282,8 @@ class PixelCNN(nn.Module):
             raise TypeError(f"known must be a bool tensor, got {type(known).__name__}")
         known = known.to(param.device) if known is not None else None
         cond = self.condition(y, n)
+        dist = self.distribution
+        dist = dist if temperature == 1.0 else dist.with_temperature(temperature)
         shape = (n, self.config.data_channels, height, width)
         noise = draw_noise(shape, generator, device=param.device)
         was_training = self.training
@@ -287,7 +292,7 @@ class PixelCNN(nn.Module):
             if method == "cached":
                 x = cached_sample(
                     self.network,
-                    self.distribution,
+                    dist,
                     noise,
                     cond=cond,
                     image=image,
@@ -295,9 +300,7 @@ class PixelCNN(nn.Module):
                     cuda_graphs=cuda_graphs,
                 )
             else:
-                x = naive_sample(
-                    self.network, self.distribution, noise, cond=cond, image=image, known=known
-                )
+                x = naive_sample(self.network, dist, noise, cond=cond, image=image, known=known)
         finally:
             self.train(was_training)
         return x.to(self.distribution.output_dtype(x.dtype))
