@@ -460,3 +460,31 @@ def test_batches_build_or_refuse(which, value, kwargs):
 @given(anything, st.sampled_from(["cpu", None, 3, "nowhere"]))
 def test_checkpoint_paths_load_or_refuse(path, map_location):
     outcome(load_checkpoint, path if not isinstance(path, torch.Tensor) else "x.pt")
+
+
+@FUZZ
+@given(
+    st.sampled_from([TINY, TINY_CAT]),
+    st.sampled_from([None, "cpu", 0, torch.Generator(), torch.Generator().manual_seed(1), [1]]),
+    st.sampled_from(["cached", "naive"]),
+    st.sampled_from([None, True, False, "yes"]),
+)
+def test_sampling_options_work_or_refuse(model, generator, method, cuda_graphs):
+    y = torch.zeros(2, dtype=torch.long) if model is TINY else None
+    kwargs = {"generator": generator, "method": method, "cuda_graphs": cuda_graphs}
+    ok, out = outcome(model.sample, 2, y, size=(2, 3), **kwargs)
+    if ok:
+        assert out.shape == (2, model.config.data_channels, 2, 3)
+
+
+@FUZZ
+@given(st.sampled_from(["cpu", None, 3, "cuda:7", "meta", "nowhere", torch.device("cpu"), 1.5]))
+def test_checkpoint_map_location_loads_or_refuses(checkpoint_bytes, tmp_path, map_location):
+    blob, state = checkpoint_bytes
+    path = tmp_path / "c.pt"
+    path.write_bytes(blob)
+    ok, loaded = outcome(load_checkpoint, path, map_location=map_location)
+    if ok:
+        assert loaded["epoch"] == state["epoch"]
+    else:
+        assert "corrupted" not in str(loaded), "an intact file reported as corrupted"

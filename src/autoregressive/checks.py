@@ -19,6 +19,7 @@ __all__ = [
     "check_cond",
     "check_elementwise",
     "check_int",
+    "check_noise_request",
     "check_pair",
     "check_sampling",
     "check_shape",
@@ -58,6 +59,16 @@ def check_shape(name: str, shape: Any, ndim: int = 4) -> tuple[int, ...]:
             f"{name} must be a tuple of {ndim} ints such as (N, C, H, W), got {shape!r}"
         )
     return tuple(check_int(f"{name}[{i}]", v, 1) for i, v in enumerate(shape))
+
+
+def check_noise_request(shape: Any, generator: Any) -> tuple[int, ...]:
+    """The arguments of :func:`~autoregressive.draw_noise`: ``shape`` as a tuple, a generator."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
+            "e.g. torch.Generator().manual_seed(0)"
+        )
+    return check_shape("shape", shape)
 
 
 def check_cond(cond: torch.Tensor | None, cond_channels: int | None, owner: str) -> None:
