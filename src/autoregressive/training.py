@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checksums import seal, verify_seal
+from .checksums import seal_trailer, verify_seal
 from .data import Batch
 from .distributions import nats_to_bits_per_dim
 
@@ -444,9 +444,12 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
     _check_plain(payload, "checkpoint")
     buffer = io.BytesIO()
     torch.save(payload, buffer)
+    archive = buffer.getbuffer()  # a view: no copy of a large checkpoint
+    trailer = seal_trailer(archive)
     f: BinaryIO
     with atomic_write(path) as f:
-        f.write(seal(buffer.getvalue()))
+        f.write(archive[:-2])
+        f.write(trailer)
 
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size)
