@@ -43,9 +43,8 @@ def check_int(name: str, value: Any, minimum: int | None = None) -> int:
 def check_pair(name: str, value: Any, minimum: int | None = None) -> tuple[int, int]:
     """``value`` (an int or a pair of ints) as ``(a, b)``, each at least ``minimum``."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        return check_int(f"{name}[0]", value[0], minimum), check_int(
-            f"{name}[1]", value[1], minimum
-        )
+        first, second = (check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(value))
+        return first, second
     if isinstance(value, (tuple, list)):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     v = check_int(name, value, minimum)
