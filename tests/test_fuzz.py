@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -488,3 +489,15 @@ def test_checkpoint_map_location_loads_or_refuses(checkpoint_bytes, tmp_path, ma
         assert loaded["epoch"] == state["epoch"]
     else:
         assert "corrupted" not in str(loaded), "an intact file reported as corrupted"
+
+
+@FUZZ
+@given(
+    st.sampled_from(["ok", 3, None, b"bytes"]),
+    st.one_of(anything, st.just({"w": torch.zeros(2)}), st.just({"p": Path("x")})),
+)
+def test_save_checkpoint_writes_or_refuses(tmp_path, where, checkpoint):
+    path = tmp_path / "c.pt" if where == "ok" else where
+    ok, _ = outcome(save_checkpoint, path, checkpoint)
+    if ok:
+        assert torch.equal(load_checkpoint(path)["w"], checkpoint["w"])

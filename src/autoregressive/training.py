@@ -438,8 +438,12 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
             entry is added.
 
     Raises:
+        TypeError: ``path`` is not a path or ``checkpoint`` not a mapping.
         ValueError: ``checkpoint`` holds something ``weights_only`` loading would refuse.
     """
+    _check_load_args(path, None)
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f"checkpoint must be a dict of tensors and values, got {checkpoint!r}")
     payload = {"format": CHECKPOINT_FORMAT, **checkpoint}
     _check_plain(payload, "checkpoint")
     buffer = io.BytesIO()
