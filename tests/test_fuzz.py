@@ -208,8 +208,9 @@ block_kind = st.sampled_from(["residual", "gated", "stack"])
     st.one_of(st.none(), st.integers(0, 4)),
     st.sampled_from([nn.ReLU, nn.Tanh, _softmax]),
     st.integers(2, 4),
+    st.sampled_from([2, 2, 1, 3]),
 )
-def test_blocks_use_cond_or_refuse_it(kind, cond_channels, cond_width, act, size):
+def test_blocks_use_cond_or_refuse_it(kind, cond_channels, cond_width, act, size, cond_batch):
     if kind == "residual":
         ok, block = outcome(ResidualBlock, 4, 3, cond_channels=cond_channels, act_layer=act)
     elif kind == "gated":
@@ -220,7 +221,7 @@ def test_blocks_use_cond_or_refuse_it(kind, cond_channels, cond_width, act, size
         return
     net = CausalSequential(block) if kind != "gated" else None
     x = torch.rand(2, 1 if kind == "stack" else 4, size, size)
-    cond = None if cond_width is None else torch.rand(2, cond_width)
+    cond = None if cond_width is None else torch.rand(cond_batch, cond_width)
     call = (lambda: block(x, x, cond)) if net is None else (lambda: net(x, cond))
     ok, _ = outcome(call)
     if not ok:

@@ -70,10 +70,12 @@ def check_noise_request(shape: Any, generator: Any) -> tuple[int, ...]:
     return check_shape("shape", shape)
 
 
-def check_cond(cond: torch.Tensor | None, cond_channels: int | None, owner: str) -> None:
+def check_cond(
+    cond: torch.Tensor | None, cond_channels: int | None, owner: str, batch: int | None = None
+) -> None:
     """Refuse ``cond`` unless it is ``None`` (unconditional module) or ``(N, cond_channels)``.
 
-    Only shapes and dtypes are read (no device sync).
+    ``N`` must be ``batch`` when given. Only shapes and dtypes are read (no device sync).
     """
     if cond_channels is None:
         if cond is not None:
@@ -86,9 +88,11 @@ def check_cond(cond: torch.Tensor | None, cond_channels: int | None, owner: str)
         raise ValueError(f"{owner} is conditional (cond_channels={cond_channels}): pass cond")
     if not isinstance(cond, torch.Tensor) or not cond.is_floating_point():
         raise TypeError(f"{owner}: cond must be a floating-point tensor, e.g. one-hot labels")
-    if cond.dim() != 2 or cond.shape[1] != cond_channels:
+    n = "N" if batch is None else batch
+    wrong_batch = batch is not None and cond.shape[:1] != (batch,)
+    if cond.dim() != 2 or cond.shape[1] != cond_channels or wrong_batch:
         raise ValueError(
-            f"{owner}: cond must have shape (N, {cond_channels}), got {tuple(cond.shape)}"
+            f"{owner}: cond must have shape ({n}, {cond_channels}), got {tuple(cond.shape)}"
         )
 
 
