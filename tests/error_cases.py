@@ -143,7 +143,7 @@ CASES: list[Case] = [
         LAYER,
         "ResidualBlock(8, cond_channels=3)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 5))",
         ValueError,
-        r"cond must have shape \(N, 3\)",
+        r"cond must have shape \(1, 3\), got \(1, 5\)",
     ),
     Case(
         LAYER,
