@@ -141,3 +141,29 @@ def test_validate_args_false_skips_value_checks_but_not_shape_checks():
     assert torch.isfinite(model.log_prob(torch.full((2, 1, 4, 4), 0.5))).all()
     with pytest.raises(ValueError, match="expects data_channels=1"):
         model.log_prob(torch.zeros(2, 3, 4, 4))
+
+
+def test_config_normalises_its_fields_so_that_it_hashes_and_round_trips():
+    import dataclasses
+
+    import numpy as np
+
+    cfg = PixelCNNConfig(image_size=[8, 6], num_blocks=np.int64(2), hidden_channels=8)
+    assert cfg.image_size == (8, 6) and type(cfg.num_blocks) is int
+    assert hash(cfg) == hash(PixelCNNConfig(image_size=(8, 6), num_blocks=2, hidden_channels=8))
+    assert PixelCNNConfig(**dataclasses.asdict(cfg)) == cfg == dataclasses.replace(cfg)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"num_classes": True}, TypeError, "num_classes must be an int, got bool"),
+        ({"levels": 2.5}, TypeError, "levels must be an int, got float"),
+        ({"image_size": (8, 8, 8)}, TypeError, r"image_size must be a pair \(H, W\)"),
+        ({"distribution": None}, ValueError, "distribution must be one of"),
+        ({"head_channels": -1}, ValueError, "head_channels must be >= 0"),
+    ],
+)
+def test_config_field_errors_name_the_field_and_type(changes, error, message):
+    with pytest.raises(error, match=message):
+        PixelCNNConfig(**changes)

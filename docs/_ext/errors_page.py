@@ -58,7 +58,10 @@ def _table(entries: list[tuple[str, str, str]]) -> nodes.table:
     head += _row(nodes.Text("code"), nodes.Text("raises"), nodes.Text("message"))
     body = nodes.tbody()
     for code, name, message in entries:
-        body += _row(nodes.literal(code, code), nodes.literal(name, name), nodes.Text(message))
+        # literal: the messages are shown exactly as raised (no typographic quotes)
+        body += _row(
+            nodes.literal(code, code), nodes.literal(name, name), nodes.literal(message, message)
+        )
     group += head
     group += body
     table = nodes.table()
@@ -70,6 +73,12 @@ class LibraryErrors(SphinxDirective):
     """``.. library-errors::``: one section per area, each a table of code, error, message."""
 
     def run(self) -> list[nodes.Node]:
+        import autoregressive
+
+        # rebuild the page whenever the registry, this extension or the library changes
+        package = Path(autoregressive.__file__).parent
+        for source in [TESTS / "error_cases.py", Path(__file__), *sorted(package.glob("*.py"))]:
+            self.env.note_dependency(str(source))
         out: list[nodes.Node] = []
         for area, entries in rows().items():
             section = nodes.section(ids=[nodes.make_id(f"errors-{area}")])

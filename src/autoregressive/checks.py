@@ -19,6 +19,7 @@ __all__ = [
     "check_cond",
     "check_elementwise",
     "check_int",
+    "check_noise_request",
     "check_pair",
     "check_sampling",
     "check_shape",
@@ -42,9 +43,8 @@ def check_int(name: str, value: Any, minimum: int | None = None) -> int:
 def check_pair(name: str, value: Any, minimum: int | None = None) -> tuple[int, int]:
     """``value`` (an int or a pair of ints) as ``(a, b)``, each at least ``minimum``."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        return check_int(f"{name}[0]", value[0], minimum), check_int(
-            f"{name}[1]", value[1], minimum
-        )
+        first, second = (check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(value))
+        return first, second
     if isinstance(value, (tuple, list)):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     v = check_int(name, value, minimum)
@@ -60,10 +60,22 @@ def check_shape(name: str, shape: Any, ndim: int = 4) -> tuple[int, ...]:
     return tuple(check_int(f"{name}[{i}]", v, 1) for i, v in enumerate(shape))
 
 
-def check_cond(cond: torch.Tensor | None, cond_channels: int | None, owner: str) -> None:
+def check_noise_request(shape: Any, generator: Any) -> tuple[int, ...]:
+    """The arguments of :func:`~autoregressive.draw_noise`: ``shape`` as a tuple, a generator."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
+            "e.g. torch.Generator().manual_seed(0)"
+        )
+    return check_shape("shape", shape)
+
+
+def check_cond(
+    cond: torch.Tensor | None, cond_channels: int | None, owner: str, batch: int | None = None
+) -> None:
     """Refuse ``cond`` unless it is ``None`` (unconditional module) or ``(N, cond_channels)``.
 
-    Only shapes and dtypes are read (no device sync).
+    ``N`` must be ``batch`` when given. Only shapes and dtypes are read (no device sync).
     """
     if cond_channels is None:
         if cond is not None:
@@ -76,9 +88,11 @@ def check_cond(cond: torch.Tensor | None, cond_channels: int | None, owner: str)
         raise ValueError(f"{owner} is conditional (cond_channels={cond_channels}): pass cond")
     if not isinstance(cond, torch.Tensor) or not cond.is_floating_point():
         raise TypeError(f"{owner}: cond must be a floating-point tensor, e.g. one-hot labels")
-    if cond.dim() != 2 or cond.shape[1] != cond_channels:
+    n = "N" if batch is None else batch
+    wrong_batch = batch is not None and cond.shape[:1] != (batch,)
+    if cond.dim() != 2 or cond.shape[1] != cond_channels or wrong_batch:
         raise ValueError(
-            f"{owner}: cond must have shape (N, {cond_channels}), got {tuple(cond.shape)}"
+            f"{owner}: cond must have shape ({n}, {cond_channels}), got {tuple(cond.shape)}"
         )
 
 

@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["file_sha256", "seal", "tensors_sha256", "verify_seal"]
+__all__ = ["file_sha256", "seal", "seal_trailer", "tensors_sha256", "verify_seal"]
 
 MARKER = b"autoregressive-sha256:"
 _EOCD = b"PK\x05\x06"  # signature of the zip end-of-central-directory record (22 bytes + comment)
@@ -108,10 +108,17 @@ def seal(archive: bytes) -> bytes:
     Returns:
         The same archive with the seal as its zip comment; ``torch.load`` reads it unchanged.
     """
+    return bytes(archive[:-2]) + seal_trailer(archive)
+
+
+def seal_trailer(archive: bytes | memoryview) -> bytes:
+    """What replaces the last 2 bytes of ``archive`` to seal it (see :func:`seal`), no copy."""
     if archive[-22:-18] != _EOCD or archive[-2:] != b"\0\0":
         raise ValueError("seal: expected a zip archive without a comment, as torch.save writes")
-    head = archive[:-2] + struct.pack("<H", _TRAILER) + MARKER
-    return head + hashlib.sha256(head).hexdigest().encode()
+    trailer = struct.pack("<H", _TRAILER) + MARKER  # the comment's length, then the comment
+    digest = hashlib.sha256(memoryview(archive)[:-2])
+    digest.update(trailer)
+    return trailer + digest.hexdigest().encode()
 
 
 def verify_seal(data: bytes) -> Literal["ok", "missing", "mismatch"]:
@@ -121,5 +128,5 @@ def verify_seal(data: bytes) -> Literal["ok", "missing", "mismatch"]:
         return "missing"
     if data[end - 22 : end - 18] != _EOCD or data[end - 2 : end] != struct.pack("<H", _TRAILER):
         return "mismatch"
-    expected = hashlib.sha256(data[:-_DIGEST]).hexdigest().encode()
+    expected = hashlib.sha256(memoryview(data)[:-_DIGEST]).hexdigest().encode()
     return "ok" if data[-_DIGEST:] == expected else "mismatch"

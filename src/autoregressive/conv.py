@@ -100,18 +100,25 @@ class MaskedConv2d(nn.Conv2d):
         """Refuse settings changed after construction that would break the mask's causality.
 
         Stride 1, the padding chosen at construction, its dilation, ``groups=1`` and zero
-        padding are what the mask assumes; one tuple comparison, run by every ``forward``.
+        padding are what the mask assumes. One comparison of plain attributes (no tensor is
+        read), run by every ``forward``.
 
         Raises:
             ValueError: ``stride``, ``padding``, ``dilation``, ``groups`` or ``padding_mode``
-                differs from construction, or ``weight`` no longer has the mask's shape.
+                differs from construction.
         """
-        if self._current_settings() != self._settings or self.weight.shape != self.mask.shape:
+        if (
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.padding_mode,
+        ) != self._settings:
             raise ValueError(
                 "MaskedConv2d settings changed after construction: stride, padding, dilation, "
                 f"groups, padding_mode must stay {self._settings} (now "
-                f"{self._current_settings()}) and weight {tuple(self.mask.shape)}, or the "
-                "layer would see future pixels; build a new MaskedConv2d instead"
+                f"{self._current_settings()}), or the layer would see future pixels; build a "
+                "new MaskedConv2d instead"
             )
 
     def masked_weight(self) -> torch.Tensor:

@@ -188,6 +188,7 @@ class GatedBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         v_pre = self.vertical_pre(v)  # (N, 2C, H, W)
         h_pre = self.h_conv(h) + self.link(v_pre)  # (N, 2C, H, W)
+        check_cond(cond, self.cond_channels, "GatedBlock", batch=v.shape[0])
         biases = self.cond_biases(cond)
         if biases is not None:
             v_pre = v_pre + biases[0][:, :, None, None]

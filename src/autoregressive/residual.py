@@ -98,6 +98,7 @@ class ResidualBlock(nn.Module):
         return None if self.cond_proj is None else self.cond_proj(cond)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        check_cond(cond, self.cond_channels, "ResidualBlock", batch=x.shape[0])
         h = self.conv1(self.act1(x))  # (N, C/2, H, W)
         bias = self.cond_bias(cond)
         if bias is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import check_sampling, check_shape
+from .checks import check_noise_request, check_sampling
 from .distributions import Distribution
 
 __all__ = ["check_completion", "draw_noise", "naive_sample"]
@@ -37,7 +37,7 @@ def draw_noise(
         >>> draw_noise((2, 1, 4, 4), g).shape
         torch.Size([2, 1, 4, 4])
     """
-    shape = check_shape("shape", shape)  # type: ignore[assignment]
+    shape = check_noise_request(shape, generator)  # type: ignore[assignment]
     source = generator.device if generator is not None else (device or "cpu")
     noise = torch.rand(shape, generator=generator, device=source, dtype=torch.float64)
     return noise.to(device) if device is not None else noise

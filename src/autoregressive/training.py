@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checksums import seal, verify_seal
+from .checksums import seal_trailer, verify_seal
 from .data import Batch
 from .distributions import nats_to_bits_per_dim
 from .precision import Precision
@@ -473,15 +473,22 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
             entry is added.
 
     Raises:
+        TypeError: ``path`` is not a path or ``checkpoint`` not a mapping.
         ValueError: ``checkpoint`` holds something ``weights_only`` loading would refuse.
     """
+    _check_load_args(path, None)
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f"checkpoint must be a dict of tensors and values, got {checkpoint!r}")
     payload = {"format": CHECKPOINT_FORMAT, **checkpoint}
     _check_plain(payload, "checkpoint")
     buffer = io.BytesIO()
     torch.save(payload, buffer)
+    archive = buffer.getbuffer()  # a view: no copy of a large checkpoint
+    trailer = seal_trailer(archive)
     f: BinaryIO
     with atomic_write(path) as f:
-        f.write(seal(buffer.getvalue()))
+        f.write(archive[:-2])
+        f.write(trailer)
 
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size)
@@ -535,10 +542,9 @@ def load_checkpoint(
             checksum does not match), has no checksum, holds objects that are not allowed, or
             was not written by :func:`save_checkpoint`.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or a Path, got {type(path).__name__} {path!r}")
+    _check_load_args(path, map_location)
     path = Path(path)
-    data = _read_verified(path, require_checksum)
+    data, sealed = _read_verified(path, require_checksum)
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -550,7 +556,15 @@ def load_checkpoint(
                 "Only load checkpoints written by autoregressive.training.save_checkpoint."
             ) from err
         raise CheckpointError(_corrupt(path, err)) from err
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
+    except RuntimeError as err:
+        if sealed:  # the bytes are the ones written: the request, not the file, is at fault
+            raise CheckpointError(
+                f"checkpoint {path} is intact (its checksum matches) but torch.load failed with "
+                f"map_location={map_location!r}: {str(err).strip().splitlines()[0][:200]}; "
+                "load it to 'cpu' or to a device this machine has"
+            ) from err
+        raise CheckpointError(_corrupt(path, err)) from err
+    except (EOFError, OSError, ValueError, KeyError, IndexError) as err:
         raise CheckpointError(_corrupt(path, err)) from err
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint)
@@ -561,8 +575,19 @@ def load_checkpoint(
     return checkpoint
 
 
-def _read_verified(path: Path, require_checksum: bool) -> bytes:
-    """The bytes of ``path`` after checking its seal; ``CheckpointError`` if they fail."""
+def _check_load_args(path: object, map_location: object) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or a Path, got {type(path).__name__} {path!r}")
+    devices = (str, torch.device, dict)
+    if not (map_location is None or isinstance(map_location, devices) or callable(map_location)):
+        raise TypeError(
+            "map_location must be None, a device ('cpu', 'cuda:0', torch.device), a dict "
+            f"or a function, as for torch.load; got {map_location!r}"
+        )
+
+
+def _read_verified(path: Path, require_checksum: bool) -> tuple[bytes, bool]:
+    """``(bytes, whether sealed)`` of ``path`` after checking its seal; ``CheckpointError``."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
@@ -579,7 +604,7 @@ def _read_verified(path: Path, require_checksum: bool) -> bytes:
             "it, load it with load_checkpoint(path, require_checksum=False) and save it again "
             "with save_checkpoint to add one."
         )
-    return data
+    return data, status == "ok"
 
 
 def _corrupt(path: Path, err: BaseException) -> str:
