@@ -214,7 +214,7 @@ CASES: list[Case] = [
         "conditioned().log_prob(torch.zeros(2, 1, 4, 4), torch.zeros(2).long(), "
         "vector=torch.zeros(2, 4))",
         ValueError,
-        r"conditioned on a spatial: pass spatial of shape \(2, 2, 4, 4\)",
+        r"conditioned on a spatial map: pass spatial of shape \(2, 2, 4, 4\)",
     ),
     Case(
         MODEL,

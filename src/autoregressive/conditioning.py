@@ -77,6 +77,7 @@ class RowConditioning:
             map into it before calling ``begin_row(i)``, so read it there, never keep a copy.
 
     Example:
+        >>> from autoregressive.conditioning import RowConditioning
         >>> RowConditioning(vector=None, spatial_row=torch.zeros(2, 5, 4)).spatial_row.shape
         torch.Size([2, 5, 4])
     """

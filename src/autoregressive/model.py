@@ -261,7 +261,8 @@ class PixelCNN(nn.Module):
             return None
         want = "(" + ", ".join(map(str, shape)) + ")"
         if t is None:
-            raise ValueError(f"this model is conditioned on a {name}: pass {name} of shape {want}")
+            kind = "vector" if name == "vector" else "spatial map"
+            raise ValueError(f"this model is conditioned on a {kind}: pass {name} of shape {want}")
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor of shape {want}")
         if tuple(t.shape) != shape:
