@@ -131,7 +131,7 @@ class CategoricalEmbedding(nn.Module):
             s += f", data_channels={self.data_channels}"
         return s + ("" if self.learned else ", learned=False")
 
-    def stepper(self, batch: int, width: int, cond: torch.Tensor | None = None) -> Stepper:
+    def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
         """A pixelwise stepper for cached sampling: ``(N, C)`` codes to ``(N, C * d)``.
 
         Example:
