@@ -16,6 +16,7 @@ from test_sampling import all_images, completion_mask, perturbed
 from torch import nn
 
 from autoregressive import (
+    CachedSampler,
     Categorical,
     CategoricalEmbedding,
     CausalSequential,
@@ -423,6 +424,58 @@ def test_cached_equals_naive_for_every_block_and_embedding(embedding, block, dc)
     ]
     assert torch.equal(*draws)
     assert len(draws[0].unique()) > 1  # not a degenerate draw
+
+
+EMBEDDED = [
+    PixelCNNConfig(
+        block=block,
+        data_channels=dc,
+        distribution="categorical",
+        levels=7,
+        input_embedding=embedding,
+        embedding_dim=3,
+        num_blocks=2,
+        hidden_channels=4 * dc,
+        num_classes=3,
+    )
+    for block, dc, embedding in [("gated", 1, "learned"), ("residual", 3, "onehot")]
+]
+
+
+@pytest.mark.parametrize("config", EMBEDDED)
+def test_the_row_replay_path_matches_the_eager_path(config):
+    """The CUDA-graph path's fixed row buffers (the recording replaced by the row itself)."""
+    model = perturbed(PixelCNN(config, **F64))
+    n, size = 3, (5, 4)
+    noise = draw_noise((n, config.data_channels, *size), torch.Generator().manual_seed(0))
+    cond = model.condition(torch.arange(n) % 3, n)
+    image = (noise * config.levels).floor()
+    known = torch.zeros(size, dtype=torch.bool)
+    known[:2, :3] = True
+    sampler = CachedSampler(model.network, model.distribution)
+    eager = sampler.sample(noise, cond=cond, image=image, known=known, return_params=True)
+    with torch.no_grad():  # as in sample()
+        stepper = sampler._stepper(n, size[1], cond)
+        completion = (image, known.expand(noise.shape))
+        rows = sampler._prepare(noise, completion, return_params=True, cond=cond)
+        sampler._sample_replayed(stepper, rows, record=lambda row: row)
+    assert torch.equal(rows.x.permute(2, 3, 0, 1), eager[0])
+    assert torch.equal(rows.params.permute(2, 3, 0, 1), eager[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("config", EMBEDDED)
+def test_cuda_graph_replay_matches_eager_and_naive_on_cuda(config):
+    model = perturbed(PixelCNN(config, device="cuda", **F64))
+    noise = draw_noise((4, config.data_channels, 9, 7), torch.Generator().manual_seed(0))
+    noise = noise.cuda()
+    cond = model.condition(torch.arange(4, device="cuda") % 3, 4)
+    graphed = CachedSampler(model.network, model.distribution, cuda_graphs=True)
+    eager = CachedSampler(model.network, model.distribution, cuda_graphs=False)
+    assert torch.equal(graphed.sample(noise, cond=cond), eager.sample(noise, cond=cond))
+    assert graphed.last_used_graph and not eager.last_used_graph
+    naive = naive_sample(model.network, model.distribution, noise, cond=cond)
+    assert torch.equal(graphed.sample(noise, cond=cond), naive)
 
 
 def test_a_stack_of_public_layers_with_an_embedding_samples_exactly():
