@@ -7,7 +7,9 @@ network reading its codes through a learned ``CategoricalEmbedding`` (``input_em
 in ``prior_grids`` (8x8 and 32x32), with class labels ``0, 1, ...``:
 
 - *forward*: ``model(codes, y)`` under ``torch.no_grad()`` on random codes, the floor;
-- *cached*: :meth:`autoregressive.CachedSampler.sample` on pre-drawn noise, with the labels;
+- *cached*: :meth:`autoregressive.CachedSampler.sample` on pre-drawn noise, with the labels,
+  and its top-level ATen operator calls per step (one profiled call; the embedding's lookups
+  add about 6 to the scaled input's 80 at 8x8);
 - *naive*: :func:`autoregressive.naive_sample`, measured in full where it takes at most
   ``naive_budget_s``, else its first ``naive_steps`` steps timed and extrapolated to
   ``H * W`` steps, as in :mod:`benchmarks.sampling`.
@@ -20,7 +22,7 @@ import torch
 from autoregressive import CachedSampler, Conditioning, PixelCNN, draw_noise, naive_sample
 
 from .report import Column, Section, fmt_int, fmt_mib, fmt_stats, fmt_x, progress, seconds
-from .sampling import time_naive_steps
+from .sampling import count_aten_calls, time_naive_steps
 from .settings import Settings
 from .timing import Stats, measure
 
@@ -47,6 +49,7 @@ def run(settings: Settings, device: torch.device) -> Section:
             Column("forward", "forward", fmt_stats),
             Column("cached", "cached", fmt_stats),
             Column("cached / forward", "cached_over_forward", fmt_x),
+            Column("ATen calls / step", "aten_calls_per_step", lambda v: f"{v:.1f}"),
             Column("naive", "naive_s", seconds),
             Column("naive is", "naive_source"),
             Column("naive / cached", "speedup", fmt_x),
@@ -99,6 +102,8 @@ def _measure_grid(
         "forward_s": _median(fwd),
         "cached_s": _median(cached),
         "cached_over_forward": _median(cached) / _median(fwd),
+        "aten_calls_per_step": count_aten_calls(lambda: sampler.sample(noise, cond=cond))
+        / (side * side),
         **naive,
         "speedup": naive["naive_s"] / _median(cached),
         "cache_bytes": sampler.last_cache_nbytes,

@@ -122,6 +122,19 @@ CASES: list[Case] = [
     Case(CFG, "PixelCNNConfig(hidden_channels=7)", ValueError, r"positive multiple of 2"),
     Case(CFG, "PixelCNNConfig(kernel_size=4)", ValueError, r"odd positive int"),
     Case(CFG, "PixelCNNConfig.preset('huge')", ValueError, r"unknown preset 'huge'"),
+    Case(
+        CFG,
+        "PixelCNNConfig(input_embedding='learned')",
+        ValueError,
+        r"input_embedding='learned' embeds categories and needs distribution='categorical'",
+    ),
+    Case(CFG, "PixelCNNConfig(input_embedding='codes')", ValueError, r"input_embedding must be"),
+    Case(
+        LAYER,
+        "CategoricalEmbedding(512, embedding_dim=16, learned=False)",
+        ValueError,
+        r"a one-hot embedding has width levels=512",
+    ),
     # layers: arguments and settings changed after construction
     Case(LAYER, "MaskedConv2d(True, 8, 3)", TypeError, r"in_channels must be an int, got bool"),
     Case(LAYER, "MaskedConv2d(1, 8, 4)", ValueError, r"kernel_size must be odd"),

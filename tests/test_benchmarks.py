@@ -170,6 +170,7 @@ def _check_prior_rows(rows: list[dict]) -> None:
         assert _timing_ok(row["naive_k_steps"]) and row["naive_steps_total"] == row["side"] ** 2
         assert row["naive_measured"] and _timing_ok(row["naive_full"])  # tiny: all affordable
         assert row["cached_over_forward"] > 0 and row["cache_bytes"] > 0
+        assert row["aten_calls_per_step"] > 0
     assert rows[2]["params"] > rows[0]["params"]  # the embedding and a wider first block
 
 

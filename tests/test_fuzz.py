@@ -85,6 +85,8 @@ small_config = st.fixed_dictionaries(
         "num_classes": st.one_of(st.none(), ints(-1, 3)),
         "vector_size": st.one_of(st.none(), ints(-1, 3)),
         "spatial_channels": st.one_of(st.none(), ints(-1, 3)),
+        "input_embedding": st.sampled_from(["scaled", "onehot", "learned", "embedded", None]),
+        "embedding_dim": ints(-1, 4),
         "image_size": st.one_of(
             st.tuples(st.integers(0, 4), st.integers(0, 4)),
             st.lists(st.integers(1, 4), min_size=1, max_size=3),
@@ -107,7 +109,7 @@ def test_config_is_valid_or_refused(fields):
         return
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.name in ("distribution", "block"):
+        if f.name in ("distribution", "block", "input_embedding"):
             assert isinstance(value, str)
         elif f.name in ("num_classes", "vector_size", "spatial_channels"):
             assert value is None or _int_field_ok(value), (f.name, value)
