@@ -33,6 +33,12 @@ from autoregressive import (
 F64 = {"dtype": torch.float64}
 
 
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Models are initialised from the global generator: the same weights on every run."""
+    torch.manual_seed(0)
+
+
 def dlm_config(**changes: object) -> PixelCNNConfig:
     """A tiny RGB logistic-mixture model; fields overridable."""
     fields: dict[str, object] = {
@@ -84,7 +90,8 @@ def test_every_two_pixel_image_through_a_network_sums_to_one(block):
     joint = torch.empty(64, 64, **F64)  # log p(first pixel, second pixel)
     joint[code[:, 0, 0], code[:, 1, 0]] = logp
     conditional = joint - joint.logsumexp(1, keepdim=True)  # log p(second | first)
-    assert not torch.allclose(conditional[0], conditional[-1]), "the pixels are independent"
+    spread = (conditional - conditional[:1]).abs().max()  # over the first pixel's values
+    assert spread > 1e-3, "the second pixel ignores the first"
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
