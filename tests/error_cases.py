@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import autoregressive
-from autoregressive import CausalSequential, MaskedConv2d
+from autoregressive import CausalSequential, MaskedConv2d, PixelCNN, PixelCNNConfig
 from autoregressive.checksums import file_sha256
 from autoregressive.data import IDXError, load_mnist, read_idx
 from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
@@ -49,6 +49,14 @@ def conditioned() -> autoregressive.PixelCNN:
         num_blocks=1, hidden_channels=4, num_classes=3, vector_size=4, spatial_channels=2
     )
     return autoregressive.PixelCNN(config)
+
+
+def dlm() -> PixelCNN:
+    """A tiny RGB model with a discretized logistic mixture output, 2 bits."""
+    config = PixelCNNConfig(
+        data_channels=3, distribution="logistic_mixture", levels=4, num_blocks=1, hidden_channels=4
+    )
+    return PixelCNN(config)
 
 
 def strided(**change: object) -> MaskedConv2d:
@@ -91,6 +99,7 @@ NAMESPACE: dict[str, object] = {
     "torch": torch,
     "nn": nn,
     "net": _net,
+    "dlm": dlm,
     "strided": strided,
     "conditioned": conditioned,
     "checkpoint": checkpoint,
@@ -130,10 +139,16 @@ CASES: list[Case] = [
     ),
     Case(CFG, "PixelCNNConfig(input_embedding='codes')", ValueError, r"input_embedding must be"),
     Case(
-        LAYER,
-        "CategoricalEmbedding(512, embedding_dim=16, learned=False)",
+        CFG,
+        "PixelCNNConfig(distribution='logistic_mixture', mixtures=0)",
         ValueError,
-        r"a one-hot embedding has width levels=512",
+        r"mixtures must be >= 1",
+    ),
+    Case(
+        CFG,
+        "DiscretizedLogisticMixture(levels=1)",
+        ValueError,
+        r"levels must be >= 2, got 1 \(2 \*\* bits",
     ),
     # layers: arguments and settings changed after construction
     Case(LAYER, "MaskedConv2d(True, 8, 3)", TypeError, r"in_channels must be an int, got bool"),
@@ -181,6 +196,12 @@ CASES: list[Case] = [
         r"is not elementwise",
     ),
     Case(LAYER, "GatedBlock(1, 8, 1, 'A')", ValueError, r"at least 3 rows high"),
+    Case(
+        LAYER,
+        "CategoricalEmbedding(512, embedding_dim=16, learned=False)",
+        ValueError,
+        r"a one-hot embedding has width levels=512",
+    ),
     # samplers: network, noise and conditioning checked before H * W steps
     Case(SAMPLE, f"naive_sample(net('B'), Bernoulli(), {NOISE})", ValueError, r"not causal"),
     Case(
@@ -214,6 +235,19 @@ CASES: list[Case] = [
         r"takes no such conditioning \(no layer has cond_channels\)",
     ),
     Case(SAMPLE, "draw_noise((2, 1, 0, 4))", ValueError, r"shape\[2\] must be >= 1"),
+    Case(
+        SAMPLE,
+        f"cached_sample(net(out=3), DiscretizedLogisticMixture(1), {NOISE})",
+        ValueError,
+        r"has C \+ 1 channels \(one for the component",
+    ),
+    Case(
+        SAMPLE,
+        "dlm().sample(image=torch.zeros(1, 3, 2, 2), known=torch.tensor([True, False, False])"
+        ".view(3, 1, 1).expand(3, 2, 2))",
+        ValueError,
+        r"completes whole pixels",
+    ),
     # model inputs
     Case(MODEL, "PixelCNN('reference')", TypeError, r"config must be a PixelCNNConfig"),
     Case(
@@ -241,6 +275,12 @@ CASES: list[Case] = [
         "PixelCNN().log_prob(torch.zeros(2, 1, 4, 4), vector=torch.zeros(2, 4))",
         ValueError,
         r"takes no vector \(vector_size=None\): do not pass vector",
+    ),
+    Case(
+        MODEL,
+        "dlm().log_prob(torch.full((1, 3, 2, 2), 1.5))",
+        ValueError,
+        r"DiscretizedLogisticMixture model needs integer pixel values in \[0, 4\)",
     ),
     Case(MODEL, "PixelCNN().sample('3')", TypeError, r"n must be an int, got str"),
     Case(MODEL, "PixelCNN().sample(2, size=[4])", TypeError, r"size must be an int or a pair"),

@@ -73,11 +73,13 @@ def test_cached_equals_naive_under_conditioning(block, kind, t):
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))
-def test_colour_categorical_with_a_map_cached_equals_naive(block):
+@pytest.mark.parametrize("distribution", ["categorical", "logistic_mixture"])
+def test_colour_with_a_map_cached_equals_naive(block, distribution):
+    """Channel-wise (categorical) and pixel-wise (a mixture: one step per pixel) colour."""
     cfg = PixelCNNConfig(
         **{**BLOCKS[block], "hidden_channels": 12},
         data_channels=3,
-        distribution="categorical",
+        distribution=distribution,
         levels=4,
         vector_size=2,
         spatial_channels=2,

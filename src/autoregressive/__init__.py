@@ -11,7 +11,8 @@ from .conv import ConvStepper, MaskedConv2d
 from .distributions import Bernoulli, Categorical, Distribution, nats_to_bits_per_dim
 from .embedding import CategoricalEmbedding
 from .gated import GatedBlock, GatedStack, gate
-from .masks import causal_mask, channel_groups
+from .logistic_mixture import DiscretizedLogisticMixture
+from .masks import causal_mask, channel_groups, mask_groups
 from .model import PixelCNN, build_network
 from .residual import ResidualBlock
 from .sampling import draw_noise, naive_sample
@@ -29,6 +30,7 @@ __all__ = [
     "CausalSequential",
     "Conditioning",
     "ConvStepper",
+    "DiscretizedLogisticMixture",
     "Distribution",
     "ElementwiseStepper",
     "GatedBlock",
@@ -44,6 +46,7 @@ __all__ = [
     "channel_groups",
     "draw_noise",
     "gate",
+    "mask_groups",
     "naive_sample",
     "nats_to_bits_per_dim",
     "stepper_for",

@@ -81,7 +81,8 @@ class GatedBlock(nn.Module):
             reaches ``kh // 2`` rows up and ``kw // 2`` columns either side, the horizontal stack
             ``kw // 2`` columns to the left.
         mask_type: ``"A"`` for the first layer, ``"B"`` for the others.
-        data_channels: colour channels of the modelled image (channel-wise masks when > 1).
+        data_channels: colour groups of the masks: the image's channels for channel-wise
+            masks, 1 for grey or pixel-wise masks (see :mod:`autoregressive.masks`).
         cond_channels: size of an optional conditioning vector added inside both gates.
         spatial_channels: channels of an optional conditioning map ``(N, C_map, H, W)``, added
             inside both gates through 1x1 convolutions.
@@ -246,7 +247,8 @@ class GatedStack(nn.Module):
         num_blocks: number of blocks, the first one included (>= 1).
         kernel_size: kernel size of the blocks after the first.
         input_kernel_size: kernel size of the first block.
-        data_channels: colour channels of the modelled image (channel-wise masks when > 1).
+        data_channels: colour groups of the masks: the image's channels for channel-wise
+            masks, 1 for grey or pixel-wise masks (see :mod:`autoregressive.masks`).
         cond_channels: size of an optional conditioning vector.
         spatial_channels: channels of an optional conditioning map aligned with the image.
         device: device of the parameters.

@@ -40,7 +40,9 @@ def build_network(
     Gated: a :class:`GatedStack` of ``num_blocks`` blocks, head. The head is ReLU and a mask-B
     1x1 convolution (with an extra ReLU + 1x1 layer when ``head_channels > 0``). With an
     ``input_embedding`` other than ``"scaled"`` a :class:`CategoricalEmbedding` comes first, and
-    the first masked layer reads its ``d`` channels per data channel.
+    the first masked layer reads its ``d`` channels per data channel. Every mask has
+    ``config.mask_groups`` colour groups: channel-wise, or one (pixel-wise) for a distribution
+    that models whole pixels (see :mod:`autoregressive.masks`).
 
     Args:
         config: the architecture.
@@ -49,8 +51,9 @@ def build_network(
 
     Returns:
         A :class:`CausalSequential` mapping preprocessed images :math:`(N, C, H, W)` (codes
-        when the input is embedded) and an optional conditioning vector to raw parameters
-        :math:`(N, C \cdot P, H, W)`, ``P`` being the distribution's parameters per channel.
+        when the input is embedded) and an optional conditioning to raw parameters
+        :math:`(N, C \cdot P, H, W)`, ``P`` being the distribution's parameters per channel
+        (``num_params(C)`` channels for a joint distribution).
 
     Shape:
         - Input: :math:`(N, C, H, W)`
@@ -62,9 +65,9 @@ def build_network(
         torch.Size([2, 1, 5, 5])
     """
     c = config
-    dc = c.data_channels
+    dc = c.mask_groups  # colour groups of every mask: data_channels, or 1 pixel-wise
     embedding = _input_embedding(c, device=device, dtype=dtype)
-    in_channels = dc if embedding is None else embedding.out_channels
+    in_channels = c.data_channels if embedding is None else embedding.out_channels
     layers: list[nn.Module]
     if c.block == "residual":
         layers = [
@@ -134,13 +137,15 @@ class PixelCNN(nn.Module):
 
     Shape:
         - ``x``: :math:`(N, C, H, W)`, binary for Bernoulli, integers in ``[0, levels)`` for
-          categorical; ``y``: :math:`(N,)` integer labels when ``num_classes`` is set;
-          ``vector``: :math:`(N, D)` when ``vector_size`` is set; ``spatial``:
-          :math:`(N, C_{map}, H, W)` when ``spatial_channels`` is set. Every method (``forward``,
-          ``log_prob``, ``bits_per_dim``, ``sample``) takes them under these names, in any
-          combination the config declares.
+          categorical and logistic mixture; ``y``: :math:`(N,)` integer labels when
+          ``num_classes`` is set; ``vector``: :math:`(N, D)` when ``vector_size`` is set;
+          ``spatial``: :math:`(N, C_{map}, H, W)` when ``spatial_channels`` is set. Every method
+          (``forward``, ``log_prob``, ``bits_per_dim``, ``sample``) takes them under these
+          names, in any combination the config declares.
         - ``forward``: Bernoulli logits :math:`(N, C, H, W)`, categorical logits
-          :math:`(N, C, L, H, W)`; the last two dimensions are always ``(H, W)``.
+          :math:`(N, C, L, H, W)`, logistic-mixture parameters :math:`(N, P, H, W)` (see
+          :class:`~autoregressive.DiscretizedLogisticMixture`); the last two dimensions are
+          always ``(H, W)``.
         - ``log_prob``: :math:`(N,)` in nats.
 
     Example:
@@ -364,7 +369,8 @@ class PixelCNN(nn.Module):
     ) -> torch.Tensor:
         """Draw ``n`` images, or complete ``image`` where ``known`` is ``False``.
 
-        Both methods consume the same noise (one uniform number per sub-pixel, drawn up front
+        Both methods consume the same noise (one uniform number per sub-pixel, and one more
+        per pixel for the mixture component of a logistic mixture, drawn up front
         from ``generator``), so with the same seed they return the same images.
 
         Args:
@@ -372,9 +378,11 @@ class PixelCNN(nn.Module):
             y: labels ``(n,)`` for a class-conditional model.
             size: ``(H, W)``; default ``config.image_size`` (or ``image``'s size).
             generator: source of randomness (on the model's device or the CPU).
-            method: ``"cached"`` (fast, default) or ``"naive"`` (one forward pass per sub-pixel).
+            method: ``"cached"`` (fast, default) or ``"naive"`` (one forward pass per sub-pixel,
+                or per pixel for a logistic mixture).
             image: an image batch ``(n, C, H, W)`` to complete.
-            known: bool mask broadcastable to ``image``'s shape, ``True`` where pixels are given.
+            known: bool mask broadcastable to ``image``'s shape, ``True`` where pixels are given
+                (whole pixels for a logistic mixture, which draws a pixel's channels together).
             cuda_graphs: for ``method="cached"``, replay rows as CUDA graphs (default: when the
                 model is on a CUDA device; ``False`` opts out).
             temperature: divide the logits by it (1: the model as trained, exactly; below 1
@@ -383,7 +391,8 @@ class PixelCNN(nn.Module):
             spatial: conditioning maps ``(n, spatial_channels, H, W)`` when the config sets it.
 
         Returns:
-            Images ``(n, C, H, W)``: float ``{0, 1}`` for Bernoulli, ``long`` for categorical.
+            Images ``(n, C, H, W)``: float ``{0, 1}`` for Bernoulli, ``long`` for categorical
+            and logistic mixture.
         """
         if method not in ("cached", "naive"):
             raise ValueError(f"method must be 'cached' or 'naive', got {method!r}")
@@ -406,8 +415,8 @@ class PixelCNN(nn.Module):
         cond = self.condition(y, n, vector=vector, spatial=spatial, size=(height, width))
         dist = self.distribution
         dist = dist if temperature == 1.0 else dist.with_temperature(temperature)
-        shape = (n, self.config.data_channels, height, width)
-        noise = draw_noise(shape, generator, device=param.device)
+        channels = dist.noise_channels(self.config.data_channels)  # C, or C + 1 for a mixture
+        noise = draw_noise((n, channels, height, width), generator, device=param.device)
         was_training = self.training
         self.eval()
         try:

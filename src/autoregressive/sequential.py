@@ -1,4 +1,4 @@
-"""A sequential container that hands a conditioning vector to the blocks that take one."""
+"""A sequential container that hands the conditioning to the blocks that take it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ __all__ = ["CausalSequential"]
 
 
 class CausalSequential(nn.Sequential):
-    """``nn.Sequential`` whose ``forward`` also takes an optional conditioning vector.
+    """``nn.Sequential`` whose ``forward`` also takes an optional conditioning.
 
     Modules whose class sets ``conditional = True`` (:class:`~autoregressive.ResidualBlock`,
     :class:`~autoregressive.GatedStack`, :class:`~autoregressive.GatedBlock` users' own) are
@@ -23,7 +23,8 @@ class CausalSequential(nn.Sequential):
         *args: the modules, in order, as for ``nn.Sequential`` (or one ``OrderedDict`` of them).
 
     Shape:
-        - Input: :math:`(N, C_{in}, H, W)`, ``cond`` :math:`(N, C_{cond})` or ``None``
+        - Input: :math:`(N, C_{in}, H, W)`; ``cond`` a vector :math:`(N, C_{cond})`, a
+          :class:`~autoregressive.Conditioning` or ``None``
         - Output: :math:`(N, C_{out}, H, W)`
 
     Example:
@@ -34,12 +35,12 @@ class CausalSequential(nn.Sequential):
         torch.Size([2, 1, 6, 6])
     """
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, cond: object = None) -> torch.Tensor:  # type: ignore[override]
         for module in self:
             x = module(x, cond) if getattr(module, "conditional", False) else module(x)
         return x
 
-    def stepper(self, batch: int, width: int, cond: torch.Tensor | None = None) -> Stepper:
+    def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
         """A stepper that steps the modules in order, for cached sampling."""
         if len(self) == 0:
             raise ValueError("cannot sample from an empty network")
