@@ -9,7 +9,7 @@ in ``prior_grids`` (8x8 and 32x32), with class labels ``0, 1, ...``:
 - *forward*: ``model(codes, y)`` under ``torch.no_grad()`` on random codes, the floor;
 - *cached*: :meth:`autoregressive.CachedSampler.sample` on pre-drawn noise, with the labels,
   and its top-level ATen operator calls per step (one profiled call; the embedding's lookups
-  add about 6 to the scaled input's 80 at 8x8);
+  add 2 to the scaled input's 80 at 8x8);
 - *naive*: :func:`autoregressive.naive_sample`, measured in full where it takes at most
   ``naive_budget_s``, else its first ``naive_steps`` steps timed and extrapolated to
   ``H * W`` steps, as in :mod:`benchmarks.sampling`.
