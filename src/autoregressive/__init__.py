@@ -8,6 +8,7 @@ from .cached import CachedSampler, cached_sample
 from .config import PRESETS, PixelCNNConfig
 from .conv import ConvStepper, MaskedConv2d
 from .distributions import Bernoulli, Categorical, Distribution, nats_to_bits_per_dim
+from .embedding import CategoricalEmbedding
 from .gated import GatedBlock, GatedStack, gate
 from .masks import causal_mask, channel_groups
 from .model import PixelCNN, build_network
@@ -23,6 +24,7 @@ __all__ = [
     "Bernoulli",
     "CachedSampler",
     "Categorical",
+    "CategoricalEmbedding",
     "CausalSequential",
     "ConvStepper",
     "Distribution",

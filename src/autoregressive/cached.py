@@ -112,8 +112,9 @@ class CachedSampler:
             first = next(iter(self.network.children()), self.network)
             raise ValueError(
                 "cached sampling needs a causal network whose first layer is a mask-A "
-                "MaskedConv2d or a GatedStack (its stepper sets reads_image); this one starts "
-                f"with {type(first).__name__}"
+                "MaskedConv2d or a GatedStack (its stepper sets reads_image), after pixelwise "
+                "layers only (such as a CategoricalEmbedding); this one starts with "
+                f"{type(first).__name__}"
             )
         self.last_cache_nbytes = stepper.cache_nbytes()
         return stepper

@@ -34,6 +34,10 @@ class PixelCNNConfig:
     head_channels: int = 0  # 0: ReLU + one 1x1 output layer; > 0: an extra 1x1 layer this wide
     num_classes: int | None = None  # class-conditional on labels 0 .. num_classes - 1
     image_size: tuple[int, int] = (28, 28)  # (H, W) that sample() draws when not told otherwise
+    # how "categorical" values reach the network: "scaled" to [-1, 1] (intensities), or as
+    # categories (e.g. VQ-VAE codes) through a "onehot" or "learned" CategoricalEmbedding
+    input_embedding: Literal["scaled", "onehot", "learned"] = "scaled"
+    embedding_dim: int = 16  # width of a "learned" embedding per data channel ("onehot": levels)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -79,10 +83,25 @@ class PixelCNNConfig:
             fail(
                 f"head_channels must be 0 or a multiple of data_channels, got {self.head_channels}"
             )
+        if self.input_embedding != "scaled" and self.distribution != "categorical":
+            fail(
+                f"input_embedding={self.input_embedding!r} embeds categories and needs "
+                f"distribution='categorical', got distribution={self.distribution!r}; use "
+                "input_embedding='scaled' for binary images"
+            )
 
     def make_distribution(self) -> Distribution:
         """The output distribution object this configuration describes."""
-        return Bernoulli() if self.distribution == "bernoulli" else Categorical(self.levels)
+        if self.distribution == "bernoulli":
+            return Bernoulli()
+        return Categorical(self.levels, input="scaled" if self.embedding_width is None else "index")
+
+    @property
+    def embedding_width(self) -> int | None:
+        """Channels per data channel that the input embedding gives, ``None`` without one."""
+        if self.input_embedding == "scaled":
+            return None
+        return self.levels if self.input_embedding == "onehot" else self.embedding_dim
 
     @property
     def out_channels(self) -> int:
@@ -119,8 +138,13 @@ _INT_FIELDS = {
     "input_kernel_size": 1,
     "kernel_size": 1,
     "head_channels": 0,
+    "embedding_dim": 1,
 }
-_CHOICES = {"distribution": ("bernoulli", "categorical"), "block": ("residual", "gated")}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "distribution": ("bernoulli", "categorical"),
+    "block": ("residual", "gated"),
+    "input_embedding": ("scaled", "onehot", "learned"),
+}
 
 
 def _field_int(name: str, value: Any, minimum: int) -> int:

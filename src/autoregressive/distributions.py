@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -195,10 +196,16 @@ class Categorical(Distribution):
     """``levels`` discrete values per channel, ``0`` to ``levels - 1``, with a softmax over them.
 
     For colour the channels of a pixel are modelled one after the other (channel-wise masks), as
-    in the PixelCNN paper. The network sees ``x`` rescaled to ``[-1, 1]``.
+    in the PixelCNN paper. The network sees ``x`` rescaled to ``[-1, 1]`` (intensities), or
+    with ``input="index"`` the values themselves, for a network that embeds them (categories
+    such as a VQ-VAE's codes, see :class:`~autoregressive.CategoricalEmbedding`).
 
     Args:
         levels: number of values per channel (256 for 8-bit images).
+        temperature: logits are divided by it in ``log_prob`` and ``sample``.
+        input: what :meth:`preprocess` feeds the network: ``"scaled"``,
+            ``x * 2 / (levels - 1) - 1``, or ``"index"``, ``x`` unchanged (in the network's
+            dtype).
 
     Example:
         >>> d = Categorical(4)
@@ -208,6 +215,7 @@ class Categorical(Distribution):
 
     levels: int = 256
     temperature: float = 1.0
+    input: Literal["scaled", "index"] = "scaled"
 
     def __post_init__(self) -> None:
         if isinstance(self.levels, bool) or not isinstance(self.levels, int):
@@ -215,6 +223,11 @@ class Categorical(Distribution):
         if self.levels < 2:
             raise ValueError(f"Categorical needs levels >= 2, got {self.levels}")
         _check_temperature("Categorical", self.temperature)
+        if self.input not in ("scaled", "index"):
+            raise ValueError(
+                f"Categorical: input must be 'scaled' (intensities rescaled to [-1, 1]) or "
+                f"'index' (the values, for a network that embeds them), got {self.input!r}"
+            )
 
     @property
     def params_per_channel(self) -> int:  # type: ignore[override]
@@ -236,6 +249,8 @@ class Categorical(Distribution):
             )
 
     def preprocess(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if self.input == "index":
+            return x.to(dtype)
         return x.to(dtype) * (2.0 / (self.levels - 1)) - 1.0
 
     def shape_params(self, raw: torch.Tensor, data_channels: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ from .checks import check_int, check_pair
 from .config import PixelCNNConfig
 from .conv import MaskedConv2d
 from .distributions import nats_to_bits_per_dim
+from .embedding import CategoricalEmbedding
 from .gated import GatedStack
 from .residual import ResidualBlock
 from .sampling import draw_noise, naive_sample
@@ -36,7 +37,9 @@ def build_network(
 
     Residual: a mask-A :class:`MaskedConv2d`, ``num_blocks`` :class:`ResidualBlock` s, head.
     Gated: a :class:`GatedStack` of ``num_blocks`` blocks, head. The head is ReLU and a mask-B
-    1x1 convolution (with an extra ReLU + 1x1 layer when ``head_channels > 0``).
+    1x1 convolution (with an extra ReLU + 1x1 layer when ``head_channels > 0``). With an
+    ``input_embedding`` other than ``"scaled"`` a :class:`CategoricalEmbedding` comes first, and
+    the first masked layer reads its ``d`` channels per data channel.
 
     Args:
         config: the architecture.
@@ -44,9 +47,9 @@ def build_network(
         dtype: dtype of the parameters.
 
     Returns:
-        A :class:`CausalSequential` mapping preprocessed images :math:`(N, C, H, W)` and an
-        optional conditioning vector to raw parameters :math:`(N, C \cdot P, H, W)`, ``P``
-        being the distribution's parameters per channel.
+        A :class:`CausalSequential` mapping preprocessed images :math:`(N, C, H, W)` (codes
+        when the input is embedded) and an optional conditioning vector to raw parameters
+        :math:`(N, C \cdot P, H, W)`, ``P`` being the distribution's parameters per channel.
 
     Shape:
         - Input: :math:`(N, C, H, W)`
@@ -59,11 +62,13 @@ def build_network(
     """
     c = config
     dc = c.data_channels
+    embedding = _input_embedding(c, device=device, dtype=dtype)
+    in_channels = dc if embedding is None else embedding.out_channels
     layers: list[nn.Module]
     if c.block == "residual":
         layers = [
-            MaskedConv2d(dc, c.hidden_channels, c.input_kernel_size, "A", data_channels=dc,
-                         device=device, dtype=dtype),
+            MaskedConv2d(in_channels, c.hidden_channels, c.input_kernel_size, "A",
+                         data_channels=dc, device=device, dtype=dtype),
         ]  # fmt: skip
         layers += [
             ResidualBlock(c.hidden_channels, c.kernel_size, data_channels=dc,
@@ -72,7 +77,7 @@ def build_network(
         ]  # fmt: skip
     else:
         stack = GatedStack(
-            in_channels=dc,
+            in_channels=in_channels,
             channels=c.hidden_channels,
             num_blocks=c.num_blocks,
             kernel_size=c.kernel_size,
@@ -91,7 +96,25 @@ def build_network(
         width = c.head_channels
     out = MaskedConv2d(width, c.out_channels, 1, "B", data_channels=dc, device=device, dtype=dtype)
     layers += [nn.ReLU(), out]
+    if embedding is not None:
+        layers.insert(0, embedding)
     return CausalSequential(*layers)
+
+
+def _input_embedding(
+    config: PixelCNNConfig, *, device: torch.device | str | None, dtype: torch.dtype | None
+) -> CategoricalEmbedding | None:
+    """The layer that embeds categorical inputs, when ``config.input_embedding`` asks for one."""
+    if config.embedding_width is None:
+        return None
+    return CategoricalEmbedding(
+        config.levels,
+        config.embedding_width,
+        config.data_channels,
+        learned=config.input_embedding == "learned",
+        device=device,
+        dtype=dtype,
+    )
 
 
 class PixelCNN(nn.Module):

@@ -47,11 +47,17 @@ class CausalSequential(nn.Sequential):
 
 
 class _SequentialStepper(Stepper):
-    """Steps its layers in order: each one's output at a pixel is the next one's input."""
+    """Steps its layers in order: each one's output at a pixel is the next one's input.
+
+    The image is read by the first layer that is not pixelwise; the pixelwise ones before it
+    (an input embedding, an activation) map each drawn pixel on its way there in :meth:`write`.
+    """
 
     def __init__(self, steppers: list[Stepper]) -> None:
         self.steppers = steppers
-        self.reads_image = steppers[0].reads_image
+        self.lead = next((k for k, s in enumerate(steppers) if not s.pixelwise), len(steppers))
+        self.pixelwise = self.lead == len(steppers)
+        self.reads_image = not self.pixelwise and steppers[self.lead].reads_image
 
     def begin_row(self, i: int) -> None:
         for s in self.steppers:
@@ -63,7 +69,11 @@ class _SequentialStepper(Stepper):
         return x
 
     def write(self, j: int, x: torch.Tensor) -> None:
-        self.steppers[0].write(j, x)
+        if self.pixelwise:  # nothing here reads the image
+            super().write(j, x)
+        for s in self.steppers[: self.lead]:
+            x = s.step(j, x)
+        self.steppers[self.lead].write(j, x)
 
     def cache_nbytes(self) -> int:
         return sum(s.cache_nbytes() for s in self.steppers)

@@ -15,6 +15,11 @@ this module is the contract between the sampler and the layers:
   activation such as ``nn.ReLU``) needs nothing: it is applied to each pixel's ``(N, C)``
   features as they pass.
 
+A stepper whose output at a pixel depends only on its input at that pixel sets
+:attr:`Stepper.pixelwise` (activations; :class:`~autoregressive.CategoricalEmbedding`). Such
+layers may come before the network's first masked layer: a container then passes each drawn
+pixel through them before the first layer that is not pixelwise stores it (:meth:`Stepper.write`).
+
 :func:`stepper_for` is the one place that decides which of the two a module is; a block of your
 own only has to implement the method (see the tutorial, *Write a block the sampler can step*).
 """
@@ -39,7 +44,8 @@ class Stepper:
 
     A layer that can be the network's first one (it reads the image itself, and its output at a
     pixel does not depend on that pixel's own value, like a mask-A convolution) sets
-    :attr:`reads_image` and implements :meth:`write`.
+    :attr:`reads_image` and implements :meth:`write`. Only :attr:`pixelwise` layers (an input
+    embedding, an activation) may come before it.
 
     Example:
         >>> class Doubled(Stepper):  # the stepper of a module computing 2 * x
@@ -51,6 +57,9 @@ class Stepper:
 
     #: whether the layer may come first: its output at a pixel ignores that pixel's value
     reads_image: bool = False
+    #: whether its output at a pixel depends only on its input at that pixel (it keeps no rows
+    #: and may precede the layer that reads the image, which then stores its output)
+    pixelwise: bool = False
 
     def begin_row(self, i: int) -> None:
         """Prepare row ``i``: e.g. shift the cached rows up by one."""
@@ -81,6 +90,8 @@ class ElementwiseStepper(Stepper):
         >>> ElementwiseStepper(nn.ReLU()).step(0, torch.tensor([[-1.0, 2.0]]))
         tensor([[0., 2.]])
     """
+
+    pixelwise = True
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
