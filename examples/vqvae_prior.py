@@ -567,7 +567,9 @@ def vqvae_epoch(
         progress.set_postfix(bce=f"{sums[0] / (step + 1):.1f}", refresh=False)
     progress.close()
     seconds = time.perf_counter() - start
+    start = time.perf_counter()
     test = vqvae_test(run.vqvae, data, args, device)
+    test["eval_seconds"] = time.perf_counter() - start
     return {
         "epoch": epoch,
         "train_bce": sums[0] / steps,
@@ -801,10 +803,12 @@ def save_state(run: Run, args: argparse.Namespace, device: torch.device) -> None
     vq, prior = run.history["vqvae"], run.history["prior"]
     phase_seconds = {
         "vqvae_train": sum(m["train_seconds"] for m in vq),
+        "vqvae_eval": sum(m["eval_seconds"] for m in vq),
         "prior_train": sum(m["train_seconds"] for m in prior),
         "prior_eval": sum(m["eval_seconds"] for m in prior),
         **{k: v for k, v in run.extra.items() if k.endswith("_seconds")},
     }
+    phase_seconds["total"] = sum(phase_seconds.values())
     summary = {
         "finished": len(prior) == args.prior_epochs and "sample_seconds" in run.extra,
         "codebook_size": args.codebook_size,
