@@ -466,18 +466,6 @@ def load_data(args: argparse.Namespace) -> Data:
 # ----------------------------------------------------------------------------------- model
 def prior_config(args: argparse.Namespace, grid: tuple[int, int] = (7, 7)) -> PixelCNNConfig:
     """The class-conditional Gated PixelCNN over code grids that ``args`` describe."""
-    changes: dict[str, Any] = {}
-    if args.input_embedding != "scaled":
-        names = {f.name for f in dataclasses.fields(PixelCNNConfig)}
-        if "input_embedding" not in names:
-            raise ValueError(
-                f"--input-embedding {args.input_embedding}: this version of autoregressive "
-                f"({autoregressive.__version__}) has no PixelCNNConfig.input_embedding; pass "
-                "--input-embedding scaled"
-            )
-        changes["input_embedding"] = args.input_embedding
-        if args.input_embedding == "learned":
-            changes["embedding_dim"] = args.embedding_dim
     return PixelCNNConfig(
         block="gated",
         distribution="categorical",
@@ -489,7 +477,8 @@ def prior_config(args: argparse.Namespace, grid: tuple[int, int] = (7, 7)) -> Pi
         head_channels=args.prior_head,
         num_classes=CLASSES,
         image_size=grid,
-        **changes,
+        input_embedding=args.input_embedding,
+        embedding_dim=args.embedding_dim,
     )
 
 

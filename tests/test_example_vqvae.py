@@ -7,7 +7,6 @@ tmp_path. The prior's conditioning checks are exercised on the model the script 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import math
@@ -22,13 +21,11 @@ from test_data import write_mnist
 for _module in ("torchvision", "tqdm", "matplotlib", "vector_quantize_pytorch"):
     pytest.importorskip(_module)  # the `examples` extra
 
-from autoregressive import PixelCNN, PixelCNNConfig  # noqa: E402
+from autoregressive import PixelCNN  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "vqvae_prior.py"
 CODEBOOK = 8
-HAS_EMBEDDING = "input_embedding" in {f.name for f in dataclasses.fields(PixelCNNConfig)}
-EMBEDDING = "learned" if HAS_EMBEDDING else "scaled"
 
 
 def tiny_flags(data_dir: Path, out: Path) -> list[str]:
@@ -39,7 +36,7 @@ def tiny_flags(data_dir: Path, out: Path) -> list[str]:
         *("--vq-epochs", "1", "--vq-batch-size", "32", "--prior-epochs", "2"),
         *("--prior-blocks", "1", "--prior-channels", "8", "--prior-head", "0"),
         *("--prior-batch-size", "32", "--limit-train-batches", "3", "--eval-batch-size", "64"),
-        *("--samples-per-class", "2", "--input-embedding", EMBEDDING, "--threads", "1"),
+        *("--samples-per-class", "2", "--input-embedding", "learned", "--threads", "1"),
     ]
 
 
@@ -153,12 +150,27 @@ def test_prior_is_the_class_conditional_gated_model_over_codes():
     c = prior.config
     assert (c.block, c.distribution, c.levels) == ("gated", "categorical", CODEBOOK)
     assert (c.num_classes, c.image_size) == (10, (7, 7))
-    assert getattr(c, "input_embedding", "scaled") == EMBEDDING
+    assert (c.input_embedding, c.embedding_dim) == ("learned", 16)
     y = torch.tensor([0, 9, 4])
     codes = prior.sample(3, y, size=(7, 7), generator=torch.Generator().manual_seed(0))
     assert codes.shape == (3, 1, 7, 7) and codes.dtype == torch.long
     assert int(codes.min()) >= 0 and int(codes.max()) < CODEBOOK
     assert prior.log_prob(codes, y).shape == (3,)
+
+
+@pytest.mark.parametrize("embedding", ["learned", "onehot", "scaled"])
+def test_every_input_embedding_scores_and_samples(embedding):
+    script = _load_script()
+    flags = [*tiny_flags(Path("unused"), Path("unused")), "--input-embedding", embedding]
+    prior = PixelCNN(script.prior_config(script.parse_args(flags)))
+    assert prior.config.input_embedding == embedding
+    y = torch.arange(4)
+    codes = prior.sample(4, y, size=(7, 7), generator=torch.Generator().manual_seed(1))
+    naive = prior.sample(
+        4, y, size=(7, 7), generator=torch.Generator().manual_seed(1), method="naive"
+    )
+    assert torch.equal(codes, naive)
+    assert torch.isfinite(prior.log_prob(codes, y)).all()
 
 
 @pytest.mark.parametrize(
