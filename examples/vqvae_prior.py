@@ -112,9 +112,10 @@ FULL: dict[str, Any] = {
     "out": "runs/prior",
 }
 
-#: The CPU-sized demo (``make prior-demo``), sized from per-step times measured on one thread
-#: of this project's 2-core AMD EPYC: a VQ-VAE step (64 images) 0.08 s, a prior step (64 code
-#: grids) 0.22 s, so about 150 s for the VQ-VAE, 15 s to encode, 620 s for the prior.
+#: The CPU-sized demo (``make prior-demo``). Per-step times measured alone on one thread of this
+#: project's 2-core AMD EPYC (a VQ-VAE step of 64 images 0.08 s, a prior step of 64 code grids
+#: 0.21 s) put it at about 13 minutes on one idle thread; the recorded run took 25 minutes on
+#: one thread of that CPU shared with other jobs (VQ-VAE 377 s, prior 1,017 s).
 DEMO: dict[str, Any] = {
     "vq_channels": 32,
     "vq_epochs": 2,
@@ -713,6 +714,8 @@ def save_grid(images: torch.Tensor, rows: int, cols: int, path: Path, title: str
 
 def save_loss_curves(history: dict[str, list[dict[str, Any]]], extra: dict, path: Path) -> None:
     """VQ-VAE reconstruction BCE and prior NLL per epoch, train and test."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, metric, label in (
@@ -723,6 +726,7 @@ def save_loss_curves(history: dict[str, list[dict[str, Any]]], extra: dict, path
         ax.plot(epochs, [m[f"train_{metric}"] for m in history[key]], "o-", label="train")
         ax.plot(epochs, [m[f"test_{metric}"] for m in history[key]], "s-", label="test")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     if "unigram_nll" in extra:
