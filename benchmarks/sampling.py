@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from autoregressive import CachedSampler, PixelCNN, draw_noise, naive_sample
+from autoregressive import CachedSampler, Conditioning, PixelCNN, draw_noise, naive_sample
 
 from .report import Column, Section, fmt_mib, fmt_stats, fmt_x, progress, seconds
 from .settings import Settings
@@ -54,14 +54,20 @@ class _StopAfter(nn.Module):
 
 
 def time_naive_steps(
-    model: PixelCNN, noise: torch.Tensor, steps: int, settings: Settings, device: torch.device
+    model: PixelCNN,
+    noise: torch.Tensor,
+    steps: int,
+    settings: Settings,
+    device: torch.device,
+    *,
+    cond: Conditioning | None = None,
 ) -> Stats:
     """Time the first ``steps`` steps of ``naive_sample`` (each a forward pass and a draw)."""
 
     def run_steps() -> None:
         wrapper = _StopAfter(model.network, steps)
         try:
-            naive_sample(wrapper, model.distribution, noise)
+            naive_sample(wrapper, model.distribution, noise, cond=cond)
         except _Stop:
             return
         raise AssertionError("the naive sampler finished before the step limit")

@@ -14,6 +14,19 @@ __all__ = ["MODES", "Settings", "model_summary"]
 #: The exact count is recorded in every result file.
 GATED_LIKE_REFERENCE = PixelCNNConfig(block="gated", num_blocks=5, hidden_channels=68)
 
+#: issue 13's categorical prior over VQ-VAE code grids: class-conditional, gated, 512 levels,
+#: 567,232 parameters with scaled input; and the same network reading a learned embedding.
+PRIOR = PixelCNNConfig(
+    block="gated",
+    distribution="categorical",
+    levels=512,
+    num_blocks=6,
+    hidden_channels=64,
+    num_classes=10,
+    image_size=(8, 8),
+)
+PRIOR_MODELS = {"prior": PRIOR, "prior-embedded": PRIOR.replace(input_embedding="learned")}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -41,6 +54,9 @@ class Settings:
             "gated": GATED_LIKE_REFERENCE,
         }
     )
+    prior_batch: int = 64  # code grids per batch of the prior runs
+    prior_grids: tuple[int, ...] = (8, 32)  # sides of the prior's square code grids
+    prior_models: dict[str, PixelCNNConfig] = field(default_factory=lambda: dict(PRIOR_MODELS))
 
     def with_repeats(self, repeats: int) -> Settings:
         """Every repeat count set to ``repeats`` (the naive sampler's capped at it)."""
@@ -54,6 +70,7 @@ class Settings:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["models"] = {name: asdict(cfg) for name, cfg in self.models.items()}
+        d["prior_models"] = {name: asdict(cfg) for name, cfg in self.prior_models.items()}
         return d
 
 
@@ -96,6 +113,12 @@ MODES: dict[str, Settings] = {
         models={
             "reference": PixelCNNConfig.preset("reference", num_blocks=2, hidden_channels=16),
             "gated": PixelCNNConfig(block="gated", num_blocks=2, hidden_channels=8),
+        },
+        prior_batch=2,
+        prior_grids=(4, 6),
+        prior_models={
+            name: cfg.replace(levels=16, num_blocks=2, hidden_channels=8, embedding_dim=4)
+            for name, cfg in PRIOR_MODELS.items()
         },
     ),
 }

@@ -43,6 +43,14 @@ def _net(first: str = "A", out: int = 1) -> nn.Module:
     return CausalSequential(MaskedConv2d(1, 4, 3, first), nn.ReLU(), MaskedConv2d(4, out, 1))
 
 
+def conditioned() -> autoregressive.PixelCNN:
+    """A small model taking labels (3 classes), a vector (4) and a map (2 channels)."""
+    config = autoregressive.PixelCNNConfig(
+        num_blocks=1, hidden_channels=4, num_classes=3, vector_size=4, spatial_channels=2
+    )
+    return autoregressive.PixelCNN(config)
+
+
 def strided(**change: object) -> MaskedConv2d:
     """A ``MaskedConv2d(1, 2, 3)`` with attributes changed after construction."""
     conv = MaskedConv2d(1, 2, 3)
@@ -84,6 +92,7 @@ NAMESPACE: dict[str, object] = {
     "nn": nn,
     "net": _net,
     "strided": strided,
+    "conditioned": conditioned,
     "checkpoint": checkpoint,
     "mnist": mnist,
     "load_checkpoint": load_checkpoint,
@@ -113,6 +122,19 @@ CASES: list[Case] = [
     Case(CFG, "PixelCNNConfig(hidden_channels=7)", ValueError, r"positive multiple of 2"),
     Case(CFG, "PixelCNNConfig(kernel_size=4)", ValueError, r"odd positive int"),
     Case(CFG, "PixelCNNConfig.preset('huge')", ValueError, r"unknown preset 'huge'"),
+    Case(
+        CFG,
+        "PixelCNNConfig(input_embedding='learned')",
+        ValueError,
+        r"input_embedding='learned' embeds categories and needs distribution='categorical'",
+    ),
+    Case(CFG, "PixelCNNConfig(input_embedding='codes')", ValueError, r"input_embedding must be"),
+    Case(
+        LAYER,
+        "CategoricalEmbedding(512, embedding_dim=16, learned=False)",
+        ValueError,
+        r"a one-hot embedding has width levels=512",
+    ),
     # layers: arguments and settings changed after construction
     Case(LAYER, "MaskedConv2d(True, 8, 3)", TypeError, r"in_channels must be an int, got bool"),
     Case(LAYER, "MaskedConv2d(1, 8, 4)", ValueError, r"kernel_size must be odd"),
@@ -137,13 +159,20 @@ CASES: list[Case] = [
         LAYER,
         "ResidualBlock(8)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 3))",
         ValueError,
-        r"unconditional \(cond_channels=None\) but got cond",
+        r"takes no conditioning vector \(cond_channels=None\) but got one",
     ),
     Case(
         LAYER,
         "ResidualBlock(8, cond_channels=3)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 5))",
         ValueError,
-        r"cond must have shape \(1, 3\), got \(1, 5\)",
+        r"vector must have shape \(1, 3\), got \(1, 5\)",
+    ),
+    Case(
+        LAYER,
+        "GatedBlock(1, 4, mask_type='A', spatial_channels=2)(torch.zeros(1, 1, 4, 4), "
+        "torch.zeros(1, 1, 4, 4), Conditioning(spatial=torch.zeros(1, 2, 3, 3)))",
+        ValueError,
+        r"spatial map must have the images' size: shape \(1, 2, 4, 4\)",
     ),
     Case(
         LAYER,
@@ -182,7 +211,7 @@ CASES: list[Case] = [
         SAMPLE,
         f"cached_sample(net(), Bernoulli(), {NOISE}, cond=torch.zeros(2, 3))",
         ValueError,
-        r"the network is unconditional",
+        r"takes no such conditioning \(no layer has cond_channels\)",
     ),
     Case(SAMPLE, "draw_noise((2, 1, 0, 4))", ValueError, r"shape\[2\] must be >= 1"),
     # model inputs
@@ -192,6 +221,26 @@ CASES: list[Case] = [
         "PixelCNN().log_prob(torch.full((2, 1, 4, 4), 0.5))",
         ValueError,
         r"binary images with values in \{0, 1\}",
+    ),
+    Case(
+        MODEL,
+        "conditioned().log_prob(torch.zeros(2, 1, 4, 4), torch.zeros(2).long(), "
+        "vector=torch.zeros(2, 4))",
+        ValueError,
+        r"conditioned on a spatial map: pass spatial of shape \(2, 2, 4, 4\)",
+    ),
+    Case(
+        MODEL,
+        "conditioned().sample(2, torch.zeros(2).long(), size=(4, 4), vector=torch.zeros(2, 4), "
+        "spatial=torch.zeros(2, 2, 5, 5))",
+        ValueError,
+        r"spatial must have shape \(2, 2, 4, 4\), got \(2, 2, 5, 5\)",
+    ),
+    Case(
+        MODEL,
+        "PixelCNN().log_prob(torch.zeros(2, 1, 4, 4), vector=torch.zeros(2, 4))",
+        ValueError,
+        r"takes no vector \(vector_size=None\): do not pass vector",
     ),
     Case(MODEL, "PixelCNN().sample('3')", TypeError, r"n must be an int, got str"),
     Case(MODEL, "PixelCNN().sample(2, size=[4])", TypeError, r"size must be an int or a pair"),

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ["layer", "train", "sampling", "scaling", "precision", "precision-nll"]
+SECTIONS = ["layer", "train", "sampling", "scaling", "precision", "precision-nll", "prior"]
 
 
 @pytest.fixture
@@ -156,6 +156,46 @@ def test_tiny_run_records_every_measurement(tiny_run: tuple[Path, str]) -> None:
         assert all(math.isfinite(r["test_nll"]) for r in nll["rows"])
     else:
         assert nll["rows"] == [] and "emulates bf16" in nll["notes"][0]
+
+    _check_prior_rows(s["prior"]["rows"])
+
+
+def _check_prior_rows(rows: list[dict]) -> None:
+    """The prior suite's rows in tiny mode: scaled and embedded input, grids 4x4 and 6x6."""
+    models = (("prior", "scaled"), ("prior-embedded", "learned"))
+    want = [(m, i, g) for m, i in models for g in ("4x4", "6x6")]
+    assert [(r["model"], r["input"], r["grid"]) for r in rows] == want
+    for row in rows:
+        assert _timing_ok(row["forward"]) and _timing_ok(row["cached"])
+        assert _timing_ok(row["naive_k_steps"]) and row["naive_steps_total"] == row["side"] ** 2
+        assert row["naive_measured"] and _timing_ok(row["naive_full"])  # tiny: all affordable
+        assert row["cached_over_forward"] > 0 and row["cache_bytes"] > 0
+        assert row["aten_calls_per_step"] > 0
+    assert rows[2]["params"] > rows[0]["params"]  # the embedding and a wider first block
+
+
+def test_prior_suite_runs_scaled_and_embedded_priors(bench) -> None:
+    """The prior suite alone, in-process, in tiny mode (the subprocess run is slow)."""
+    prior = importlib.import_module("benchmarks.prior")
+    settings = importlib.import_module("benchmarks.settings")
+    section = prior.run(settings.MODES["tiny"], torch.device("cpu"))
+    _check_prior_rows(section.rows)
+    assert "| prior-embedded | learned |" in section.markdown()
+
+
+def test_prior_models_are_issue_13s_prior(bench) -> None:
+    """567,232 parameters with scaled input, as issue 13 measured; the same with an embedding."""
+    from autoregressive import PixelCNN
+
+    settings = importlib.import_module("benchmarks.settings")
+    models = settings.MODES["full"].prior_models
+    assert settings.MODES["quick"].prior_models == models
+    count = {
+        k: sum(p.numel() for p in PixelCNN(c, device="meta").parameters())
+        for k, c in models.items()
+    }
+    assert count["prior"] == 567_232
+    assert models["prior-embedded"] == models["prior"].replace(input_embedding="learned")
 
 
 def test_stats_match_numpy(bench) -> None:

@@ -55,6 +55,30 @@ def test_graph_replay_equals_eager_cached_and_naive_on_cuda(name):
     assert torch.equal(graphs, draw(method="naive"))
 
 
+@pytest.mark.parametrize("block", ["residual", "gated"])
+def test_graph_replay_with_vectors_and_maps_on_cuda(block):
+    """The spatial term comes from the row buffer the recording reads, for every replayed row."""
+    cfg = PixelCNNConfig(
+        block=block, num_blocks=2, hidden_channels=8, num_classes=3, vector_size=4,
+        spatial_channels=2, image_size=(7, 6),
+    )  # fmt: skip
+    model = _model(cfg)
+    g = torch.Generator(CUDA).manual_seed(2)
+    kw = {
+        "vector": torch.randn(4, 4, device=CUDA, generator=g, dtype=torch.float64),
+        "spatial": torch.randn(4, 2, 7, 6, device=CUDA, generator=g, dtype=torch.float64),
+    }
+    y = torch.arange(4, device=CUDA) % 3
+
+    def draw(**kwargs: object) -> torch.Tensor:
+        gen = torch.Generator(CUDA).manual_seed(1)
+        return model.sample(4, y, generator=gen, temperature=0.8, **kw, **kwargs)  # type: ignore[arg-type]
+
+    graphs = draw(method="cached", cuda_graphs=True)
+    assert torch.equal(graphs, draw(method="cached", cuda_graphs=False))
+    assert torch.equal(graphs, draw(method="naive"))
+
+
 def test_completion_on_cuda_keeps_the_known_pixels():
     model = _model(CONFIGS["gated"])
     image = torch.randint(0, 2, (3, 1, 7, 6), device=CUDA).double()

@@ -178,20 +178,35 @@ def pixelcnn_configs(draw):
             kernel_size=draw(st.sampled_from([3, 5])),
             head_channels=dc * draw(st.integers(0, 2)),
             num_classes=draw(st.sampled_from([None, 3])),
+            vector_size=draw(st.sampled_from([None, 2])),
+            spatial_channels=draw(st.sampled_from([None, 2])),
         ),
         draw(st.integers(2, 5)),
         draw(st.integers(2, 5)),
     )
 
 
+def _conditioning(model: PixelCNN, h: int, w: int):
+    """Positive conditioning of every kind the model takes, for one image of size (h, w)."""
+    c = model.config
+    y = torch.tensor([1]) if c.num_classes else None
+    vector = torch.rand(1, c.vector_size, **F64) + 0.5 if c.vector_size else None
+    spatial = torch.rand(1, c.spatial_channels, h, w, **F64) + 0.5 if c.spatial_channels else None
+    return model.condition(y, 1, vector=vector, spatial=spatial, size=(h, w))
+
+
 @settings(max_examples=100)
 @given(pixelcnn_configs())
 def test_pixelcnn_outputs_are_causal(case):
-    """The model a config builds: each output channel group sees only earlier (sub-)pixels."""
+    """The model a config builds: each output channel group sees only earlier (sub-)pixels.
+
+    Under every kind of conditioning (labels, a vector, a map, together): the map is given, so
+    it may reach any output, but the image path stays exactly causal.
+    """
     config, h, w = case
     model = PixelCNN(config, dtype=torch.float64)
     positive_weights_(model)
-    cond = model.condition(torch.tensor([1]) if config.num_classes else None, 1)
+    cond = _conditioning(model, h, w)
     measured = measured_deps(model.network, (config.data_channels, h, w), cond)
     per_group = config.out_channels // config.data_channels
     seen_any = False

@@ -83,6 +83,10 @@ small_config = st.fixed_dictionaries(
         "kernel_size": ints(-1, 5),
         "head_channels": ints(-2, 6),
         "num_classes": st.one_of(st.none(), ints(-1, 3)),
+        "vector_size": st.one_of(st.none(), ints(-1, 3)),
+        "spatial_channels": st.one_of(st.none(), ints(-1, 3)),
+        "input_embedding": st.sampled_from(["scaled", "onehot", "learned", "embedded", None]),
+        "embedding_dim": ints(-1, 4),
         "image_size": st.one_of(
             st.tuples(st.integers(0, 4), st.integers(0, 4)),
             st.lists(st.integers(1, 4), min_size=1, max_size=3),
@@ -105,9 +109,9 @@ def test_config_is_valid_or_refused(fields):
         return
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.name in ("distribution", "block"):
+        if f.name in ("distribution", "block", "input_embedding"):
             assert isinstance(value, str)
-        elif f.name == "num_classes":
+        elif f.name in ("num_classes", "vector_size", "spatial_channels"):
             assert value is None or _int_field_ok(value), (f.name, value)
         elif f.name == "image_size":
             assert type(value) is tuple and all(_int_field_ok(v) for v in value), value
@@ -119,7 +123,9 @@ def test_config_is_valid_or_refused(fields):
     model = PixelCNN(cfg)
     x = torch.zeros(2, cfg.data_channels, 3, 3)
     y = None if cfg.num_classes is None else torch.zeros(2, dtype=torch.long)
-    assert model.log_prob(x, y).shape == (2,)
+    v = None if cfg.vector_size is None else torch.zeros(2, cfg.vector_size)
+    s = None if cfg.spatial_channels is None else torch.zeros(2, cfg.spatial_channels, 3, 3)
+    assert model.log_prob(x, y, vector=v, spatial=s).shape == (2,)
 
 
 # ----------------------------------------------------------------------------- layers

@@ -83,7 +83,7 @@ LABELS = torch.tensor([0, 1])
         (BERNOULLI, GOOD, torch.tensor([0, 3]), r"labels must lie in \[0, 3\)"),
         (BERNOULLI, GOOD, torch.tensor([0.0, 1.0]), "integer tensor of class labels"),
         (BERNOULLI, GOOD, torch.tensor([0]), r"shape \(2,\)"),
-        (CATEGORICAL, GOOD, LABELS, "unconditional"),
+        (CATEGORICAL, GOOD, LABELS, "takes no labels"),
         (CATEGORICAL, torch.full((2, 1, 4, 4), 4), None, r"\[0, 4\)"),
         (CATEGORICAL, torch.full((2, 1, 4, 4), -1), None, r"\[0, 4\)"),
         (CATEGORICAL, torch.full((2, 1, 4, 4), 1.5), None, "non-integer floats"),

@@ -5,6 +5,7 @@ likelihoods, a naive reference sampler and an exact cached sampler.
 """
 
 from .cached import CachedSampler, cached_sample
+from .conditioning import Conditioning
 from .config import PRESETS, PixelCNNConfig
 from .conv import ConvStepper, MaskedConv2d
 from .distributions import Bernoulli, Categorical, Distribution, nats_to_bits_per_dim
@@ -26,6 +27,7 @@ __all__ = [
     "Categorical",
     "CategoricalEmbedding",
     "CausalSequential",
+    "Conditioning",
     "ConvStepper",
     "Distribution",
     "ElementwiseStepper",

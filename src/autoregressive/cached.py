@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from .checks import check_sampling
+from .conditioning import Conditioning, RowConditioning, as_conditioning
 from .distributions import Distribution
 from .sampling import check_completion
 from .stepping import Stepper, stepper_for
@@ -41,6 +42,7 @@ class _Rows:
     u: torch.Tensor  # (H, W, C, N): the prepared noise
     given: torch.Tensor | None  # (H, W, C, N) bool: True where a pixel is known
     params: torch.Tensor | None  # (H, W, N, C * P): raw parameters, when asked for
+    spatial: torch.Tensor | None  # (H, N, W, C_map): a conditioning map, when given
 
     def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> _Rows:
         values = (getattr(self, field.name) for field in fields(self))
@@ -105,9 +107,16 @@ class CachedSampler:
         self.cuda_graphs = cuda_graphs
         self.last_cache_nbytes = 0  #: cache bytes of the most recent call
         self.last_used_graph = False  #: whether the most recent call replayed a CUDA graph
+        self._spatial_row: torch.Tensor | None = None  # (N, W, C_map): the map's current row
 
-    def _stepper(self, batch: int, width: int, cond: torch.Tensor | None) -> Stepper:
-        stepper = stepper_for(self.network, batch, width, cond)
+    def _stepper(self, batch: int, width: int, cond: Conditioning | None) -> Stepper:
+        vector = None if cond is None else cond.vector
+        spatial = None if cond is None else cond.spatial
+        self._spatial_row = None
+        if spatial is not None:  # (N, C_map, H, W) -> a row buffer (N, W, C_map)
+            self._spatial_row = spatial.new_zeros(batch, width, spatial.shape[1])
+        rows = RowConditioning(vector, self._spatial_row)
+        stepper = stepper_for(self.network, batch, width, rows if cond is not None else None)
         if not stepper.reads_image:
             first = next(iter(self.network.children()), self.network)
             raise ValueError(
@@ -125,6 +134,8 @@ class CachedSampler:
         dtype, p, channels = row.x.dtype, dist.params_per_channel, row.x.shape[2]
         noise = row.u.flatten(0, 1).unbind(0)  # W * C views (N,), one per sub-pixel
         given = None if row.given is None else row.given.flatten(0, 1).unbind(0)
+        if row.spatial is not None and self._spatial_row is not None:
+            self._spatial_row.copy_(row.spatial)  # the steppers read row i of the map here
         stepper.begin_row(i)
         for j, xp in enumerate(row.x.unbind(0)):  # xp: (N, C), the pixel
             for c in range(channels):
@@ -171,7 +182,7 @@ class CachedSampler:
         self,
         noise: torch.Tensor,
         *,
-        cond: torch.Tensor | None = None,
+        cond: torch.Tensor | Conditioning | None = None,
         image: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
         return_params: bool = False,
@@ -188,8 +199,9 @@ class CachedSampler:
         if graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, not {device}")
         completion = check_completion(image, known, tuple(noise.shape))
-        stepper = self._stepper(n, width, cond)
-        rows = self._prepare(noise, completion, return_params)
+        parts = as_conditioning(cond)
+        stepper = self._stepper(n, width, parts)
+        rows = self._prepare(noise, completion, return_params, parts)
         self.last_used_graph = graphs and height > WARMUP_ROWS
         if self.last_used_graph:
             self._sample_replayed(stepper, rows)
@@ -205,6 +217,7 @@ class CachedSampler:
         noise: torch.Tensor,
         completion: tuple[torch.Tensor, torch.Tensor] | None,
         return_params: bool,
+        cond: Conditioning | None = None,
     ) -> _Rows:
         """The sampling state in row-major layouts, known pixels filled in."""
         param = next(self.network.parameters())
@@ -219,7 +232,10 @@ class CachedSampler:
             x.copy_(torch.where(rearrange(completion[1], "n c h w -> h w n c"), image_hw, x))
         p = self.distribution.params_per_channel
         params = x.new_zeros(height, width, n, channels * p) if return_params else None
-        return _Rows(x, u, given, params)
+        spatial = None if cond is None else cond.spatial
+        if spatial is not None:
+            spatial = rearrange(spatial.to(param), "n m h w -> h n w m").contiguous()
+        return _Rows(x, u, given, params, spatial)
 
 
 def cached_sample(
@@ -227,7 +243,7 @@ def cached_sample(
     distribution: Distribution,
     noise: torch.Tensor,
     *,
-    cond: torch.Tensor | None = None,
+    cond: torch.Tensor | Conditioning | None = None,
     image: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
     cuda_graphs: bool | None = None,
@@ -238,7 +254,8 @@ def cached_sample(
         network: a causal network (see :class:`CachedSampler` for what it may contain).
         distribution: the output distribution.
         noise: uniform noise ``(N, C, H, W)`` from :func:`~autoregressive.draw_noise`.
-        cond: conditioning vectors ``(N, C_cond)`` or ``None``.
+        cond: conditioning vectors ``(N, C_cond)``, a :class:`~autoregressive.Conditioning`
+            (vectors and/or maps ``(N, C_map, H, W)``), or ``None``.
         image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
         known: bool mask broadcastable to ``(N, C, H, W)``, ``True`` where ``image`` is given.
         cuda_graphs: replay rows as CUDA graphs (default: on CUDA devices); see
@@ -249,7 +266,8 @@ def cached_sample(
         :func:`~autoregressive.naive_sample`'s for the same noise.
 
     Shape:
-        - ``noise``: :math:`(N, C, H, W)`; ``cond``: :math:`(N, C_{cond})`
+        - ``noise``: :math:`(N, C, H, W)`; ``cond``: :math:`(N, C_{cond})` or a
+          :class:`~autoregressive.Conditioning`
         - Output: :math:`(N, C, H, W)`
 
     Example:

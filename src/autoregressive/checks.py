@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .conditioning import Conditioning, as_conditioning
 from .distributions import Distribution
 
 __all__ = [
@@ -71,28 +72,60 @@ def check_noise_request(shape: Any, generator: Any) -> tuple[int, ...]:
 
 
 def check_cond(
-    cond: torch.Tensor | None, cond_channels: int | None, owner: str, batch: int | None = None
-) -> None:
-    """Refuse ``cond`` unless it is ``None`` (unconditional module) or ``(N, cond_channels)``.
+    cond: object,
+    cond_channels: int | None,
+    owner: str,
+    batch: int | None = None,
+    *,
+    spatial_channels: int | None = None,
+    size: tuple[int, ...] | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Split ``cond`` into ``(vector, spatial)`` after checking both against the module.
 
-    ``N`` must be ``batch`` when given. Only shapes and dtypes are read (no device sync).
+    ``cond`` is ``None``, a vector ``(N, cond_channels)`` or a
+    :class:`~autoregressive.Conditioning`; a part the module does not take must be absent and a
+    part it takes must be present. ``N`` must be ``batch`` and the map's ``(H, W)`` must be
+    ``size`` when those are given. Only shapes and dtypes are read (no device sync).
+
+    Returns:
+        The vector ``(N, cond_channels)`` and the map ``(N, spatial_channels, H, W)``, each
+        ``None`` when the module does not take it.
     """
-    if cond_channels is None:
-        if cond is not None:
+    parts = as_conditioning(cond)
+    vector = None if parts is None else parts.vector
+    spatial = None if parts is None else parts.spatial
+    _check_part(vector, cond_channels, owner, "cond_channels", "vector", batch)
+    _check_part(spatial, spatial_channels, owner, "spatial_channels", "spatial map", batch)
+    if spatial is not None and size is not None and tuple(spatial.shape[2:]) != tuple(size):
+        raise ValueError(
+            f"{owner}: the spatial map must have the images' size: shape ({batch or 'N'}, "
+            f"{spatial_channels}, {size[0]}, {size[1]}), got {tuple(spatial.shape)}"
+        )
+    return vector, spatial
+
+
+def _check_part(
+    t: object, channels: int | None, owner: str, field: str, kind: str, batch: int | None
+) -> None:
+    """One part of the conditioning: absent iff ``channels`` is ``None``, else of its shape."""
+    if channels is None:
+        if t is not None:
             raise ValueError(
-                f"{owner} is unconditional (cond_channels=None) but got cond: do not pass cond, "
-                "or build it with cond_channels set"
+                f"{owner} takes no conditioning {kind} ({field}=None) but got one: do not pass "
+                f"it, or build the module with {field} set"
             )
         return
-    if cond is None:
-        raise ValueError(f"{owner} is conditional (cond_channels={cond_channels}): pass cond")
-    if not isinstance(cond, torch.Tensor) or not cond.is_floating_point():
-        raise TypeError(f"{owner}: cond must be a floating-point tensor, e.g. one-hot labels")
+    if t is None:
+        raise ValueError(f"{owner} is conditioned on a {kind} ({field}={channels}): pass it")
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        raise TypeError(f"{owner}: the conditioning {kind} must be a floating-point tensor")
     n = "N" if batch is None else batch
-    wrong_batch = batch is not None and cond.shape[:1] != (batch,)
-    if cond.dim() != 2 or cond.shape[1] != cond_channels or wrong_batch:
+    dims = 2 if kind == "vector" else 4
+    shape = f"({n}, {channels})" if dims == 2 else f"({n}, {channels}, H, W)"
+    wrong_batch = batch is not None and t.shape[:1] != (batch,)
+    if t.dim() != dims or t.shape[1] != channels or wrong_batch:
         raise ValueError(
-            f"{owner}: cond must have shape ({n}, {cond_channels}), got {tuple(cond.shape)}"
+            f"{owner}: the conditioning {kind} must have shape {shape}, got {tuple(t.shape)}"
         )
 
 
@@ -128,7 +161,7 @@ def check_sampling(
     network: nn.Module,
     distribution: Distribution,
     noise: torch.Tensor,
-    cond: torch.Tensor | None,
+    cond: torch.Tensor | Conditioning | None,
     *,
     causality: bool = False,
 ) -> None:
@@ -149,18 +182,37 @@ def check_sampling(
     if not isinstance(distribution, Distribution):
         raise TypeError(f"distribution must be a Distribution, got {type(distribution).__name__}")
     _check_noise(noise)
-    if cond is not None and (
-        not isinstance(cond, torch.Tensor) or cond.shape[:1] != noise.shape[:1]
-    ):
-        raise ValueError(f"cond must be a tensor (N, C_cond) with N = {noise.shape[0]} (noise's N)")
-    if cond is not None and not any(getattr(m, "cond_channels", None) for m in network.modules()):
-        raise ValueError(
-            "the network is unconditional (no layer has cond_channels): pass cond=None"
-        )
+    _check_sampling_cond(network, as_conditioning(cond), tuple(noise.shape))
     if causality:
         _check_causal(network, distribution, tuple(noise.shape), cond)
     else:
         _probe(network, distribution, torch.zeros((1, *noise.shape[1:])), cond)
+
+
+def _check_sampling_cond(
+    network: nn.Module, cond: Conditioning | None, shape: tuple[int, ...]
+) -> None:
+    """The conditioning's batch and map size against the noise's, and taken by some layer."""
+    if cond is None:
+        return
+    n, _, height, width = shape
+    for part, attr in ((cond.vector, "cond_channels"), (cond.spatial, "spatial_channels")):
+        if part is None:
+            continue
+        if not isinstance(part, torch.Tensor) or part.dim() < 2 or part.shape[0] != n:
+            raise ValueError(
+                f"cond must hold tensors whose first dimension is N = {n} (noise's N): a vector "
+                "(N, C_cond) and/or a map (N, C_map, H, W)"
+            )
+        if not any(getattr(m, attr, None) for m in network.modules()):
+            raise ValueError(
+                f"the network takes no such conditioning (no layer has {attr}): leave it out"
+            )
+    if cond.spatial is not None and tuple(cond.spatial.shape[2:]) != (height, width):
+        raise ValueError(
+            f"the conditioning map must have the sampled images' size ({height}, {width}), got "
+            f"shape {tuple(cond.spatial.shape)}"
+        )
 
 
 def _check_noise(noise: Any) -> None:
@@ -178,13 +230,17 @@ def _check_noise(noise: Any) -> None:
 
 
 def _probe(
-    network: nn.Module, dist: Distribution, x: torch.Tensor, cond: torch.Tensor | None
+    network: nn.Module,
+    dist: Distribution,
+    x: torch.Tensor,
+    cond: torch.Tensor | Conditioning | None,
 ) -> torch.Tensor:
     """The network's output for data ``x`` ``(B, C, H, W)``, after checking its width."""
     b, c, h, w = x.shape
     param = next(network.parameters())
     inp = dist.preprocess(x.to(param.device), param.dtype)
-    cond = None if cond is None else cond[:1].to(param.device).expand(b, -1)
+    parts = as_conditioning(cond)
+    cond = None if parts is None else parts.first(b).to(param.device)
     with torch.no_grad():
         try:
             out = network(inp, cond)
@@ -224,7 +280,10 @@ def _causal_probe(dist: Distribution, shape: tuple[int, ...]) -> tuple[torch.Ten
 
 
 def _check_causal(
-    network: nn.Module, dist: Distribution, shape: tuple[int, ...], cond: torch.Tensor | None
+    network: nn.Module,
+    dist: Distribution,
+    shape: tuple[int, ...],
+    cond: torch.Tensor | Conditioning | None,
 ) -> None:
     """Refuse a network whose prediction of a sub-pixel or an earlier one sees that sub-pixel."""
     x, chan, pos = _causal_probe(dist, shape)

@@ -33,6 +33,8 @@ class PixelCNNConfig:
     kernel_size: int = 3  # kernel of every later block
     head_channels: int = 0  # 0: ReLU + one 1x1 output layer; > 0: an extra 1x1 layer this wide
     num_classes: int | None = None  # class-conditional on labels 0 .. num_classes - 1
+    vector_size: int | None = None  # conditioned on a vector (an embedding) of this size
+    spatial_channels: int | None = None  # conditioned on a map (N, spatial_channels, H, W)
     image_size: tuple[int, int] = (28, 28)  # (H, W) that sample() draws when not told otherwise
     # how "categorical" values reach the network: "scaled" to [-1, 1] (intensities), or as
     # categories (e.g. VQ-VAE codes) through a "onehot" or "learned" CategoricalEmbedding
@@ -54,8 +56,9 @@ class PixelCNNConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or value not in choices:
                 fail(f"{name} must be one of {choices}, got {value!r}")
-        if self.num_classes is not None:
-            self._set("num_classes", _field_int("num_classes", self.num_classes, 1))
+        for name in ("num_classes", "vector_size", "spatial_channels"):
+            if getattr(self, name) is not None:
+                self._set(name, _field_int(name, getattr(self, name), 1))
         size = self.image_size
         if not isinstance(size, (tuple, list)) or len(size) != 2:
             raise TypeError(f"PixelCNNConfig: image_size must be a pair (H, W), got {size!r}")
@@ -79,6 +82,8 @@ class PixelCNNConfig:
                 fail(f"{name} must be an odd positive int, got {getattr(self, name)!r}")
         if self.block == "gated" and min(self.input_kernel_size, self.kernel_size) < 3:
             fail("gated blocks need kernel sizes >= 3")
+        if self.conditional and self.num_blocks < 1:
+            fail("a conditional model needs num_blocks >= 1: the blocks take the conditioning")
         if self.head_channels % self.data_channels != 0:
             fail(
                 f"head_channels must be 0 or a multiple of data_channels, got {self.head_channels}"
@@ -102,6 +107,17 @@ class PixelCNNConfig:
         if self.input_embedding == "scaled":
             return None
         return self.levels if self.input_embedding == "onehot" else self.embedding_dim
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model takes labels, a vector or a map."""
+        return self.cond_channels is not None or self.spatial_channels is not None
+
+    @property
+    def cond_channels(self) -> int | None:
+        """Width of the blocks' conditioning vector: one-hot labels, then the vector."""
+        widths = [w for w in (self.num_classes, self.vector_size) if w is not None]
+        return sum(widths) if widths else None
 
     @property
     def out_channels(self) -> int:

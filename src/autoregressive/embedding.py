@@ -131,7 +131,7 @@ class CategoricalEmbedding(nn.Module):
             s += f", data_channels={self.data_channels}"
         return s + ("" if self.learned else ", learned=False")
 
-    def stepper(self, batch: int, width: int, cond: torch.Tensor | None = None) -> Stepper:
+    def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
         """A pixelwise stepper for cached sampling: ``(N, C)`` codes to ``(N, C * d)``.
 
         Example:
@@ -143,12 +143,20 @@ class CategoricalEmbedding(nn.Module):
 
 
 class _EmbeddingStepper(Stepper):
-    """A :class:`CategoricalEmbedding` at one pixel; it keeps no rows (its table is read as is)."""
+    """:meth:`CategoricalEmbedding.lookup` at one pixel, ``(N, C) -> (N, C * d)``.
+
+    The flat table is taken once, and one data channel has no offsets to add: the lookup runs
+    twice per pixel (for the step and for the write), so its calls count.
+    """
 
     pixelwise = True
 
     def __init__(self, embedding: CategoricalEmbedding) -> None:
-        self.embedding = embedding
+        self.table = embedding.weight.detach().flatten(0, 1)  # (C * L, d)
+        self.offsets = embedding.offsets if embedding.data_channels > 1 else None  # (C,)
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
-        return self.embedding.lookup(x)  # (N, C) -> (N, C * d)
+        index = x.long()  # (N, C)
+        if self.offsets is not None:
+            index = index + self.offsets
+        return F.embedding(index, self.table).flatten(1)  # (N, C * d)

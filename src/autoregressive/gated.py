@@ -16,7 +16,8 @@ cover the whole causal past, with no blind spot::
     x x o . .
 
 Both stacks use the gated activation ``tanh(a) * sigmoid(b)``; an optional conditioning vector
-is projected and added to ``a`` and ``b`` of both stacks. The horizontal stack has a residual
+(``V^T h``) and an optional conditioning map aligned with the image (``V * s``, a 1x1
+convolution) are added to ``a`` and ``b`` of both stacks. The horizontal stack has a residual
 connection (from the second block on) and a skip output that the network sums.
 """
 
@@ -30,6 +31,7 @@ from einops import rearrange
 from torch import nn
 
 from .checks import check_cond, check_int
+from .conditioning import row_parts
 from .conv import ConvStepper, MaskedConv2d
 from .masks import check_kernel_size, check_mask_type
 from .stepping import Stepper
@@ -81,13 +83,17 @@ class GatedBlock(nn.Module):
         mask_type: ``"A"`` for the first layer, ``"B"`` for the others.
         data_channels: colour channels of the modelled image (channel-wise masks when > 1).
         cond_channels: size of an optional conditioning vector added inside both gates.
+        spatial_channels: channels of an optional conditioning map ``(N, C_map, H, W)``, added
+            inside both gates through 1x1 convolutions.
         horizontal_output: whether to compute the horizontal output ``h``; the last block of a
             stack only needs its skip output, and without it has no parameter left unused.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
     Shape:
-        - Input: ``v`` and ``h`` :math:`(N, C_{in}, H, W)`, ``cond`` :math:`(N, C_{cond})`
+        - Input: ``v`` and ``h`` :math:`(N, C_{in}, H, W)`; ``cond`` a vector
+          :math:`(N, C_{cond})` or a :class:`~autoregressive.Conditioning` (vector and/or map
+          :math:`(N, C_{map}, H, W)`)
         - Output: ``(v, h, skip)``, each :math:`(N, C, H, W)`; ``h`` is ``None`` when
           ``horizontal_output=False``
 
@@ -109,6 +115,7 @@ class GatedBlock(nn.Module):
         data_channels: int = 1,
         *,
         cond_channels: int | None = None,
+        spatial_channels: int | None = None,
         horizontal_output: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -121,6 +128,8 @@ class GatedBlock(nn.Module):
         data_channels = check_int("data_channels", data_channels, 1)
         if cond_channels is not None:
             cond_channels = check_int("cond_channels", cond_channels, 1)
+        if spatial_channels is not None:
+            spatial_channels = check_int("spatial_channels", spatial_channels, 1)
         if kh < 3:
             raise ValueError(
                 f"a gated block needs a kernel at least 3 rows high (the vertical stack reaches "
@@ -135,8 +144,6 @@ class GatedBlock(nn.Module):
                 f"a mask-B gated block is residual: in_channels ({in_channels}) must equal "
                 f"channels ({channels})"
             )
-        if cond_channels is not None and cond_channels < 1:
-            raise ValueError(f"cond_channels must be None or >= 1, got {cond_channels}")
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.in_channels = in_channels
         self.channels = channels
@@ -144,6 +151,7 @@ class GatedBlock(nn.Module):
         self.mask_type = mask_type
         self.data_channels = data_channels
         self.cond_channels = cond_channels
+        self.spatial_channels = spatial_channels
         rows = kh // 2 if mask_type == "A" else kh // 2 + 1
         self.v_conv = nn.Conv2d(in_channels, 2 * channels, (rows, kw), **factory)
         self.h_conv = MaskedConv2d(
@@ -165,6 +173,15 @@ class GatedBlock(nn.Module):
             )
         else:
             self.cond_v = self.cond_h = None
+        if spatial_channels:
+            self.spatial_v: nn.Conv2d | None = nn.Conv2d(
+                spatial_channels, 2 * channels, 1, bias=False, **factory
+            )
+            self.spatial_h: nn.Conv2d | None = nn.Conv2d(
+                spatial_channels, 2 * channels, 1, bias=False, **factory
+            )
+        else:
+            self.spatial_v = self.spatial_h = None
 
     def vertical_pre(self, v: torch.Tensor) -> torch.Tensor:
         """Vertical convolution before the gate, ``(N, C_in, H, W) -> (N, 2C, H, W)``.
@@ -176,23 +193,28 @@ class GatedBlock(nn.Module):
         padded = F.pad(v, (kw // 2, kw // 2, kh // 2, 0))  # (N, C_in, H + kh//2, W + 2*(kw//2))
         return self.v_conv(padded)[:, :, :height]  # mask A yields H + 1 rows: drop the last
 
-    def cond_biases(self, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The biases ``(N, 2C)`` that ``cond`` adds inside the vertical and horizontal gates."""
-        check_cond(cond, self.cond_channels, "GatedBlock")
-        if self.cond_v is None or self.cond_h is None:
+    def cond_biases(self, vector: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The biases ``(N, 2C)`` that the vector ``(N, C_cond)`` adds inside both gates."""
+        if self.cond_v is None or self.cond_h is None or vector is None:
             return None
-        return self.cond_v(cond), self.cond_h(cond)
+        return self.cond_v(vector), self.cond_h(vector)
 
     def forward(
-        self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None = None
+        self, v: torch.Tensor, h: torch.Tensor, cond: object = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        vector, spatial = check_cond(
+            cond, self.cond_channels, "GatedBlock", v.shape[0],
+            spatial_channels=self.spatial_channels, size=tuple(v.shape[2:]),
+        )  # fmt: skip
         v_pre = self.vertical_pre(v)  # (N, 2C, H, W)
         h_pre = self.h_conv(h) + self.link(v_pre)  # (N, 2C, H, W)
-        check_cond(cond, self.cond_channels, "GatedBlock", batch=v.shape[0])
-        biases = self.cond_biases(cond)
+        biases = self.cond_biases(vector)
         if biases is not None:
             v_pre = v_pre + biases[0][:, :, None, None]
             h_pre = h_pre + biases[1][:, :, None, None]
+        if self.spatial_v is not None and self.spatial_h is not None:
+            v_pre = v_pre + self.spatial_v(spatial)  # (N, 2C, H, W): V * s
+            h_pre = h_pre + self.spatial_h(spatial)
         h_gated = gate(h_pre)  # (N, C, H, W)
         h_new = None
         if self.h_out is not None:
@@ -210,6 +232,8 @@ class GatedBlock(nn.Module):
             s += f", data_channels={self.data_channels}"
         if self.cond_channels:
             s += f", cond_channels={self.cond_channels}"
+        if self.spatial_channels:
+            s += f", spatial_channels={self.spatial_channels}"
         return s
 
 
@@ -224,11 +248,12 @@ class GatedStack(nn.Module):
         input_kernel_size: kernel size of the first block.
         data_channels: colour channels of the modelled image (channel-wise masks when > 1).
         cond_channels: size of an optional conditioning vector.
+        spatial_channels: channels of an optional conditioning map aligned with the image.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
     Shape:
-        - Input: :math:`(N, C_{in}, H, W)`, ``cond`` :math:`(N, C_{cond})`
+        - Input: :math:`(N, C_{in}, H, W)`; ``cond`` as for :class:`GatedBlock`
         - Output: :math:`(N, C, H, W)`, the summed skip connections
 
     Example:
@@ -249,6 +274,7 @@ class GatedStack(nn.Module):
         data_channels: int = 1,
         *,
         cond_channels: int | None = None,
+        spatial_channels: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -259,6 +285,7 @@ class GatedStack(nn.Module):
         common: dict[str, Any] = {
             "data_channels": data_channels,
             "cond_channels": cond_channels,
+            "spatial_channels": spatial_channels,
             "device": device,
             "dtype": dtype,
         }
@@ -277,7 +304,7 @@ class GatedStack(nn.Module):
         self.in_channels = in_channels
         self.channels = channels
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: object = None) -> torch.Tensor:
         v, h = x, x
         skips = torch.zeros((), dtype=x.dtype, device=x.device)
         for block in self.blocks:
@@ -285,7 +312,7 @@ class GatedStack(nn.Module):
             skips = skips + skip  # (N, C, H, W)
         return skips
 
-    def stepper(self, batch: int, width: int, cond: torch.Tensor | None = None) -> Stepper:
+    def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
         """A stepper computing the stack for cached sampling: see :class:`_GatedStackStepper`."""
         return _GatedStackStepper(self, batch, width, cond)
 
@@ -324,7 +351,9 @@ class _GatedBlockStepper:
       written straight into the next block's cache;
     - ``self.skip(h_gated)``: ``skip_rows = [W_skip / 2; b_skip]``, summed over blocks by the
       stack's one product;
-    - ``gate(v_pre)`` with the ``cond`` bias of ``v_pre``: the next block's vertical row.
+    - ``gate(v_pre)`` with the ``cond`` bias of ``v_pre``: the next block's vertical row;
+    - a conditioning map's ``spatial_h(s)`` and ``spatial_v(s)``: :meth:`_add_spatial`, once per
+      row from the sampler's buffer of the map's current row, into the seed and into ``v_pre``.
     """
 
     def __init__(
@@ -332,7 +361,7 @@ class _GatedBlockStepper:
         block: GatedBlock,
         batch: int,
         width: int,
-        cond: torch.Tensor | None,
+        cond: object,
         features: torch.Tensor,
     ) -> None:
         c, (kh, kw), c_in = block.channels, block.kernel_size, block.in_channels
@@ -352,12 +381,20 @@ class _GatedBlockStepper:
         link = block.link.weight.detach()[:, :, 0, 0][order][:, order]  # (2C out, 2C in)
         self.link_matrix = (link.t() * half).contiguous()  # (2C in, 2C out)
         seed = (_bias(block.link) + _bias(block.h_conv))[order] * half  # (2C,)
-        biases = block.cond_biases(cond)
+        vector, self.spatial_row = row_parts(cond)
+        biases = block.cond_biases(vector)
         self.v_cond = None if biases is None else biases[0][:, None, order]  # (N, 1, 2C)
         if biases is not None:  # (N * W, 2C): the cond bias of h_pre, per image and column
             seed = (seed + biases[1][:, order] * half)[:, None].expand(-1, width, -1)
             seed = seed.reshape(batch * width, 2 * c)
         self.link_seed = seed
+        self.spatial_mats: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.seed_row: torch.Tensor | None = None  # (N * W, 2C) with a map: the row's seed
+        if block.spatial_v is not None and block.spatial_h is not None:
+            v_map = block.spatial_v.weight.detach()[order, :, 0, 0]  # (2C, C_map)
+            h_map = block.spatial_h.weight.detach()[order, :, 0, 0] * half[:, None]
+            self.spatial_mats = (v_map.t().contiguous(), h_map.t().contiguous())  # (C_map, 2C)
+            self.seed_row = w.new_zeros(batch * width, 2 * c)
         self.link_row = w.new_zeros(batch, width, 2 * c)  # (N, W, 2C), set by begin_row
         self.links = [self.link_row[:, j] for j in range(width)]  # (N, 2C) per column
         self.pre = w.new_zeros(batch, 2 * c)  # (N, 2C): the horizontal gate's input [a | b/2]
@@ -394,15 +431,27 @@ class _GatedBlockStepper:
             ring[:, -1, pad : pad + v_row.shape[1]] = v_row
         v_pre = self._vertical(ring if self.residual else ring[:, :-1])  # (N * W, 2C)
         link_row = self.link_row.view(-1, 2 * self.channels)  # (N * W, 2C)
-        torch.addmm(self.link_seed, v_pre, self.link_matrix, out=link_row)
+        seed = self._add_spatial(1, self.link_seed, out=self.seed_row)
+        torch.addmm(seed, v_pre, self.link_matrix, out=link_row)
         if last:
             return None
+        v_pre = self._add_spatial(0, v_pre)
         v_pre = v_pre.view(n, self.width, -1)  # (N, W, 2C)
         if self.v_cond is not None:
             v_pre = v_pre + self.v_cond
         c = self.channels
         v_gated = torch.tanh(v_pre[..., :c]) * torch.sigmoid(v_pre[..., c:])  # (N, W, C)
         return v_gated.flatten(1)  # (N, W * C)
+
+    def _add_spatial(
+        self, which: int, t: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``t`` plus the map's current row through ``spatial_v`` (0) or ``spatial_h`` (1)."""
+        if self.spatial_mats is None or self.spatial_row is None:
+            return t
+        n, w, c_map = self.spatial_row.shape
+        row = self.spatial_row.reshape(n * w, c_map)  # (N * W, C_map)
+        return torch.addmm(t, row, self.spatial_mats[which], out=out)  # (N * W, 2C)
 
     def step(self, j: int) -> None:
         """The horizontal stack at column ``j``: fills ``features`` and the next block's input."""
@@ -436,9 +485,7 @@ class _GatedStackStepper(Stepper):
 
     reads_image = True
 
-    def __init__(
-        self, stack: GatedStack, batch: int, width: int, cond: torch.Tensor | None
-    ) -> None:
+    def __init__(self, stack: GatedStack, batch: int, width: int, cond: object) -> None:
         blocks = [cast(GatedBlock, b) for b in stack.blocks]
         c, count = stack.channels, len(blocks)
         like = blocks[0].skip.weight

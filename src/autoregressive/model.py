@@ -15,6 +15,7 @@ from torch import nn
 
 from .cached import cached_sample
 from .checks import check_int, check_pair
+from .conditioning import Conditioning
 from .config import PixelCNNConfig
 from .conv import MaskedConv2d
 from .distributions import nats_to_bits_per_dim
@@ -72,7 +73,8 @@ def build_network(
         ]  # fmt: skip
         layers += [
             ResidualBlock(c.hidden_channels, c.kernel_size, data_channels=dc,
-                          cond_channels=c.num_classes, device=device, dtype=dtype)
+                          cond_channels=c.cond_channels, spatial_channels=c.spatial_channels,
+                          device=device, dtype=dtype)
             for _ in range(c.num_blocks)
         ]  # fmt: skip
     else:
@@ -83,7 +85,8 @@ def build_network(
             kernel_size=c.kernel_size,
             input_kernel_size=c.input_kernel_size,
             data_channels=dc,
-            cond_channels=c.num_classes,
+            cond_channels=c.cond_channels,
+            spatial_channels=c.spatial_channels,
             device=device,
             dtype=dtype,
         )
@@ -131,7 +134,11 @@ class PixelCNN(nn.Module):
 
     Shape:
         - ``x``: :math:`(N, C, H, W)`, binary for Bernoulli, integers in ``[0, levels)`` for
-          categorical; ``y``: :math:`(N,)` integer labels when ``num_classes`` is set.
+          categorical; ``y``: :math:`(N,)` integer labels when ``num_classes`` is set;
+          ``vector``: :math:`(N, D)` when ``vector_size`` is set; ``spatial``:
+          :math:`(N, C_{map}, H, W)` when ``spatial_channels`` is set. Every method (``forward``,
+          ``log_prob``, ``bits_per_dim``, ``sample``) takes them under these names, in any
+          combination the config declares.
         - ``forward``: Bernoulli logits :math:`(N, C, H, W)`, categorical logits
           :math:`(N, C, L, H, W)`; the last two dimensions are always ``(H, W)``.
         - ``log_prob``: :math:`(N,)` in nats.
@@ -212,12 +219,47 @@ class PixelCNN(nn.Module):
         if self.validate_args and not torch.compiler.is_compiling():
             self.distribution.validate(x)  # reads values: a device sync on GPU
 
-    def condition(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        """Validate labels ``y`` ``(N,)`` and return their conditioning vectors ``(N, classes)``."""
+    def condition(
+        self,
+        y: torch.Tensor | None,
+        n: int,
+        *,
+        vector: torch.Tensor | None = None,
+        spatial: torch.Tensor | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> Conditioning | None:
+        """Validate the conditioning of ``n`` images and return what the network takes.
+
+        Args:
+            y: labels ``(N,)`` (class-conditional models).
+            n: number of images ``N``.
+            vector: conditioning vectors ``(N, vector_size)``.
+            spatial: conditioning maps ``(N, spatial_channels, H, W)``.
+            size: the images' ``(H, W)``, which the maps must have.
+
+        Returns:
+            ``None`` for an unconditional model, else a :class:`Conditioning` whose vector is the
+            one-hot labels followed by ``vector`` ``(N, num_classes + vector_size)`` and whose
+            map is ``spatial``, on the model's device and dtype.
+        """
+        c = self.config
+        labels = self._labels(y, n)
+        vector = self._part("vector", vector, c.vector_size, (n, c.vector_size))
+        if c.spatial_channels is not None and size is None:
+            raise ValueError("condition(spatial=...) needs the images' size=(H, W)")
+        map_shape = (n, c.spatial_channels, *(size or ()))
+        spatial = self._part("spatial", spatial, c.spatial_channels, map_shape)
+        vectors = [t for t in (labels, vector) if t is not None]
+        if not vectors and spatial is None:
+            return None
+        return Conditioning(torch.cat(vectors, 1) if vectors else None, spatial)
+
+    def _labels(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """Labels ``(N,)`` as one-hot vectors ``(N, classes)``, after checking them."""
         k = self.config.num_classes
         if k is None:
             if y is not None:
-                raise ValueError("this model is unconditional (num_classes=None): do not pass y")
+                raise ValueError("this model takes no labels (num_classes=None): do not pass y")
             return None
         if y is None:
             raise ValueError(f"this model is class-conditional: pass labels y of shape ({n},)")
@@ -231,24 +273,77 @@ class PixelCNN(nn.Module):
         param = self._param()
         return F.one_hot(y.to(param.device), k).to(param.dtype)  # (N, classes)
 
+    def _part(
+        self, name: str, t: torch.Tensor | None, width: int | None, shape: tuple
+    ) -> torch.Tensor | None:
+        """A conditioning ``vector`` or ``spatial`` map checked against ``shape``, cast."""
+        field = "vector_size" if name == "vector" else "spatial_channels"
+        if width is None:
+            if t is not None:
+                raise ValueError(f"this model takes no {name} ({field}=None): do not pass {name}")
+            return None
+        want = "(" + ", ".join(map(str, shape)) + ")"
+        if t is None:
+            kind = "vector" if name == "vector" else "spatial map"
+            raise ValueError(f"this model is conditioned on a {kind}: pass {name} of shape {want}")
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor of shape {want}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
+        checked = self.validate_args and not torch.compiler.is_compiling()
+        if checked and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        param = self._param()
+        return t.to(device=param.device, dtype=param.dtype)
+
     # ------------------------------------------------------------ likelihood
-    def _raw(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _raw(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        vector: torch.Tensor | None,
+        spatial: torch.Tensor | None,
+    ) -> torch.Tensor:
         self.check_input(x)
-        cond = self.condition(y, x.shape[0])
+        size = (x.shape[2], x.shape[3])
+        cond = self.condition(y, x.shape[0], vector=vector, spatial=spatial, size=size)
         dtype = self._param().dtype
         return self.network(self.distribution.preprocess(x, dtype), cond)  # (N, C*P, H, W)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        vector: torch.Tensor | None = None,
+        spatial: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The output distribution's parameters (logits) at every pixel; see the class Shape."""
-        return self.distribution.shape_params(self._raw(x, y), self.config.data_channels)
+        raw = self._raw(x, y, vector, spatial)
+        return self.distribution.shape_params(raw, self.config.data_channels)
 
-    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        vector: torch.Tensor | None = None,
+        spatial: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Log-likelihood of each image in nats, ``(N, C, H, W) -> (N,)``."""
-        return self.distribution.log_prob(self._raw(x, y), x)
+        return self.distribution.log_prob(self._raw(x, y, vector, spatial), x)
 
-    def bits_per_dim(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def bits_per_dim(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        vector: torch.Tensor | None = None,
+        spatial: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Negative log-likelihood of each image in bits per dimension, ``(N,)``."""
-        return nats_to_bits_per_dim(-self.log_prob(x, y), math.prod(x.shape[1:]))  # type: ignore[return-value]
+        nats = -self.log_prob(x, y, vector=vector, spatial=spatial)
+        return nats_to_bits_per_dim(nats, math.prod(x.shape[1:]))  # type: ignore[return-value]
 
     # --------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -264,6 +359,8 @@ class PixelCNN(nn.Module):
         known: torch.Tensor | None = None,
         cuda_graphs: bool | None = None,
         temperature: float = 1.0,
+        vector: torch.Tensor | None = None,
+        spatial: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw ``n`` images, or complete ``image`` where ``known`` is ``False``.
 
@@ -282,6 +379,8 @@ class PixelCNN(nn.Module):
                 model is on a CUDA device; ``False`` opts out).
             temperature: divide the logits by it (1: the model as trained, exactly; below 1
                 sharpens, above 1 flattens). Both methods still agree for the same seed.
+            vector: conditioning vectors ``(n, vector_size)`` when the config sets it.
+            spatial: conditioning maps ``(n, spatial_channels, H, W)`` when the config sets it.
 
         Returns:
             Images ``(n, C, H, W)``: float ``{0, 1}`` for Bernoulli, ``long`` for categorical.
@@ -304,7 +403,7 @@ class PixelCNN(nn.Module):
         if known is not None and not isinstance(known, torch.Tensor):
             raise TypeError(f"known must be a bool tensor, got {type(known).__name__}")
         known = known.to(param.device) if known is not None else None
-        cond = self.condition(y, n)
+        cond = self.condition(y, n, vector=vector, spatial=spatial, size=(height, width))
         dist = self.distribution
         dist = dist if temperature == 1.0 else dist.with_temperature(temperature)
         shape = (n, self.config.data_channels, height, width)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .checks import check_cond, check_elementwise, check_int
+from .conditioning import row_parts
 from .conv import MaskedConv2d
 from .masks import check_kernel_size
 from .stepping import Stepper, stepper_for
@@ -34,12 +35,15 @@ class ResidualBlock(nn.Module):
         dilation: dilation of the middle convolution.
         cond_channels: size of an optional conditioning vector, projected and added after the
             first 1x1 convolution; ``None`` for an unconditional block.
+        spatial_channels: channels of an optional conditioning map aligned with the image, added
+            at the same place through a 1x1 convolution; ``None`` for none.
         act_layer: activation class, instantiated three times.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
     Shape:
-        - Input: :math:`(N, C, H, W)`, and ``cond`` :math:`(N, C_{cond})` if conditional
+        - Input: :math:`(N, C, H, W)`; ``cond`` a vector :math:`(N, C_{cond})` or a
+          :class:`~autoregressive.Conditioning` (vector and/or map :math:`(N, C_{map}, H, W)`)
         - Output: :math:`(N, C, H, W)`
 
     Example:
@@ -58,6 +62,7 @@ class ResidualBlock(nn.Module):
         *,
         dilation: int | tuple[int, int] = 1,
         cond_channels: int | None = None,
+        spatial_channels: int | None = None,
         act_layer: type[nn.Module] = nn.ReLU,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -68,17 +73,18 @@ class ResidualBlock(nn.Module):
         data_channels = check_int("data_channels", data_channels, 1)
         if cond_channels is not None:
             cond_channels = check_int("cond_channels", cond_channels, 1)
+        if spatial_channels is not None:
+            spatial_channels = check_int("spatial_channels", spatial_channels, 1)
         if channels < 2 or channels % 2 != 0 or (channels // 2) % data_channels != 0:
             raise ValueError(
                 f"ResidualBlock needs an even number of channels whose half is divisible by "
                 f"data_channels={data_channels}, got channels={channels}"
             )
-        if cond_channels is not None and cond_channels < 1:
-            raise ValueError(f"cond_channels must be None or >= 1, got {cond_channels}")
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         mid = channels // 2
         self.channels = channels
         self.cond_channels = cond_channels
+        self.spatial_channels = spatial_channels
         self.act1 = act_layer()
         check_elementwise(self.act1, "act_layer")
         self.conv1 = MaskedConv2d(channels, mid, 1, "B", data_channels, **factory)
@@ -91,26 +97,34 @@ class ResidualBlock(nn.Module):
         self.cond_proj = (
             nn.Linear(cond_channels, mid, bias=False, **factory) if cond_channels else None
         )
+        self.spatial_proj = (
+            nn.Conv2d(spatial_channels, mid, 1, bias=False, **factory) if spatial_channels else None
+        )
 
-    def cond_bias(self, cond: torch.Tensor | None) -> torch.Tensor | None:
-        """Project ``cond`` of shape ``(N, C_cond)`` to the bias ``(N, C // 2)`` added inside."""
-        check_cond(cond, self.cond_channels, "ResidualBlock")
-        return None if self.cond_proj is None else self.cond_proj(cond)
+    def cond_bias(self, vector: torch.Tensor | None) -> torch.Tensor | None:
+        """Project the vector ``(N, C_cond)`` to the bias ``(N, C // 2)`` added inside."""
+        return None if self.cond_proj is None or vector is None else self.cond_proj(vector)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        check_cond(cond, self.cond_channels, "ResidualBlock", batch=x.shape[0])
+    def forward(self, x: torch.Tensor, cond: object = None) -> torch.Tensor:
+        vector, spatial = check_cond(
+            cond, self.cond_channels, "ResidualBlock", x.shape[0],
+            spatial_channels=self.spatial_channels, size=tuple(x.shape[2:]),
+        )  # fmt: skip
         h = self.conv1(self.act1(x))  # (N, C/2, H, W)
-        bias = self.cond_bias(cond)
+        bias = self.cond_bias(vector)
         if bias is not None:
             h = h + bias[:, :, None, None]
+        if self.spatial_proj is not None:
+            h = h + self.spatial_proj(spatial)  # (N, C/2, H, W): V * s
         h = self.conv2(self.act2(h))
         h = self.conv3(self.act3(h))  # (N, C, H, W)
         return x + h
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, cond_channels={self.cond_channels}"
+        s = f"channels={self.channels}, cond_channels={self.cond_channels}"
+        return s + (f", spatial_channels={self.spatial_channels}" if self.spatial_channels else "")
 
-    def stepper(self, batch: int, width: int, cond: torch.Tensor | None = None) -> Stepper:
+    def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
         """A stepper computing the block one pixel at a time, for cached sampling."""
         return _ResidualStepper(self, batch, width, cond)
 
@@ -125,22 +139,34 @@ def _with_ones_column(batch: int, channels: int, like: torch.Tensor) -> torch.Te
 class _ResidualStepper(Stepper):
     """A :class:`ResidualBlock` per pixel: six tensor operations, whatever the kernel.
 
-    The conditioning bias is folded into the first convolution's bias, the middle activation
-    writes straight into the kxk convolution's cache, and the last convolution's bias rides on a
-    column of ones so that ``x + conv3(act(h))`` is a single ``addmm``.
+    The conditioning vector's bias is folded into the first convolution's bias (``seeds``); a
+    conditioning map adds its 1x1 convolution of the current row to that, once per row in
+    :meth:`begin_row`. The middle activation writes straight into the kxk convolution's cache,
+    and the last convolution's bias rides on a column of ones so that ``x + conv3(act(h))`` is a
+    single ``addmm``.
     """
 
-    def __init__(
-        self, block: ResidualBlock, batch: int, width: int, cond: torch.Tensor | None
-    ) -> None:
+    def __init__(self, block: ResidualBlock, batch: int, width: int, cond: object) -> None:
         acts = (block.act1, block.act2, block.act3)
         self.acts = [stepper_for(a, batch, width, cond) for a in acts]
         self.conv1 = block.conv1.stepper(batch, width)
         self.conv2 = block.conv2.stepper(batch, width)
-        cond_bias = block.cond_bias(cond)  # (N, C/2) or None
-        if cond_bias is not None:  # forward's `h = h + bias`, folded into conv1's bias
-            b1 = self.conv1.bias
-            self.conv1.bias = cond_bias if b1 is None else cond_bias + b1
+        vector, self.spatial_row = row_parts(cond)
+        bias = block.cond_bias(vector)  # (N, C/2) or None
+        b1 = self.conv1.bias  # forward's `h = h + bias`, folded into conv1's bias
+        bias = b1 if bias is None else (bias if b1 is None else bias + b1)
+        self.seeds: list[torch.Tensor | None] = [bias] * width
+        self.spatial_matrix = None
+        if block.spatial_proj is not None:  # per row: seed_rows = bias + s_row @ V
+            self.spatial_matrix = block.spatial_proj.weight.detach()[:, :, 0, 0].t()  # (Cm, C/2)
+            mid = self.spatial_matrix.shape[1]
+            self.base = (
+                self.spatial_matrix.new_zeros(batch * width, mid)
+                if bias is None
+                else bias.expand(batch, mid).repeat_interleave(width, 0)
+            )  # (N * W, C/2)
+            self.seed_rows = self.spatial_matrix.new_zeros(batch, width, mid)  # (N, W, C/2)
+            self.seeds = [self.seed_rows[:, j] for j in range(width)]
         w3 = block.conv3.masked_weight().detach()[:, :, 0, 0].t()  # (C/2, C)
         b3 = block.conv3.bias.detach() if block.conv3.bias is not None else torch.zeros_like(w3[0])
         self.matrix3 = torch.cat([w3, b3[None]]).contiguous()  # (C/2 + 1, C)
@@ -150,15 +176,19 @@ class _ResidualStepper(Stepper):
 
     def begin_row(self, i: int) -> None:
         self.conv2.begin_row(i)
+        if self.spatial_matrix is not None and self.spatial_row is not None:
+            n, w, c_map = self.spatial_row.shape
+            s = self.spatial_row.reshape(n * w, c_map)  # (N * W, C_map): row i of the map
+            torch.addmm(self.base, s, self.spatial_matrix, out=self.seed_rows.view(n * w, -1))
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         view = self.conv2.inputs[j]  # (N, C/2) in the kxk convolution's cache
         if self.relu:  # matrix product and ReLU in one call, into the buffer that reads them
-            self.conv1.product(torch.relu(x), self.conv1.bias, out=view, relu=True)
+            self.conv1.product(torch.relu(x), self.seeds[j], out=view, relu=True)
             self.conv2.compute(j, out=self.hidden_values, relu=True)
         else:
             a = self.acts[0].step(j, x)  # (N, C)
-            view.copy_(self.acts[1].step(j, self.conv1.step(j, a)))
+            view.copy_(self.acts[1].step(j, self.conv1.product(a, self.seeds[j])))
             self.hidden_values.copy_(self.acts[2].step(j, self.conv2.compute(j)))
         return torch.addmm(x, self.hidden, self.matrix3)  # (N, C): x + conv3(act(h)) + bias
 

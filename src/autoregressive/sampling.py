@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .checks import check_noise_request, check_sampling
+from .conditioning import Conditioning
 from .distributions import Distribution
 
 __all__ = ["check_completion", "draw_noise", "naive_sample"]
@@ -71,7 +72,7 @@ def naive_sample(
     distribution: Distribution,
     noise: torch.Tensor,
     *,
-    cond: torch.Tensor | None = None,
+    cond: torch.Tensor | Conditioning | None = None,
     image: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -82,7 +83,8 @@ def naive_sample(
             returns raw parameters ``(N, C * P, H, W)`` (e.g. ``PixelCNN.network``).
         distribution: the output distribution.
         noise: uniform noise ``(N, C, H, W)`` from :func:`draw_noise`; fixes the result.
-        cond: conditioning vectors ``(N, C_cond)`` or ``None``.
+        cond: conditioning vectors ``(N, C_cond)``, a :class:`~autoregressive.Conditioning`
+            (vectors and/or maps ``(N, C_map, H, W)``), or ``None``.
         image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
         known: bool mask broadcastable to ``(N, C, H, W)``: ``True`` where ``image`` is given.
 

@@ -121,7 +121,7 @@ def _is_pixelwise(module: nn.Module) -> bool:
     return torch.allclose(image.permute(0, 2, 3, 1).reshape(18, 4), pixels, rtol=1e-9, atol=0)
 
 
-def stepper_for(module: nn.Module, batch: int, width: int, cond: torch.Tensor | None) -> Stepper:
+def stepper_for(module: nn.Module, batch: int, width: int, cond: object) -> Stepper:
     """The :class:`Stepper` that computes ``module`` one pixel at a time.
 
     Args:
@@ -129,7 +129,9 @@ def stepper_for(module: nn.Module, batch: int, width: int, cond: torch.Tensor | 
             module that maps each pixel's features on their own (``nn.ReLU``, ``nn.GELU``, ...).
         batch: images sampled at once, ``N``.
         width: image width ``W``.
-        cond: conditioning vectors ``(N, C_cond)`` or ``None``.
+        cond: what the sampler hands every layer: a
+            :class:`~autoregressive.conditioning.RowConditioning` (the vectors ``(N, C_cond)``
+            and a buffer holding the current row of a conditioning map), or ``None``.
 
     Returns:
         The module's own stepper, or an :class:`ElementwiseStepper`.

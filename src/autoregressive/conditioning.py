@@ -1,0 +1,118 @@
+"""What a conditional layer is given besides the image: a vector, a spatial map, or both.
+
+The Gated PixelCNN paper (van den Oord et al., 2016, https://arxiv.org/abs/1606.05328, eq. 4
+and 5) conditions every gate on a vector ``h`` (a class, an embedding) through ``V^T h`` and on
+a map ``s`` aligned with the image (the upper level of a VQ-VAE-2, a segmentation) through a 1x1
+convolution ``V * s``. Layers take either as one argument ``cond``:
+
+- a tensor ``(N, D)``: a conditioning vector (what every layer accepted so far);
+- a :class:`Conditioning`: a vector, a map ``(N, C_map, H, W)``, or both.
+
+The map is *given*, not generated, so its value at any position may influence any output. For
+cached sampling the sampler hands each layer's stepper a :class:`RowConditioning` instead: the
+vector, and a buffer that holds the current row of the map (refreshed before every
+``begin_row``, so that one recorded row replays for all of them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Conditioning", "RowConditioning", "as_conditioning"]
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    r"""A conditioning vector and/or a spatial map for a batch of images.
+
+    Args:
+        vector: ``(N, D)`` floating-point, or ``None``.
+        spatial: ``(N, C_map, H, W)`` floating-point, aligned with the images, or ``None``.
+
+    Example:
+        >>> c = Conditioning(vector=torch.zeros(2, 3), spatial=torch.zeros(2, 4, 5, 5))
+        >>> c.batch, c.first(3).spatial.shape
+        (2, torch.Size([3, 4, 5, 5]))
+    """
+
+    vector: torch.Tensor | None = None
+    spatial: torch.Tensor | None = None
+
+    @property
+    def batch(self) -> int | None:
+        """``N``, from whichever part is given (``None`` if neither is)."""
+        for t in (self.vector, self.spatial):
+            if isinstance(t, torch.Tensor) and t.dim() > 0:
+                return t.shape[0]
+        return None
+
+    def first(self, n: int) -> Conditioning:
+        """The first item's conditioning repeated ``n`` times (for probes of ``n`` images)."""
+        return Conditioning(*(None if t is None else _repeat_first(t, n) for t in self._parts()))
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Conditioning:
+        """Both parts moved to ``device`` and cast to ``dtype``, as by ``Tensor.to``."""
+        moved = (None if t is None else t.to(device=device, dtype=dtype) for t in self._parts())
+        return Conditioning(*moved)
+
+    def _parts(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self.vector, self.spatial
+
+
+def _repeat_first(t: torch.Tensor, n: int) -> torch.Tensor:
+    return t[:1].expand(n, *t.shape[1:])
+
+
+@dataclass(frozen=True)
+class RowConditioning:
+    r"""What a stepper is given: the vector, and the current row of the map.
+
+    Args:
+        vector: ``(N, D)`` or ``None``.
+        spatial_row: ``(N, W, C_map)`` buffer or ``None``; the sampler writes row ``i`` of the
+            map into it before calling ``begin_row(i)``, so read it there, never keep a copy.
+
+    Example:
+        >>> from autoregressive.conditioning import RowConditioning
+        >>> RowConditioning(vector=None, spatial_row=torch.zeros(2, 5, 4)).spatial_row.shape
+        torch.Size([2, 5, 4])
+    """
+
+    vector: torch.Tensor | None = None
+    spatial_row: torch.Tensor | None = None
+
+
+def as_conditioning(cond: object) -> Conditioning | None:
+    """``cond`` as a :class:`Conditioning` (a bare tensor is a vector); ``None`` stays ``None``.
+
+    Raises:
+        TypeError: ``cond`` is neither ``None``, a tensor nor a :class:`Conditioning`.
+
+    Example:
+        >>> as_conditioning(torch.ones(2, 3)).vector.shape
+        torch.Size([2, 3])
+    """
+    if cond is None or isinstance(cond, Conditioning):
+        return cond
+    if isinstance(cond, torch.Tensor):
+        return Conditioning(vector=cond)
+    raise TypeError(
+        "cond must be None, a conditioning vector (N, D) or a Conditioning(vector=..., "
+        f"spatial=...), got {type(cond).__name__}"
+    )
+
+
+def row_parts(cond: object) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(vector, spatial_row)`` of a stepper's ``cond`` (a :class:`RowConditioning`, a vector)."""
+    if isinstance(cond, RowConditioning):
+        return cond.vector, cond.spatial_row
+    if cond is None or isinstance(cond, torch.Tensor):
+        return cond, None
+    raise TypeError(
+        "a stepper's cond must be None, a vector (N, D) or a RowConditioning, got "
+        f"{type(cond).__name__}"
+    )

@@ -1,0 +1,215 @@
+"""Conditioning on labels, vectors and spatial maps: exact sampling, reach, normalisation, errors.
+
+Causality of the image path under every kind of conditioning is proven with the other dependency
+sets in tests/test_dependencies.py (its configs draw every kind).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import positive_weights_
+from test_sampling import all_images
+
+from autoregressive import CachedSampler, Conditioning, PixelCNN, PixelCNNConfig, draw_noise
+
+F64 = torch.float64
+KINDS = {
+    "class": {"num_classes": 3},
+    "vector": {"vector_size": 5},
+    "spatial": {"spatial_channels": 2},
+    "mixed": {"num_classes": 3, "vector_size": 4, "spatial_channels": 3},
+}
+BLOCKS = {
+    "residual": {"block": "residual", "num_blocks": 2, "hidden_channels": 8},
+    "gated": {"block": "gated", "num_blocks": 3, "hidden_channels": 6},
+}
+
+
+def _inputs(cfg: PixelCNNConfig, n: int, size: tuple[int, int], seed: int = 0) -> dict:
+    """Random conditioning of every kind ``cfg`` takes, as the keywords of the model's methods."""
+    g = torch.Generator().manual_seed(seed)
+    kw: dict = {}
+    if cfg.num_classes:
+        kw["y"] = torch.randint(0, cfg.num_classes, (n,), generator=g)
+    if cfg.vector_size:
+        kw["vector"] = torch.randn(n, cfg.vector_size, generator=g, dtype=F64)
+    if cfg.spatial_channels:
+        kw["spatial"] = torch.randn(n, cfg.spatial_channels, *size, generator=g, dtype=F64)
+    return kw
+
+
+def _model(cfg: PixelCNNConfig, seed: int = 0) -> PixelCNN:
+    """The library's own initialisation (outputs far from saturated), in float64."""
+    torch.manual_seed(seed)
+    return PixelCNN(cfg, dtype=F64)
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("t", [1.0, 0.6])
+def test_cached_equals_naive_under_conditioning(block, kind, t):
+    cfg = PixelCNNConfig(**BLOCKS[block], **KINDS[kind], image_size=(4, 5))
+    model = _model(cfg)
+    n, size = 4, cfg.image_size
+    kw = _inputs(cfg, n, size)
+
+    def draw(method: str, seed: int = 0, **extra: object) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return model.sample(n, generator=g, method=method, temperature=t, **kw, **extra)  # type: ignore[arg-type]
+
+    fast = draw("cached")
+    assert torch.equal(fast, draw("naive"))
+    assert 0 < fast.float().mean() < 1, "saturated: a weak test"
+    # the conditioning matters: other vectors / maps / labels, other likelihoods
+    other = {k: ((v + 1) % cfg.num_classes if k == "y" else v * -3.0) for k, v in kw.items()}
+    assert not torch.allclose(model.log_prob(fast, **kw), model.log_prob(fast, **other))
+    # completion: the top rows given
+    known = torch.zeros(size, dtype=torch.bool)
+    known[:2] = True
+    completed = draw("cached", seed=1, image=fast, known=known)
+    assert torch.equal(completed, draw("naive", seed=1, image=fast, known=known))
+    assert torch.equal(completed[:, :, :2], fast[:, :, :2])
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_colour_categorical_with_a_map_cached_equals_naive(block):
+    cfg = PixelCNNConfig(
+        **{**BLOCKS[block], "hidden_channels": 12},
+        data_channels=3,
+        distribution="categorical",
+        levels=4,
+        vector_size=2,
+        spatial_channels=2,
+        image_size=(3, 4),
+    )
+    model = _model(cfg, seed=3)
+    kw = _inputs(cfg, 3, cfg.image_size, seed=3)
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    cached = model.sample(3, generator=g(), temperature=1.4, **kw)
+    assert torch.equal(
+        cached, model.sample(3, generator=g(), method="naive", temperature=1.4, **kw)
+    )
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_the_row_replay_path_reads_each_rows_map(block):
+    """The CUDA-graph path (one row recorded, replayed on fixed buffers), run on the CPU."""
+    cfg = PixelCNNConfig(**BLOCKS[block], **KINDS["mixed"])
+    model = _model(cfg)
+    n, size = 3, (6, 4)
+    noise = draw_noise((n, 1, *size), torch.Generator().manual_seed(0))
+    cond = model.condition(**_inputs(cfg, n, size), n=n, size=size)  # type: ignore[misc]
+    sampler = CachedSampler(model.network, model.distribution)
+    eager = sampler.sample(noise, cond=cond, return_params=True)
+    with torch.no_grad():
+        stepper = sampler._stepper(n, size[1], cond)
+        rows = sampler._prepare(noise, None, True, cond)
+        sampler._sample_replayed(stepper, rows, record=lambda row: row)
+    assert torch.equal(rows.x.permute(2, 3, 0, 1), eager[0])
+    assert torch.equal(rows.params.permute(2, 3, 0, 1), eager[1])
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_the_conditioning_reaches_every_output(block):
+    """Every output at every pixel has a non-zero gradient with respect to the vector (one-hot
+    labels included) and to the map at its own pixel."""
+    cfg = PixelCNNConfig(**BLOCKS[block], **KINDS["mixed"])
+    model = positive_weights_(PixelCNN(cfg, dtype=F64))
+    h, w = 4, 3
+    x = torch.ones(1, 1, h, w, dtype=F64)
+    base = model.condition(**_inputs(cfg, 1, (h, w)), n=1, size=(h, w))  # type: ignore[misc]
+    assert base is not None and base.vector is not None and base.spatial is not None
+    vector, spatial = base.vector.abs(), base.spatial.abs()
+
+    def out(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return model.network(x, Conditioning(v, s))[0]  # (C * P, H, W)
+
+    jv, js = torch.autograd.functional.jacobian(out, (vector, spatial))
+    # jv: (O, H, W, 1, K + D); js: (O, H, W, 1, C_map, H, W)
+    assert bool((jv[..., 0, :] != 0).all()), "an output ignores part of the vector"
+    for i in range(h):
+        for j in range(w):
+            assert bool((js[:, i, j, 0, :, i, j] != 0).all()), f"map at {(i, j)} unused there"
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+@pytest.mark.parametrize("t", [1.0, 0.5])
+def test_likelihood_sums_to_one_under_conditioning(block, t):
+    cfg = PixelCNNConfig(**BLOCKS[block], **KINDS["mixed"], distribution="categorical", levels=3)
+    model = _model(cfg)
+    x = all_images(1, 2, 2, 3)  # (81, 1, 2, 2)
+    n = x.shape[0]
+    one = _inputs(cfg, 1, (2, 2), seed=2)
+    kw = {k: v.expand(n, *v.shape[1:]) for k, v in one.items()}
+    cond = model.condition(kw.pop("y"), n, size=(2, 2), **kw)
+    raw = model.network(model.distribution.preprocess(x, F64), cond)
+    log_p = model.distribution.with_temperature(t).log_prob(raw, x)
+    assert abs(log_p.exp().sum().item() - 1.0) < 1e-9
+
+
+def test_log_prob_takes_the_same_keywords_as_sample():
+    cfg = PixelCNNConfig(**BLOCKS["gated"], **KINDS["mixed"])
+    model = _model(cfg)
+    kw = _inputs(cfg, 2, (3, 3))
+    x = model.sample(2, size=(3, 3), **kw)
+    lp = model.log_prob(x, **kw)
+    assert lp.shape == (2,) and bool(torch.isfinite(lp).all())
+    assert torch.allclose(model.bits_per_dim(x, **kw), -lp / (9 * torch.log(torch.tensor(2.0))))
+    assert model(x, **kw).shape == x.shape
+
+
+MIXED = PixelCNNConfig(num_blocks=1, hidden_channels=4, **KINDS["mixed"])
+GOOD = {"y": torch.zeros(2).long(), "vector": torch.zeros(2, 4), "spatial": torch.zeros(2, 3, 4, 4)}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"vector": None}, r"pass vector of shape \(2, 4\)"),
+        ({"spatial": None}, r"pass spatial of shape \(2, 3, 4, 4\)"),
+        ({"y": None}, r"pass labels y of shape \(2,\)"),
+        ({"vector": torch.zeros(2, 5)}, r"vector must have shape \(2, 4\), got \(2, 5\)"),
+        ({"vector": torch.zeros(3, 4)}, r"vector must have shape \(2, 4\), got \(3, 4\)"),
+        ({"spatial": torch.zeros(2, 3, 5, 4)}, r"shape \(2, 3, 4, 4\), got \(2, 3, 5, 4\)"),
+        ({"spatial": torch.zeros(2, 1, 4, 4)}, r"shape \(2, 3, 4, 4\), got \(2, 1, 4, 4\)"),
+        ({"spatial": torch.zeros(2, 3, 4, 4).long()}, r"floating-point tensor of shape"),
+        ({"vector": torch.full((2, 4), float("nan"))}, r"vector contains NaN"),
+    ],
+)
+@pytest.mark.parametrize("method", ["log_prob", "forward", "sample"])
+def test_bad_conditioning_names_the_expected_shape(change, message, method):
+    model = PixelCNN(MIXED)
+    kw = {**GOOD, **change}
+    x = torch.zeros(2, 1, 4, 4)
+    with pytest.raises(ValueError, match=message):
+        if method == "sample":
+            model.sample(2, size=(4, 4), **kw)
+        else:
+            getattr(model, method)(x, **kw)
+
+
+@pytest.mark.parametrize("name", ["vector", "spatial"])
+def test_conditioning_given_to_a_model_that_takes_none_is_refused(name):
+    model = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4))
+    with pytest.raises(ValueError, match=rf"takes no {name} \(.*=None\): do not pass {name}"):
+        model.log_prob(torch.zeros(2, 1, 4, 4), **{name: GOOD[name][:, :, ...]})
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"vector_size": 0}, "vector_size must be >= 1"),
+        ({"spatial_channels": -1}, "spatial_channels must be >= 1"),
+        ({"vector_size": 3, "num_blocks": 0}, "conditional model needs num_blocks >= 1"),
+    ],
+)
+def test_config_refuses_bad_conditioning_fields(fields, message):
+    with pytest.raises(ValueError, match=message):
+        PixelCNNConfig(**fields)
+
+
+def test_cond_channels_is_labels_then_vector():
+    assert PixelCNNConfig(num_classes=3, vector_size=4).cond_channels == 7
+    assert PixelCNNConfig(spatial_channels=2).cond_channels is None
+    assert PixelCNNConfig(spatial_channels=2).conditional
