@@ -43,6 +43,7 @@ matplotlib and vector-quantize-pytorch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -826,6 +827,10 @@ def save_state(run: Run, args: argparse.Namespace, device: torch.device) -> None
 def check_resumable(checkpoint: dict[str, Any], run: dict[str, Any]) -> None:
     """Raise ``ValueError`` when a checkpoint belongs to a different run."""
     saved = json.loads(json.dumps(checkpoint.get("run", {})))
+    if isinstance(saved.get("prior"), dict):  # config fields added since take their defaults
+        with contextlib.suppress(TypeError, ValueError):
+            saved["prior"] = dataclasses.asdict(PixelCNNConfig(**saved["prior"]))
+        saved = json.loads(json.dumps(saved))
     current = json.loads(json.dumps(run))
     diff = [k for k in current if saved.get(k) != current[k]]
     if diff:

@@ -7,6 +7,7 @@ tmp_path. The prior's conditioning checks are exercised on the model the script 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -235,3 +236,15 @@ def test_help_and_profiles():
     assert result.returncode == 0
     for flag in ("--demo", "--resume", "--input-embedding", "--temperature", "--codebook-size"):
         assert flag in result.stdout
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_config_field_existed():
+    script = _load_script()
+    args = script.parse_args(tiny_flags(Path("unused"), Path("unused")))
+    config = dataclasses.asdict(script.prior_config(args))
+    identity = {"prior": config, **{k: getattr(args, k) for k in script.RUN_KEYS}}
+    older = {**identity, "prior": {k: v for k, v in config.items() if k != "embedding_dim"}}
+    script.check_resumable({"run": older}, identity)  # the missing field takes its default, 16
+    older["prior"]["num_blocks"] = 2
+    with pytest.raises(ValueError, match="different run"):
+        script.check_resumable({"run": older}, identity)
