@@ -9,7 +9,7 @@ DATA_DIR ?=
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 OUT ?= runs
 
-.PHONY: install test lint format docs demo mnist bench bench-quick gpu-check clean
+.PHONY: install test lint format docs demo prior-demo mnist bench bench-quick gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ docs: $(STAMP)  ## build the HTML docs (warnings are errors) and run their docte
 
 demo: $(STAMP)  ## CPU-sized MNIST run in the automatic precision (--resume continues it)
 	$(PY) examples/mnist_pixelcnn.py --demo --resume $(DATA_FLAG) --out $(OUT)/demo
+
+prior-demo: $(STAMP)  ## CPU-sized VQ-VAE on MNIST + class-conditional PixelCNN prior over its codes
+	$(PY) examples/vqvae_prior.py --demo --resume $(DATA_FLAG) --out $(OUT)/prior-demo
 
 mnist: $(STAMP)  ## the full 30-epoch reference run (--resume continues it)
 	$(PY) examples/mnist_pixelcnn.py --resume $(DATA_FLAG) --out $(OUT)/mnist

@@ -1,0 +1,250 @@
+"""End-to-end tests of examples/vqvae_prior.py: a VQ-VAE and a class-conditional prior.
+
+The script runs as a subprocess on tiny synthetic IDX files in torchvision's layout (so the real
+MNIST loading code runs), with a tiny VQ-VAE and prior; everything is written under pytest's
+tmp_path. The prior's conditioning checks are exercised on the model the script builds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_data import write_mnist
+
+for _module in ("torchvision", "tqdm", "matplotlib", "vector_quantize_pytorch"):
+    pytest.importorskip(_module)  # the `examples` extra
+
+from autoregressive import PixelCNN  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "examples" / "vqvae_prior.py"
+CODEBOOK = 8
+
+
+def tiny_flags(data_dir: Path, out: Path) -> list[str]:
+    """A VQ-VAE of 8 channels and a 1-block prior, 3 steps per epoch: seconds per run."""
+    return [
+        *("--data-dir", str(data_dir), "--no-download", "--out", str(out), "--seed", "3"),
+        *("--codebook-size", str(CODEBOOK), "--code-dim", "4", "--vq-channels", "8"),
+        *("--vq-epochs", "1", "--vq-batch-size", "32", "--prior-epochs", "2"),
+        *("--prior-blocks", "1", "--prior-channels", "8", "--prior-head", "0"),
+        *("--prior-batch-size", "32", "--limit-train-batches", "3", "--eval-batch-size", "64"),
+        *("--samples-per-class", "2", "--input-embedding", "learned", "--threads", "1"),
+    ]
+
+
+def run_script(args: list[str], expect: int = 0) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SCRIPT), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == expect, f"{cmd}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("vqvae_prior", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root, 256, 64)
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished_run(synthetic, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prior")
+    run_script(tiny_flags(synthetic, out))
+    return out
+
+
+def metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _check_png(path: Path) -> tuple[int, ...]:
+    import matplotlib.image as mpimg
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 50
+    return image.shape
+
+
+@pytest.mark.slow
+def test_end_to_end_outputs(finished_run):
+    out = finished_run
+    for name in ("samples.png", "reconstructions.png", "loss_curves.png"):
+        _check_png(out / name)
+    m = metrics(out)
+    assert m["finished"] is True and m["codebook_size"] == CODEBOOK
+    assert [e["epoch"] for e in m["history"]["prior"]] == [1, 2]
+    assert len(m["history"]["vqvae"]) == 1 and m["images"] == {"train": 256, "test": 64}
+    vq, prior = m["vqvae"], m["prior"]
+    assert 1 <= vq["test_codes_used"] <= CODEBOOK
+    assert 1 <= vq["test_perplexity"] <= vq["test_codes_used"] + 1e-9
+    assert 0 < vq["test_mse_per_pixel"] < 1 and vq["test_bce"] > 0
+    assert vq["test_sse"] == pytest.approx(784 * vq["test_mse_per_pixel"])
+    assert m["baselines"]["uniform_nll"] == pytest.approx(49 * math.log(CODEBOOK))
+    assert math.isfinite(prior["test_nll"]) and prior["test_nll"] > 0
+    assert prior["test_bits_per_code"] == pytest.approx(prior["test_nll"] / (49 * math.log(2)))
+    for phase in ("vqvae_train", "encode_seconds", "prior_train", "prior_eval", "sample_seconds"):
+        assert m["seconds"][phase] > 0, phase
+    assert m["prior_config"]["levels"] == CODEBOOK and m["prior_config"]["num_classes"] == 10
+    assert m["prior_config"]["image_size"] == [7, 7] and m["prior_config"]["block"] == "gated"
+    assert not list(out.glob(".*.tmp")), "temporary files left behind"
+
+
+@pytest.mark.slow
+def test_stop_and_resume_reproduces_the_straight_run(synthetic, finished_run, tmp_path):
+    """One prior epoch, then --resume for the second: the same numbers as two in one go."""
+    out = tmp_path / "split"
+    run_script([*tiny_flags(synthetic, out), "--prior-epochs", "1"])
+    log = run_script([*tiny_flags(synthetic, out), "--resume"]).stdout
+    assert "resumed from" in log and "prior epoch 2:" in log and "prior epoch 1:" not in log
+    split, straight = metrics(out)["history"], metrics(finished_run)["history"]
+    keys = ("train_bce", "test_bce", "test_sse", "test_codes_used", "test_perplexity")
+    assert [{k: e[k] for k in keys} for e in split["vqvae"]] == [
+        {k: e[k] for k in keys} for e in straight["vqvae"]
+    ]
+    keys = ("train_nll", "test_nll")
+    assert [{k: e[k] for k in keys} for e in split["prior"]] == [
+        {k: e[k] for k in keys} for e in straight["prior"]
+    ]
+    assert (out / "samples.png").read_bytes() == (finished_run / "samples.png").read_bytes()
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_different_run(synthetic, finished_run, tmp_path):
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes((finished_run / "checkpoint.pt").read_bytes())
+    result = run_script([*tiny_flags(synthetic, out), "--resume", "--vq-lr", "1e-2"], expect=2)
+    assert "different run" in result.stderr and "vq_lr" in result.stderr
+
+
+def test_missing_data_gives_a_clear_error(tmp_path):
+    flags = ["--data-dir", str(tmp_path / "none"), "--no-download", "--out", str(tmp_path)]
+    result = run_script(flags, expect=2)
+    assert "train-images-idx3-ubyte(.gz)" in result.stderr
+
+
+def tiny_prior(script) -> PixelCNN:
+    args = script.parse_args(tiny_flags(Path("unused"), Path("unused")))
+    return PixelCNN(script.prior_config(args))
+
+
+def test_prior_is_the_class_conditional_gated_model_over_codes():
+    script = _load_script()
+    prior = tiny_prior(script)
+    c = prior.config
+    assert (c.block, c.distribution, c.levels) == ("gated", "categorical", CODEBOOK)
+    assert (c.num_classes, c.image_size) == (10, (7, 7))
+    assert (c.input_embedding, c.embedding_dim) == ("learned", 16)
+    y = torch.tensor([0, 9, 4])
+    codes = prior.sample(3, y, size=(7, 7), generator=torch.Generator().manual_seed(0))
+    assert codes.shape == (3, 1, 7, 7) and codes.dtype == torch.long
+    assert int(codes.min()) >= 0 and int(codes.max()) < CODEBOOK
+    assert prior.log_prob(codes, y).shape == (3,)
+
+
+@pytest.mark.parametrize("embedding", ["learned", "onehot", "scaled"])
+def test_every_input_embedding_scores_and_samples(embedding):
+    script = _load_script()
+    flags = [*tiny_flags(Path("unused"), Path("unused")), "--input-embedding", embedding]
+    prior = PixelCNN(script.prior_config(script.parse_args(flags)))
+    assert prior.config.input_embedding == embedding
+    y = torch.arange(4)
+    codes = prior.sample(4, y, size=(7, 7), generator=torch.Generator().manual_seed(1))
+    naive = prior.sample(
+        4, y, size=(7, 7), generator=torch.Generator().manual_seed(1), method="naive"
+    )
+    assert torch.equal(codes, naive)
+    assert torch.isfinite(prior.log_prob(codes, y)).all()
+
+
+@pytest.mark.parametrize(
+    ("y", "match"),
+    [
+        (None, r"class-conditional: pass labels y of shape \(3,\)"),
+        (torch.zeros(3, 1, dtype=torch.long), r"y must have shape \(3,\)"),
+        (torch.zeros(2, dtype=torch.long), r"y must have shape \(3,\)"),
+        (torch.zeros(3), "integer tensor"),
+        (torch.tensor([0, 10, 1]), r"labels must lie in \[0, 10\)"),
+    ],
+)
+def test_prior_rejects_bad_conditioning(y, match):
+    prior = tiny_prior(_load_script())
+    codes = torch.randint(0, CODEBOOK, (3, 1, 7, 7))
+    with pytest.raises(ValueError, match=match):
+        prior.log_prob(codes, y)
+    with pytest.raises(ValueError, match=match):
+        prior.sample(3, y, size=(7, 7))
+
+
+def test_vqvae_shapes_and_ranges():
+    script = _load_script()
+    torch.manual_seed(0)
+    vqvae = script.VQVAE(CODEBOOK, 4, 8, 0.9, 1.0)
+    x = torch.rand(5, 1, 28, 28)
+    logits, codes, commitment = vqvae(x)
+    assert logits.shape == x.shape and codes.shape == (5, 7, 7) and commitment.dim() == 0
+    vqvae.eval()
+    encoded = vqvae.encode(x)
+    assert encoded.dtype == torch.long and 0 <= int(encoded.min()) < CODEBOOK
+    images = vqvae.decode(encoded)
+    assert images.shape == x.shape and 0 <= float(images.min()) <= float(images.max()) <= 1
+    # decoding the codes gives exactly the reconstruction of the full forward pass
+    torch.testing.assert_close(images, torch.sigmoid(vqvae(x)[0]))
+
+
+def test_codebook_use_and_baselines_against_hand_counts():
+    script = _load_script()
+    codes = torch.tensor([0, 0, 1, 3])
+    use = script.codebook_use(codes, 4)
+    assert use["codes_used"] == 3
+    assert use["perplexity"] == pytest.approx(
+        math.exp(-(0.5 * math.log(0.5) + 0.5 * math.log(0.25)))
+    )
+    train = torch.zeros(2, 1, 7, 7, dtype=torch.long)  # only code 0
+    test = torch.ones(1, 1, 7, 7, dtype=torch.long)  # only code 1
+    b = script.baselines(train, test, 2)
+    assert b["uniform_nll"] == pytest.approx(49 * math.log(2))
+    assert b["unigram_nll"] == pytest.approx(-49 * math.log(0.5 / 99))  # add-1/2 smoothing
+
+
+def test_help_and_profiles():
+    script = _load_script()
+    demo, full = script.parse_args(["--demo"]), script.parse_args([])
+    assert demo.out == Path("runs/prior-demo") and demo.input_embedding == "learned"
+    assert demo.prior_epochs < full.prior_epochs and demo.data_dir == script.default_data_dir()
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    for flag in ("--demo", "--resume", "--input-embedding", "--temperature", "--codebook-size"):
+        assert flag in result.stdout
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_config_field_existed():
+    script = _load_script()
+    args = script.parse_args(tiny_flags(Path("unused"), Path("unused")))
+    config = dataclasses.asdict(script.prior_config(args))
+    identity = {"prior": config, **{k: getattr(args, k) for k in script.RUN_KEYS}}
+    older = {**identity, "prior": {k: v for k, v in config.items() if k != "embedding_dim"}}
+    script.check_resumable({"run": older}, identity)  # the missing field takes its default, 16
+    older["prior"]["num_blocks"] = 2
+    with pytest.raises(ValueError, match="different run"):
+        script.check_resumable({"run": older}, identity)
