@@ -9,7 +9,8 @@ from .config import PRESETS, PixelCNNConfig
 from .conv import ConvStepper, MaskedConv2d
 from .distributions import Bernoulli, Categorical, Distribution, nats_to_bits_per_dim
 from .gated import GatedBlock, GatedStack, gate
-from .masks import causal_mask, channel_groups
+from .logistic_mixture import DiscretizedLogisticMixture
+from .masks import causal_mask, channel_groups, mask_groups
 from .model import PixelCNN, build_network
 from .residual import ResidualBlock
 from .sampling import draw_noise, naive_sample
@@ -25,6 +26,7 @@ __all__ = [
     "Categorical",
     "CausalSequential",
     "ConvStepper",
+    "DiscretizedLogisticMixture",
     "Distribution",
     "ElementwiseStepper",
     "GatedBlock",
@@ -40,6 +42,7 @@ __all__ = [
     "channel_groups",
     "draw_noise",
     "gate",
+    "mask_groups",
     "naive_sample",
     "nats_to_bits_per_dim",
     "stepper_for",

@@ -38,8 +38,8 @@ class _Rows:
     """The sampler's state, one entry per row; ``rows[i]`` is row ``i``'s views."""
 
     x: torch.Tensor  # (H, W, N, C): the images being drawn
-    u: torch.Tensor  # (H, W, C, N): the prepared noise
-    given: torch.Tensor | None  # (H, W, C, N) bool: True where a pixel is known
+    u: torch.Tensor  # (H, W, C, N) prepared noise; joint distributions: (H, W, N, C + 1)
+    given: torch.Tensor | None  # (H, W, C, N) bool, True where known; joint: (H, W, N, C)
     params: torch.Tensor | None  # (H, W, N, C * P): raw parameters, when asked for
 
     def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> _Rows:
@@ -120,6 +120,28 @@ class CachedSampler:
 
     def _row(self, stepper: Stepper, i: int, row: _Rows) -> None:
         """Sample row ``i`` in place; ``row`` holds its views (see :class:`_Rows`)."""
+        if self.distribution.joint:
+            self._row_of_pixels(stepper, i, row)
+        else:
+            self._row_of_channels(stepper, i, row)
+
+    def _row_of_pixels(self, stepper: Stepper, i: int, row: _Rows) -> None:
+        """Row ``i`` for a distribution that draws whole pixels: one step per pixel."""
+        dist = self.distribution
+        dtype = row.x.dtype
+        stepper.begin_row(i)
+        for j, xp in enumerate(row.x.unbind(0)):  # xp: (N, C), the pixel
+            raw = stepper.step(j, dist.preprocess(xp, dtype))  # (N, P): ignores xp's values
+            if row.params is not None:
+                row.params[j] = raw
+            value = dist.sample_pixel(raw, row.u[j]).to(dtype)  # (N, C)
+            if row.given is not None:
+                value = torch.where(row.given[j], xp, value)
+            xp.copy_(value)
+            stepper.write(j, dist.preprocess(xp, dtype))
+
+    def _row_of_channels(self, stepper: Stepper, i: int, row: _Rows) -> None:
+        """Row ``i`` channel by channel: ``C`` steps per pixel (channel-wise masks)."""
         dist = self.distribution
         dtype, p, channels = row.x.dtype, dist.params_per_channel, row.x.shape[2]
         noise = row.u.flatten(0, 1).unbind(0)  # W * C views (N,), one per sub-pixel
@@ -182,11 +204,12 @@ class CachedSampler:
         """
         check_sampling(self.network, self.distribution, noise, cond)
         n, _, height, width = noise.shape
+        shape = (n, self.distribution.image_channels(noise.shape[1]), height, width)
         device = next(self.network.parameters()).device
         graphs = self.cuda_graphs if self.cuda_graphs is not None else device.type == "cuda"
         if graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, not {device}")
-        completion = check_completion(image, known, tuple(noise.shape))
+        completion = check_completion(image, known, shape, whole_pixels=self.distribution.joint)
         stepper = self._stepper(n, width, cond)
         rows = self._prepare(noise, completion, return_params)
         self.last_used_graph = graphs and height > WARMUP_ROWS
@@ -207,17 +230,20 @@ class CachedSampler:
     ) -> _Rows:
         """The sampling state in row-major layouts, known pixels filled in."""
         param = next(self.network.parameters())
-        n, channels, height, width = noise.shape
-        u = self.distribution.prepare_noise(noise.to(param.device))
-        u = rearrange(u, "n c h w -> h w c n").contiguous()  # (H, W, C, N)
+        dist = self.distribution
+        n, _, height, width = noise.shape
+        channels = dist.image_channels(noise.shape[1])
+        # per channel: (H, W, C, N), one (N,) view per sub-pixel; joint: (H, W, N, C + 1)
+        layout = "n c h w -> h w n c" if dist.joint else "n c h w -> h w c n"
+        u = rearrange(dist.prepare_noise(noise.to(param.device)), layout).contiguous()
         x = param.new_zeros(height, width, n, channels)  # (H, W, N, C)
         given = None
         if completion is not None:
             image_hw = rearrange(completion[0].to(param), "n c h w -> h w n c")
-            given = rearrange(completion[1], "n c h w -> h w c n").contiguous()  # (H, W, C, N)
+            given = rearrange(completion[1], layout).contiguous()
             x.copy_(torch.where(rearrange(completion[1], "n c h w -> h w n c"), image_hw, x))
-        p = self.distribution.params_per_channel
-        params = x.new_zeros(height, width, n, channels * p) if return_params else None
+        size = dist.num_params(channels)
+        params = x.new_zeros(height, width, n, size) if return_params else None
         return _Rows(x, u, given, params)
 
 
@@ -236,7 +262,8 @@ def cached_sample(
     Args:
         network: a causal network (see :class:`CachedSampler` for what it may contain).
         distribution: the output distribution.
-        noise: uniform noise ``(N, C, H, W)`` from :func:`~autoregressive.draw_noise`.
+        noise: uniform noise ``(N, C', H, W)`` from :func:`~autoregressive.draw_noise`, with
+            ``C' = distribution.noise_channels(C)`` (``C``, or ``C + 1`` for a mixture).
         cond: conditioning vectors ``(N, C_cond)`` or ``None``.
         image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
         known: bool mask broadcastable to ``(N, C, H, W)``, ``True`` where ``image`` is given.
@@ -248,7 +275,7 @@ def cached_sample(
         :func:`~autoregressive.naive_sample`'s for the same noise.
 
     Shape:
-        - ``noise``: :math:`(N, C, H, W)`; ``cond``: :math:`(N, C_{cond})`
+        - ``noise``: :math:`(N, C', H, W)`; ``cond``: :math:`(N, C_{cond})`
         - Output: :math:`(N, C, H, W)`
 
     Example:

@@ -157,10 +157,12 @@ def check_sampling(
         raise ValueError(
             "the network is unconditional (no layer has cond_channels): pass cond=None"
         )
+    n, _, height, width = noise.shape
+    shape = (n, distribution.image_channels(noise.shape[1]), height, width)  # the images'
     if causality:
-        _check_causal(network, distribution, tuple(noise.shape), cond)
+        _check_causal(network, distribution, shape, cond)
     else:
-        _probe(network, distribution, torch.zeros((1, *noise.shape[1:])), cond)
+        _probe(network, distribution, torch.zeros((1, *shape[1:])), cond)
 
 
 def _check_noise(noise: Any) -> None:
@@ -193,13 +195,13 @@ def _probe(
                 f"the network fails on images of shape (N, {c}, {h}, {w}) (noise's C, H, W)"
                 f"{'' if cond is None else ' with cond'}: {str(err).splitlines()[0]}"
             ) from err
-    want = (b, c * dist.params_per_channel, h, w)
+    want = (b, dist.num_params(c), h, w)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
             f"the network returns {got} for {b} images but the distribution needs {want[1]} "
-            f"channels (C={c} times {dist.params_per_channel} parameters per channel): give its "
-            "last layer out_channels = data_channels * distribution.params_per_channel"
+            f"channels for C={c} (distribution.num_params(C)): give its last layer "
+            "out_channels = distribution.num_params(data_channels)"
         )
     return out
 
@@ -232,9 +234,12 @@ def _check_causal(
     delta = (out[_PROBES:] - out[:_PROBES]).abs().flatten(2).cpu()  # (B, C * P, H * W)
     here = torch.arange(delta.shape[2])[None, None, :]  # (1, 1, H * W)
     outs = torch.arange(delta.shape[1])[None, :, None]  # (1, C * P, 1)
-    p = dist.params_per_channel
+    if dist.joint:  # every output at the pixel predicts the whole pixel
+        same_pixel = torch.ones_like(outs, dtype=torch.bool)
+    else:  # the outputs of the changed channel and the earlier ones
+        same_pixel = outs < (chan[:, None, None] + 1) * dist.params_per_channel
     before = (here < pos[:, None, None]) | (
-        (here == pos[:, None, None]) & (outs < (chan[:, None, None] + 1) * p)
+        (here == pos[:, None, None]) & same_pixel
     )  # (B, C * P, H * W): predictions that must not see the changed sub-pixel
     if bool((delta[before] > 1e-5 * (1 + float(out.abs().max()))).any()):
         raise ValueError(

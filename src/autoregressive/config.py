@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NoReturn
 
 from .distributions import Bernoulli, Categorical, Distribution
+from .logistic_mixture import DiscretizedLogisticMixture
+from .masks import ColourMode, mask_groups
 
 __all__ = ["PRESETS", "PixelCNNConfig"]
 
@@ -24,8 +27,8 @@ class PixelCNNConfig:
     """
 
     data_channels: int = 1  # colour channels of the images: 1 (grey) or 3 (RGB), ...
-    distribution: Literal["bernoulli", "categorical"] = "bernoulli"  # output likelihood
-    levels: int = 2  # values per channel for "categorical" (256 for 8-bit images)
+    distribution: Literal["bernoulli", "categorical", "logistic_mixture"] = "bernoulli"  # output
+    levels: int = 2  # values per channel, categorical or logistic_mixture (256 for 8-bit images)
     block: Literal["residual", "gated"] = "residual"  # PixelCNN residual or Gated PixelCNN
     num_blocks: int = 9  # residual blocks after the input layer / gated blocks including the first
     hidden_channels: int = 128  # channels between blocks (2h in the PixelCNN paper)
@@ -34,6 +37,7 @@ class PixelCNNConfig:
     head_channels: int = 0  # 0: ReLU + one 1x1 output layer; > 0: an extra 1x1 layer this wide
     num_classes: int | None = None  # class-conditional on labels 0 .. num_classes - 1
     image_size: tuple[int, int] = (28, 28)  # (H, W) that sample() draws when not told otherwise
+    mixtures: int = 10  # components of a "logistic_mixture" output (PixelCNN++: 10)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -59,15 +63,16 @@ class PixelCNNConfig:
 
     def _check_values(self) -> None:
         """The constraints between fields."""
-        if self.distribution == "categorical" and self.levels < 2:
-            fail(f"levels must be >= 2 for a categorical output, got {self.levels}")
+        if self.distribution != "bernoulli" and self.levels < 2:
+            fail(f"levels must be >= 2 for a {self.distribution} output, got {self.levels}")
         if self.num_blocks < (1 if self.block == "gated" else 0):
             fail(f"num_blocks={self.num_blocks} is too small for block={self.block!r}")
-        step = 2 * self.data_channels if self.block == "residual" else self.data_channels
+        groups = self.mask_groups
+        step = 2 * groups if self.block == "residual" else groups
         if self.hidden_channels < step or self.hidden_channels % step != 0:
             fail(
                 f"hidden_channels={self.hidden_channels} must be a positive multiple of {step} "
-                f"(the colour groups of the channel-wise masks"
+                f"(the colour groups of the {self.colour}-wise masks"
                 + (", halved inside residual blocks)" if self.block == "residual" else ")")
             )
         for name in ("input_kernel_size", "kernel_size"):
@@ -75,19 +80,29 @@ class PixelCNNConfig:
                 fail(f"{name} must be an odd positive int, got {getattr(self, name)!r}")
         if self.block == "gated" and min(self.input_kernel_size, self.kernel_size) < 3:
             fail("gated blocks need kernel sizes >= 3")
-        if self.head_channels % self.data_channels != 0:
+        if self.head_channels % self.mask_groups != 0:
             fail(
                 f"head_channels must be 0 or a multiple of data_channels, got {self.head_channels}"
             )
 
     def make_distribution(self) -> Distribution:
         """The output distribution object this configuration describes."""
-        return Bernoulli() if self.distribution == "bernoulli" else Categorical(self.levels)
+        return _DISTRIBUTIONS[self.distribution](self)
+
+    @property
+    def colour(self) -> ColourMode:
+        """``"pixel"`` (pixel-wise masks) for a ``joint`` distribution, else ``"channel"``."""
+        return "pixel" if self.make_distribution().joint else "channel"
+
+    @property
+    def mask_groups(self) -> int:
+        """Colour groups of the masks: ``data_channels`` channel-wise, 1 pixel-wise."""
+        return mask_groups(self.data_channels, self.colour)
 
     @property
     def out_channels(self) -> int:
-        """The network's raw output channels, ``data_channels * params_per_channel``."""
-        return self.data_channels * self.make_distribution().params_per_channel
+        """The network's raw output channels, the distribution's ``num_params(data_channels)``."""
+        return self.make_distribution().num_params(self.data_channels)
 
     def replace(self, **changes: Any) -> PixelCNNConfig:
         """A copy with some fields changed (validated again)."""
@@ -119,8 +134,18 @@ _INT_FIELDS = {
     "input_kernel_size": 1,
     "kernel_size": 1,
     "head_channels": 0,
+    "mixtures": 1,
 }
-_CHOICES = {"distribution": ("bernoulli", "categorical"), "block": ("residual", "gated")}
+_CHOICES = {
+    "distribution": ("bernoulli", "categorical", "logistic_mixture"),
+    "block": ("residual", "gated"),
+}
+#: how each ``distribution`` choice builds its object from the config
+_DISTRIBUTIONS: dict[str, Callable[[PixelCNNConfig], Distribution]] = {
+    "bernoulli": lambda c: Bernoulli(),
+    "categorical": lambda c: Categorical(c.levels),
+    "logistic_mixture": lambda c: DiscretizedLogisticMixture(c.mixtures, c.levels),
+}
 
 
 def _field_int(name: str, value: Any, minimum: int) -> int:

@@ -6,6 +6,10 @@ Each distribution is a small immutable object with pure methods. A network predi
 inverse CDF of one uniform number per sub-pixel (first mapped once by
 :meth:`~autoregressive.Distribution.prepare_noise`), so that any sampler fed the same uniform
 noise returns the same image.
+
+A ``joint`` distribution (:class:`~autoregressive.DiscretizedLogisticMixture`) instead models
+the channels of a pixel together: ``num_params(C)`` raw values per pixel, ``noise_channels(C)``
+uniforms per pixel, and :meth:`~autoregressive.Distribution.sample_pixel` draws a whole pixel.
 """
 
 from __future__ import annotations
@@ -51,8 +55,11 @@ class Distribution:
         tensor([-11.0904, -11.0904])
     """
 
-    #: raw network outputs per colour channel and pixel
+    #: raw network outputs per colour channel and pixel (distributions that are not ``joint``)
     params_per_channel: int = 1
+    #: whether it models the channels of a pixel together: the network then uses pixel-wise
+    #: masks, and the samplers draw a whole pixel per step with :meth:`sample_pixel`
+    joint: bool = False
     #: logits are divided by it in ``log_prob`` and ``sample`` (1: the model as trained)
     temperature: float = 1.0
 
@@ -76,6 +83,18 @@ class Distribution:
                 "`temperature: float = 1.0` field whose log_prob and sample use self.tempered"
             )
         return dataclasses.replace(self, temperature=temperature)
+
+    def num_params(self, data_channels: int) -> int:
+        """Raw network outputs per pixel for ``data_channels`` channels (``C * P`` by default)."""
+        return data_channels * self.params_per_channel
+
+    def noise_channels(self, data_channels: int) -> int:
+        """Channels of the uniform noise that samples ``data_channels`` channels (``C``)."""
+        return data_channels
+
+    def image_channels(self, noise_channels: int) -> int:
+        """The image channels ``C`` that noise of ``noise_channels`` channels samples."""
+        return noise_channels
 
     def validate(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` holds values this distribution can model."""
@@ -109,6 +128,18 @@ class Distribution:
         """
         raise NotImplementedError
 
+    def sample_pixel(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Inverse-CDF draw of whole pixels, for ``joint`` distributions.
+
+        Args:
+            raw: the pixel's raw parameters ``(N, num_params(C))``.
+            noise: prepared noise ``(N, noise_channels(C))``.
+
+        Returns:
+            Values ``(N, C)`` (callers cast them to the image dtype).
+        """
+        raise NotImplementedError(f"{type(self).__name__} samples channel by channel (sample)")
+
     def output_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """dtype of the images that ``PixelCNN.sample`` returns for a model in ``dtype``."""
         return dtype
@@ -124,8 +155,11 @@ def _check_temperature(owner: str, t: object) -> None:
         )
 
 
-def _check_scored(raw: object, x: object, params: int) -> None:
-    """``raw`` ``(N, C * P, H, W)`` and ``x`` ``(N, C, H, W)`` tensors that belong together."""
+def _check_scored(raw: object, x: object, params: int, *, per_channel: bool = True) -> None:
+    """``raw`` ``(N, C * P, H, W)`` and ``x`` ``(N, C, H, W)`` tensors that belong together.
+
+    ``params`` is ``P`` per channel, or with ``per_channel=False`` the parameters per pixel.
+    """
     if not isinstance(raw, torch.Tensor) or not isinstance(x, torch.Tensor):
         raise TypeError("log_prob(raw, x) needs two tensors: raw parameters and the images")
     if raw.dim() != 4 or x.dim() != 4 or raw.shape[0] != x.shape[0]:
@@ -133,16 +167,34 @@ def _check_scored(raw: object, x: object, params: int) -> None:
             f"log_prob needs raw (N, C * P, H, W) and x (N, C, H, W), got {tuple(raw.shape)} "
             f"and {tuple(x.shape)}"
         )
-    if raw.shape[1] != x.shape[1] * params or raw.shape[2:] != x.shape[2:]:
+    wanted = x.shape[1] * params if per_channel else params
+    if raw.shape[1] != wanted or raw.shape[2:] != x.shape[2:]:
         raise ValueError(
             f"raw {tuple(raw.shape)} does not fit x {tuple(x.shape)}: it needs {params} "
-            "parameters per channel and the same H, W"
+            f"parameters per {'channel' if per_channel else 'pixel'} and the same H, W"
         )
 
 
 def _check_finite(x: torch.Tensor) -> None:
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError("images contain NaN or infinite values")
+
+
+def check_integer_levels(x: torch.Tensor, levels: int, owner: str) -> None:
+    """Raise ``ValueError`` unless ``x`` holds integers in ``[0, levels)`` (bool allowed)."""
+    _check_finite(x)
+    if x.dtype == torch.bool:
+        return
+    if x.is_floating_point() and not bool((x == x.round()).all()):
+        raise ValueError(
+            f"a {owner} model needs integer pixel values in [0, {levels}), got "
+            f"non-integer floats; quantise them, e.g. (x * {levels - 1}).round().long()"
+        )
+    if bool((x < 0).any()) or bool((x >= levels).any()):
+        raise ValueError(
+            f"pixel values must lie in [0, {levels}) for levels={levels}, got "
+            f"min {x.min().item()} and max {x.max().item()}"
+        )
 
 
 @dataclass(frozen=True)
@@ -221,19 +273,7 @@ class Categorical(Distribution):
         return self.levels
 
     def validate(self, x: torch.Tensor) -> None:
-        _check_finite(x)
-        if x.dtype == torch.bool:
-            return
-        if x.is_floating_point() and not bool((x == x.round()).all()):
-            raise ValueError(
-                f"a Categorical model needs integer pixel values in [0, {self.levels}), got "
-                f"non-integer floats; quantise them, e.g. (x * {self.levels - 1}).round().long()"
-            )
-        if bool((x < 0).any()) or bool((x >= self.levels).any()):
-            raise ValueError(
-                f"pixel values must lie in [0, {self.levels}) for levels={self.levels}, got "
-                f"min {x.min().item()} and max {x.max().item()}"
-            )
+        check_integer_levels(x, self.levels, "Categorical")
 
     def preprocess(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return x.to(dtype) * (2.0 / (self.levels - 1)) - 1.0

@@ -20,6 +20,18 @@ With ``data_channels > 1`` the channels of every layer are split into ``data_cha
 contiguous groups (group 0 belongs to R, group 1 to G, ...). At the centre, mask A lets output
 group ``g`` see input groups ``< g`` and mask B input groups ``<= g``; away from the centre every
 group sees every group.
+
+**Two colour modes.** The masks above are *channel-wise* (``colour="channel"``): the channels
+of a pixel are predicted one after the other, as the PixelCNN paper's per-channel softmax
+needs. A likelihood that models the whole pixel at once (PixelCNN++'s discretized logistic
+mixture, :class:`~autoregressive.DiscretizedLogisticMixture`) needs *pixel-wise* masks
+(``colour="pixel"``): the output at a pixel depends on every channel of the earlier pixels and
+on nothing at the pixel itself. Those are exactly the masks of **one** colour group: mask A
+drops the centre for every channel, mask B keeps it, whatever the image's channel count. So
+the layers need no extra mode: build them with ``data_channels=1`` (the number of colour
+*groups* of their masks), e.g. ``MaskedConv2d(3, 64, 7, "A", data_channels=1)`` for an RGB
+first layer. :func:`mask_groups` names the choice; :class:`~autoregressive.PixelCNNConfig`
+takes it from the distribution (``colour`` is ``"pixel"`` when the distribution is ``joint``).
 """
 
 from __future__ import annotations
@@ -29,8 +41,34 @@ from typing import Literal
 import torch
 
 MaskType = Literal["A", "B"]
+ColourMode = Literal["channel", "pixel"]
 
-__all__ = ["MaskType", "causal_mask", "channel_groups"]
+__all__ = ["ColourMode", "MaskType", "causal_mask", "channel_groups", "mask_groups"]
+
+
+def mask_groups(data_channels: int, colour: str = "channel") -> int:
+    """Colour groups of the masks for an image of ``data_channels`` channels.
+
+    Args:
+        data_channels: channels of the image (1 for grey, 3 for RGB).
+        colour: ``"channel"`` (channel-wise: one group per image channel) or ``"pixel"``
+            (pixel-wise: one group, whole pixels predicted at once).
+
+    Returns:
+        The ``data_channels`` argument to give the layers: ``data_channels`` or ``1``.
+
+    Example:
+        >>> mask_groups(3, "channel"), mask_groups(3, "pixel")
+        (3, 1)
+    """
+    if isinstance(data_channels, bool) or not isinstance(data_channels, int) or data_channels < 1:
+        raise ValueError(f"data_channels must be an int >= 1, got {data_channels!r}")
+    if colour not in ("channel", "pixel"):
+        raise ValueError(
+            f"colour must be 'channel' (channel-wise masks: each channel of a pixel sees the "
+            f"earlier ones) or 'pixel' (pixel-wise: whole pixels), got {colour!r}"
+        )
+    return data_channels if colour == "channel" else 1
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:

@@ -36,7 +36,9 @@ def build_network(
 
     Residual: a mask-A :class:`MaskedConv2d`, ``num_blocks`` :class:`ResidualBlock` s, head.
     Gated: a :class:`GatedStack` of ``num_blocks`` blocks, head. The head is ReLU and a mask-B
-    1x1 convolution (with an extra ReLU + 1x1 layer when ``head_channels > 0``).
+    1x1 convolution (with an extra ReLU + 1x1 layer when ``head_channels > 0``). Every mask
+    has ``config.mask_groups`` colour groups: channel-wise, or one (pixel-wise) for a
+    distribution that models whole pixels (see :mod:`autoregressive.masks`).
 
     Args:
         config: the architecture.
@@ -46,7 +48,8 @@ def build_network(
     Returns:
         A :class:`CausalSequential` mapping preprocessed images :math:`(N, C, H, W)` and an
         optional conditioning vector to raw parameters :math:`(N, C \cdot P, H, W)`, ``P``
-        being the distribution's parameters per channel.
+        being the distribution's parameters per channel (``num_params(C)`` channels for a
+        joint distribution).
 
     Shape:
         - Input: :math:`(N, C, H, W)`
@@ -58,12 +61,12 @@ def build_network(
         torch.Size([2, 1, 5, 5])
     """
     c = config
-    dc = c.data_channels
+    dc = c.mask_groups  # colour groups of every mask: data_channels, or 1 pixel-wise
     layers: list[nn.Module]
     if c.block == "residual":
         layers = [
-            MaskedConv2d(dc, c.hidden_channels, c.input_kernel_size, "A", data_channels=dc,
-                         device=device, dtype=dtype),
+            MaskedConv2d(c.data_channels, c.hidden_channels, c.input_kernel_size, "A",
+                         data_channels=dc, device=device, dtype=dtype),
         ]  # fmt: skip
         layers += [
             ResidualBlock(c.hidden_channels, c.kernel_size, data_channels=dc,
@@ -72,7 +75,7 @@ def build_network(
         ]  # fmt: skip
     else:
         stack = GatedStack(
-            in_channels=dc,
+            in_channels=c.data_channels,
             channels=c.hidden_channels,
             num_blocks=c.num_blocks,
             kernel_size=c.kernel_size,
@@ -108,9 +111,12 @@ class PixelCNN(nn.Module):
 
     Shape:
         - ``x``: :math:`(N, C, H, W)`, binary for Bernoulli, integers in ``[0, levels)`` for
-          categorical; ``y``: :math:`(N,)` integer labels when ``num_classes`` is set.
+          categorical and logistic mixture; ``y``: :math:`(N,)` integer labels when
+          ``num_classes`` is set.
         - ``forward``: Bernoulli logits :math:`(N, C, H, W)`, categorical logits
-          :math:`(N, C, L, H, W)`; the last two dimensions are always ``(H, W)``.
+          :math:`(N, C, L, H, W)`, logistic-mixture parameters :math:`(N, P, H, W)` (see
+          :class:`~autoregressive.DiscretizedLogisticMixture`); the last two dimensions are
+          always ``(H, W)``.
         - ``log_prob``: :math:`(N,)` in nats.
 
     Example:
@@ -244,7 +250,8 @@ class PixelCNN(nn.Module):
     ) -> torch.Tensor:
         """Draw ``n`` images, or complete ``image`` where ``known`` is ``False``.
 
-        Both methods consume the same noise (one uniform number per sub-pixel, drawn up front
+        Both methods consume the same noise (one uniform number per sub-pixel, and one more
+        per pixel for the mixture component of a logistic mixture, drawn up front
         from ``generator``), so with the same seed they return the same images.
 
         Args:
@@ -254,14 +261,16 @@ class PixelCNN(nn.Module):
             generator: source of randomness (on the model's device or the CPU).
             method: ``"cached"`` (fast, default) or ``"naive"`` (one forward pass per sub-pixel).
             image: an image batch ``(n, C, H, W)`` to complete.
-            known: bool mask broadcastable to ``image``'s shape, ``True`` where pixels are given.
+            known: bool mask broadcastable to ``image``'s shape, ``True`` where pixels are given
+                (whole pixels for a logistic mixture, which draws a pixel's channels together).
             cuda_graphs: for ``method="cached"``, replay rows as CUDA graphs (default: when the
                 model is on a CUDA device; ``False`` opts out).
             temperature: divide the logits by it (1: the model as trained, exactly; below 1
                 sharpens, above 1 flattens). Both methods still agree for the same seed.
 
         Returns:
-            Images ``(n, C, H, W)``: float ``{0, 1}`` for Bernoulli, ``long`` for categorical.
+            Images ``(n, C, H, W)``: float ``{0, 1}`` for Bernoulli, ``long`` for categorical
+            and logistic mixture.
         """
         if method not in ("cached", "naive"):
             raise ValueError(f"method must be 'cached' or 'naive', got {method!r}")
@@ -284,8 +293,8 @@ class PixelCNN(nn.Module):
         cond = self.condition(y, n)
         dist = self.distribution
         dist = dist if temperature == 1.0 else dist.with_temperature(temperature)
-        shape = (n, self.config.data_channels, height, width)
-        noise = draw_noise(shape, generator, device=param.device)
+        channels = dist.noise_channels(self.config.data_channels)  # C, or C + 1 for a mixture
+        noise = draw_noise((n, channels, height, width), generator, device=param.device)
         was_training = self.training
         self.eval()
         try:

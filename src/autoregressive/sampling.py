@@ -1,9 +1,11 @@
 """Noise and the naive reference sampler.
 
 Every sampler in this library draws all of its randomness up front as one tensor of uniform
-numbers, one per sub-pixel, and turns it into pixels by the inverse CDF of the predicted
-distribution. Two samplers fed the same noise therefore return the same images: the naive sampler
-below is the reference the fast :func:`~autoregressive.cached_sample` is tested against.
+numbers, one per sub-pixel (plus one per pixel for the component of a mixture:
+``distribution.noise_channels(C)`` channels), and turns it into pixels by the inverse CDF of the
+predicted distribution. Two samplers fed the same noise therefore return the same images: the
+naive sampler below is the reference the fast :func:`~autoregressive.cached_sample` is tested
+against.
 """
 
 from __future__ import annotations
@@ -44,9 +46,17 @@ def draw_noise(
 
 
 def check_completion(
-    image: torch.Tensor | None, known: torch.Tensor | None, shape: tuple[int, ...]
+    image: torch.Tensor | None,
+    known: torch.Tensor | None,
+    shape: tuple[int, ...],
+    *,
+    whole_pixels: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Validate a completion request and return ``(image, known)`` broadcast to ``shape``."""
+    """Validate a completion request and return ``(image, known)`` broadcast to ``shape``.
+
+    With ``whole_pixels`` (a distribution that draws a pixel's channels together) ``known``
+    must be the same for every channel of a pixel.
+    """
     if image is None and known is None:
         return None
     if image is None or known is None:
@@ -62,6 +72,11 @@ def check_completion(
             f"known of shape {tuple(known.shape)} does not broadcast to the image shape "
             f"{tuple(shape)}; use e.g. (N, C, H, W), (N, 1, H, W) or (H, W)"
         ) from None
+    if whole_pixels and not bool((known == known[:, :1]).all()):
+        raise ValueError(
+            "this distribution draws the channels of a pixel together, so it completes whole "
+            "pixels: known must be the same for every channel of a pixel, e.g. (N, 1, H, W)"
+        )
     return image, known
 
 
@@ -81,7 +96,8 @@ def naive_sample(
         network: a causal network, called as ``network(x, cond)`` on preprocessed images, that
             returns raw parameters ``(N, C * P, H, W)`` (e.g. ``PixelCNN.network``).
         distribution: the output distribution.
-        noise: uniform noise ``(N, C, H, W)`` from :func:`draw_noise`; fixes the result.
+        noise: uniform noise ``(N, C', H, W)`` from :func:`draw_noise`, with
+            ``C' = distribution.noise_channels(C)``; fixes the result.
         cond: conditioning vectors ``(N, C_cond)`` or ``None``.
         image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
         known: bool mask broadcastable to ``(N, C, H, W)``: ``True`` where ``image`` is given.
@@ -97,14 +113,18 @@ def naive_sample(
         (torch.Size([2, 1, 4, 4]), True)
     """
     check_sampling(network, distribution, noise, cond, causality=True)
-    _, channels, height, width = noise.shape
+    n, _, height, width = noise.shape
+    channels = distribution.image_channels(noise.shape[1])
+    shape = (n, channels, height, width)
     param = next(network.parameters())
-    completion = check_completion(image, known, tuple(noise.shape))
-    x = torch.zeros(noise.shape, dtype=param.dtype, device=param.device)  # (N, C, H, W)
+    completion = check_completion(image, known, shape, whole_pixels=distribution.joint)
+    x = torch.zeros(shape, dtype=param.dtype, device=param.device)  # (N, C, H, W)
     if completion is not None:
         x = torch.where(completion[1], completion[0].to(x.dtype), x)
-    p = distribution.params_per_channel
     noise = distribution.prepare_noise(noise)
+    if distribution.joint:
+        return _naive_pixels(network, distribution, noise, x, cond, completion)
+    p = distribution.params_per_channel
     for i in range(height):
         for j in range(width):
             for c in range(channels):
@@ -114,4 +134,29 @@ def naive_sample(
                 raw = network(distribution.preprocess(x, param.dtype), cond)  # (N, C*P, H, W)
                 value = distribution.sample(raw[:, c * p : (c + 1) * p, i, j], noise[:, c, i, j])
                 x[:, c, i, j] = value if given is None else torch.where(given, x[:, c, i, j], value)
+    return x
+
+
+def _naive_pixels(
+    network: nn.Module,
+    distribution: Distribution,
+    noise: torch.Tensor,
+    x: torch.Tensor,
+    cond: torch.Tensor | None,
+    completion: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """:func:`naive_sample` for a ``joint`` distribution: one forward pass per pixel.
+
+    ``noise`` ``(N, C + 1, H, W)`` prepared, ``x`` ``(N, C, H, W)`` with known pixels filled in.
+    """
+    height, width = x.shape[-2:]
+    dtype = x.dtype
+    for i in range(height):
+        for j in range(width):
+            given = None if completion is None else completion[1][:, :, i, j]  # (N, C)
+            if given is not None and bool(given.all()):
+                continue
+            raw = network(distribution.preprocess(x, dtype), cond)  # (N, P, H, W)
+            value = distribution.sample_pixel(raw[:, :, i, j], noise[:, :, i, j]).to(dtype)
+            x[:, :, i, j] = value if given is None else torch.where(given, x[:, :, i, j], value)
     return x

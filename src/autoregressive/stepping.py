@@ -31,8 +31,9 @@ class Stepper:
     """Computes a causal layer one pixel at a time, in raster order.
 
     For each row ``i`` the sampler calls :meth:`begin_row` once, then :meth:`step` for columns
-    ``j = 0 .. W - 1`` in order (several times per pixel for colour images, once per channel,
-    with the same column: a step must not assume it sees a pixel once). The outputs of the
+    ``j = 0 .. W - 1`` in order (several times per pixel for colour images with channel-wise
+    masks, once per channel, with the same column: a step must not assume it sees a pixel
+    once; once per pixel with pixel-wise masks). The outputs of the
     layers below are the inputs of the layer above. Every row must run the same tensor
     operations on the same buffers (the sampler may record one row as a CUDA graph and replay
     it), so keep per-row state in preallocated tensors and update them in place.

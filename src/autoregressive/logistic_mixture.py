@@ -1,0 +1,270 @@
+"""The discretized logistic mixture likelihood of PixelCNN++.
+
+Salimans et al., *PixelCNN++: Improving the PixelCNN with Discretized Logistic Mixture
+Likelihood and Other Modifications*, 2017, https://arxiv.org/abs/1701.05517.
+
+A whole pixel of ``C`` channels is one draw. Each of ``K`` mixture components holds, per
+channel, a logistic distribution over the intensity rescaled to ``[-1, 1]``, discretized into
+``levels`` bins of width ``2 / (levels - 1)`` (the outermost bins reach to infinity). Inside a
+component the channels are linearly dependent: the mean of channel ``c`` is shifted by
+``tanh``-bounded coefficients times the values of channels ``0 .. c - 1`` of the same pixel
+(G on R, B on R and G for RGB). The network's output at a pixel therefore depends on earlier
+*pixels* only (pixel-wise masks, see :mod:`autoregressive.masks`).
+
+Raw parameters per pixel, ``P = K * (1 + 2C + C(C-1)/2)`` of them (100 for ``K = 10``, RGB),
+laid out in this order along the channel dimension, component index fastest::
+
+    [ logits (K) | means (C, K) | log-scales (C, K) | coefficients (C(C-1)/2, K) ]
+
+with the coefficient pairs ordered ``(1, 0), (2, 0), (2, 1), (3, 0), ...`` (``(c, d)``: channel
+``d``'s effect on channel ``c``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .distributions import (
+    Distribution,
+    _check_scored,
+    _check_temperature,
+    check_integer_levels,
+)
+
+__all__ = ["DiscretizedLogisticMixture"]
+
+#: log-scales are clamped below at this value (a scale of ~1e-3, far below one bin)
+MIN_LOG_SCALE = -7.0
+
+
+def _pairs(channels: int) -> int:
+    """Number of coefficients per component, ``C(C-1)/2``."""
+    return channels * (channels - 1) // 2
+
+
+def _pair_index(c: int, d: int) -> int:
+    """Position of the coefficient of channel ``d`` on channel ``c > d``."""
+    return c * (c - 1) // 2 + d
+
+
+@dataclass(frozen=True)
+class DiscretizedLogisticMixture(Distribution):
+    r"""A mixture of ``mixtures`` discretized logistics per pixel, PixelCNN++'s likelihood.
+
+    Models the ``C`` channels of a pixel jointly (``joint = True``), so the network needs
+    pixel-wise masks and the samplers draw a whole pixel per step. Edge bins extend to
+    :math:`\pm\infty` (the CDF itself at ``0``, one minus it at ``levels - 1``); an interior bin
+    whose probability falls below :math:`64\epsilon` of the working dtype (``7.6e-6`` in
+    float32, the paper's ``1e-5``) is scored by the density at its centre times its width. The
+    difference of the two CDF values is taken on the side of the mean where both are small, so
+    it keeps its digits far in either tail. Half-precision inputs are scored in float32.
+
+    Args:
+        mixtures: number of mixture components ``K``.
+        levels: intensity values per channel (``2 ** bits``: 256 for 8-bit images).
+        temperature: divides the mixture logits and multiplies every logistic's scale (1: the
+            model as trained; below 1 sharpens both).
+
+    Shape:
+        - raw parameters: :math:`(N, P, H, W)` with ``P = num_params(C)``
+        - ``x``: :math:`(N, C, H, W)` integers in ``[0, levels)``
+        - :meth:`log_prob`: :math:`(N,)`; :meth:`sample_pixel`: ``(N, P), (N, C + 1) -> (N, C)``
+
+    Example:
+        >>> d = DiscretizedLogisticMixture(mixtures=2, levels=256)
+        >>> d.num_params(3), d.noise_channels(3)
+        (20, 4)
+        >>> raw = torch.zeros(1, 20, 1, 1)  # one RGB pixel, both components at mean 0, scale 1
+        >>> d.log_prob(raw, torch.tensor([[[[127]], [[128]], [[128]]]])).shape
+        torch.Size([1])
+    """
+
+    mixtures: int = 10
+    levels: int = 256
+    temperature: float = 1.0
+
+    joint = True
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        for field, minimum in (("mixtures", 1), ("levels", 2)):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name}: {field} must be an int, got {value!r}")
+            if value < minimum:
+                raise ValueError(
+                    f"{name}: {field} must be >= {minimum}, got {value}"
+                    + (" (2 ** bits: 256 for 8-bit images)" if field == "levels" else "")
+                )
+        _check_temperature(name, self.temperature)
+
+    # ------------------------------------------------------------------ layout
+    def num_params(self, data_channels: int) -> int:
+        """Raw parameters per pixel, ``K * (1 + 2C + C(C-1)/2)``."""
+        return self.mixtures * (1 + 2 * data_channels + _pairs(data_channels))
+
+    def noise_channels(self, data_channels: int) -> int:
+        """One uniform for the component, one per channel: ``C + 1``."""
+        return data_channels + 1
+
+    def image_channels(self, noise_channels: int) -> int:
+        if noise_channels < 2:
+            raise ValueError(
+                "noise for a DiscretizedLogisticMixture has C + 1 channels (one for the "
+                f"component, one per image channel), got {noise_channels}; draw it with "
+                "draw_noise((N, distribution.noise_channels(C), H, W))"
+            )
+        return noise_channels - 1
+
+    def split(
+        self, raw: torch.Tensor, channels: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The parameters of each component, tempered, log-scales clamped.
+
+        Args:
+            raw: raw parameters along the last dimension, ``(..., P)``.
+            channels: the image's channels ``C``.
+
+        Returns:
+            ``(logits (..., K), means (..., C, K), log_scales (..., C, K),
+            coefficients (..., C(C-1)/2, K))``; the logits divided by the temperature, the
+            log-scales clamped below at ``-7`` plus ``log(temperature)``, the coefficients
+            passed through ``tanh``.
+        """
+        k, c = self.mixtures, channels
+        logits, means, log_scales, coeffs = raw.split([k, c * k, c * k, _pairs(c) * k], dim=-1)
+        split = "... (c k) -> ... c k"
+        log_scales = rearrange(log_scales, split, k=k).clamp(min=MIN_LOG_SCALE)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+            log_scales = log_scales + math.log(self.temperature)
+        means = rearrange(means, split, k=k)
+        coeffs = torch.tanh(rearrange(coeffs, split, k=k))
+        return logits, means, log_scales, coeffs
+
+    def rescale(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Intensities ``0 .. levels - 1`` to bin centres in ``[-1, 1]``, in ``dtype``."""
+        return v.to(dtype) * (2.0 / (self.levels - 1)) - 1.0
+
+    def quantise(self, x: torch.Tensor) -> torch.Tensor:
+        """Values on the real line to the index of the bin holding them, ``long``."""
+        v = torch.round((x + 1.0) * ((self.levels - 1) / 2.0))
+        return v.clamp_(0, self.levels - 1).long()
+
+    @staticmethod
+    def channel_mean(
+        c: int, means: torch.Tensor, coeffs: torch.Tensor, earlier: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Mean of channel ``c`` in every component, ``(..., K)``.
+
+        Args:
+            c: the channel.
+            means: ``(..., C, K)``.
+            coeffs: ``(..., C(C-1)/2, K)``.
+            earlier: the values of channels ``0 .. c - 1`` in ``[-1, 1]``, each ``(..., 1)``.
+        """
+        mean = means[..., c, :]
+        for d, value in enumerate(earlier[:c]):
+            mean = mean + coeffs[..., _pair_index(c, d), :] * value
+        return mean
+
+    # -------------------------------------------------------------- likelihood
+    def bin_log_prob(
+        self, v: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor
+    ) -> torch.Tensor:
+        """Log-probability of bin ``v`` under a discretized logistic, elementwise.
+
+        Args:
+            v: integer intensities (broadcastable against ``mean``).
+            mean: means in the ``[-1, 1]`` scale.
+            log_scale: log-scales (already clamped).
+
+        Returns:
+            The broadcast shape of the arguments, in ``mean``'s dtype.
+        """
+        dtype = mean.dtype
+        half = 1.0 / (self.levels - 1)  # half a bin's width
+        centred = self.rescale(v, dtype) - mean
+        inv_scale = torch.exp(-log_scale)
+        upper, lower = inv_scale * (centred + half), inv_scale * (centred - half)
+        mid = inv_scale * centred
+        # sigma(upper) - sigma(lower), mirrored where both are close to 1 to keep the digits
+        delta = torch.where(
+            mid > 0,
+            torch.sigmoid(-lower) - torch.sigmoid(-upper),
+            torch.sigmoid(upper) - torch.sigmoid(lower),
+        )
+        tiny = 64 * torch.finfo(dtype).eps
+        log_pdf_mid = mid - log_scale - 2.0 * F.softplus(mid)  # log density at the centre
+        interior = torch.where(
+            delta > tiny,
+            torch.log(delta.clamp(min=tiny)),
+            log_pdf_mid + math.log(2.0 * half),  # tiny bin: density times width
+        )
+        first = F.logsigmoid(upper)  # log CDF(upper): bin 0 reaches to -inf
+        last = F.logsigmoid(-lower)  # log(1 - CDF(lower)): the top bin reaches to +inf
+        return torch.where(v == 0, first, torch.where(v == self.levels - 1, last, interior))
+
+    def log_prob(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Log-likelihood in nats per image, ``(N, P, H, W)``, ``(N, C, H, W)`` -> ``(N,)``."""
+        channels = x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1
+        _check_scored(raw, x, self.num_params(channels), per_channel=False)
+        dtype = torch.promote_types(raw.dtype, torch.float32)
+        params = rearrange(raw.to(dtype), "n p h w -> n h w p")
+        logits, means, log_scales, coeffs = self.split(params, channels)
+        v = rearrange(x, "n c h w -> n h w c").long().unsqueeze(-1)  # (N, H, W, C, 1)
+        values = self.rescale(v, dtype).unbind(-2)  # C tensors (N, H, W, 1)
+        logp = torch.log_softmax(logits, dim=-1)  # (N, H, W, K): the component weights
+        for c in range(channels):
+            mean = self.channel_mean(c, means, coeffs, list(values))  # (N, H, W, K)
+            logp = logp + self.bin_log_prob(v[..., c, :], mean, log_scales[..., c, :])
+        return torch.logsumexp(logp, dim=-1).flatten(1).sum(1)  # (N,)
+
+    # ---------------------------------------------------------------- sampling
+    def sample_pixel(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Inverse-CDF draw of whole pixels.
+
+        ``noise[:, 0]`` picks the component by the inverse CDF of ``softmax(logits / T)``;
+        ``noise[:, 1 + c]`` draws channel ``c`` by the inverse CDF of its discretized logistic,
+        whose mean depends on the channels already drawn (their bin centres).
+
+        Args:
+            raw: the pixel's raw parameters ``(N, P)``.
+            noise: uniforms in ``[0, 1)``, ``(N, C + 1)``.
+
+        Returns:
+            Intensities ``(N, C)``, ``long``.
+        """
+        channels = noise.shape[1] - 1
+        logits, means, log_scales, coeffs = self.split(raw.to(noise.dtype), channels)
+        cdf = torch.softmax(logits, dim=-1).cumsum(-1)  # (N, K)
+        k = (noise[:, :1] >= cdf).sum(-1, keepdim=True).clamp_(max=self.mixtures - 1)  # (N, 1)
+        drawn: list[torch.Tensor] = []
+        earlier: list[torch.Tensor] = []  # bin centres (N, 1) of the drawn channels
+        for c in range(channels):
+            mean = self.channel_mean(c, means, coeffs, earlier).gather(-1, k)  # (N, 1)
+            scale = log_scales[:, c].gather(-1, k).exp()  # (N, 1)
+            u = noise[:, 1 + c : 2 + c]  # (N, 1)
+            v = self.quantise(mean + scale * (torch.log(u) - torch.log1p(-u)))  # (N, 1)
+            drawn.append(v)
+            earlier.append(self.rescale(v, noise.dtype))
+        return torch.cat(drawn, dim=1)  # (N, C)
+
+    # ------------------------------------------------------------------ inputs
+    def validate(self, x: torch.Tensor) -> None:
+        check_integer_levels(x, self.levels, "DiscretizedLogisticMixture")
+
+    def preprocess(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.rescale(x, dtype)
+
+    def shape_params(self, raw: torch.Tensor, data_channels: int) -> torch.Tensor:
+        """The raw parameters ``(N, P, H, W)`` unchanged, in the layout of the module docstring."""
+        return raw
+
+    def output_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return torch.long
