@@ -85,7 +85,7 @@ REFERENCE: dict[str, Any] = {
 DEMO: dict[str, Any] = {
     "block": "gated",
     "num_blocks": 4,
-    "hidden_channels": 48,
+    "hidden_channels": 36,
     "head_channels": 0,
     "lr": 2e-3,
     "batch_size": 16,
@@ -295,9 +295,7 @@ def load_data(args: argparse.Namespace) -> Data:
         test_x, _ = load_photo_patches(train=False)
         what = "photo patches from scikit-image's sample photographs (not CIFAR-10)"
     elif args.no_verify:
-        (train_x, _), (test_x, _) = (
-            read_cifar10(args.data_dir, train=t) for t in (True, False)
-        )
+        (train_x, _), (test_x, _) = (read_cifar10(args.data_dir, train=t) for t in (True, False))
         what = f"CIFAR-10 from {args.data_dir} (pickles read without checksums)"
     else:
         download = not args.no_download
