@@ -18,7 +18,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ["layer", "train", "sampling", "scaling", "precision", "precision-nll"]
+SECTIONS = ["layer", "train", "sampling", "scaling", "precision", "precision-nll", "colour"]
 
 
 @pytest.fixture
