@@ -216,7 +216,7 @@ def save_grid(
     plt = _pyplot()
     canvas = tile(images, cols)
     height, width = canvas.shape[:2]
-    fig, ax = plt.subplots(figsize=(width / 34 + 0.3, height / 34 + 0.7))
+    fig, ax = plt.subplots(figsize=(max(width / 34 + 0.3, 4.5), height / 34 + 0.7))
     ax.imshow(canvas.numpy(), interpolation="nearest")
     step = images.shape[-1] + 2
     for c, label in enumerate(labels):
