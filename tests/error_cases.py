@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import autoregressive
-from autoregressive import CausalSequential, MaskedConv2d
+from autoregressive import CausalSequential, MaskedConv2d, PixelCNN, PixelCNNConfig
 from autoregressive.checksums import file_sha256
 from autoregressive.data import IDXError, load_mnist, read_idx
 from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
@@ -41,6 +41,14 @@ class Case:
 # ------------------------------------------------------------------ helpers the cases call
 def _net(first: str = "A", out: int = 1) -> nn.Module:
     return CausalSequential(MaskedConv2d(1, 4, 3, first), nn.ReLU(), MaskedConv2d(4, out, 1))
+
+
+def dlm() -> PixelCNN:
+    """A tiny RGB model with a discretized logistic mixture output, 2 bits."""
+    config = PixelCNNConfig(
+        data_channels=3, distribution="logistic_mixture", levels=4, num_blocks=1, hidden_channels=4
+    )
+    return PixelCNN(config)
 
 
 def strided(**change: object) -> MaskedConv2d:
@@ -83,6 +91,7 @@ NAMESPACE: dict[str, object] = {
     "torch": torch,
     "nn": nn,
     "net": _net,
+    "dlm": dlm,
     "strided": strided,
     "checkpoint": checkpoint,
     "mnist": mnist,
@@ -113,6 +122,18 @@ CASES: list[Case] = [
     Case(CFG, "PixelCNNConfig(hidden_channels=7)", ValueError, r"positive multiple of 2"),
     Case(CFG, "PixelCNNConfig(kernel_size=4)", ValueError, r"odd positive int"),
     Case(CFG, "PixelCNNConfig.preset('huge')", ValueError, r"unknown preset 'huge'"),
+    Case(
+        CFG,
+        "PixelCNNConfig(distribution='logistic_mixture', mixtures=0)",
+        ValueError,
+        r"mixtures must be >= 1",
+    ),
+    Case(
+        CFG,
+        "DiscretizedLogisticMixture(levels=1)",
+        ValueError,
+        r"levels must be >= 2, got 1 \(2 \*\* bits",
+    ),
     # layers: arguments and settings changed after construction
     Case(LAYER, "MaskedConv2d(True, 8, 3)", TypeError, r"in_channels must be an int, got bool"),
     Case(LAYER, "MaskedConv2d(1, 8, 4)", ValueError, r"kernel_size must be odd"),
@@ -185,6 +206,19 @@ CASES: list[Case] = [
         r"the network is unconditional",
     ),
     Case(SAMPLE, "draw_noise((2, 1, 0, 4))", ValueError, r"shape\[2\] must be >= 1"),
+    Case(
+        SAMPLE,
+        f"cached_sample(net(out=3), DiscretizedLogisticMixture(1), {NOISE})",
+        ValueError,
+        r"has C \+ 1 channels \(one for the component",
+    ),
+    Case(
+        SAMPLE,
+        "dlm().sample(image=torch.zeros(1, 3, 2, 2), known=torch.tensor([True, False, False])"
+        ".view(3, 1, 1).expand(3, 2, 2))",
+        ValueError,
+        r"completes whole pixels",
+    ),
     # model inputs
     Case(MODEL, "PixelCNN('reference')", TypeError, r"config must be a PixelCNNConfig"),
     Case(
@@ -192,6 +226,12 @@ CASES: list[Case] = [
         "PixelCNN().log_prob(torch.full((2, 1, 4, 4), 0.5))",
         ValueError,
         r"binary images with values in \{0, 1\}",
+    ),
+    Case(
+        MODEL,
+        "dlm().log_prob(torch.full((1, 3, 2, 2), 1.5))",
+        ValueError,
+        r"DiscretizedLogisticMixture model needs integer pixel values in \[0, 4\)",
     ),
     Case(MODEL, "PixelCNN().sample('3')", TypeError, r"n must be an int, got str"),
     Case(MODEL, "PixelCNN().sample(2, size=[4])", TypeError, r"size must be an int or a pair"),

@@ -74,6 +74,20 @@ MODULES = {
         ),
         lambda m, dt: m.log_prob((_x(3) * 3).long()),
     ),
+    "PixelCNN-logistic-mixture": (
+        lambda dt: PixelCNN(
+            PixelCNNConfig(
+                data_channels=3,
+                distribution="logistic_mixture",
+                mixtures=3,
+                levels=256,
+                num_blocks=2,
+                hidden_channels=8,
+            ),
+            dtype=dt,
+        ),
+        lambda m, dt: m.log_prob((_x(3) * 255).long()),
+    ),
 }
 NAMES = list(MODULES)
 
@@ -128,7 +142,10 @@ def test_gradients_reach_every_parameter(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["MaskedConv2d", "PixelCNN-residual", "PixelCNN-gated-colour"])
+@pytest.mark.parametrize(
+    "name",
+    ["MaskedConv2d", "PixelCNN-residual", "PixelCNN-gated-colour", "PixelCNN-logistic-mixture"],
+)
 def test_torch_compile_matches_eager(name):
     make, call = MODULES[name]
     module = make(torch.float32)

@@ -135,22 +135,33 @@ def test_parameter_free_pixelwise_modules_step_as_they_are(module):
             num_blocks=2,
             hidden_channels=6,
         ),
+        PixelCNNConfig(
+            data_channels=3,
+            distribution="logistic_mixture",
+            mixtures=3,
+            levels=16,
+            num_blocks=2,
+            hidden_channels=6,
+        ),
     ],
 )
 def test_the_row_replay_path_on_fixed_buffers_matches_the_eager_path(config):
     """The CUDA-graph path's row buffers, with the recording replaced by the row itself (CPU)."""
     model = PixelCNN(config, **F64)
     n, size = 3, (5, 4)
-    noise = draw_noise((n, config.data_channels, *size), torch.Generator().manual_seed(0))
+    shape = (n, config.data_channels, *size)
+    channels = model.distribution.noise_channels(config.data_channels)
+    noise = draw_noise((n, channels, *size), torch.Generator().manual_seed(0))
     cond = model.condition(torch.arange(n) % 3 if config.num_classes else None, n)
-    image = (noise < 0.5).double() if isinstance(model.distribution, Bernoulli) else noise * 0
+    bernoulli = isinstance(model.distribution, Bernoulli)
+    image = (noise < 0.5).double() if bernoulli else torch.zeros(shape, **F64)
     known = torch.zeros(size, dtype=torch.bool)
     known[:2, :3] = True
     sampler = CachedSampler(model.network, model.distribution)
     eager = sampler.sample(noise, cond=cond, image=image, known=known, return_params=True)
     with torch.no_grad():  # as in sample()
         stepper = sampler._stepper(n, size[1], cond)
-        rows = sampler._prepare(noise, (image, known.expand(noise.shape)), return_params=True)
+        rows = sampler._prepare(noise, (image, known.expand(shape)), return_params=True)
         sampler._sample_replayed(stepper, rows, record=lambda row: row)
     assert torch.equal(rows.x.permute(2, 3, 0, 1), eager[0])
     assert torch.equal(rows.params.permute(2, 3, 0, 1), eager[1])

@@ -30,6 +30,8 @@ class MaskedConv2d(nn.Conv2d):
         data_channels: colour channels of the modelled image. With ``data_channels > 1`` both
             channel counts must be divisible by it and the channel-wise masks of the PixelCNN paper
             are used (R sees earlier pixels, G also the current R, B also the current R and G).
+            Pixel-wise masks (a likelihood over whole pixels) are those of ``data_channels=1``
+            whatever ``in_channels`` is (see :mod:`autoregressive.masks`).
         dilation: spacing between kernel taps, ``d`` or ``(dh, dw)``.
         bias: whether to add a learnable bias.
         device: device of the parameters and the mask.

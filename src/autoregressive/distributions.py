@@ -47,7 +47,10 @@ def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Ten
 
 
 class Distribution:
-    """Interface of an output distribution (see :class:`Bernoulli` and :class:`Categorical`).
+    """Interface of an output distribution.
+
+    Implemented by :class:`Bernoulli`, :class:`Categorical` (per channel) and the ``joint``
+    :class:`~autoregressive.DiscretizedLogisticMixture` (whole pixels).
 
     Example:
         >>> raw = torch.zeros(2, 1, 4, 4)  # (N, C * P, H, W): one logit per pixel

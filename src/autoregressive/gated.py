@@ -79,7 +79,8 @@ class GatedBlock(nn.Module):
             reaches ``kh // 2`` rows up and ``kw // 2`` columns either side, the horizontal stack
             ``kw // 2`` columns to the left.
         mask_type: ``"A"`` for the first layer, ``"B"`` for the others.
-        data_channels: colour channels of the modelled image (channel-wise masks when > 1).
+        data_channels: colour groups of the masks: the image's channels for channel-wise
+            masks, 1 for grey or pixel-wise masks (see :mod:`autoregressive.masks`).
         cond_channels: size of an optional conditioning vector added inside both gates.
         horizontal_output: whether to compute the horizontal output ``h``; the last block of a
             stack only needs its skip output, and without it has no parameter left unused.
@@ -222,7 +223,8 @@ class GatedStack(nn.Module):
         num_blocks: number of blocks, the first one included (>= 1).
         kernel_size: kernel size of the blocks after the first.
         input_kernel_size: kernel size of the first block.
-        data_channels: colour channels of the modelled image (channel-wise masks when > 1).
+        data_channels: colour groups of the masks: the image's channels for channel-wise
+            masks, 1 for grey or pixel-wise masks (see :mod:`autoregressive.masks`).
         cond_channels: size of an optional conditioning vector.
         device: device of the parameters.
         dtype: dtype of the parameters.

@@ -30,7 +30,8 @@ class ResidualBlock(nn.Module):
     Args:
         channels: input and output channels (``2h`` in the paper); must be even.
         kernel_size: odd size of the middle masked convolution.
-        data_channels: colour channels of the modelled image (channel-wise masks when > 1).
+        data_channels: colour groups of the masks: the image's channels for channel-wise
+            masks, 1 for grey or pixel-wise masks (see :mod:`autoregressive.masks`).
         dilation: dilation of the middle convolution.
         cond_channels: size of an optional conditioning vector, projected and added after the
             first 1x1 convolution; ``None`` for an unconditional block.
