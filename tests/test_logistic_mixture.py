@@ -425,6 +425,28 @@ def test_sample_frequencies_match_the_likelihood(config, size, method):
     images = all_images(config.data_channels, *size, config.levels)
     with torch.no_grad():
         expected = model.log_prob(images.long()).exp() * n  # (K,)
+    assert_fits(samples, images, expected)
+
+
+@pytest.mark.parametrize("method", ["naive", "cached"])
+def test_tempered_samples_follow_the_tempered_likelihood(method):
+    """At temperature 0.6 (logits / 0.6, scales * 0.6) the samples fit the tempered model."""
+    config = dlm_config(mixtures=3, levels=4)
+    model = perturbed(PixelCNN(config, **F64), seed=4)
+    n, t = 6000, 0.6
+    samples = model.sample(
+        n, size=(1, 1), generator=torch.Generator().manual_seed(0), method=method, temperature=t
+    )
+    images = all_images(3, 1, 1, 4).long()
+    with torch.no_grad():
+        raw = model.network(model.distribution.preprocess(images, torch.float64))
+        expected = model.distribution.with_temperature(t).log_prob(raw, images).exp() * n
+    assert_fits(samples, images, expected)
+
+
+def assert_fits(samples: torch.Tensor, images: torch.Tensor, expected: torch.Tensor) -> None:
+    """Chi-square test of ``samples`` against ``expected`` counts of each of ``images``."""
+    n = len(samples)
     assert abs(expected.sum().item() - n) < 1e-6 * n
     index = (samples.view(n, 1, -1).double() == images.view(1, len(images), -1)).all(-1)
     assert bool((index.sum(1) == 1).all()), "a sample is not one of the enumerated images"

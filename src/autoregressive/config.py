@@ -24,6 +24,9 @@ class PixelCNNConfig:
         1
         >>> PixelCNNConfig.preset("reference").num_blocks
         9
+        >>> dlm = PixelCNNConfig(data_channels=3, distribution="logistic_mixture", levels=256)
+        >>> dlm.out_channels, dlm.colour  # 10 mixture components, pixel-wise masks
+        (100, 'pixel')
     """
 
     data_channels: int = 1  # colour channels of the images: 1 (grey) or 3 (RGB), ...

@@ -132,29 +132,30 @@ class DiscretizedLogisticMixture(Distribution):
 
         Returns:
             ``(logits (..., K), means (..., C, K), log_scales (..., C, K),
-            coefficients (..., C(C-1)/2, K))``; the logits divided by the temperature, the
-            log-scales clamped below at ``-7`` plus ``log(temperature)``, the coefficients
-            passed through ``tanh``.
+            coefficients (..., C(C-1)/2, K))``; see :meth:`constrain`.
         """
         k, c = self.mixtures, channels
         logits, means, log_scales, coeffs = raw.split([k, c * k, c * k, _pairs(c) * k], dim=-1)
         split = "... (c k) -> ... c k"
-        log_scales = rearrange(log_scales, split, k=k).clamp(min=MIN_LOG_SCALE)
+        means, log_scales, coeffs = (rearrange(t, split, k=k) for t in (means, log_scales, coeffs))
+        return (self.tempered(logits), means, *self.constrain(log_scales, coeffs))
+
+    def constrain(
+        self, log_scales: torch.Tensor, coeffs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw log-scales and coefficients to the values the likelihood uses (any shapes).
+
+        The log-scales are clamped below at ``-7``, plus ``log(temperature)``; the
+        coefficients pass through ``tanh``.
+        """
+        log_scales = log_scales.clamp(min=MIN_LOG_SCALE)
         if self.temperature != 1.0:
-            logits = logits / self.temperature
             log_scales = log_scales + math.log(self.temperature)
-        means = rearrange(means, split, k=k)
-        coeffs = torch.tanh(rearrange(coeffs, split, k=k))
-        return logits, means, log_scales, coeffs
+        return log_scales, torch.tanh(coeffs)
 
     def rescale(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Intensities ``0 .. levels - 1`` to bin centres in ``[-1, 1]``, in ``dtype``."""
         return v.to(dtype) * (2.0 / (self.levels - 1)) - 1.0
-
-    def quantise(self, x: torch.Tensor) -> torch.Tensor:
-        """Values on the real line to the index of the bin holding them, ``long``."""
-        v = torch.round((x + 1.0) * ((self.levels - 1) / 2.0))
-        return v.clamp_(0, self.levels - 1).long()
 
     @staticmethod
     def channel_mean(
@@ -231,7 +232,8 @@ class DiscretizedLogisticMixture(Distribution):
 
         ``noise[:, 0]`` picks the component by the inverse CDF of ``softmax(logits / T)``;
         ``noise[:, 1 + c]`` draws channel ``c`` by the inverse CDF of its discretized logistic,
-        whose mean depends on the channels already drawn (their bin centres).
+        whose mean depends on the channels already drawn (their bin centres). Worked in units
+        of bins, so that each channel after the component's costs a few tensor operations.
 
         Args:
             raw: the pixel's raw parameters ``(N, P)``.
@@ -240,20 +242,29 @@ class DiscretizedLogisticMixture(Distribution):
         Returns:
             Intensities ``(N, C)``, ``long``.
         """
-        channels = noise.shape[1] - 1
-        logits, means, log_scales, coeffs = self.split(raw.to(noise.dtype), channels)
-        cdf = torch.softmax(logits, dim=-1).cumsum(-1)  # (N, K)
-        k = (noise[:, :1] >= cdf).sum(-1, keepdim=True).clamp_(max=self.mixtures - 1)  # (N, 1)
+        channels, k = noise.shape[1] - 1, self.mixtures
+        raw = raw.to(noise.dtype)
+        cdf = torch.softmax(self.tempered(raw[:, :k]), dim=-1).cumsum(-1)  # (N, K)
+        pick = (noise[:, :1] >= cdf).sum(-1, keepdim=True).clamp_(max=k - 1)  # (N, 1)
+        per_component = raw[:, k:].unflatten(1, (-1, k))  # (N, 2C + C(C-1)/2, K)
+        index = pick[:, None].expand(-1, per_component.shape[1], 1)  # (N, 2C + C(C-1)/2, 1)
+        chosen = per_component.gather(2, index).squeeze(2)  # the picked component's
+        mean, log_scale, coeffs = chosen.split([channels, channels, _pairs(channels)], dim=1)
+        log_scale, coeffs = self.constrain(log_scale, coeffs)
+        u = noise[:, 1:]
+        half = (self.levels - 1) / 2.0  # bins per unit of the [-1, 1] scale
+        logistic = mean + 1.0 + log_scale.exp() * (torch.log(u) - torch.log1p(-u))  # (N, C)
+        bins = logistic * half  # each channel's draw in bins, before the shifts
+        centred: list[torch.Tensor] = []  # bin centre times half, v - half, of drawn channels
         drawn: list[torch.Tensor] = []
-        earlier: list[torch.Tensor] = []  # bin centres (N, 1) of the drawn channels
         for c in range(channels):
-            mean = self.channel_mean(c, means, coeffs, earlier).gather(-1, k)  # (N, 1)
-            scale = log_scales[:, c].gather(-1, k).exp()  # (N, 1)
-            u = noise[:, 1 + c : 2 + c]  # (N, 1)
-            v = self.quantise(mean + scale * (torch.log(u) - torch.log1p(-u)))  # (N, 1)
+            b = bins[:, c]
+            for d in range(c):  # the shift by earlier channels: coefficient * centre * half
+                b = torch.addcmul(b, coeffs[:, _pair_index(c, d)], centred[d])
+            v = b.round().clamp_(0, self.levels - 1)  # (N,): the bin holding the draw
             drawn.append(v)
-            earlier.append(self.rescale(v, noise.dtype))
-        return torch.cat(drawn, dim=1)  # (N, C)
+            centred.append(v - half)
+        return torch.stack(drawn, dim=1).long()  # (N, C)
 
     # ------------------------------------------------------------------ inputs
     def validate(self, x: torch.Tensor) -> None:

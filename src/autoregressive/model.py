@@ -259,7 +259,8 @@ class PixelCNN(nn.Module):
             y: labels ``(n,)`` for a class-conditional model.
             size: ``(H, W)``; default ``config.image_size`` (or ``image``'s size).
             generator: source of randomness (on the model's device or the CPU).
-            method: ``"cached"`` (fast, default) or ``"naive"`` (one forward pass per sub-pixel).
+            method: ``"cached"`` (fast, default) or ``"naive"`` (one forward pass per sub-pixel,
+                or per pixel for a logistic mixture).
             image: an image batch ``(n, C, H, W)`` to complete.
             known: bool mask broadcastable to ``image``'s shape, ``True`` where pixels are given
                 (whole pixels for a logistic mixture, which draws a pixel's channels together).

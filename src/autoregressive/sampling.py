@@ -92,6 +92,9 @@ def naive_sample(
 ) -> torch.Tensor:
     """Sample by running the whole network once per sub-pixel (the slow reference).
 
+    For a ``joint`` distribution (a logistic mixture) once per pixel instead, drawing all of
+    its channels with :meth:`~autoregressive.Distribution.sample_pixel`.
+
     Args:
         network: a causal network, called as ``network(x, cond)`` on preprocessed images, that
             returns raw parameters ``(N, C * P, H, W)`` (e.g. ``PixelCNN.network``).
