@@ -267,8 +267,8 @@ def write_pictures(
     originals = test[spread].long().to(device)  # (R, 3, 32, 32)
     known = torch.zeros(1, 1, 32, 32, dtype=torch.bool, device=device)
     known[..., :16, :] = True  # the top half is given
-    filled = model.sample(image=originals.repeat(k, 1, 1, 1), known=known, generator=generator,
-                          temperature=t)  # fmt: skip  # (K * R, 3, 32, 32)
+    image = originals.repeat(k, 1, 1, 1)  # (K * R, 3, 32, 32)
+    filled = model.sample(image=image, known=known, generator=generator, temperature=t)
     given = originals.clone()
     given[..., 16:, :] = 128  # hidden part shown grey
     grid = torch.stack([originals, given, *filled.view(k, rows, 3, 32, 32)], dim=1)

@@ -332,10 +332,8 @@ class ImageBatches:
         drop_last: bool = False,
     ) -> None:
         _check_images(images, labels)
-        batch_size, rank, world_size = (
-            check_int(k, v) for k, v in (("batch_size", batch_size), ("rank", rank),
-                                         ("world_size", world_size))
-        )  # fmt: skip
+        batch_size = check_int("batch_size", batch_size)
+        rank, world_size = check_int("rank", rank), check_int("world_size", world_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
