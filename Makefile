@@ -9,7 +9,7 @@ DATA_DIR ?=
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 OUT ?= runs
 
-.PHONY: install test lint format docs demo prior-demo mnist bench bench-quick gpu-check clean
+.PHONY: install test lint format docs demo prior-demo colour-demo mnist bench bench-quick gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ prior-demo: $(STAMP)  ## CPU-sized VQ-VAE on MNIST + class-conditional PixelCNN 
 
 mnist: $(STAMP)  ## the full 30-epoch reference run (--resume continues it)
 	$(PY) examples/mnist_pixelcnn.py --resume $(DATA_FLAG) --out $(OUT)/mnist
+
+colour-demo: $(STAMP)  ## CPU-sized colour run on the offline photo patches (--resume continues it)
+	$(PY) examples/colour_pixelcnn.py --demo --resume --out $(OUT)/colour-demo
 
 bench: $(STAMP)  ## full benchmark suite, results in benchmarks/results/
 	$(PY) -m benchmarks

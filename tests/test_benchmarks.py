@@ -18,7 +18,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ["layer", "train", "sampling", "scaling", "precision", "precision-nll", "prior"]
+SECTIONS = [
+    "layer", "train", "sampling", "scaling", "precision", "precision-nll", "prior", "colour"
+]
 
 
 @pytest.fixture

@@ -1,0 +1,385 @@
+"""8-bit colour images for colour PixelCNNs: CIFAR-10, an offline photo-patch set, seeded batches.
+
+Two sources of ``(N, 3, 32, 32)`` ``uint8`` images with values in ``[0, 256)``:
+
+- **CIFAR-10** (Krizhevsky, 2009, https://www.cs.toronto.edu/~kriz/cifar.html) through
+  ``torchvision.datasets.CIFAR10``, which checks the files' MD5 sums and downloads them where
+  the network allows (:func:`load_cifar10`); :func:`read_cifar10` reads the same pickle files
+  without the checksums, for copies that are not byte-identical to the official ones.
+- **Photo patches** (:func:`load_photo_patches`): 32x32 patches cut on a fixed grid from the
+  colour photographs that ship inside scikit-image's wheel (``skimage.data``; no download).
+  A small, real, offline colour data set for demos and tests on machines without network.
+  **It is not CIFAR-10**: a few thousand patches of nine photographs (a portrait, a cat, a cup
+  of coffee, a rocket, a stereo pair of a motorcycle, a Hubble deep field, a retina, a tissue
+  micrograph), split into training and test sets *by source image*, so test patches come from
+  photographs the model never saw. Bits/dim on it do not compare with CIFAR-10 figures.
+
+:class:`ImageBatches` yields :class:`~autoregressive.data.Batch` es of such images in an order
+fixed by ``(seed, epoch)``, as :class:`~autoregressive.data.BinarizedBatches` does for binary
+images, so training on them resumes bit for bit.
+
+``torchvision`` (``examples`` extra) and ``scikit-image`` (``examples`` / ``test`` extras) are
+optional; they are imported only by the functions that need them.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .checks import check_int
+from .data import Batch, derive_seed
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_FOLDER",
+    "PHOTO_SOURCES",
+    "ImageBatches",
+    "cut_patches",
+    "load_cifar10",
+    "load_photo_patches",
+    "photo_patch_sources",
+    "read_cifar10",
+]
+
+#: The folder torchvision's ``CIFAR10`` reads inside its ``root``.
+CIFAR10_FOLDER = "cifar-10-batches-py"
+#: CIFAR-10's label names, in label order.
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+_CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR10_TEST = ("test_batch",)
+
+Split = Literal["train", "test"]
+
+#: The photographs of :func:`load_photo_patches`: ``skimage.data`` function -> split. The stereo
+#: pair of the motorcycle (``stereo_motorcycle``, left and right views) counts as one source,
+#: so both views fall in the same split. Every one ships in scikit-image's wheel (no download).
+PHOTO_SOURCES: Mapping[str, Split] = {
+    "astronaut": "train",  # Eileen Collins, NASA portrait, 512 x 512
+    "rocket": "train",  # SpaceX Falcon 9 on the launch pad, 427 x 640
+    "stereo_motorcycle": "train",  # Middlebury stereo pair, 2 x 500 x 741
+    "hubble_deep_field": "train",  # galaxies, NASA, 872 x 1000
+    "retina": "train",  # fundus photograph of a human retina, 1411 x 1411
+    "immunohistochemistry": "train",  # stained tissue under a microscope, 512 x 512
+    "chelsea": "test",  # a cat, 300 x 451
+    "coffee": "test",  # a cup of coffee, 400 x 600
+}
+
+
+# ------------------------------------------------------------------------------- CIFAR-10
+def _cifar_missing(root: Path, reason: str) -> str:
+    return (
+        f"CIFAR-10 not found in {root} ({reason}). torchvision needs the python version of "
+        f"the data set in {root / CIFAR10_FOLDER}/ (data_batch_1..5, test_batch, batches.meta, "
+        "with their official MD5 sums): allow the download (network access, a writable "
+        "folder), extract cifar-10-python.tar.gz there, or pass another root. For a copy whose "
+        "files differ from the official ones, read_cifar10 reads the pickles without checksums."
+    )
+
+
+def load_cifar10(
+    root: str | Path, *, train: bool = True, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10's training or test set through ``torchvision.datasets.CIFAR10``.
+
+    torchvision verifies the MD5 sum of every file and downloads the archive (163 MB) into
+    ``root`` when a file is missing or different and ``download`` is true.
+
+    Args:
+        root: the folder that holds (or will hold) ``cifar-10-batches-py/``.
+        train: the 50,000 training images, else the 10,000 test images.
+        download: allow torchvision to download; with ``False`` nothing is fetched.
+
+    Returns:
+        ``(images, labels)``: ``uint8`` images and ``int64`` labels in ``[0, 10)``.
+
+    Shape:
+        - images: :math:`(N, 3, 32, 32)`.
+        - labels: :math:`(N,)`.
+
+    Raises:
+        FileNotFoundError: the files are missing or differ from the official ones and could
+            not be downloaded; the message says where they belong.
+        ImportError: torchvision is not installed.
+    """
+    try:
+        from torchvision.datasets import CIFAR10
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "CIFAR-10 needs torchvision: pip install 'autoregressive[examples]'"
+        ) from err
+    root = Path(root)
+    try:
+        dataset = CIFAR10(str(root), train=train, download=download)
+    except (RuntimeError, OSError) as err:  # failed checksum / download / extraction
+        reason = f"{type(err).__name__}: {err}".strip()
+        raise FileNotFoundError(_cifar_missing(root, reason)) from err
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+    return images, torch.tensor(dataset.targets, dtype=torch.long)
+
+
+def read_cifar10(root: str | Path, *, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read CIFAR-10's pickle files from ``<root>/cifar-10-batches-py/`` without checksums.
+
+    The format of the official "python version": each batch file is a pickled dict with
+    ``"data"``, a ``uint8`` array ``(n, 3072)`` (red, green, then blue planes of each image,
+    row-major), and ``"labels"``, a list of ``n`` ints in ``[0, 10)``. Use it for copies that
+    are not byte-identical to the official files; :func:`load_cifar10` is the checked path.
+
+    Args:
+        root: the folder that holds ``cifar-10-batches-py/``.
+        train: read ``data_batch_1`` .. ``data_batch_5``, else ``test_batch``.
+
+    Returns:
+        ``(images, labels)``: ``uint8`` images and ``int64`` labels.
+
+    Shape:
+        - images: :math:`(N, 3, 32, 32)`.
+        - labels: :math:`(N,)`.
+
+    Raises:
+        FileNotFoundError: a batch file is missing.
+        ValueError: a file is not a CIFAR-10 batch (the message names it).
+    """
+    folder = Path(root) / CIFAR10_FOLDER
+    images, labels = [], []
+    for name in _CIFAR10_TRAIN if train else _CIFAR10_TEST:
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(_cifar_missing(Path(root), f"no file {path}"))
+        x, y = _read_cifar_batch(path)
+        images.append(x)
+        labels.append(y)
+    return torch.cat(images), torch.cat(labels)
+
+
+def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch file: ``(n, 3, 32, 32)`` uint8 images and ``(n,)`` labels, checked."""
+    import numpy as np  # a dependency of torchvision and scikit-image, as the pickles need
+
+    with path.open("rb") as f:
+        try:
+            entry: Any = pickle.load(f, encoding="latin1")
+        except (pickle.UnpicklingError, EOFError, ValueError) as err:
+            raise ValueError(f"{path} is not a CIFAR-10 batch file: {err}") from err
+    if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
+        raise ValueError(f"{path} is not a CIFAR-10 batch file: no 'data' and 'labels' entries")
+    data = np.asarray(entry["data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(
+            f"{path}: 'data' must be a uint8 array (n, 3072), got {data.dtype} {data.shape}"
+        )
+    labels = torch.tensor(list(entry["labels"]), dtype=torch.long)
+    if labels.shape != (data.shape[0],) or (
+        labels.numel() and not 0 <= labels.min() <= labels.max() < 10
+    ):
+        raise ValueError(f"{path}: 'labels' must be {data.shape[0]} ints in [0, 10)")
+    images = torch.from_numpy(data.copy()).view(-1, 3, 32, 32)  # planes R, G, B, row-major
+    return images, labels
+
+
+# --------------------------------------------------------------------------- photo patches
+def cut_patches(image: torch.Tensor, size: int = 32, stride: int = 32) -> torch.Tensor:
+    """All ``size x size`` patches of ``image`` on a grid with step ``stride``, from the top left.
+
+    Patches are taken row by row of the grid; the right and bottom margins that do not fill
+    a patch are dropped.
+
+    Args:
+        image: one image ``(C, H, W)``.
+        size: side of a patch.
+        stride: step of the grid (``size``: non-overlapping patches).
+
+    Returns:
+        ``(P, C, size, size)`` patches, ``P = (1 + (H - size) // stride) * (1 + (W - size) //
+        stride)`` (0 when the image is smaller than a patch).
+
+    Shape:
+        - image: :math:`(C, H, W)`
+        - output: :math:`(P, C, s, s)`
+
+    Example:
+        >>> from autoregressive.colour_data import cut_patches
+        >>> cut_patches(torch.arange(2 * 5 * 7).view(2, 5, 7), size=2, stride=2).shape
+        torch.Size([6, 2, 2, 2])
+    """
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        raise ValueError(f"image must be a tensor (C, H, W), got {getattr(image, 'shape', image)}")
+    size, stride = check_int("size", size), check_int("stride", stride)
+    if size < 1 or stride < 1:
+        raise ValueError(f"size and stride must be >= 1, got {size=}, {stride=}")
+    c = image.shape[0]
+    if min(image.shape[1:]) < size:
+        return image.new_empty(0, c, size, size)
+    grid = image.unfold(1, size, stride).unfold(2, size, stride)  # (C, gh, gw, s, s)
+    return grid.permute(1, 2, 0, 3, 4).reshape(-1, c, size, size)  # (gh * gw, C, s, s)
+
+
+def photo_patch_sources() -> dict[str, list[torch.Tensor]]:
+    """The photographs of :data:`PHOTO_SOURCES` as ``uint8`` tensors, read from scikit-image.
+
+    Returns:
+        Source name -> its views (two for ``stereo_motorcycle``, else one), each
+        ``(3, H, W)`` ``uint8``.
+
+    Raises:
+        ImportError: scikit-image is not installed.
+    """
+    try:
+        from skimage import data
+    except ImportError as err:
+        raise ImportError(
+            "the photo-patch data set needs scikit-image: pip install 'autoregressive[examples]'"
+        ) from err
+    sources: dict[str, list[torch.Tensor]] = {}
+    for name in PHOTO_SOURCES:
+        loaded = getattr(data, name)()
+        views = loaded[:2] if name == "stereo_motorcycle" else (loaded,)  # (left, right, disp)
+        sources[name] = [torch.from_numpy(v[..., :3].copy()).permute(2, 0, 1) for v in views]
+    return sources
+
+
+def load_photo_patches(
+    *, train: bool = True, size: int = 32, stride: int = 32, min_std: float = 2.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """32x32 colour patches of the photographs that ship with scikit-image (not CIFAR-10).
+
+    Each photograph of :data:`PHOTO_SOURCES` in the chosen split is cut at full resolution
+    into non-overlapping ``size x size`` patches on a grid from its top-left corner
+    (:func:`cut_patches`); patches whose 3 * size * size values have a standard deviation below
+    ``min_std`` (flat areas such as the black surround of the retina) are dropped. Sources go
+    in the order of :data:`PHOTO_SOURCES`, patches row by row: the result is the same on every
+    machine and for every call. With the defaults: 3,858 training patches (astronaut 244,
+    rocket 260, motorcycle 690 from its two views, Hubble deep field 837, retina 1,573, tissue
+    254) and 342 test patches (the cat ``chelsea`` 126, the coffee cup 216).
+
+    Args:
+        train: the training photographs, else the test photographs.
+        size: side of a patch.
+        stride: step of the grid.
+        min_std: drop patches whose values' standard deviation (in 0..255 units) is below it;
+            ``0`` keeps all.
+
+    Returns:
+        ``(images, sources)``: ``uint8`` patches and, for each, the index of its photograph in
+        :data:`PHOTO_SOURCES` (``int64``), usable as a label.
+
+    Shape:
+        - images: :math:`(N, 3, s, s)`.
+        - sources: :math:`(N,)`.
+
+    Raises:
+        ImportError: scikit-image is not installed.
+    """
+    split: Split = "train" if train else "test"
+    images, labels = [], []
+    for index, (name, views) in enumerate(photo_patch_sources().items()):
+        if PHOTO_SOURCES[name] != split:
+            continue
+        for view in views:
+            patches = cut_patches(view, size, stride)  # (P, 3, s, s)
+            keep = patches.flatten(1).float().std(dim=1) >= min_std
+            images.append(patches[keep])
+            labels.append(torch.full((int(keep.sum()),), index, dtype=torch.long))
+    return torch.cat(images), torch.cat(labels)
+
+
+# --------------------------------------------------------------------------------- batches
+class ImageBatches:
+    """Batches of integer-valued images whose order depends only on ``(seed, epoch)``.
+
+    The colour counterpart of :class:`~autoregressive.data.BinarizedBatches` (without
+    binarization): each epoch's order is a permutation drawn from a generator seeded with
+    ``derive_seed(seed, epoch, "batches")``, and under ``world_size`` processes each keeps its
+    contiguous share of every global batch. Images are stored as given (e.g. ``uint8``) and
+    yielded as ``int64``, what a categorical or logistic-mixture PixelCNN scores.
+
+    Args:
+        images: integer images ``(N, C, H, W)`` (e.g. ``uint8`` in ``[0, 256)``).
+        labels: ``(N,)`` labels, or ``None``.
+        batch_size: images per global batch (over all processes).
+        shuffle: draw a new order every epoch.
+        seed: base seed of the order.
+        rank: this process's index in ``[0, world_size)``.
+        world_size: number of processes sharing each batch.
+        drop_last: skip a last, incomplete global batch.
+
+    Example:
+        >>> from autoregressive.colour_data import ImageBatches
+        >>> x = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+        >>> batches = ImageBatches(x, batch_size=4, shuffle=True)
+        >>> batches.set_epoch(1)
+        >>> [b.images.shape[0] for b in batches], next(iter(batches)).images.dtype
+        ([4, 4, 2], torch.int64)
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        _check_images(images, labels)
+        batch_size = check_int("batch_size", batch_size)
+        rank, world_size = check_int("rank", rank), check_int("world_size", world_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, {world_size=}")
+        if batch_size < world_size:
+            raise ValueError(
+                f"batch_size={batch_size} is smaller than the number of processes "
+                f"({world_size}); batch_size counts images over all processes"
+            )
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = self.images.shape[0]
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "batches"))
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self.images[index].long()  # (B, C, H, W)
+            y = self.labels[index] if self.labels is not None else None
+            x = x.tensor_split(self.world_size)[self.rank]  # (b, C, H, W), this process's share
+            y = y.tensor_split(self.world_size)[self.rank] if y is not None else None
+            yield Batch(x, y, total=len(index))
+
+
+def _check_images(images: object, labels: object) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a tensor (N, C, H, W), got {type(images).__name__}")
+    if labels is not None and not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a tensor (N,) or None, got {type(labels).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    if images.is_floating_point() or images.dtype == torch.bool:
+        raise ValueError(
+            f"images must hold integers (e.g. uint8 in [0, 256)), got {images.dtype}; "
+            "quantise intensities in [0, 1] with (x * 255).round().to(torch.uint8)"
+        )
+    if labels is not None and labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
