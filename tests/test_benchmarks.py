@@ -19,7 +19,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = [
-    "layer", "train", "sampling", "scaling", "precision", "precision-nll", "prior", "colour"
+    "layer",
+    "train",
+    "sampling",
+    "scaling",
+    "precision",
+    "precision-nll",
+    "prior",
+    "colour",
 ]
 
 
