@@ -131,20 +131,7 @@ class GatedBlock(nn.Module):
             cond_channels = check_int("cond_channels", cond_channels, 1)
         if spatial_channels is not None:
             spatial_channels = check_int("spatial_channels", spatial_channels, 1)
-        if kh < 3:
-            raise ValueError(
-                f"a gated block needs a kernel at least 3 rows high (the vertical stack reaches "
-                f"kh // 2 rows up), got kernel_size={(kh, kw)}"
-            )
-        if channels % data_channels != 0:
-            raise ValueError(
-                f"channels={channels} is not divisible by data_channels={data_channels}"
-            )
-        if mask_type == "B" and in_channels != channels:
-            raise ValueError(
-                f"a mask-B gated block is residual: in_channels ({in_channels}) must equal "
-                f"channels ({channels})"
-            )
+        _check_block(in_channels, channels, (kh, kw), mask_type, data_channels)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.in_channels = in_channels
         self.channels = channels
@@ -165,24 +152,13 @@ class GatedBlock(nn.Module):
             else None
         )
         self.skip = MaskedConv2d(channels, channels, 1, "B", data_channels, **factory)
-        if cond_channels:
-            self.cond_v: nn.Linear | None = nn.Linear(
-                cond_channels, 2 * channels, bias=False, **factory
-            )
-            self.cond_h: nn.Linear | None = nn.Linear(
-                cond_channels, 2 * channels, bias=False, **factory
-            )
-        else:
-            self.cond_v = self.cond_h = None
-        if spatial_channels:
-            self.spatial_v: nn.Conv2d | None = nn.Conv2d(
-                spatial_channels, 2 * channels, 1, bias=False, **factory
-            )
-            self.spatial_h: nn.Conv2d | None = nn.Conv2d(
-                spatial_channels, 2 * channels, 1, bias=False, **factory
-            )
-        else:
-            self.spatial_v = self.spatial_h = None
+        # V^T h and V * s of the paper, into the vertical and the horizontal gate
+        self.cond_v: nn.Linear | None
+        self.cond_h: nn.Linear | None
+        self.spatial_v: nn.Conv2d | None
+        self.spatial_h: nn.Conv2d | None
+        self.cond_v, self.cond_h = _linears(cond_channels, 2 * channels, factory)
+        self.spatial_v, self.spatial_h = _pointwise_convs(spatial_channels, 2 * channels, factory)
 
     def vertical_pre(self, v: torch.Tensor) -> torch.Tensor:
         """Vertical convolution before the gate, ``(N, C_in, H, W) -> (N, 2C, H, W)``.
@@ -236,6 +212,44 @@ class GatedBlock(nn.Module):
         if self.spatial_channels:
             s += f", spatial_channels={self.spatial_channels}"
         return s
+
+
+def _check_block(
+    in_channels: int, channels: int, kernel: tuple[int, int], mask_type: str, data_channels: int
+) -> None:
+    """The constraints between a :class:`GatedBlock`'s arguments."""
+    if kernel[0] < 3:
+        raise ValueError(
+            f"a gated block needs a kernel at least 3 rows high (the vertical stack reaches "
+            f"kh // 2 rows up), got kernel_size={kernel}"
+        )
+    if channels % data_channels != 0:
+        raise ValueError(f"channels={channels} is not divisible by data_channels={data_channels}")
+    if mask_type == "B" and in_channels != channels:
+        raise ValueError(
+            f"a mask-B gated block is residual: in_channels ({in_channels}) must equal "
+            f"channels ({channels})"
+        )
+
+
+def _linears(
+    width: int | None, out: int, factory: dict[str, Any]
+) -> tuple[nn.Linear, nn.Linear] | tuple[None, None]:
+    """Two bias-free projections ``(N, width) -> (N, out)``, or none when ``width`` is None."""
+    if not width:
+        return None, None
+    return (nn.Linear(width, out, bias=False, **factory),
+            nn.Linear(width, out, bias=False, **factory))  # fmt: skip
+
+
+def _pointwise_convs(
+    width: int | None, out: int, factory: dict[str, Any]
+) -> tuple[nn.Conv2d, nn.Conv2d] | tuple[None, None]:
+    """Two bias-free 1x1 convolutions ``(N, width, H, W) -> (N, out, H, W)``, or none."""
+    if not width:
+        return None, None
+    return (nn.Conv2d(width, out, 1, bias=False, **factory),
+            nn.Conv2d(width, out, 1, bias=False, **factory))  # fmt: skip
 
 
 class GatedStack(nn.Module):

@@ -7,7 +7,7 @@ Gated PixelCNN: van den Oord et al., 2016, https://arxiv.org/abs/1606.05328.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -64,47 +64,42 @@ def build_network(
         >>> net(torch.zeros(2, 1, 5, 5)).shape
         torch.Size([2, 1, 5, 5])
     """
+    factory: dict[str, Any] = {"device": device, "dtype": dtype}
+    embedding = _input_embedding(config, **factory)
+    in_channels = config.data_channels if embedding is None else embedding.out_channels
+    layers: list[nn.Module] = [] if embedding is None else [embedding]
+    layers += _body(config, in_channels, factory)
+    dc, width = config.mask_groups, config.hidden_channels
+    if config.head_channels:
+        head = MaskedConv2d(width, config.head_channels, 1, "B", data_channels=dc, **factory)
+        layers += [nn.ReLU(), head]
+        width = config.head_channels
+    out = MaskedConv2d(width, config.out_channels, 1, "B", data_channels=dc, **factory)
+    return CausalSequential(*layers, nn.ReLU(), out)
+
+
+def _body(config: PixelCNNConfig, in_channels: int, factory: dict[str, Any]) -> list[nn.Module]:
+    """The mask-A input layer and the residual blocks, or the gated stack."""
     c = config
     dc = c.mask_groups  # colour groups of every mask: data_channels, or 1 pixel-wise
-    embedding = _input_embedding(c, device=device, dtype=dtype)
-    in_channels = c.data_channels if embedding is None else embedding.out_channels
-    layers: list[nn.Module]
-    if c.block == "residual":
-        layers = [
-            MaskedConv2d(in_channels, c.hidden_channels, c.input_kernel_size, "A",
-                         data_channels=dc, device=device, dtype=dtype),
-        ]  # fmt: skip
-        layers += [
-            ResidualBlock(c.hidden_channels, c.kernel_size, data_channels=dc,
-                          cond_channels=c.cond_channels, spatial_channels=c.spatial_channels,
-                          device=device, dtype=dtype)
-            for _ in range(c.num_blocks)
-        ]  # fmt: skip
-    else:
+    cond: dict[str, Any] = {
+        "cond_channels": c.cond_channels,
+        "spatial_channels": c.spatial_channels,
+    }
+    if c.block == "gated":
         stack = GatedStack(
-            in_channels=in_channels,
-            channels=c.hidden_channels,
-            num_blocks=c.num_blocks,
-            kernel_size=c.kernel_size,
-            input_kernel_size=c.input_kernel_size,
-            data_channels=dc,
-            cond_channels=c.cond_channels,
-            spatial_channels=c.spatial_channels,
-            device=device,
-            dtype=dtype,
-        )
-        layers = [stack]
-    width = c.hidden_channels
-    if c.head_channels:
-        head = MaskedConv2d(width, c.head_channels, 1, "B", data_channels=dc, device=device,
-                            dtype=dtype)  # fmt: skip
-        layers += [nn.ReLU(), head]
-        width = c.head_channels
-    out = MaskedConv2d(width, c.out_channels, 1, "B", data_channels=dc, device=device, dtype=dtype)
-    layers += [nn.ReLU(), out]
-    if embedding is not None:
-        layers.insert(0, embedding)
-    return CausalSequential(*layers)
+            in_channels, c.hidden_channels, c.num_blocks, c.kernel_size, c.input_kernel_size,
+            dc, **cond, **factory,
+        )  # fmt: skip
+        return [stack]
+    first = MaskedConv2d(
+        in_channels, c.hidden_channels, c.input_kernel_size, "A", data_channels=dc, **factory
+    )
+    blocks = [
+        ResidualBlock(c.hidden_channels, c.kernel_size, data_channels=dc, **cond, **factory)
+        for _ in range(c.num_blocks)
+    ]
+    return [first, *blocks]
 
 
 def _input_embedding(
@@ -397,18 +392,8 @@ class PixelCNN(nn.Module):
         if method not in ("cached", "naive"):
             raise ValueError(f"method must be 'cached' or 'naive', got {method!r}")
         param = self._param()
-        if image is not None:
-            self.check_input(image)
-            n = image.shape[0] if n is None else n
-            size = tuple(image.shape[-2:]) if size is None else size  # type: ignore[assignment]
-            image = image.to(device=param.device)
-        if n is not None:
-            n = check_int("n", n)
-        if n is None or n < 1:
-            raise ValueError(f"n must be a positive number of images, got {n}")
-        height, width = check_pair("size", size) if size is not None else self.config.image_size
-        if height < 1 or width < 1:
-            raise ValueError(f"size must be (H, W) with H, W >= 1, got {size}")
+        n, (height, width) = self._sample_size(n, size, image)
+        image = image.to(device=param.device) if image is not None else None
         if known is not None and not isinstance(known, torch.Tensor):
             raise TypeError(f"known must be a bool tensor, got {type(known).__name__}")
         known = known.to(param.device) if known is not None else None
@@ -417,21 +402,31 @@ class PixelCNN(nn.Module):
         dist = dist if temperature == 1.0 else dist.with_temperature(temperature)
         channels = dist.noise_channels(self.config.data_channels)  # C, or C + 1 for a mixture
         noise = draw_noise((n, channels, height, width), generator, device=param.device)
+        inputs: dict[str, Any] = {"cond": cond, "image": image, "known": known}
         was_training = self.training
         self.eval()
         try:
             if method == "cached":
-                x = cached_sample(
-                    self.network,
-                    dist,
-                    noise,
-                    cond=cond,
-                    image=image,
-                    known=known,
-                    cuda_graphs=cuda_graphs,
-                )
+                x = cached_sample(self.network, dist, noise, cuda_graphs=cuda_graphs, **inputs)
             else:
-                x = naive_sample(self.network, dist, noise, cond=cond, image=image, known=known)
+                x = naive_sample(self.network, dist, noise, **inputs)
         finally:
             self.train(was_training)
         return x.to(self.distribution.output_dtype(x.dtype))
+
+    def _sample_size(
+        self, n: int | None, size: object, image: torch.Tensor | None
+    ) -> tuple[int, tuple[int, int]]:
+        """``sample``'s ``n`` and ``(H, W)``: as given, else ``image``'s, else the config's."""
+        if image is not None:
+            self.check_input(image)
+            n = image.shape[0] if n is None else n
+            size = tuple(image.shape[-2:]) if size is None else size
+        if n is not None:
+            n = check_int("n", n)
+        if n is None or n < 1:
+            raise ValueError(f"n must be a positive number of images, got {n}")
+        height, width = check_pair("size", size) if size is not None else self.config.image_size
+        if height < 1 or width < 1:
+            raise ValueError(f"size must be (H, W) with H, W >= 1, got {size}")
+        return n, (height, width)
