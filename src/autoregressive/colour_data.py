@@ -25,14 +25,14 @@ optional; they are imported only by the functions that need them.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from .checks import check_int
-from .data import Batch, derive_seed
+from .data import SeededBatches
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -291,7 +291,7 @@ def load_photo_patches(
 
 
 # --------------------------------------------------------------------------------- batches
-class ImageBatches:
+class ImageBatches(SeededBatches):
     """Batches of integer-valued images whose order depends only on ``(seed, epoch)``.
 
     The colour counterpart of :class:`~autoregressive.data.BinarizedBatches` (without
@@ -334,39 +334,14 @@ class ImageBatches:
         _check_images(images, labels)
         batch_size = check_int("batch_size", batch_size)
         rank, world_size = check_int("rank", rank), check_int("world_size", world_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, {world_size=}")
-        if batch_size < world_size:
-            raise ValueError(
-                f"batch_size={batch_size} is smaller than the number of processes "
-                f"({world_size}); batch_size counts images over all processes"
-            )
-        self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch = 0
+        super().__init__(
+            images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
+            world_size=world_size, drop_last=drop_last,
+        )  # fmt: skip
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose order the next iteration yields."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = self.images.shape[0]
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        n = self.images.shape[0]
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "batches"))
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        for i in range(len(self)):
-            index = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self.images[index].long()  # (B, C, H, W)
-            y = self.labels[index] if self.labels is not None else None
-            x = x.tensor_split(self.world_size)[self.rank]  # (b, C, H, W), this process's share
-            y = y.tensor_split(self.world_size)[self.rank] if y is not None else None
-            yield Batch(x, y, total=len(index))
+    def _transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The stored images (e.g. ``uint8``) as ``int64``."""
+        return x.long()
 
 
 def _check_images(images: object, labels: object) -> None:

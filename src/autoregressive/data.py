@@ -35,6 +35,7 @@ __all__ = [
     "Batch",
     "BinarizedBatches",
     "IDXError",
+    "SeededBatches",
     "derive_seed",
     "dynamic_binarize",
     "load_mnist",
@@ -287,7 +288,92 @@ def _check_batches_args(
         raise TypeError(f"threshold must be a number in [0, 1), got {cut!r}")
 
 
-class BinarizedBatches:
+class SeededBatches:
+    """Batches of images whose order depends only on ``(seed, epoch)``, shared among processes.
+
+    Each epoch's order is a permutation drawn from one generator seeded with
+    ``derive_seed(seed, epoch, "batches")`` (the identity without ``shuffle``). With
+    ``world_size`` processes every process builds the same global batch and keeps its own
+    contiguous share (``torch.tensor_split``), so the union over processes is the
+    single-process batch. Subclasses change what a batch's images become in
+    :meth:`_transform`, which may draw from the same generator.
+
+    Args:
+        images: ``(N, C, H, W)``.
+        labels: ``(N,)`` labels, or ``None``.
+        batch_size: images per global batch (over all processes).
+        shuffle: draw a new order every epoch.
+        seed: base seed of the generator.
+        rank: this process's index in ``[0, world_size)``.
+        world_size: number of processes sharing each batch.
+        drop_last: skip a last, incomplete global batch.
+
+    Example:
+        >>> from autoregressive.data import SeededBatches
+        >>> batches = SeededBatches(torch.zeros(10, 1, 4, 4), batch_size=4, shuffle=True)
+        >>> [b.images.shape[0] for b in batches], len(batches)
+        ([4, 4, 2], 3)
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        if images.dim() != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if labels is not None and labels.shape != images.shape[:1]:
+            raise ValueError(
+                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, {world_size=}")
+        if batch_size < world_size:
+            raise ValueError(
+                f"batch_size={batch_size} is smaller than the number of processes "
+                f"({world_size}); batch_size counts images over all processes"
+            )
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order (and draws) the next iteration yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """What a global batch's images ``(B, C, H, W)`` become (themselves by default)."""
+        return x
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = self.images.shape[0]
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "batches"))
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self._transform(self.images[index], generator)  # (B, C, H, W)
+            y = self.labels[index] if self.labels is not None else None
+            # this process's contiguous share of the global batch
+            x = x.tensor_split(self.world_size)[self.rank]  # (b, C, H, W), b ~ B / world_size
+            y = y.tensor_split(self.world_size)[self.rank] if y is not None else None
+            yield Batch(x, y, total=len(index))
+
+
+class BinarizedBatches(SeededBatches):
     """Batches of binarized images whose order and draw depend only on ``(seed, epoch)``.
 
     Each epoch the global batches are fixed by one generator seeded with
@@ -334,60 +420,21 @@ class BinarizedBatches:
         drop_last: bool = False,
     ) -> None:
         _check_batches_args(images, labels, batch_size, rank, world_size, threshold)
-        if images.dim() != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-        if labels is not None and labels.shape != images.shape[:1]:
-            raise ValueError(
-                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
-            )
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if binarize not in ("threshold", "dynamic", None):
             raise ValueError(f"binarize must be 'threshold', 'dynamic' or None, got {binarize!r}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, {world_size=}")
-        if batch_size < world_size:
-            raise ValueError(
-                f"batch_size={batch_size} is smaller than the number of processes "
-                f"({world_size}); batch_size counts images over all processes"
-            )
+        super().__init__(
+            images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
+            world_size=world_size, drop_last=drop_last,
+        )  # fmt: skip
         if binarize is None:
             if bool(((images != 0) & (images != 1)).any()):
                 raise ValueError("binarize=None needs binary images in {0, 1}")
         else:
             _check_intensities(images)
         if binarize == "threshold":  # fixed for the whole run: binarize once
-            images, binarize = threshold_binarize(images, threshold), None
-        self.images = images
-        self.labels = labels
-        self.batch_size = batch_size
+            self.images, binarize = threshold_binarize(images, threshold), None
         self.binarize = binarize
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.drop_last = drop_last
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose order and binarization the next iteration yields."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = self.images.shape[0]
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        n = self.images.shape[0]
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "batches"))
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        for i in range(len(self)):
-            index = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self.images[index]  # (B, C, H, W)
-            if self.binarize == "dynamic":
-                x = dynamic_binarize(x, generator)
-            y = self.labels[index] if self.labels is not None else None
-            # this process's contiguous share of the global batch
-            x = x.tensor_split(self.world_size)[self.rank]  # (b, C, H, W), b ~ B / world_size
-            y = y.tensor_split(self.world_size)[self.rank] if y is not None else None
-            yield Batch(x, y, total=len(index))
+    def _transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``"dynamic"``: a fresh Bernoulli draw from the epoch's generator, batch by batch."""
+        return dynamic_binarize(x, generator) if self.binarize == "dynamic" else x
