@@ -248,6 +248,18 @@ CASES: list[Case] = [
         ValueError,
         r"completes whole pixels",
     ),
+    Case(
+        SAMPLE,
+        "PixelCNN(PixelCNNConfig(num_blocks=1)).sample(1, size=(2, 2), rows_at_once=1)",
+        ValueError,
+        r"rows_at_once must be None, True or False, got 1",
+    ),
+    Case(
+        SAMPLE,
+        "PixelCNN(PixelCNNConfig(num_blocks=1)).sample(1, cuda_graphs=True, rows_at_once=True)",
+        ValueError,
+        r"choose cuda_graphs=True or rows_at_once=True, not both",
+    ),
     # model inputs
     Case(MODEL, "PixelCNN('reference')", TypeError, r"config must be a PixelCNNConfig"),
     Case(
@@ -284,6 +296,7 @@ CASES: list[Case] = [
     ),
     Case(MODEL, "PixelCNN().sample('3')", TypeError, r"n must be an int, got str"),
     Case(MODEL, "PixelCNN().sample(2, size=[4])", TypeError, r"size must be an int or a pair"),
+    Case(MODEL, "PixelCNN()(torch.zeros(1, 1, 0, 5))", ValueError, r"at least one row and one"),
     # checkpoints: every damaged byte, old files
     Case(
         CKPT,

@@ -102,7 +102,7 @@ def test_the_row_replay_path_reads_each_rows_map(block):
     n, size = 3, (6, 4)
     noise = draw_noise((n, 1, *size), torch.Generator().manual_seed(0))
     cond = model.condition(**_inputs(cfg, n, size), n=n, size=size)  # type: ignore[misc]
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
     eager = sampler.sample(noise, cond=cond, return_params=True)
     with torch.no_grad():
         stepper = sampler._stepper(n, size[1], cond)

@@ -452,7 +452,7 @@ def test_the_row_replay_path_matches_the_eager_path(config):
     image = (noise * config.levels).floor()
     known = torch.zeros(size, dtype=torch.bool)
     known[:2, :3] = True
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
     eager = sampler.sample(noise, cond=cond, image=image, known=known, return_params=True)
     with torch.no_grad():  # as in sample()
         stepper = sampler._stepper(n, size[1], cond)

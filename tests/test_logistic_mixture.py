@@ -369,7 +369,7 @@ def test_cached_sampler_returns_the_naive_samplers_images(case):
 
 def test_cached_sampler_steps_once_per_pixel():
     model = PixelCNN(dlm_config(), **F64)
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
     calls = []
     original = sampler._stepper
 
@@ -382,7 +382,7 @@ def test_cached_sampler_steps_once_per_pixel():
     sampler._stepper = counting  # type: ignore[method-assign]
     noise = draw_noise((2, 4, 3, 5), torch.Generator().manual_seed(0))  # (N, C + 1, H, W)
     images = sampler.sample(noise)
-    assert images.shape == (2, 3, 3, 5) and len(calls) == 15
+    assert images.shape == (2, 3, 3, 5) and len(calls) == 15 == sampler.last_passes
     assert torch.equal(images, naive_sample(model.network, model.distribution, noise))
 
 

@@ -64,6 +64,11 @@ class GatedResidualStepper(Stepper):
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         return x + self.out.step(j, gate(self.conv.step(j, x)))  # (N, C), gate over dim 1
 
+    steps_rows = True  # optional: the whole row at once, (N, M, C) -> (N, M, C)
+
+    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return x + self.out.step_row(gate(self.conv.step_row(x, start), dim=-1), start)
+
     def cache_nbytes(self) -> int:
         return self.conv.cache_nbytes() + self.out.cache_nbytes()
 
@@ -83,9 +88,15 @@ def gated_residual_networks(draw):
     return CausalSequential(*layers), dc, size, draw(st.integers(1, 3)), draw(st.integers(0, 999))
 
 
+class StepsOnlyStepper(GatedResidualStepper):
+    """The same block for a stepper that does not implement ``step_row``."""
+
+    steps_rows = False
+
+
 @settings(max_examples=60, deadline=None)
-@given(gated_residual_networks())
-def test_a_block_defined_in_the_test_samples_exactly(case):
+@given(gated_residual_networks(), st.sampled_from([True, False, None]))
+def test_a_block_defined_in_the_test_samples_exactly(case, rows_at_once):
     net, dc, (h, w), n, seed = case
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -93,7 +104,28 @@ def test_a_block_defined_in_the_test_samples_exactly(case):
             p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
     noise = draw_noise((n, dc, h, w), torch.Generator().manual_seed(seed))
     naive = naive_sample(net, Bernoulli(), noise)
-    assert torch.equal(cached_sample(net, Bernoulli(), noise), naive)
+    assert torch.equal(cached_sample(net, Bernoulli(), noise, rows_at_once=rows_at_once), naive)
+
+
+def test_a_block_without_step_row_is_stepped_pixel_by_pixel(monkeypatch):
+    """Whole-row passes are optional: without ``step_row`` the sampler steps every pixel."""
+    monkeypatch.setattr(
+        GatedResidualBlock,
+        "stepper",
+        lambda self, batch, width, cond=None: StepsOnlyStepper(
+            self.conv.stepper(batch, width), self.out.stepper(batch, width)
+        ),
+    )
+    net = CausalSequential(
+        MaskedConv2d(1, 2, 3, "A", **F64), GatedResidualBlock(2, 3, 1, 1),
+        MaskedConv2d(2, 1, 1, "B", **F64),
+    )  # fmt: skip
+    noise = draw_noise((2, 1, 4, 5), torch.Generator().manual_seed(0))
+    sampler = CachedSampler(net, Bernoulli())
+    assert torch.equal(sampler.sample(noise), naive_sample(net, Bernoulli(), noise))
+    assert sampler.last_passes == 4 * 5  # one step per pixel
+    with pytest.raises(ValueError, match="step_row"):
+        CachedSampler(net, Bernoulli(), rows_at_once=True).sample(noise)
 
 
 class NotSteppable(nn.Module):
@@ -157,7 +189,7 @@ def test_the_row_replay_path_on_fixed_buffers_matches_the_eager_path(config):
     image = (noise < 0.5).double() if bernoulli else torch.zeros(shape, **F64)
     known = torch.zeros(size, dtype=torch.bool)
     known[:2, :3] = True
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
     eager = sampler.sample(noise, cond=cond, image=image, known=known, return_params=True)
     with torch.no_grad():  # as in sample()
         stepper = sampler._stepper(n, size[1], cond)

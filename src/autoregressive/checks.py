@@ -167,8 +167,9 @@ def check_sampling(
 ) -> None:
     """Check a sampler's arguments before it spends ``H * W`` steps on them.
 
-    The network is run once on a zero image (which also runs every layer's own checks) to
-    compare its output width with the distribution's ``C * P``; with ``causality`` instead once
+    The network is run once on a zero image of the noise's width and at most two rows (which
+    also runs every layer's own checks) to compare its output width with the distribution's
+    ``C * P``; with ``causality`` instead once
     on 8 random images and 8 copies that each differ in one sub-pixel, to check that no
     prediction for that sub-pixel or an earlier one moves (a cheap check, not a proof).
 
@@ -188,7 +189,8 @@ def check_sampling(
     if causality:
         _check_causal(network, distribution, shape, cond)
     else:
-        _probe(network, distribution, torch.zeros((1, *shape[1:])), cond)
+        rows = min(height, 2)  # enough to run every layer, a fraction of a forward pass
+        _probe(network, distribution, torch.zeros((1, shape[1], rows, width)), cond)
 
 
 def _check_sampling_cond(
@@ -242,13 +244,13 @@ def _probe(
     param = next(network.parameters())
     inp = dist.preprocess(x.to(param.device), param.dtype)
     parts = as_conditioning(cond)
-    cond = None if parts is None else parts.first(b).to(param.device)
+    cond = None if parts is None else parts.first(b).crop(h).to(param.device)
     with torch.no_grad():
         try:
             out = network(inp, cond)
         except (RuntimeError, IndexError) as err:
             raise ValueError(
-                f"the network fails on images of shape (N, {c}, {h}, {w}) (noise's C, H, W)"
+                f"the network fails on images of shape (N, {c}, {h}, {w}) (the noise's C and W)"
                 f"{'' if cond is None else ' with cond'}: {str(err).splitlines()[0]}"
             ) from err
     want = (b, dist.num_params(c), h, w)

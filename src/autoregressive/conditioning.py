@@ -52,6 +52,11 @@ class Conditioning:
         """The first item's conditioning repeated ``n`` times (for probes of ``n`` images)."""
         return Conditioning(*(None if t is None else _repeat_first(t, n) for t in self._parts()))
 
+    def crop(self, rows: int) -> Conditioning:
+        """The first ``rows`` rows of the map (for probes of fewer rows); the vector as it is."""
+        spatial = None if self.spatial is None else self.spatial[:, :, :rows]
+        return Conditioning(self.vector, spatial)
+
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> Conditioning:

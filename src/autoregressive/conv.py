@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -155,8 +156,27 @@ class MaskedConv2d(nn.Conv2d):
         )
 
 
+def row_seed(seed: torch.Tensor | None, start: int, width: int) -> torch.Tensor | None:
+    """What the outputs at columns ``start .. W - 1`` of a row start from, for :func:`torch.addmm`.
+
+    Args:
+        seed: ``None``, a bias ``(C,)``, a bias per image ``(N, C)`` or a seed per image and
+            column ``(N, W, C)``.
+        start: the first column.
+        width: ``W``.
+
+    Returns:
+        ``None`` or ``(C,)`` as they are; otherwise ``(N * (W - start), C)``.
+    """
+    if seed is None or seed.dim() == 1:
+        return seed
+    if seed.dim() == 2:  # (N, C): the same for every column
+        seed = seed[:, None].expand(-1, width, -1)
+    return seed[:, start:].reshape(-1, seed.shape[-1])
+
+
 class ConvStepper(Stepper):
-    """A causal convolution one pixel at a time: one matrix product per step.
+    """A causal convolution one pixel (or one row) at a time: one matrix product per step.
 
     The kernel's rows above the current one only read finished rows, so their part of every
     output of a row is one matrix product at :meth:`begin_row` (``seeds``, bias included), over
@@ -174,8 +194,12 @@ class ConvStepper(Stepper):
         dilation: ``(dh, dw)``.
         reads_image: whether this is a mask-A first layer.
 
+    :meth:`step_row` computes a whole row the same way, as one product of ``(N * W, K)``
+    overlapping windows.
+
     Shape:
-        - :meth:`step`: ``(N, C_in) -> (N, C_out)``
+        - :meth:`step`: ``(N, C_in) -> (N, C_out)``; :meth:`step_row`:
+          ``(N, W, C_in) -> (N, W, C_out)``
 
     Example:
         >>> stepper = MaskedConv2d(1, 4, 3, "A").stepper(batch=2, width=5)
@@ -208,17 +232,33 @@ class ConvStepper(Stepper):
             current[b * dw] = weight[:, :, ch, b].t()
         self.matrix = current.reshape(-1, out_ch)  # (K, O)
         self.row = weight.new_zeros(batch, pad + width, in_ch)  # (N, pad + W, I)
-        flat = self.row.view(batch, -1)
-        self.windows = [flat[:, j * in_ch : (j + pad + 1) * in_ch] for j in range(width)]
-        self.inputs = [self.row[:, pad + j] for j in range(width)]  # (N, I)
         self.ring: torch.Tensor | None = None
-        self.seeds: list[torch.Tensor | None] = [bias] * width
         if ch > 0:  # rows above: a ring (N, ch * dh, W + 2 pad, I), oldest row first
             self.ring = weight.new_zeros(batch, ch * dh, width + 2 * pad, in_ch)
             above = weight[:, :, :ch].permute(2, 3, 1, 0)  # (ch, kw, I, O)
             self.above_matrix = above.reshape(-1, out_ch)  # (ch * kw * I, O)
             self.seed_rows = weight.new_zeros(batch, width, out_ch)  # (N, W, O)
-            self.seeds = [self.seed_rows[:, j] for j in range(width)]
+
+    # per-column views, made on first use (sampling by whole rows needs none of them)
+    @functools.cached_property
+    def windows(self) -> list[torch.Tensor]:
+        """Column ``j``'s taps in the current row, ``(N, (pad + 1) * C_in)``, for every ``j``."""
+        n, k, in_ch = self.row.shape[0], self.matrix.shape[0], self.row.shape[2]
+        flat = self.row.view(n, -1)
+        return [flat[:, j * in_ch : j * in_ch + k] for j in range(self.width)]
+
+    @functools.cached_property
+    def inputs(self) -> list[torch.Tensor]:
+        """Column ``j``'s input in the current row, ``(N, C_in)``, for every ``j``."""
+        pad = self.row.shape[1] - self.width
+        return [self.row[:, pad + j] for j in range(self.width)]
+
+    @functools.cached_property
+    def seeds(self) -> list[torch.Tensor | None]:
+        """What column ``j``'s output starts from: the bias, or the rows above with it."""
+        if self.ring is None:
+            return [self.bias] * self.width
+        return [self.seed_rows[:, j] for j in range(self.width)]
 
     def begin_row(self, i: int) -> None:
         if self.ring is None:
@@ -247,6 +287,39 @@ class ConvStepper(Stepper):
 
     def write(self, j: int, x: torch.Tensor) -> None:
         self.inputs[j].copy_(x)
+
+    steps_rows = True
+
+    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        n, w, _ = x.shape
+        return self.row_product(x, start=start).view(n, w, -1)
+
+    def row_product(
+        self,
+        x: torch.Tensor,
+        seed: torch.Tensor | None = None,
+        *,
+        start: int = 0,
+        out: torch.Tensor | None = None,
+        relu: bool = False,
+    ) -> torch.Tensor:
+        """Outputs ``(N * M, C_out)`` at columns ``start ..``, after storing their inputs ``x``.
+
+        ``x`` is ``(N, M, C_in)``, ``M = W - start``; ``seed`` ``(N * M, C_out)`` replaces the
+        bias (one-row, bias-free convolutions only); ``out`` and ``relu`` as for :meth:`product`.
+        """
+        n, m, in_ch = x.shape
+        if seed is None:
+            seed = row_seed(self.bias if self.ring is None else self.seed_rows, start, self.width)
+        else:
+            assert self.ring is None and self.bias is None, "seed a one-row, bias-free stepper"
+        if self.pointwise:
+            return self.product(x.reshape(n * m, in_ch), seed, out=out, relu=relu)
+        self.row[:, self.row.shape[1] - m :].copy_(x)
+        k = self.matrix.shape[0]  # (pad + 1) * C_in: column j's window starts at input j
+        flat = self.row.view(n, -1)[:, start * in_ch :]
+        windows = flat.as_strided((n, m, k), (flat.stride(0), in_ch, 1), flat.storage_offset())
+        return self.product(windows.reshape(n * m, k), seed, out=out, relu=relu)
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         if self.pointwise:

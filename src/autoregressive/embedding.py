@@ -150,6 +150,7 @@ class _EmbeddingStepper(Stepper):
     """
 
     pixelwise = True
+    steps_rows = True
 
     def __init__(self, embedding: CategoricalEmbedding) -> None:
         self.table = embedding.weight.detach().flatten(0, 1)  # (C * L, d)
@@ -160,3 +161,7 @@ class _EmbeddingStepper(Stepper):
         if self.offsets is not None:
             index = index + self.offsets
         return F.embedding(index, self.table).flatten(1)  # (N, C * d)
+
+    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        n, w, c = x.shape
+        return self.step(0, x.reshape(n * w, c)).view(n, w, -1)  # (N, W, C * d)

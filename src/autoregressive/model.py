@@ -216,6 +216,8 @@ class PixelCNN(nn.Module):
                 f"x has {x.shape[1]} channels but the model expects data_channels={c}: "
                 f"shape (N, {c}, H, W), got {tuple(x.shape)}"
             )
+        if x.shape[2] < 1 or x.shape[3] < 1:
+            raise ValueError(f"x must have at least one row and one column, got {tuple(x.shape)}")
         if self.validate_args and not torch.compiler.is_compiling():
             self.distribution.validate(x)  # reads values: a device sync on GPU
 
@@ -358,6 +360,7 @@ class PixelCNN(nn.Module):
         image: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
         cuda_graphs: bool | None = None,
+        rows_at_once: bool | None = None,
         temperature: float = 1.0,
         vector: torch.Tensor | None = None,
         spatial: torch.Tensor | None = None,
@@ -380,6 +383,8 @@ class PixelCNN(nn.Module):
                 (whole pixels for a logistic mixture, which draws a pixel's channels together).
             cuda_graphs: for ``method="cached"``, replay rows as CUDA graphs (default: when the
                 model is on a CUDA device; ``False`` opts out).
+            rows_at_once: for ``method="cached"``, find each row by whole-row passes (default:
+                for small batches on the CPU); see :class:`~autoregressive.CachedSampler`.
             temperature: divide the logits by it (1: the model as trained, exactly; below 1
                 sharpens, above 1 flattens). Both methods still agree for the same seed.
             vector: conditioning vectors ``(n, vector_size)`` when the config sets it.
@@ -407,7 +412,10 @@ class PixelCNN(nn.Module):
         self.eval()
         try:
             if method == "cached":
-                x = cached_sample(self.network, dist, noise, cuda_graphs=cuda_graphs, **inputs)
+                x = cached_sample(
+                    self.network, dist, noise, cuda_graphs=cuda_graphs,
+                    rows_at_once=rows_at_once, **inputs,
+                )  # fmt: skip
             else:
                 x = naive_sample(self.network, dist, noise, **inputs)
         finally:

@@ -6,6 +6,7 @@ van den Oord et al., *Pixel Recurrent Neural Networks*, 2016, https://arxiv.org/
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from .checks import check_cond, check_elementwise, check_int
 from .conditioning import row_parts
-from .conv import MaskedConv2d
+from .conv import MaskedConv2d, row_seed
 from .masks import check_kernel_size
 from .stepping import Stepper, stepper_for
 
@@ -174,6 +175,11 @@ class _ResidualStepper(Stepper):
         self.hidden = _with_ones_column(batch, w3.shape[0], w3)  # (N, C/2 + 1)
         self.hidden_values = self.hidden[:, :-1]  # (N, C/2)
         self.relu = all(type(a) is nn.ReLU for a in acts)
+        # whole rows (step_row): the same, over (N * W) pixels
+        # conv1's seed at every pixel of a row (step_row): (N, W, C/2), (N, C/2), (C/2,) or None
+        self.row_seeds = self.seed_rows if self.spatial_matrix is not None else bias
+        self.acts_step_rows = all(a.steps_rows for a in self.acts)
+        self.width = width
 
     def begin_row(self, i: int) -> None:
         self.conv2.begin_row(i)
@@ -192,6 +198,32 @@ class _ResidualStepper(Stepper):
             view.copy_(self.acts[1].step(j, self.conv1.product(a, self.seeds[j])))
             self.hidden_values.copy_(self.acts[2].step(j, self.conv2.compute(j)))
         return torch.addmm(x, self.hidden, self.matrix3)  # (N, C): x + conv3(act(h)) + bias
+
+    @property
+    def steps_rows(self) -> bool:  # type: ignore[override]
+        return self.acts_step_rows
+
+    @functools.cached_property
+    def hidden_row(self) -> torch.Tensor:
+        """``hidden`` for a whole row, ``(N * W, C/2 + 1)`` (made on first use)."""
+        return _with_ones_column(
+            self.hidden.shape[0] * self.width, self.hidden.shape[1] - 1, self.hidden
+        )
+
+    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        n, m, c = x.shape  # columns start .. W - 1
+        flat = x.reshape(n * m, c)  # (N * M, C)
+        seed = row_seed(self.row_seeds, start, self.width)
+        hidden = self.hidden_row[: n * m]  # (N * M, C/2 + 1)
+        values = hidden[:, :-1]  # (N * M, C/2)
+        if self.relu:
+            h = self.conv1.product(torch.relu(flat), seed, relu=True)  # (N * M, C/2)
+            self.conv2.row_product(h.view(n, m, -1), start=start, out=values, relu=True)
+        else:
+            a = self.acts[0].step_row(x, start).reshape(n * m, c)
+            h = self.acts[1].step_row(self.conv1.product(a, seed).view(n, m, -1), start)
+            values.copy_(self.acts[2].step_row(self.conv2.step_row(h, start), start).flatten(0, 1))
+        return torch.addmm(flat, hidden, self.matrix3).view(n, m, c)
 
     def cache_nbytes(self) -> int:
         return self.conv2.cache_nbytes()

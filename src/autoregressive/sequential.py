@@ -59,6 +59,7 @@ class _SequentialStepper(Stepper):
         self.lead = next((k for k, s in enumerate(steppers) if not s.pixelwise), len(steppers))
         self.pixelwise = self.lead == len(steppers)
         self.reads_image = not self.pixelwise and steppers[self.lead].reads_image
+        self.steps_rows = all(s.steps_rows for s in steppers)
 
     def begin_row(self, i: int) -> None:
         for s in self.steppers:
@@ -67,6 +68,11 @@ class _SequentialStepper(Stepper):
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         for s in self.steppers:
             x = s.step(j, x)
+        return x
+
+    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        for s in self.steppers:
+            x = s.step_row(x, start)
         return x
 
     def write(self, j: int, x: torch.Tensor) -> None:

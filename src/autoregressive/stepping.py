@@ -15,6 +15,11 @@ this module is the contract between the sampler and the layers:
   activation such as ``nn.ReLU``) needs nothing: it is applied to each pixel's ``(N, C)``
   features as they pass.
 
+A stepper may also compute a whole row at once from a guess of its inputs there
+(:meth:`Stepper.step_row`, announced by :attr:`Stepper.steps_rows`): the sampler then finds a
+row as the fixed point of whole-row passes, usually in a few passes instead of ``W`` steps (see
+:class:`~autoregressive.CachedSampler`). It is optional: without it the sampler steps pixels.
+
 A stepper whose output at a pixel depends only on its input at that pixel sets
 :attr:`Stepper.pixelwise` (activations; :class:`~autoregressive.CategoricalEmbedding`). Such
 layers may come before the network's first masked layer: a container then passes each drawn
@@ -25,6 +30,8 @@ own only has to implement the method (see the tutorial, *Write a block the sampl
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from torch import nn
@@ -61,6 +68,8 @@ class Stepper:
     #: whether its output at a pixel depends only on its input at that pixel (it keeps no rows
     #: and may precede the layer that reads the image, which then stores its output)
     pixelwise: bool = False
+    #: whether :meth:`step_row` is implemented (the sampler may then compute rows at once)
+    steps_rows: bool = False
 
     def begin_row(self, i: int) -> None:
         """Prepare row ``i``: e.g. shift the cached rows up by one."""
@@ -71,6 +80,18 @@ class Stepper:
         ``x`` may be a view into another layer's buffer: copy it if it must be kept.
         """
         raise NotImplementedError
+
+    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The layer's outputs ``(N, W - start, C_out)`` at columns ``start .. W - 1`` at once.
+
+        ``x`` ``(N, W - start, C_in)`` holds the layer's inputs at those columns: a guess that
+        the sampler refines, calling this several times per row (after :meth:`begin_row`) with
+        a ``start`` that never decreases; the inputs stored at earlier columns are kept. The
+        result must equal calling :meth:`step` for ``j = start .. W - 1`` with ``x[:, j - start]``
+        (and, for the layer that :attr:`reads_image`, :meth:`write` after each). Optional: set
+        :attr:`steps_rows` when implemented.
+        """
+        raise NotImplementedError(f"{type(self).__name__} steps one pixel at a time")
 
     def write(self, j: int, x: torch.Tensor) -> None:
         """Store the drawn pixel ``(N, C_in)`` at column ``j`` (only the first layer is asked)."""
@@ -93,6 +114,7 @@ class ElementwiseStepper(Stepper):
     """
 
     pixelwise = True
+    steps_rows = True
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
@@ -100,16 +122,40 @@ class ElementwiseStepper(Stepper):
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
 
+    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        n, w, c = x.shape  # the module sees (N * W, C) pixels, as in step
+        return self.module(x.reshape(n * w, c)).view(n, w, -1)
+
+
+#: torch's activations that map every element on its own (exact types: no probe needed)
+_ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.CELU, nn.ELU, nn.GELU, nn.Hardsigmoid, nn.Hardswish, nn.Hardtanh, nn.Identity,
+    nn.LeakyReLU, nn.Mish, nn.ReLU, nn.ReLU6, nn.SELU, nn.Sigmoid, nn.SiLU, nn.Softplus,
+    nn.Softsign, nn.Tanh, nn.Tanhshrink,
+)  # fmt: skip
+#: probe results of other modules, by module (a sampler is built for every call)
+_probed: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
 
 def _is_pixelwise(module: nn.Module) -> bool:
     """Whether a parameter-free module maps each pixel's channels on their own.
 
-    It must have no parameters or buffers, and give the same numbers on a probe image
-    ``(2, 4, 3, 3)`` as on that image's pixels as rows ``(18, 4)`` (up to rounding: a
-    vectorised kernel may treat the two layouts' elements differently).
+    It must have no parameters or buffers, and be one of torch's elementwise activations or
+    give the same numbers on a probe image ``(2, 4, 3, 3)`` as on that image's pixels as rows
+    ``(18, 4)`` (up to rounding: a vectorised kernel may treat the two layouts' elements
+    differently).
     """
     if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
         return False
+    if type(module) in _ELEMENTWISE:
+        return True
+    if module not in _probed:
+        _probed[module] = _probe_pixelwise(module)
+    return _probed[module]
+
+
+def _probe_pixelwise(module: nn.Module) -> bool:
+    """Whether ``module`` gives the same numbers on a probe image as on its pixels as rows."""
     probe = torch.linspace(-3, 3, 72, dtype=torch.float64).view(2, 4, 3, 3)
     rows = probe.permute(0, 2, 3, 1).reshape(18, 4)  # (N * H * W, C)
     try:
