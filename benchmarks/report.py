@@ -283,6 +283,9 @@ def plot_sampling(section: Section, path: Path, title: str) -> Path:
                     label="naive (measured)" if measured else "naive (extrapolated)",
                 )
         ax.plot(batch, [r["cached_s"] for r in rows], "s-", color="C0", label="cached")
+        if all(r.get("cached_steps_s") for r in rows):
+            steps = [r["cached_steps_s"] for r in rows]
+            ax.plot(batch, steps, "d-.", color="C1", mfc="white", label="cached, step by step")
         if all(r.get("cached_eager") for r in rows):
             eager = [r["cached_eager"]["median"] for r in rows]
             ax.plot(batch, eager, "s:", color="C0", mfc="white", label="cached, no CUDA graphs")

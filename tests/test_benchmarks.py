@@ -134,6 +134,8 @@ def test_tiny_run_records_every_measurement(tiny_run: tuple[Path, str]) -> None:
     ]
     for row in rows:
         assert _timing_ok(row["forward"]) and _timing_ok(row["cached"])
+        assert _timing_ok(row["cached_steps"]) and row["steps_over_forward"] > 0
+        assert 8 <= row["passes_count"] < 64  # 8 rows: whole-row passes at these batches
         assert _timing_ok(row["naive_k_steps"]) and row["naive_steps_total"] == 64
         assert row["naive_measured"] and _timing_ok(row["naive_full"])  # tiny: all affordable
         assert row["cache_bytes"] > 0

@@ -156,6 +156,14 @@ class MaskedConv2d(nn.Conv2d):
         )
 
 
+def shift_up(ring: torch.Tensor) -> None:
+    """Move the rows ``(N, R, ...)`` of a ring buffer up by one, in place (the last is kept)."""
+    if ring.shape[1] == 2:
+        ring[:, 0].copy_(ring[:, 1])
+    elif ring.shape[1] > 2:  # overlapping source and target: through a copy
+        ring[:, :-1] = ring[:, 1:].clone()
+
+
 def row_seed(seed: torch.Tensor | None, start: int, width: int) -> torch.Tensor | None:
     """What the outputs at columns ``start .. W - 1`` of a row start from, for :func:`torch.addmm`.
 
@@ -264,8 +272,7 @@ class ConvStepper(Stepper):
         if self.ring is None:
             return
         ring, row = self.ring, self.row
-        if ring.shape[1] > 1:  # shift the rows up, then append the row just finished
-            ring[:, :-1] = ring[:, 1:].clone()
+        shift_up(ring)  # then append the row just finished
         ring[:, -1, : row.shape[1]] = row
         self._above()
 

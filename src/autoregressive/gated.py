@@ -33,7 +33,7 @@ from torch import nn
 
 from .checks import check_cond, check_int
 from .conditioning import row_parts
-from .conv import ConvStepper, MaskedConv2d, row_seed
+from .conv import ConvStepper, MaskedConv2d, row_seed, shift_up
 from .masks import check_kernel_size, check_mask_type
 from .stepping import Stepper
 
@@ -358,8 +358,8 @@ class _GatedBlockStepper:
     ``tanh`` and one ``addcmul``. The factors live in the matrices. Each term against the line of
     :meth:`GatedBlock.forward` it reproduces:
 
-    - ``v_pre = self.vertical_pre(v)``: :meth:`begin_row`, one ``addmm`` per kernel row over the
-      ring of input rows (``v_mats``, ``v_bias``);
+    - ``v_pre = self.vertical_pre(v)``: :meth:`begin_row`, one ``addmm`` over the windows of the
+      ring of input rows (``v_matrix``, ``v_bias``);
     - ``self.link(v_pre)``, ``h_conv``'s bias and the ``cond`` bias of ``h_pre``: ``link_row``,
       once per row, the seed of each pixel's ``addmm`` (``b`` half scaled by 1/2);
     - ``h_pre = self.h_conv(h) + ...``: :meth:`step`, ``addmm(link_row[j], window, h_conv)``;
@@ -390,10 +390,8 @@ class _GatedBlockStepper:
         h_weight = block.h_conv.masked_weight().detach()[order] * half[:, None, None, None]
         self.h_conv = ConvStepper(h_weight, None, batch, width)  # (1, kw): one row, no bias
         v_weight = w[order]  # (2C, C_in, rows, kw)
-        self.v_mats = [  # per kernel row: ((kw C_in), 2C)
-            rearrange(v_weight[:, :, a], "o i t -> (t i) o").contiguous()
-            for a in range(v_weight.shape[2])
-        ]
+        # all kernel rows as one matrix ((rows kw C_in), 2C), to multiply the ring's windows
+        self.v_matrix = rearrange(v_weight, "o i r t -> (r t i) o").contiguous()
         self.v_bias = _bias(block.v_conv)[order]
         link = block.link.weight.detach()[:, :, 0, 0][order][:, order]  # (2C out, 2C in)
         self.link_matrix = (link.t() * half).contiguous()  # (2C in, 2C out)
@@ -424,16 +422,17 @@ class _GatedBlockStepper:
         self.next_conv: ConvStepper | None = None  # the next block's h_conv: h_new goes there
 
     def _vertical(self, ring: torch.Tensor) -> torch.Tensor:
-        """``vertical_pre`` of the current row, ``(N * W, 2C)``, from rows of ``v``."""
-        n, c_in, kw = ring.shape[0], self.c_in, self.kw
-        out = self.v_bias.expand(n * self.width, -1)
-        for a, matrix in enumerate(self.v_mats):  # kernel row a reads ring slot a
-            row = ring[:, a]  # (N, (W + kw - 1) * C_in)
-            windows = row.as_strided(  # (N, W, kw * C_in) overlapping windows, then a copy
-                (n, self.width, kw * c_in), (row.stride(0), c_in, 1), row.storage_offset()
-            ).reshape(n * self.width, kw * c_in)
-            out = torch.addmm(out, windows, matrix)
-        return out
+        """``vertical_pre`` of the current row, ``(N * W, 2C)``, from rows of ``v``.
+
+        ``ring`` is ``(N, rows, (W + kw - 1) * C_in)``; kernel row ``a`` reads ring slot ``a``.
+        """
+        n, rows, _ = ring.shape
+        k = self.kw * self.c_in
+        s = ring.stride()
+        windows = ring.as_strided(  # (N, W, rows, kw * C_in) overlapping windows, then a copy
+            (n, self.width, rows, k), (s[0], self.c_in, s[1], 1), ring.storage_offset()
+        ).reshape(n * self.width, rows * k)
+        return torch.addmm(self.v_bias, windows, self.v_matrix)
 
     def begin_row(self, v_row: torch.Tensor | None, last: bool) -> torch.Tensor | None:
         """Compute the row's vertical stack; return ``gate(v_pre)`` ``(N, W * C)`` unless last.
@@ -442,7 +441,7 @@ class _GatedBlockStepper:
         whose current row :meth:`write` fills pixel by pixel).
         """
         ring, n = self.ring, self.ring.shape[0]
-        ring[:, :-1] = ring[:, 1:].clone()  # shift up: the last slot is the current row
+        shift_up(ring)  # the last slot is the current row
         if v_row is not None:
             pad = self.kw // 2 * self.c_in
             ring[:, -1, pad : pad + v_row.shape[1]] = v_row
