@@ -228,17 +228,19 @@ class ConvStepper(Stepper):
     ) -> None:
         out_ch, in_ch, kh, kw = weight.shape
         (dh, dw), ch, cw = dilation, kh // 2, kw // 2
-        assert not bool(weight[:, :, ch + 1 :].any()), "rows below the centre must be masked"
-        assert not bool(weight[:, :, ch, cw + 1 :].any()), "taps after the centre must be masked"
+        after = weight.flatten(2)[:, :, ch * kw + cw + 1 :]  # the taps after the centre
+        assert not bool(after.any()), "taps after the centre (raster order) must be masked"
         self.bias, self.reads_image, self.width = bias, reads_image, width
         self.dilation, self.kernel_width = (dh, dw), kw
         self.pointwise = kh == 1 and kw == 1  # no neighbours: multiply the input directly
         self.reads_centre = bool(weight[:, :, ch, cw].any())  # else only write() stores it
         pad = cw * dw
-        current = weight.new_zeros(pad + 1, in_ch, out_ch)  # (pad + 1, I, O)
-        for b in range(cw + 1):
-            current[b * dw] = weight[:, :, ch, b].t()
-        self.matrix = current.reshape(-1, out_ch)  # (K, O)
+        taps = weight[:, :, ch, : cw + 1].permute(2, 1, 0)  # (cw + 1, I, O): the current row
+        if dw > 1:  # dilated: taps every dw inputs, zeros between them
+            taps = weight.new_zeros(pad + 1, in_ch, out_ch).index_copy_(
+                0, torch.arange(0, pad + 1, dw, device=weight.device), taps
+            )
+        self.matrix = taps.reshape(-1, out_ch)  # (K, O), K = (pad + 1) * I
         self.row = weight.new_zeros(batch, pad + width, in_ch)  # (N, pad + W, I)
         self.ring: torch.Tensor | None = None
         if ch > 0:  # rows above: a ring (N, ch * dh, W + 2 pad, I), oldest row first
