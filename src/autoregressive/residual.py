@@ -145,7 +145,7 @@ class _ResidualStepper(Stepper):
     conditioning map adds its 1x1 convolution of the current row to that, once per row in
     :meth:`begin_row`. The middle activation writes straight into the kxk convolution's cache,
     and the last convolution's bias rides on a column of ones so that ``x + conv3(act(h))`` is a
-    single ``addmm``.
+    single ``addmm``. :meth:`step_row` runs the same operations over ``(N * M)`` pixels.
     """
 
     def __init__(self, block: ResidualBlock, batch: int, width: int, cond: object) -> None:
@@ -175,10 +175,9 @@ class _ResidualStepper(Stepper):
         self.hidden = _with_ones_column(batch, w3.shape[0], w3)  # (N, C/2 + 1)
         self.hidden_values = self.hidden[:, :-1]  # (N, C/2)
         self.relu = all(type(a) is nn.ReLU for a in acts)
-        # whole rows (step_row): the same, over (N * W) pixels
-        # conv1's seed at every pixel of a row (step_row): (N, W, C/2), (N, C/2), (C/2,) or None
+        # whole rows (step_row): conv1's seed at every pixel, (N, W, C/2), (N, C/2), (C/2,) or None
         self.row_seeds = self.seed_rows if self.spatial_matrix is not None else bias
-        self.acts_step_rows = all(a.steps_rows for a in self.acts)
+        self.steps_rows = all(a.steps_rows for a in self.acts)
         self.width = width
 
     def begin_row(self, i: int) -> None:
@@ -198,10 +197,6 @@ class _ResidualStepper(Stepper):
             view.copy_(self.acts[1].step(j, self.conv1.product(a, self.seeds[j])))
             self.hidden_values.copy_(self.acts[2].step(j, self.conv2.compute(j)))
         return torch.addmm(x, self.hidden, self.matrix3)  # (N, C): x + conv3(act(h)) + bias
-
-    @property
-    def steps_rows(self) -> bool:  # type: ignore[override]
-        return self.acts_step_rows
 
     @functools.cached_property
     def hidden_row(self) -> torch.Tensor:
