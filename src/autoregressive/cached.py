@@ -204,7 +204,8 @@ class CachedSampler:
         given = None if row.given is None else row.given.permute(order)  # (N, W, C)
         params = None if row.params is None else row.params.transpose(0, 1)  # (N, W, K)
         stepper.begin_row(i)
-        start, passes, limit = 0, 0, guess[0].numel() // (guess.shape[2] if joint else 1) + 1
+        _, w, c = guess.shape
+        start, passes, limit = 0, 0, (w if joint else w * c) + 1  # one sub-pixel final per pass
         while True:
             passes += 1
             if passes > limit:
