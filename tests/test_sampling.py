@@ -111,6 +111,7 @@ def test_probabilities_of_all_images_sum_to_one(config, size):
 )
 def test_sample_frequencies_match_the_likelihood(config, size, method):
     """Chi-square goodness of fit of 6000 samples against exp(log_prob), fixed seed."""
+    torch.manual_seed(3)  # the same model whatever ran before (a fixed test, not a lottery)
     model = perturbed(PixelCNN(config, **F64), seed=3)
     n = 6000
     samples = model.sample(n, size=size, generator=torch.Generator().manual_seed(0), method=method)

@@ -7,7 +7,7 @@ likelihoods, a naive reference sampler and an exact cached sampler.
 from .cached import CachedSampler, cached_sample
 from .conditioning import Conditioning
 from .config import PRESETS, PixelCNNConfig
-from .conv import ConvStepper, MaskedConv2d
+from .conv import ConvKernel, ConvStepper, MaskedConv2d
 from .distributions import Bernoulli, Categorical, Distribution, nats_to_bits_per_dim
 from .embedding import CategoricalEmbedding
 from .gated import GatedBlock, GatedStack, gate
@@ -29,6 +29,7 @@ __all__ = [
     "CategoricalEmbedding",
     "CausalSequential",
     "Conditioning",
+    "ConvKernel",
     "ConvStepper",
     "DiscretizedLogisticMixture",
     "Distribution",

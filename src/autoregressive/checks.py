@@ -15,6 +15,7 @@ from torch import nn
 
 from .conditioning import Conditioning, as_conditioning
 from .distributions import Distribution
+from .memo import derived
 
 __all__ = [
     "check_cond",
@@ -188,9 +189,23 @@ def check_sampling(
     shape = (n, distribution.image_channels(noise.shape[1]), height, width)  # the images'
     if causality:
         _check_causal(network, distribution, shape, cond)
-    else:
+    else:  # once per network, distribution and shapes while the weights stay the same
         rows = min(height, 2)  # enough to run every layer, a fraction of a forward pass
-        _probe(network, distribution, torch.zeros((1, shape[1], rows, width)), cond)
+        x = torch.zeros((1, shape[1], rows, width))
+        size = distribution.num_params(shape[1])
+        key = ("probe", type(distribution), size, x.shape, _kinds(cond))
+        derived(network, key, lambda: _probe(network, distribution, x, cond) is not None)
+
+
+def _kinds(cond: torch.Tensor | Conditioning | None) -> tuple[object, ...]:
+    """What the probe reads of ``cond``: each part's shape after ``N``, dtype and device."""
+    parts = as_conditioning(cond)
+    if parts is None:
+        return ()
+    return tuple(
+        None if t is None else (tuple(t.shape[1:]), t.dtype, t.device)
+        for t in (parts.vector, parts.spatial)
+    )
 
 
 def _check_sampling_cond(

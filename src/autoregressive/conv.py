@@ -10,9 +10,10 @@ from torch import nn
 
 from .checks import check_int, check_pair
 from .masks import causal_mask, check_kernel_size, check_mask_type
+from .memo import derived
 from .stepping import Stepper
 
-__all__ = ["ConvStepper", "MaskedConv2d"]
+__all__ = ["ConvKernel", "ConvStepper", "MaskedConv2d"]
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -146,14 +147,10 @@ class MaskedConv2d(nn.Conv2d):
     def stepper(self, batch: int, width: int, cond: object = None) -> ConvStepper:
         """A :class:`ConvStepper` for cached sampling (``cond`` is unused)."""
         bias = self.bias.detach() if self.bias is not None else None
-        return ConvStepper(
-            self.masked_weight().detach(),
-            bias,
-            batch,
-            width,
-            dilation=self.dilation,
-            reads_image=self.mask_type == "A",
+        kernel = derived(  # the same arrangement every call, until the weights change
+            self, "kernel", lambda: ConvKernel(self.masked_weight().detach(), self.dilation)
         )
+        return ConvStepper(kernel, bias, batch, width, reads_image=self.mask_type == "A")
 
 
 def shift_up(ring: torch.Tensor) -> None:
@@ -162,6 +159,17 @@ def shift_up(ring: torch.Tensor) -> None:
         ring[:, 0].copy_(ring[:, 1])
     elif ring.shape[1] > 2:  # overlapping source and target: through a copy
         ring[:, :-1] = ring[:, 1:].clone()
+
+
+def matrix_and_bias(conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 convolution as ``[W^T; b]`` ``(C_in + 1, C_out)``, to multiply ``[x, 1]``.
+
+    The weight is masked first if ``conv`` is a :class:`MaskedConv2d`; no bias gives zeros.
+    """
+    weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
+    w = weight.detach()[:, :, 0, 0].t()  # (C_in, C_out)
+    b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(w[0])
+    return torch.cat([w, b[None]]).contiguous()
 
 
 def row_seed(seed: torch.Tensor | None, start: int, width: int) -> torch.Tensor | None:
@@ -183,6 +191,49 @@ def row_seed(seed: torch.Tensor | None, start: int, width: int) -> torch.Tensor 
     return seed[:, start:].reshape(-1, seed.shape[-1])
 
 
+class ConvKernel:
+    """A masked weight arranged as the matrices a :class:`ConvStepper` multiplies.
+
+    Made once from the weight (checking its mask), it serves any number of steppers: a
+    :class:`MaskedConv2d` keeps its own while its weights are unchanged
+    (``autoregressive.memo.derived``).
+
+    Args:
+        weight: the masked weight ``(C_out, C_in, kh, kw)``; taps after the centre must be zero.
+        dilation: ``(dh, dw)``.
+
+    Attributes:
+        matrix: the current row's taps up to the centre, ``((pad + 1) * C_in, C_out)`` with
+            ``pad = kw // 2 * dw`` (zeros between dilated taps).
+        above_matrix: the rows above, ``(kh // 2 * kw * C_in, C_out)``; ``None`` for one row.
+        reads_centre: whether the centre tap is not all zero (mask B, or colour groups).
+
+    Example:
+        >>> ConvKernel(MaskedConv2d(2, 4, 3, "A").masked_weight().detach()).matrix.shape
+        torch.Size([4, 4])
+    """
+
+    def __init__(self, weight: torch.Tensor, dilation: tuple[int, ...] = (1, 1)) -> None:
+        out_ch, in_ch, kh, kw = weight.shape
+        (dh, dw), ch, cw = dilation, kh // 2, kw // 2
+        after = weight.flatten(2)[:, :, ch * kw + cw + 1 :]  # the taps after the centre
+        assert not bool(after.any()), "taps after the centre (raster order) must be masked"
+        self.in_channels, self.out_channels = in_ch, out_ch
+        self.kernel_size, self.dilation = (kh, kw), (dh, dw)
+        self.pad = cw * dw  # inputs left of the centre that the current row's taps span
+        self.pointwise = kh == 1 and kw == 1  # no neighbours: multiply the input directly
+        self.reads_centre = bool(weight[:, :, ch, cw].any())  # else only write() stores it
+        taps = weight[:, :, ch, : cw + 1].permute(2, 1, 0)  # (cw + 1, I, O): the current row
+        if dw > 1:  # dilated: taps every dw inputs, zeros between them
+            taps = weight.new_zeros(self.pad + 1, in_ch, out_ch).index_copy_(
+                0, torch.arange(0, self.pad + 1, dw, device=weight.device), taps
+            )
+        self.matrix = taps.reshape(-1, out_ch)
+        self.above_matrix: torch.Tensor | None = None
+        if ch > 0:
+            self.above_matrix = weight[:, :, :ch].permute(2, 3, 1, 0).reshape(-1, out_ch)
+
+
 class ConvStepper(Stepper):
     """A causal convolution one pixel (or one row) at a time: one matrix product per step.
 
@@ -196,6 +247,7 @@ class ConvStepper(Stepper):
 
     Args:
         weight: the masked weight ``(C_out, C_in, kh, kw)``; taps after the centre must be zero.
+            Or a :class:`ConvKernel` made from it (which carries its own dilation).
         bias: ``(C_out,)``, ``(N, C_out)`` or ``None``.
         batch: images sampled at once, ``N``.
         width: image width ``W``.
@@ -218,7 +270,7 @@ class ConvStepper(Stepper):
 
     def __init__(
         self,
-        weight: torch.Tensor,
+        weight: torch.Tensor | ConvKernel,
         bias: torch.Tensor | None,
         batch: int,
         width: int,
@@ -226,28 +278,19 @@ class ConvStepper(Stepper):
         dilation: tuple[int, ...] = (1, 1),
         reads_image: bool = False,
     ) -> None:
-        out_ch, in_ch, kh, kw = weight.shape
-        (dh, dw), ch, cw = dilation, kh // 2, kw // 2
-        after = weight.flatten(2)[:, :, ch * kw + cw + 1 :]  # the taps after the centre
-        assert not bool(after.any()), "taps after the centre (raster order) must be masked"
+        kernel = weight if isinstance(weight, ConvKernel) else ConvKernel(weight, dilation)
+        (kh, kw), (dh, _) = kernel.kernel_size, kernel.dilation
+        in_ch, pad, like = kernel.in_channels, kernel.pad, kernel.matrix
         self.bias, self.reads_image, self.width = bias, reads_image, width
-        self.dilation, self.kernel_width = (dh, dw), kw
-        self.pointwise = kh == 1 and kw == 1  # no neighbours: multiply the input directly
-        self.reads_centre = bool(weight[:, :, ch, cw].any())  # else only write() stores it
-        pad = cw * dw
-        taps = weight[:, :, ch, : cw + 1].permute(2, 1, 0)  # (cw + 1, I, O): the current row
-        if dw > 1:  # dilated: taps every dw inputs, zeros between them
-            taps = weight.new_zeros(pad + 1, in_ch, out_ch).index_copy_(
-                0, torch.arange(0, pad + 1, dw, device=weight.device), taps
-            )
-        self.matrix = taps.reshape(-1, out_ch)  # (K, O), K = (pad + 1) * I
-        self.row = weight.new_zeros(batch, pad + width, in_ch)  # (N, pad + W, I)
+        self.dilation, self.kernel_width = kernel.dilation, kw
+        self.pointwise, self.reads_centre = kernel.pointwise, kernel.reads_centre
+        self.matrix = kernel.matrix  # (K, O), K = (pad + 1) * I
+        self.row = like.new_zeros(batch, pad + width, in_ch)  # (N, pad + W, I)
         self.ring: torch.Tensor | None = None
-        if ch > 0:  # rows above: a ring (N, ch * dh, W + 2 pad, I), oldest row first
-            self.ring = weight.new_zeros(batch, ch * dh, width + 2 * pad, in_ch)
-            above = weight[:, :, :ch].permute(2, 3, 1, 0)  # (ch, kw, I, O)
-            self.above_matrix = above.reshape(-1, out_ch)  # (ch * kw * I, O)
-            self.seed_rows = weight.new_zeros(batch, width, out_ch)  # (N, W, O)
+        if kernel.above_matrix is not None:  # rows above: a ring (N, ch * dh, W + 2 pad, I)
+            self.ring = like.new_zeros(batch, kh // 2 * dh, width + 2 * pad, in_ch)
+            self.above_matrix = kernel.above_matrix  # (ch * kw * I, O)
+            self.seed_rows = like.new_zeros(batch, width, kernel.out_channels)  # (N, W, O)
 
     # per-column views, made on first use (sampling by whole rows needs none of them)
     @functools.cached_property

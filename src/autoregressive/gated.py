@@ -33,8 +33,9 @@ from torch import nn
 
 from .checks import check_cond, check_int
 from .conditioning import row_parts
-from .conv import ConvStepper, MaskedConv2d, row_seed, shift_up
+from .conv import ConvKernel, ConvStepper, MaskedConv2d, matrix_and_bias, row_seed, shift_up
 from .masks import check_kernel_size, check_mask_type
+from .memo import derived
 from .stepping import Stepper
 
 __all__ = ["GatedBlock", "GatedStack", "gate"]
@@ -344,10 +345,39 @@ def _bias(conv: nn.Conv2d) -> torch.Tensor:
     return conv.bias.detach() if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
 
 
-def _matrix_and_bias(conv: MaskedConv2d, scale: float) -> torch.Tensor:
-    """A 1x1 convolution as ``[scale * W^T; b]`` ``(C_in + 1, C_out)``, to multiply ``[x, 1]``."""
-    w = conv.masked_weight().detach()[:, :, 0, 0].t() * scale  # (C_in, C_out)
-    return torch.cat([w, _bias(conv)[None]]).contiguous()
+class _GatedWeights:
+    """A :class:`GatedBlock`'s weights folded for :class:`_GatedBlockStepper`, made once.
+
+    Gate inputs reordered to halves ``[a | b]`` (:func:`_gate_order`) and scaled to
+    ``[2a | b]``; see :class:`_GatedBlockStepper` for where each matrix is used.
+    """
+
+    def __init__(self, block: GatedBlock) -> None:
+        c = block.channels
+        w = block.v_conv.weight.detach()
+        order = _gate_order(c).to(w.device)
+        two_a = torch.cat([w.new_full((c,), 2.0), w.new_ones(c)])  # (2C,): [a | b] -> [2a | b]
+        self.order, self.two_a = order, two_a
+        h_weight = block.h_conv.masked_weight().detach()[order] * two_a[:, None, None, None]
+        self.h_conv = ConvKernel(h_weight)
+        v_weight = w[order]  # (2C, C_in, rows, kw)
+        # all kernel rows as one matrix ((rows kw C_in), 2C), to multiply the ring's windows
+        self.v_matrix = (rearrange(v_weight, "o i r t -> (r t i) o") * two_a).contiguous()
+        self.v_bias = self.fold(_bias(block.v_conv))  # v_pre is kept as [2a | b] too
+        link = block.link.weight.detach()[:, :, 0, 0][order][:, order]  # (2C out, 2C in)
+        self.link_matrix = (link.t() / two_a[:, None] * two_a).contiguous()  # (2C in, 2C out)
+        self.link_seed = self.fold(_bias(block.link) + _bias(block.h_conv))  # (2C,)
+        self.spatial: tuple[torch.Tensor, torch.Tensor] | None = None  # (C_map, 2C) each
+        if block.spatial_v is not None and block.spatial_h is not None:
+            maps = (block.spatial_v.weight, block.spatial_h.weight)  # (2C, C_map, 1, 1)
+            v_map, h_map = (self.fold(m.detach()[:, :, 0, 0].t()).contiguous() for m in maps)
+            self.spatial = (v_map, h_map)
+        self.out_matrix = matrix_and_bias(block.h_out) if block.h_out is not None else None
+        self.skip_rows = matrix_and_bias(block.skip)  # (C + 1, C)
+
+    def fold(self, t: torch.Tensor) -> torch.Tensor:
+        """Gate inputs ``(..., 2C)`` as ``(a0, b0, a1, ..)`` to ``[2a | b]``."""
+        return t[..., self.order] * self.two_a
 
 
 class _GatedBlockStepper:
@@ -355,9 +385,9 @@ class _GatedBlockStepper:
 
     Gate inputs are reordered to halves ``[a | b]`` (:func:`_gate_order`) and computed as
     ``[2a | b]``, so that one ``sigmoid`` (on this CPU about 3x cheaper than ``tanh``) serves
-    both halves: ``tanh(a) = 2 * sigmoid(2a) - 1``. The horizontal gate is computed doubled, as
-    ``(4 * sigmoid(2a) - 2) * sigmoid(b) = 2 * tanh(a) * sigmoid(b)``: a ``sigmoid``, a scaled
-    copy and an ``addcmul``. The factors live in the matrices. Each term against the line of
+    both halves: ``tanh(a) = 2 * sigmoid(2a) - 1``, so the gate is ``2 * sigmoid(2a) * sigmoid(b)
+    - sigmoid(b)``: a ``sigmoid``, an in-place ``neg_`` and an ``addcmul``, with no scalar
+    operand to wrap. The factor 2 of ``2a`` lives in the matrices. Each term against the line of
     :meth:`GatedBlock.forward` it reproduces:
 
     - ``v_pre = self.vertical_pre(v)``: :meth:`begin_row`, one ``addmm`` over the windows of the
@@ -365,10 +395,10 @@ class _GatedBlockStepper:
     - ``self.link(v_pre)``, ``h_conv``'s bias and the ``cond`` bias of ``h_pre``: ``link_row``,
       once per row, the seed of each pixel's ``addmm`` (``a`` half scaled by 2);
     - ``h_pre = self.h_conv(h) + ...``: :meth:`step`, ``addmm(link_row[j], window, h_conv)``;
-    - ``h_gated = gate(h_pre)``: ``sigmoid`` and ``addcmul`` into ``features`` (``2 * h_gated``);
-    - ``h_new = h + self.h_out(h_gated)``: ``addmm(h, [features, 1], [W_out / 2; b_out])``,
+    - ``h_gated = gate(h_pre)``: ``sigmoid``, ``neg_`` and ``addcmul`` into ``features``;
+    - ``h_new = h + self.h_out(h_gated)``: ``addmm(h, [features, 1], [W_out; b_out])``,
       written straight into the next block's cache;
-    - ``self.skip(h_gated)``: ``skip_rows = [W_skip / 2; b_skip]``, summed over blocks by the
+    - ``self.skip(h_gated)``: ``skip_rows = [W_skip; b_skip]``, summed over blocks by the
       stack's one product;
     - ``gate(v_pre)`` with the ``cond`` bias of ``v_pre``: the next block's vertical row;
     - a conditioning map's ``spatial_h(s)`` and ``spatial_v(s)``: :meth:`_add_spatial`, once per
@@ -383,44 +413,31 @@ class _GatedBlockStepper:
         cond: object,
         features: torch.Tensor,
     ) -> None:
+        f = derived(block, "stepper", lambda: _GatedWeights(block))  # folded once per weights
         c, (kh, kw), c_in = block.channels, block.kernel_size, block.in_channels
-        w = block.v_conv.weight.detach()
-        order = _gate_order(c).to(w.device)
-        two_a = torch.cat([w.new_full((c,), 2.0), w.new_ones(c)])  # (2C,): [a | b] -> [2a | b]
         self.width, self.channels, self.kw, self.c_in = width, c, kw, c_in
         self.residual = block.mask_type == "B"
-        h_weight = block.h_conv.masked_weight().detach()[order] * two_a[:, None, None, None]
-        self.h_conv = ConvStepper(h_weight, None, batch, width)  # (1, kw): one row, no bias
-        v_weight = w[order]  # (2C, C_in, rows, kw)
-        # all kernel rows as one matrix ((rows kw C_in), 2C), to multiply the ring's windows
-        self.v_matrix = (rearrange(v_weight, "o i r t -> (r t i) o") * two_a).contiguous()
-        self.v_bias = _bias(block.v_conv)[order] * two_a  # v_pre is kept as [2a | b] too
-        link = block.link.weight.detach()[:, :, 0, 0][order][:, order]  # (2C out, 2C in)
-        self.link_matrix = (link.t() / two_a[:, None] * two_a).contiguous()  # (2C in, 2C out)
-        seed = (_bias(block.link) + _bias(block.h_conv))[order] * two_a  # (2C,)
+        self.h_conv = ConvStepper(f.h_conv, None, batch, width)  # (1, kw): one row, no bias
+        self.v_matrix, self.v_bias, self.link_matrix = f.v_matrix, f.v_bias, f.link_matrix
+        self.out_matrix, self.skip_rows, self.spatial_mats = f.out_matrix, f.skip_rows, f.spatial
         vector, self.spatial_row = row_parts(cond)
         biases = block.cond_biases(vector)
-        self.v_cond = None if biases is None else biases[0][:, None, order] * two_a  # (N, 1, 2C)
+        seed, like = f.link_seed, f.v_bias  # seed: (2C,)
+        self.v_cond = None if biases is None else f.fold(biases[0])[:, None]  # (N, 1, 2C)
         if biases is not None:  # (N * W, 2C): the cond bias of h_pre, per image and column
-            seed = (seed + biases[1][:, order] * two_a)[:, None].expand(-1, width, -1)
+            seed = (seed + f.fold(biases[1]))[:, None].expand(-1, width, -1)
             seed = seed.reshape(batch * width, 2 * c)
         self.link_seed = seed
-        self.spatial_mats: tuple[torch.Tensor, torch.Tensor] | None = None
         self.seed_row: torch.Tensor | None = None  # (N * W, 2C) with a map: the row's seed
-        if block.spatial_v is not None and block.spatial_h is not None:
-            v_map = block.spatial_v.weight.detach()[order, :, 0, 0] * two_a[:, None]  # (2C, Cm)
-            h_map = block.spatial_h.weight.detach()[order, :, 0, 0] * two_a[:, None]
-            self.spatial_mats = (v_map.t().contiguous(), h_map.t().contiguous())  # (C_map, 2C)
-            self.seed_row = w.new_zeros(batch * width, 2 * c)
-        self.link_row = w.new_zeros(batch, width, 2 * c)  # (N, W, 2C), set by begin_row
+        if self.spatial_mats is not None:
+            self.seed_row = like.new_zeros(batch * width, 2 * c)
+        self.link_row = like.new_zeros(batch, width, 2 * c)  # (N, W, 2C), set by begin_row
         self.links = [self.link_row[:, j] for j in range(width)]  # (N, 2C) per column
-        self.pre = w.new_zeros(batch, 2 * c)  # (N, 2C): the horizontal gate's input [2a | b]
+        self.pre = like.new_zeros(batch, 2 * c)  # (N, 2C): the horizontal gate's input [2a | b]
         self.pre_a, self.pre_b = self.pre[:, :c], self.pre[:, c:]
-        self.ring = w.new_zeros(batch, kh // 2 + 1, (width + kw - 1) * c_in)  # rows of v
-        self.features = features  # (N, C + 1): 2 * h_gated, then a column of ones
+        self.ring = like.new_zeros(batch, kh // 2 + 1, (width + kw - 1) * c_in)  # rows of v
+        self.features = features  # (N, C + 1): h_gated, then a column of ones
         self.gated = features[:, :c]  # (N, C)
-        self.out_matrix = _matrix_and_bias(block.h_out, 0.5) if block.h_out is not None else None
-        self.skip_rows = _matrix_and_bias(block.skip, 0.5)  # (C + 1, C)
         self.next_conv: ConvStepper | None = None  # the next block's h_conv: h_new goes there
 
     def _vertical(self, ring: torch.Tensor) -> torch.Tensor:
@@ -459,8 +476,8 @@ class _GatedBlockStepper:
             v_pre = v_pre + self.v_cond
         c = self.channels
         s = torch.sigmoid(v_pre)  # (N, W, 2C): [sigmoid(2a) | sigmoid(b)]
-        s_b = s[..., c:]
-        v_gated = torch.addcmul(s_b.neg(), s[..., :c], s_b, value=2)  # tanh(a) * sigmoid(b)
+        s_b = s[..., c:].neg_()
+        v_gated = torch.addcmul(s_b, s[..., :c], s_b, value=-2)  # tanh(a) * sigmoid(b)
         return v_gated.flatten(1)  # (N, W * C)
 
     def _add_spatial(
@@ -476,8 +493,8 @@ class _GatedBlockStepper:
     def step(self, j: int) -> None:
         """The horizontal stack at column ``j``: fills ``features`` and the next block's input."""
         self.h_conv.compute(j, seed=self.links[j], out=self.pre).sigmoid_()  # sigmoid([2a | b])
-        s_b = self.pre_b
-        torch.addcmul(s_b * -2, self.pre_a, s_b, value=4, out=self.gated)  # 2 tanh(a) sigmoid(b)
+        s_b = self.pre_b.neg_()  # -sigmoid(b); s_b - 2 sigmoid(2a) s_b is the gate
+        torch.addcmul(s_b, self.pre_a, s_b, value=-2, out=self.gated)  # tanh(a) sigmoid(b)
         if self.out_matrix is None or self.next_conv is None:
             return
         target = self.next_conv.inputs[j]  # (N, C) in the next block's cache
@@ -489,15 +506,15 @@ class _GatedBlockStepper:
     def step_row(self, h: torch.Tensor, features: torch.Tensor, start: int) -> torch.Tensor | None:
         """:meth:`step` at columns ``start ..``: ``h`` ``(N, M, C_in)`` to ``h_new`` ``(N, M, C)``.
 
-        Writes ``2 * h_gated`` into ``features`` ``(N * M, C + 1)``; returns ``None`` for the
+        Writes ``h_gated`` into ``features`` ``(N * M, C + 1)``; returns ``None`` for the
         last block (no horizontal output).
         """
         n, m, _ = h.shape
         c = self.channels
         seed = row_seed(self.link_row, start, self.width)  # (N * M, 2C)
         s = self.h_conv.row_product(h, seed, start=start).sigmoid_()  # sigmoid([2a | b])
-        s_b = s[:, c:]
-        torch.addcmul(s_b * -2, s[:, :c], s_b, value=4, out=features[:, :c])  # as in step
+        s_b = s[:, c:].neg_()
+        torch.addcmul(s_b, s[:, :c], s_b, value=-2, out=features[:, :c])  # as in step
         if self.out_matrix is None:
             return None
         if self.residual:  # h + h_out(h_gated)
@@ -522,7 +539,7 @@ class _GatedBlockStepper:
 class _GatedStackStepper(Stepper):
     """A :class:`GatedStack` for cached sampling: its blocks' steppers, and one skip product.
 
-    Every block writes ``2 * h_gated`` and a column of ones into its slice of one buffer
+    Every block writes ``h_gated`` and a column of ones into its slice of one buffer
     ``(N, blocks * (C + 1))``, so the summed skip outputs (biases included) are one ``mm``.
     """
 

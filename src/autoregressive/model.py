@@ -7,6 +7,7 @@ Gated PixelCNN: van den Oord et al., 2016, https://arxiv.org/abs/1606.05328.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -18,7 +19,7 @@ from .checks import check_int, check_pair
 from .conditioning import Conditioning
 from .config import PixelCNNConfig
 from .conv import MaskedConv2d
-from .distributions import nats_to_bits_per_dim
+from .distributions import Distribution, nats_to_bits_per_dim
 from .embedding import CategoricalEmbedding
 from .gated import GatedStack
 from .residual import ResidualBlock
@@ -367,9 +368,9 @@ class PixelCNN(nn.Module):
     ) -> torch.Tensor:
         """Draw ``n`` images, or complete ``image`` where ``known`` is ``False``.
 
-        Both methods consume the same noise (one uniform number per sub-pixel, and one more
-        per pixel for the mixture component of a logistic mixture, drawn up front
-        from ``generator``), so with the same seed they return the same images.
+        Both methods consume the same noise (one uniform number per sub-pixel, one more per
+        pixel for a logistic mixture's component, drawn up front from ``generator``), so with
+        the same seed they return the same images.
 
         Args:
             n: number of images (taken from ``image`` when completing).
@@ -398,29 +399,35 @@ class PixelCNN(nn.Module):
             raise ValueError(f"method must be 'cached' or 'naive', got {method!r}")
         param = self._param()
         n, (height, width) = self._sample_size(n, size, image)
-        image = image.to(device=param.device) if image is not None else None
         if known is not None and not isinstance(known, torch.Tensor):
             raise TypeError(f"known must be a bool tensor, got {type(known).__name__}")
-        known = known.to(param.device) if known is not None else None
         cond = self.condition(y, n, vector=vector, spatial=spatial, size=(height, width))
         dist = self.distribution
         dist = dist if temperature == 1.0 else dist.with_temperature(temperature)
         channels = dist.noise_channels(self.config.data_channels)  # C, or C + 1 for a mixture
         noise = draw_noise((n, channels, height, width), generator, device=param.device)
+        image, known = (t if t is None else t.to(param.device) for t in (image, known))
+        sampler = cached_sample if method == "cached" else naive_sample
         inputs: dict[str, Any] = {"cond": cond, "image": image, "known": known}
+        if method == "cached":
+            inputs |= {"cuda_graphs": cuda_graphs, "rows_at_once": rows_at_once}
+        x = self._in_eval_mode(sampler, dist, noise, inputs)
+        return x.to(self.distribution.output_dtype(x.dtype))
+
+    def _in_eval_mode(
+        self,
+        sampler: Callable[..., torch.Tensor],
+        dist: Distribution,
+        noise: torch.Tensor,
+        inputs: dict[str, Any],
+    ) -> torch.Tensor:
+        """``sampler(network, dist, noise, **inputs)`` in eval mode, the training mode restored."""
         was_training = self.training
         self.eval()
         try:
-            if method == "cached":
-                x = cached_sample(
-                    self.network, dist, noise, cuda_graphs=cuda_graphs,
-                    rows_at_once=rows_at_once, **inputs,
-                )  # fmt: skip
-            else:
-                x = naive_sample(self.network, dist, noise, **inputs)
+            return sampler(self.network, dist, noise, **inputs)
         finally:
             self.train(was_training)
-        return x.to(self.distribution.output_dtype(x.dtype))
 
     def _sample_size(
         self, n: int | None, size: object, image: torch.Tensor | None

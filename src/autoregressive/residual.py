@@ -14,8 +14,9 @@ from torch import nn
 
 from .checks import check_cond, check_elementwise, check_int
 from .conditioning import row_parts
-from .conv import MaskedConv2d, row_seed
+from .conv import MaskedConv2d, matrix_and_bias, row_seed
 from .masks import check_kernel_size
+from .memo import derived
 from .stepping import Stepper, stepper_for
 
 __all__ = ["ResidualBlock"]
@@ -169,10 +170,8 @@ class _ResidualStepper(Stepper):
             )  # (N * W, C/2)
             self.seed_rows = self.spatial_matrix.new_zeros(batch, width, mid)  # (N, W, C/2)
             self.seeds = [self.seed_rows[:, j] for j in range(width)]
-        w3 = block.conv3.masked_weight().detach()[:, :, 0, 0].t()  # (C/2, C)
-        b3 = block.conv3.bias.detach() if block.conv3.bias is not None else torch.zeros_like(w3[0])
-        self.matrix3 = torch.cat([w3, b3[None]]).contiguous()  # (C/2 + 1, C)
-        self.hidden = _with_ones_column(batch, w3.shape[0], w3)  # (N, C/2 + 1)
+        self.matrix3 = derived(block.conv3, "matrix", lambda: matrix_and_bias(block.conv3))
+        self.hidden = _with_ones_column(batch, block.conv3.in_channels, self.matrix3)
         self.hidden_values = self.hidden[:, :-1]  # (N, C/2)
         self.relu = all(type(a) is nn.ReLU for a in acts)
         # whole rows (step_row): conv1's seed at every pixel, (N, W, C/2), (N, C/2), (C/2,) or None
