@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
+from hypothesis import strategies as st
 from torch import nn
 
 
@@ -41,3 +44,20 @@ def measured_deps(
 def as_set(dep: torch.Tensor) -> frozenset[tuple[int, int, int]]:
     """Set of (i, j, c) where the ``(C, H, W)`` boolean tensor is True."""
     return frozenset((i, j, c) for c, i, j in dep.nonzero().tolist())
+
+
+def network_settings(draw: Callable[[Any], Any], dc: int, widths: int = 3) -> dict[str, Any]:
+    """Hypothesis draws of a small ``PixelCNNConfig``'s network for ``dc`` data channels.
+
+    Blocks, widths (``2 * dc * 1 .. widths``), kernels, head and every kind of conditioning.
+    """
+    return {
+        "num_blocks": draw(st.integers(1, 3)),
+        "hidden_channels": 2 * dc * draw(st.integers(1, widths)),
+        "input_kernel_size": draw(st.sampled_from([3, 5])),
+        "kernel_size": draw(st.sampled_from([3, 5])),
+        "head_channels": dc * draw(st.integers(0, 2)),
+        "num_classes": draw(st.sampled_from([None, 3])),
+        "vector_size": draw(st.sampled_from([None, 2])),
+        "spatial_channels": draw(st.sampled_from([None, 2])),
+    }

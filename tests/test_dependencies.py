@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import reference as ref
 import torch
-from helpers import as_set, measured_deps, positive_weights_
+from helpers import as_set, measured_deps, network_settings, positive_weights_
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -172,14 +172,7 @@ def pixelcnn_configs(draw):
             block=block,
             distribution="categorical" if categorical else "bernoulli",
             levels=draw(st.integers(2, 4)),
-            num_blocks=draw(st.integers(1, 3)),
-            hidden_channels=2 * dc * draw(st.integers(1, 2)),
-            input_kernel_size=draw(st.sampled_from([3, 5])),
-            kernel_size=draw(st.sampled_from([3, 5])),
-            head_channels=dc * draw(st.integers(0, 2)),
-            num_classes=draw(st.sampled_from([None, 3])),
-            vector_size=draw(st.sampled_from([None, 2])),
-            spatial_channels=draw(st.sampled_from([None, 2])),
+            **network_settings(draw, dc, widths=2),
         ),
         draw(st.integers(2, 5)),
         draw(st.integers(2, 5)),

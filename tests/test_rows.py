@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import network_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -54,14 +55,7 @@ def row_cases(draw):
         distribution=dist,
         levels=draw(st.integers(2, 6)),
         mixtures=2,
-        num_blocks=draw(st.integers(1, 3)),
-        hidden_channels=2 * dc * draw(st.integers(1, 3)),
-        input_kernel_size=draw(st.sampled_from([3, 5])),
-        kernel_size=draw(st.sampled_from([3, 5])),
-        head_channels=dc * draw(st.integers(0, 2)),
-        num_classes=draw(st.sampled_from([None, 3])),
-        vector_size=draw(st.sampled_from([None, 2])),
-        spatial_channels=draw(st.sampled_from([None, 2])),
+        **network_settings(draw, dc),
         input_embedding=embedding,
         embedding_dim=3,
     )
