@@ -83,3 +83,13 @@ def test_probe_runs_again_for_a_changed_network() -> None:
     model.network[-1] = nn.Conv2d(last.in_channels, 3, 1)  # the wrong width for Bernoulli
     with pytest.raises(ValueError, match="distribution needs 1"):
         cached_sample(model.network, model.distribution, noise)
+
+
+def test_values_built_while_sampling_are_ordinary_tensors() -> None:
+    layer = nn.Linear(2, 2)
+    with torch.inference_mode():  # as inside the sampler
+        value = derived(layer, "t", lambda: layer.weight.detach().t().contiguous())
+    assert not value.is_inference()
+    x = torch.ones(1, 2, requires_grad=True)
+    (x @ value).sum().backward()  # autograd may save it (an inference tensor would refuse)
+    assert x.grad is not None

@@ -69,7 +69,7 @@ def derived(module: nn.Module, key: Hashable, build: Callable[[], T]) -> T:
     entry = entries.get(key)
     if entry is not None and _unchanged(entry.weights, weights):
         return cast(T, entry.value)
-    with torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, usable anywhere
         value = build()
         copies = tuple(w.detach().clone() for w in weights)
     entries[key] = _Entry(copies, value)
