@@ -350,6 +350,12 @@ class _GatedWeights:
 
     Gate inputs reordered to halves ``[a | b]`` (:func:`_gate_order`) and scaled to
     ``[2a | b]``; see :class:`_GatedBlockStepper` for where each matrix is used.
+
+    Attributes:
+        h_conv: the horizontal convolution's :class:`~autoregressive.ConvKernel` (one row).
+        v_matrix: ``(rows * kw * C_in, 2C)``; ``v_bias``, ``link_seed``: ``(2C,)``.
+        link_matrix: ``(2C, 2C)``; ``spatial``: two ``(C_map, 2C)`` or ``None``.
+        out_matrix: ``(C + 1, C)`` or ``None`` (last block); ``skip_rows``: ``(C + 1, C)``.
     """
 
     def __init__(self, block: GatedBlock) -> None:
