@@ -93,3 +93,21 @@ def test_values_built_while_sampling_are_ordinary_tensors() -> None:
     x = torch.ones(1, 2, requires_grad=True)
     (x @ value).sum().backward()  # autograd may save it (an inference tensor would refuse)
     assert x.grad is not None
+
+
+def test_derived_without_values_follows_which_tensors_not_their_numbers() -> None:
+    layer = nn.Linear(3, 2)
+    builds: list[int] = []
+
+    def build() -> int:
+        builds.append(1)
+        return len(builds)
+
+    assert derived(layer, "shape", build, values=False) == 1
+    with torch.no_grad():
+        layer.weight.mul_(3.0)  # other numbers, same tensors: kept
+    assert derived(layer, "shape", build, values=False) == 1
+    layer.weight = nn.Parameter(torch.zeros(2, 3))  # another tensor of the same shape
+    assert derived(layer, "shape", build, values=False) == 2
+    layer.double()  # the same tensors, another dtype
+    assert derived(layer, "shape", build, values=False) == 3

@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 
 class _Entry(NamedTuple):
-    weights: tuple[torch.Tensor, ...]  # copies of the parameters and buffers, in order
+    weights: tuple[object, ...]  # one record per parameter and buffer, in order (_record)
     value: object
 
 
@@ -33,15 +33,23 @@ class _Entry(NamedTuple):
 _entries: weakref.WeakKeyDictionary[nn.Module, dict[Hashable, _Entry]] = weakref.WeakKeyDictionary()
 
 
-def _unchanged(copies: tuple[torch.Tensor, ...], weights: list[torch.Tensor]) -> bool:
-    """Whether every weight has its copy's dtype, device, shape and values."""
-    return len(copies) == len(weights) and all(
-        c.dtype == w.dtype and c.device == w.device and c.shape == w.shape and torch.equal(c, w)
-        for c, w in zip(copies, weights, strict=True)
-    )
+def _record(weight: torch.Tensor, values: bool) -> object:
+    """What is kept of a weight: a copy, or (``values=False``) the tensor's identity and kind."""
+    if values:
+        return weight.detach().clone()
+    return (weakref.ref(weight), weight.dtype, weight.device, weight.shape)
 
 
-def derived(module: nn.Module, key: Hashable, build: Callable[[], T]) -> T:
+def _matches(record: object, weight: torch.Tensor) -> bool:
+    """Whether ``weight`` is still what :func:`_record` kept of it."""
+    if isinstance(record, torch.Tensor):
+        kind = (record.dtype, record.device, record.shape)
+        return kind == (weight.dtype, weight.device, weight.shape) and torch.equal(record, weight)
+    ref, dtype, device, shape = cast(tuple, record)
+    return ref() is weight and (dtype, device, shape) == (weight.dtype, weight.device, weight.shape)
+
+
+def derived(module: nn.Module, key: Hashable, build: Callable[[], T], *, values: bool = True) -> T:
     """``build()``, a value computed from ``module``'s weights, reused while they are unchanged.
 
     Args:
@@ -49,10 +57,14 @@ def derived(module: nn.Module, key: Hashable, build: Callable[[], T]) -> T:
             reads; nothing else it reads may change between calls.
         key: tells apart several values of one module (e.g. what they were built for).
         build: computes the value, without autograd.
+        values: ``False`` for a value that depends only on the weights' shapes, dtypes and
+            devices (and which tensors they are), not on their numbers: then nothing is copied
+            and nothing compared but those.
 
     Returns:
         The value built now, or the one built earlier for ``key`` if every parameter and buffer
-        still equals the copy taken then.
+        still equals the copy taken then (with ``values=False``: is the same tensor, of the
+        same shape, dtype and device).
 
     Example:
         >>> layer = nn.Linear(3, 2)
@@ -67,10 +79,14 @@ def derived(module: nn.Module, key: Hashable, build: Callable[[], T]) -> T:
     weights = [*module.parameters(), *module.buffers()]
     entries = _entries.setdefault(module, {})
     entry = entries.get(key)
-    if entry is not None and _unchanged(entry.weights, weights):
+    if (
+        entry is not None
+        and len(entry.weights) == len(weights)
+        and all(_matches(r, w) for r, w in zip(entry.weights, weights, strict=True))
+    ):
         return cast(T, entry.value)
     with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, usable anywhere
         value = build()
-        copies = tuple(w.detach().clone() for w in weights)
-    entries[key] = _Entry(copies, value)
+        records = tuple(_record(w, values) for w in weights)
+    entries[key] = _Entry(records, value)
     return value
