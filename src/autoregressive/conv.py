@@ -161,6 +161,11 @@ def shift_up(ring: torch.Tensor) -> None:
         ring[:, :-1] = ring[:, 1:].clone()
 
 
+def bias_or_zeros(conv: nn.Conv2d) -> torch.Tensor:
+    """The convolution's bias ``(C_out,)``, detached; zeros if it has none."""
+    return conv.bias.detach() if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
+
+
 def matrix_and_bias(conv: nn.Conv2d) -> torch.Tensor:
     """A 1x1 convolution as ``[W^T; b]`` ``(C_in + 1, C_out)``, to multiply ``[x, 1]``.
 
@@ -168,8 +173,7 @@ def matrix_and_bias(conv: nn.Conv2d) -> torch.Tensor:
     """
     weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
     w = weight.detach()[:, :, 0, 0].t()  # (C_in, C_out)
-    b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(w[0])
-    return torch.cat([w, b[None]]).contiguous()
+    return torch.cat([w, bias_or_zeros(conv)[None]]).contiguous()
 
 
 def row_seed(seed: torch.Tensor | None, start: int, width: int) -> torch.Tensor | None:

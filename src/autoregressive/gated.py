@@ -33,7 +33,15 @@ from torch import nn
 
 from .checks import check_cond, check_int
 from .conditioning import row_parts
-from .conv import ConvKernel, ConvStepper, MaskedConv2d, matrix_and_bias, row_seed, shift_up
+from .conv import (
+    ConvKernel,
+    ConvStepper,
+    MaskedConv2d,
+    bias_or_zeros,
+    matrix_and_bias,
+    row_seed,
+    shift_up,
+)
 from .masks import check_kernel_size, check_mask_type
 from .memo import derived
 from .stepping import Stepper
@@ -340,11 +348,6 @@ def _gate_order(channels: int) -> torch.Tensor:
     return torch.cat([torch.arange(0, 2 * channels, 2), torch.arange(1, 2 * channels, 2)])
 
 
-def _bias(conv: nn.Conv2d) -> torch.Tensor:
-    """The convolution's bias ``(C_out,)``, zeros if it has none."""
-    return conv.bias.detach() if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
-
-
 class _GatedWeights:
     """A :class:`GatedBlock`'s weights folded for :class:`_GatedBlockStepper`, made once.
 
@@ -369,10 +372,11 @@ class _GatedWeights:
         v_weight = w[order]  # (2C, C_in, rows, kw)
         # all kernel rows as one matrix ((rows kw C_in), 2C), to multiply the ring's windows
         self.v_matrix = (rearrange(v_weight, "o i r t -> (r t i) o") * two_a).contiguous()
-        self.v_bias = self.fold(_bias(block.v_conv))  # v_pre is kept as [2a | b] too
+        self.v_bias = self.fold(bias_or_zeros(block.v_conv))  # v_pre is kept as [2a | b] too
         link = block.link.weight.detach()[:, :, 0, 0][order][:, order]  # (2C out, 2C in)
         self.link_matrix = (link.t() / two_a[:, None] * two_a).contiguous()  # (2C in, 2C out)
-        self.link_seed = self.fold(_bias(block.link) + _bias(block.h_conv))  # (2C,)
+        biases = bias_or_zeros(block.link) + bias_or_zeros(block.h_conv)
+        self.link_seed = self.fold(biases)  # (2C,)
         self.spatial: tuple[torch.Tensor, torch.Tensor] | None = None  # (C_map, 2C) each
         if block.spatial_v is not None and block.spatial_h is not None:
             maps = (block.spatial_v.weight, block.spatial_h.weight)  # (2C, C_map, 1, 1)
