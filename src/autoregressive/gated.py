@@ -358,6 +358,9 @@ class _GatedWeights:
         h_conv: the horizontal convolution's :class:`~autoregressive.ConvKernel` (one row).
         v_matrix: ``(rows * kw * C_in, 2C)``; ``v_bias``, ``link_seed``: ``(2C,)``.
         link_matrix: ``(2C, 2C)``; ``spatial``: two ``(C_map, 2C)`` or ``None``.
+        v_link: ``v_matrix @ link_matrix`` for the stack's last block (no ``h_out``, and its
+            vertical output unused), whose ``link_seed`` then includes ``v_bias @ link_matrix``;
+            else ``None``.
         out_matrix: ``(C + 1, C)`` or ``None`` (last block); ``skip_rows``: ``(C + 1, C)``.
     """
 
@@ -377,6 +380,10 @@ class _GatedWeights:
         self.link_matrix = (link.t() / two_a[:, None] * two_a).contiguous()  # (2C in, 2C out)
         biases = bias_or_zeros(block.link) + bias_or_zeros(block.h_conv)
         self.link_seed = self.fold(biases)  # (2C,)
+        self.v_link: torch.Tensor | None = None  # the last block: v_pre only through the link
+        if block.h_out is None:  # so vertical and link are one matrix (K, 2C), one product
+            self.v_link = self.v_matrix @ self.link_matrix
+            self.link_seed = self.link_seed + self.v_bias @ self.link_matrix
         self.spatial: tuple[torch.Tensor, torch.Tensor] | None = None  # (C_map, 2C) each
         if block.spatial_v is not None and block.spatial_h is not None:
             maps = (block.spatial_v.weight, block.spatial_h.weight)  # (2C, C_map, 1, 1)
@@ -403,7 +410,9 @@ class _GatedBlockStepper:
     - ``v_pre = self.vertical_pre(v)``: :meth:`begin_row`, one ``addmm`` over the windows of the
       ring of input rows (``v_matrix``, ``v_bias``);
     - ``self.link(v_pre)``, ``h_conv``'s bias and the ``cond`` bias of ``h_pre``: ``link_row``,
-      once per row, the seed of each pixel's ``addmm`` (``a`` half scaled by 2);
+      once per row, the seed of each pixel's ``addmm`` (``a`` half scaled by 2); for the
+      stack's last block, whose ``gate(v_pre)`` is unused, ``vertical_pre`` and ``link`` are
+      one product (``v_link``);
     - ``h_pre = self.h_conv(h) + ...``: :meth:`step`, ``addmm(link_row[j], window, h_conv)``;
     - ``h_gated = gate(h_pre)``: ``sigmoid``, ``neg_`` and ``addcmul`` into ``features``;
     - ``h_new = h + self.h_out(h_gated)``: ``addmm(h, [features, 1], [W_out; b_out])``,
@@ -429,6 +438,7 @@ class _GatedBlockStepper:
         self.residual = block.mask_type == "B"
         self.h_conv = ConvStepper(f.h_conv, None, batch, width)  # (1, kw): one row, no bias
         self.v_matrix, self.v_bias, self.link_matrix = f.v_matrix, f.v_bias, f.link_matrix
+        self.v_link = f.v_link  # the stack's last block: link(v_pre) in one product
         self.out_matrix, self.skip_rows, self.spatial_mats = f.out_matrix, f.skip_rows, f.spatial
         vector, self.spatial_row = row_parts(cond)
         biases = block.cond_biases(vector)
@@ -450,8 +460,8 @@ class _GatedBlockStepper:
         self.gated = features[:, :c]  # (N, C)
         self.next_conv: ConvStepper | None = None  # the next block's h_conv: h_new goes there
 
-    def _vertical(self, ring: torch.Tensor) -> torch.Tensor:
-        """``vertical_pre`` of the current row, ``(N * W, 2C)``, from rows of ``v``.
+    def _windows(self, ring: torch.Tensor) -> torch.Tensor:
+        """The vertical convolution's windows ``(N * W, rows * kw * C_in)`` over rows of ``v``.
 
         ``ring`` is ``(N, rows, (W + kw - 1) * C_in)``; kernel row ``a`` reads ring slot ``a``.
         """
@@ -460,26 +470,29 @@ class _GatedBlockStepper:
         s = ring.stride()
         windows = ring.as_strided(  # (N, W, rows, kw * C_in) overlapping windows, then a copy
             (n, self.width, rows, k), (s[0], self.c_in, s[1], 1), ring.storage_offset()
-        ).reshape(n * self.width, rows * k)
-        return torch.addmm(self.v_bias, windows, self.v_matrix)
+        )
+        return windows.reshape(n * self.width, rows * k)
 
-    def begin_row(self, v_row: torch.Tensor | None, last: bool) -> torch.Tensor | None:
-        """Compute the row's vertical stack; return ``gate(v_pre)`` ``(N, W * C)`` unless last.
+    def begin_row(self, v_row: torch.Tensor | None) -> torch.Tensor | None:
+        """Compute the row's vertical stack; return ``gate(v_pre)`` ``(N, W * C)``.
 
         ``v_row`` is the previous block's vertical output of this row (``None`` for mask A,
-        whose current row :meth:`write` fills pixel by pixel).
+        whose current row :meth:`write` fills pixel by pixel). The stack's last block
+        returns ``None``: its vertical output is unused.
         """
         ring, n = self.ring, self.ring.shape[0]
         shift_up(ring)  # the last slot is the current row
         if v_row is not None:
             pad = self.kw // 2 * self.c_in
             ring[:, -1, pad : pad + v_row.shape[1]] = v_row
-        v_pre = self._vertical(ring if self.residual else ring[:, :-1])  # (N * W, 2C)
+        windows = self._windows(ring if self.residual else ring[:, :-1])  # (N * W, K)
         link_row = self.link_row.view(-1, 2 * self.channels)  # (N * W, 2C)
         seed = self._add_spatial(1, self.link_seed, out=self.seed_row)
-        torch.addmm(seed, v_pre, self.link_matrix, out=link_row)
-        if last:
+        if self.v_link is not None:  # link(vertical_pre(v)) as one product
+            torch.addmm(seed, windows, self.v_link, out=link_row)
             return None
+        v_pre = torch.addmm(self.v_bias, windows, self.v_matrix)  # (N * W, 2C)
+        torch.addmm(seed, v_pre, self.link_matrix, out=link_row)
         v_pre = self._add_spatial(0, v_pre)
         v_pre = v_pre.view(n, self.width, -1)  # (N, W, 2C)
         if self.v_cond is not None:
@@ -594,8 +607,8 @@ class _GatedStackStepper(Stepper):
 
     def begin_row(self, i: int) -> None:
         v_row = None  # (N, W * C): the previous block's vertical output
-        for k, block in enumerate(self.blocks):
-            v_row = block.begin_row(v_row, last=k == len(self.blocks) - 1)
+        for block in self.blocks:
+            v_row = block.begin_row(v_row)
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         if self.centre:  # colour: the first block sees earlier channels of this pixel
