@@ -340,9 +340,11 @@ def test_a_malicious_pickle_is_refused_without_running_code(tmp_path, writer):
         assert "arbitrary code" in str(info.value)
     if writer == "torch.save":  # a valid seal is no licence to run code
         path.write_bytes(seal(path.read_bytes()))
-        with pytest.raises(CheckpointError, match="arbitrary code"):
+        with pytest.raises(CheckpointError, match="arbitrary code") as info:
             load_checkpoint(path)
         assert not target.exists()
+        assert "io.open" in str(info.value), "the refused callable is named"
+        assert "corrupted" not in str(info.value), "a sealed file is intact"
 
 
 # ---------------------------------------------------------------------------- resumption

@@ -547,15 +547,8 @@ def load_checkpoint(
     data, sealed = _read_verified(path, require_checksum)
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        text = str(err)
-        if "allowed global" in text or "Unsupported global" in text:
-            raise CheckpointError(
-                f"refused to load {path}: it contains Python objects other than tensors and "
-                "plain values, and unpickling them could run arbitrary code (weights_only=True). "
-                "Only load checkpoints written by autoregressive.training.save_checkpoint."
-            ) from err
-        raise CheckpointError(_corrupt(path, err)) from err
+    except pickle.UnpicklingError as err:  # weights_only refused what the pickle asks for
+        raise CheckpointError(_refused(path, data, sealed)) from err
     except RuntimeError as err:
         if sealed:  # the bytes are the ones written: the request, not the file, is at fault
             raise CheckpointError(
@@ -605,6 +598,38 @@ def _read_verified(path: Path, require_checksum: bool) -> tuple[bytes, bool]:
             "with save_checkpoint to add one."
         )
     return data, status == "ok"
+
+
+def _refused(path: Path, data: bytes, sealed: bool) -> str:
+    """Why ``torch.load(weights_only=True)`` refused the bytes ``data`` of ``path``.
+
+    A sealed file is intact, so it holds what its writer pickled; without a seal, damage that
+    makes an invalid pickle cannot be told apart from objects that are not allowed.
+    """
+    unsafe = _unsafe_globals(data)
+    found = f" ({', '.join(sorted(unsafe)[:3])})" if unsafe else ""
+    what = (
+        f"it contains Python objects other than tensors and plain values{found}"
+        if sealed or unsafe
+        else "it is corrupted, or it contains Python objects other than tensors and plain "
+        "values (it has no checksum to tell which)"
+    )
+    return (
+        f"refused to load {path}: {what}, and unpickling such objects could run arbitrary code "
+        "(weights_only=True). Only load checkpoints written by "
+        "autoregressive.training.save_checkpoint."
+    )
+
+
+def _unsafe_globals(data: bytes) -> list[str]:
+    """The classes and functions in a ``torch.save`` archive that ``weights_only`` refuses.
+
+    Empty when ``data`` is no readable archive (an older pickle format, or damaged).
+    """
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
+    except (ValueError, RuntimeError, pickle.UnpicklingError, EOFError, KeyError):
+        return []  # no archive to list: the caller reports the file without names
 
 
 def _corrupt(path: Path, err: BaseException) -> str:
