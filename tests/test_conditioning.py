@@ -12,6 +12,7 @@ from helpers import positive_weights_
 from test_sampling import all_images
 
 from autoregressive import CachedSampler, Conditioning, PixelCNN, PixelCNNConfig, draw_noise
+from autoregressive.gated import _GatedBlockStepper
 
 F64 = torch.float64
 KINDS = {
@@ -70,6 +71,42 @@ def test_cached_equals_naive_under_conditioning(block, kind, t):
     completed = draw("cached", seed=1, image=fast, known=known)
     assert torch.equal(completed, draw("naive", seed=1, image=fast, known=known))
     assert torch.equal(completed[:, :, :2], fast[:, :, :2])
+
+
+@pytest.mark.parametrize("taps_from", [1, 10**6], ids=["tap-by-tap", "gathered"])
+@pytest.mark.parametrize("rows_at_once", [False, True])
+def test_the_gated_vertical_stack_is_exact_tap_by_tap_and_gathered(
+    monkeypatch, taps_from, rows_at_once
+):
+    """The gated stepper's two vertical convolutions (one product per kernel tap, from 16 input
+    channels on, and its slow twin, one product of gathered windows), with every kind of
+    conditioning and a completion: the naive sampler's images, in float64."""
+    calls = []
+    gathered = _GatedBlockStepper._windows
+    monkeypatch.setattr(_GatedBlockStepper, "tap_products_from", taps_from)
+    monkeypatch.setattr(
+        _GatedBlockStepper, "_windows", lambda self, ring: calls.append(1) or gathered(self, ring)
+    )
+    cfg = PixelCNNConfig(
+        **{**BLOCKS["gated"], "kernel_size": 5, "input_kernel_size": 3},
+        **KINDS["mixed"],
+        image_size=(5, 6),
+    )
+    model = _model(cfg)
+    n, size = 4, cfg.image_size
+    kw = _inputs(cfg, n, size)
+    known = torch.zeros(size, dtype=torch.bool)
+    known[1, :4] = True
+    image = (torch.rand(n, 1, *size, generator=torch.Generator().manual_seed(1)) < 0.5).double()
+
+    def draw(method: str, **extra: object) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        return model.sample(n, generator=g, method=method, image=image, known=known, **kw, **extra)
+
+    fast = draw("cached", rows_at_once=rows_at_once)
+    assert torch.equal(fast, draw("naive"))
+    assert 0 < fast.float().mean() < 1, "saturated: a weak test"
+    assert bool(calls) == (taps_from > 1), "the other vertical convolution ran"
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))

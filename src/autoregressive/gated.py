@@ -39,7 +39,6 @@ from .conv import (
     MaskedConv2d,
     bias_or_zeros,
     matrix_and_bias,
-    row_seed,
     shift_up,
 )
 from .masks import check_kernel_size, check_mask_type
@@ -407,8 +406,8 @@ class _GatedBlockStepper:
     operand to wrap. The factor 2 of ``2a`` lives in the matrices. Each term against the line of
     :meth:`GatedBlock.forward` it reproduces:
 
-    - ``v_pre = self.vertical_pre(v)``: :meth:`begin_row`, one ``addmm`` over the windows of the
-      ring of input rows (``v_matrix``, ``v_bias``);
+    - ``v_pre = self.vertical_pre(v)``: :meth:`begin_row`, the products of the ring of input
+      rows with ``v_matrix``'s taps, plus ``v_bias`` (:meth:`_vertical`);
     - ``self.link(v_pre)``, ``h_conv``'s bias and the ``cond`` bias of ``h_pre``: ``link_row``,
       once per row, the seed of each pixel's ``addmm`` (``a`` half scaled by 2); for the
       stack's last block, whose ``gate(v_pre)`` is unused, ``vertical_pre`` and ``link`` are
@@ -422,7 +421,16 @@ class _GatedBlockStepper:
     - ``gate(v_pre)`` with the ``cond`` bias of ``v_pre``: the next block's vertical row;
     - a conditioning map's ``spatial_h(s)`` and ``spatial_v(s)``: :meth:`_add_spatial`, once per
       row from the sampler's buffer of the map's current row, into the seed and into ``v_pre``.
+
+    The per-row tensors are column-major, ``(W, N, ...)``: the ring ``(rows, pad + W + pad, N,
+    C_in)``, so that one kernel tap's inputs for the whole row are one contiguous ``(W * N,
+    C_in)`` slab, and ``link_row`` ``(W, N, 2C)``, so that column ``j``'s seed is contiguous.
     """
+
+    #: from this many input channels on, the vertical convolution multiplies the ring tap by
+    #: tap, accumulating into its output; below, a tap's product is too thin (``K = C_in``), so
+    #: the overlapping windows are gathered into one ``(W * N, rows * kw * C_in)`` matrix first
+    tap_products_from: ClassVar[int] = 16
 
     def __init__(
         self,
@@ -443,65 +451,86 @@ class _GatedBlockStepper:
         vector, self.spatial_row = row_parts(cond)
         biases = block.cond_biases(vector)
         seed, like = f.link_seed, f.v_bias  # seed: (2C,)
-        self.v_cond = None if biases is None else f.fold(biases[0])[:, None]  # (N, 1, 2C)
-        if biases is not None:  # (N * W, 2C): the cond bias of h_pre, per image and column
-            seed = (seed + f.fold(biases[1]))[:, None].expand(-1, width, -1)
-            seed = seed.reshape(batch * width, 2 * c)
+        self.v_cond = None if biases is None else f.fold(biases[0])  # (N, 2C)
+        if biases is not None:  # (W * N, 2C): the cond bias of h_pre, per column and image
+            seed = (seed + f.fold(biases[1]))[None].expand(width, -1, -1)
+            seed = seed.reshape(width * batch, 2 * c)
         self.link_seed = seed
-        self.seed_row: torch.Tensor | None = None  # (N * W, 2C) with a map: the row's seed
+        self.seed_row: torch.Tensor | None = None  # (W * N, 2C) with a map: the row's seed
         if self.spatial_mats is not None:
-            self.seed_row = like.new_zeros(batch * width, 2 * c)
-        self.link_row = like.new_zeros(batch, width, 2 * c)  # (N, W, 2C), set by begin_row
-        self.links = [self.link_row[:, j] for j in range(width)]  # (N, 2C) per column
+            self.seed_row = like.new_zeros(width * batch, 2 * c)
+        self.link_row = like.new_zeros(width, batch, 2 * c)  # (W, N, 2C), set by begin_row
+        self.links = list(self.link_row.unbind(0))  # (N, 2C) per column
         self.pre = like.new_zeros(batch, 2 * c)  # (N, 2C): the horizontal gate's input [2a | b]
         self.pre_a, self.pre_b = self.pre[:, :c], self.pre[:, c:]
-        self.ring = like.new_zeros(batch, kh // 2 + 1, (width + kw - 1) * c_in)  # rows of v
+        self.ring = like.new_zeros(kh // 2 + 1, width + kw - 1, batch, c_in)  # rows of v
         self.features = features  # (N, C + 1): h_gated, then a column of ones
         self.gated = features[:, :c]  # (N, C)
         self.next_conv: ConvStepper | None = None  # the next block's h_conv: h_new goes there
 
     def _windows(self, ring: torch.Tensor) -> torch.Tensor:
-        """The vertical convolution's windows ``(N * W, rows * kw * C_in)`` over rows of ``v``.
+        """The vertical convolution's windows ``(W * N, rows * kw * C_in)`` over rows of ``v``.
 
-        ``ring`` is ``(N, rows, (W + kw - 1) * C_in)``; kernel row ``a`` reads ring slot ``a``.
+        ``ring`` is ``(rows, W + kw - 1, N, C_in)``; kernel row ``a`` reads ring slot ``a``.
         """
-        n, rows, _ = ring.shape
-        k = self.kw * self.c_in
+        rows, _, n, c_in = ring.shape
         s = ring.stride()
-        windows = ring.as_strided(  # (N, W, rows, kw * C_in) overlapping windows, then a copy
-            (n, self.width, rows, k), (s[0], self.c_in, s[1], 1), ring.storage_offset()
+        windows = ring.as_strided(  # (W, N, rows, kw, C_in) overlapping windows, then a copy
+            (self.width, n, rows, self.kw, c_in), (s[1], s[2], s[0], s[1], s[3])
         )
-        return windows.reshape(n * self.width, rows * k)
+        return windows.reshape(self.width * n, -1)
+
+    def _vertical(
+        self, matrix: torch.Tensor, seed: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``seed + windows @ matrix`` ``(W * N, 2C)``: the vertical convolution of the row.
+
+        ``matrix`` is ``(rows * kw * C_in, 2C)`` (``v_matrix`` or ``v_link``); its rows for
+        kernel tap ``(a, t)`` multiply ring slot ``a`` at columns ``t .. t + W - 1``, one
+        contiguous ``(W * N, C_in)`` slab, so that the products need no gather (a slow twin:
+        :meth:`_windows`, below ``tap_products_from`` input channels).
+        """
+        ring = self.ring if self.residual else self.ring[:-1]  # mask A: the rows above only
+        if self.c_in < self.tap_products_from:
+            return torch.addmm(seed, self._windows(ring), matrix, out=out)
+        taps = matrix.split(self.c_in)  # (C_in, 2C) per tap, kernel row by kernel row
+        slabs = [  # tap (a, t): ring slot a at columns t .., (W * N, C_in)
+            ring[a, t : t + self.width].view(-1, self.c_in)
+            for a in range(ring.shape[0])
+            for t in range(self.kw)
+        ]
+        result = torch.addmm(seed, slabs[0], taps[0], out=out)
+        for slab, tap in zip(slabs[1:], taps[1:], strict=True):
+            result.addmm_(slab, tap)
+        return result
 
     def begin_row(self, v_row: torch.Tensor | None) -> torch.Tensor | None:
-        """Compute the row's vertical stack; return ``gate(v_pre)`` ``(N, W * C)``.
+        """Compute the row's vertical stack; return ``gate(v_pre)`` ``(W, N, C)``.
 
         ``v_row`` is the previous block's vertical output of this row (``None`` for mask A,
         whose current row :meth:`write` fills pixel by pixel). The stack's last block
         returns ``None``: its vertical output is unused.
         """
-        ring, n = self.ring, self.ring.shape[0]
-        shift_up(ring)  # the last slot is the current row
+        ring = self.ring
+        shift_up(ring.transpose(0, 1))  # the last slot is the current row
         if v_row is not None:
-            pad = self.kw // 2 * self.c_in
-            ring[:, -1, pad : pad + v_row.shape[1]] = v_row
-        windows = self._windows(ring if self.residual else ring[:, :-1])  # (N * W, K)
-        link_row = self.link_row.view(-1, 2 * self.channels)  # (N * W, 2C)
+            pad = self.kw // 2
+            ring[-1, pad : pad + self.width] = v_row
+        link_row = self.link_row.view(-1, 2 * self.channels)  # (W * N, 2C)
         seed = self._add_spatial(1, self.link_seed, out=self.seed_row)
         if self.v_link is not None:  # link(vertical_pre(v)) as one product
-            torch.addmm(seed, windows, self.v_link, out=link_row)
+            self._vertical(self.v_link, seed, out=link_row)
             return None
-        v_pre = torch.addmm(self.v_bias, windows, self.v_matrix)  # (N * W, 2C)
+        v_pre = self._vertical(self.v_matrix, self.v_bias)  # (W * N, 2C)
         torch.addmm(seed, v_pre, self.link_matrix, out=link_row)
         v_pre = self._add_spatial(0, v_pre)
-        v_pre = v_pre.view(n, self.width, -1)  # (N, W, 2C)
+        v_pre = v_pre.view(self.width, -1, 2 * self.channels)  # (W, N, 2C)
         if self.v_cond is not None:
             v_pre = v_pre + self.v_cond
         c = self.channels
-        s = torch.sigmoid(v_pre)  # (N, W, 2C): [sigmoid(2a) | sigmoid(b)]
+        s = torch.sigmoid(v_pre)  # (W, N, 2C): [sigmoid(2a) | sigmoid(b)]
         s_b = s[..., c:].neg_()
-        v_gated = torch.addcmul(s_b, s[..., :c], s_b, value=-2)  # tanh(a) * sigmoid(b)
-        return v_gated.flatten(1)  # (N, W * C)
+        return torch.addcmul(s_b, s[..., :c], s_b, value=-2)  # tanh(a) * sigmoid(b)
 
     def _add_spatial(
         self, which: int, t: torch.Tensor, out: torch.Tensor | None = None
@@ -509,9 +538,8 @@ class _GatedBlockStepper:
         """``t`` plus the map's current row through ``spatial_v`` (0) or ``spatial_h`` (1)."""
         if self.spatial_mats is None or self.spatial_row is None:
             return t
-        n, w, c_map = self.spatial_row.shape
-        row = self.spatial_row.reshape(n * w, c_map)  # (N * W, C_map)
-        return torch.addmm(t, row, self.spatial_mats[which], out=out)  # (N * W, 2C)
+        row = self.spatial_row.transpose(0, 1).reshape(-1, self.spatial_row.shape[2])
+        return torch.addmm(t, row, self.spatial_mats[which], out=out)  # (W * N, 2C)
 
     def step(self, j: int) -> None:
         """The horizontal stack at column ``j``: fills ``features`` and the next block's input."""
@@ -534,7 +562,7 @@ class _GatedBlockStepper:
         """
         n, m, _ = h.shape
         c = self.channels
-        seed = row_seed(self.link_row, start, self.width)  # (N * M, 2C)
+        seed = self.link_row[start:].transpose(0, 1).reshape(n * m, -1)  # (N * M, 2C)
         s = self.h_conv.row_product(h, seed, start=start).sigmoid_()  # sigmoid([2a | b])
         s_b = s[:, c:].neg_()
         torch.addcmul(s_b, s[:, :c], s_b, value=-2, out=features[:, :c])  # as in step
@@ -546,14 +574,13 @@ class _GatedBlockStepper:
 
     def write_row(self, x: torch.Tensor, start: int) -> None:
         """Store pixels ``(N, M, C_in)`` at columns ``start ..`` for the vertical stack."""
-        first = (self.kw // 2 + start) * self.c_in
-        self.ring[:, -1, first : first + x.shape[1] * self.c_in] = x.flatten(1)
+        first = self.kw // 2 + start
+        self.ring[-1, first : first + x.shape[1]] = x.transpose(0, 1)
 
     def write(self, j: int, x: torch.Tensor) -> None:
         """Store the drawn pixel ``(N, C_in)`` for both stacks (mask-A block only)."""
         self.h_conv.write(j, x)
-        col = (self.kw // 2 + j) * self.c_in
-        self.ring[:, -1, col : col + self.c_in] = x
+        self.ring[-1, self.kw // 2 + j] = x
 
     def cache_nbytes(self) -> int:
         return self.ring.numel() * self.ring.element_size() + self.h_conv.cache_nbytes()
@@ -606,7 +633,7 @@ class _GatedStackStepper(Stepper):
         return torch.mm(rows, self.skip_matrix).view(n, m, -1)  # (N, M, C)
 
     def begin_row(self, i: int) -> None:
-        v_row = None  # (N, W * C): the previous block's vertical output
+        v_row = None  # (W, N, C): the previous block's vertical output
         for block in self.blocks:
             v_row = block.begin_row(v_row)
 
