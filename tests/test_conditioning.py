@@ -11,8 +11,7 @@ import torch
 from helpers import positive_weights_
 from test_sampling import all_images
 
-from autoregressive import CachedSampler, Conditioning, PixelCNN, PixelCNNConfig, draw_noise
-from autoregressive.gated import _GatedBlockStepper
+from autoregressive import CachedSampler, Conditioning, PixelCNN, PixelCNNConfig, conv, draw_noise
 
 F64 = torch.float64
 KINDS = {
@@ -73,22 +72,23 @@ def test_cached_equals_naive_under_conditioning(block, kind, t):
     assert torch.equal(completed[:, :, :2], fast[:, :, :2])
 
 
+@pytest.mark.parametrize("block", sorted(BLOCKS))
 @pytest.mark.parametrize("taps_from", [1, 10**6], ids=["tap-by-tap", "gathered"])
 @pytest.mark.parametrize("rows_at_once", [False, True])
-def test_the_gated_vertical_stack_is_exact_tap_by_tap_and_gathered(
-    monkeypatch, taps_from, rows_at_once
+def test_ring_products_are_exact_tap_by_tap_and_gathered(
+    monkeypatch, block, taps_from, rows_at_once
 ):
-    """The gated stepper's two vertical convolutions (one product per kernel tap, from 16 input
-    channels on, and its slow twin, one product of gathered windows), with every kind of
+    """The convolutions over rows above, a row at a time (``conv.ring_product``): one product
+    per kernel tap (from ``TAP_PRODUCTS_FROM`` input channels and ``TAP_PRODUCTS_FROM_ROWS``
+    rows on) and its slow twin, one product of gathered windows, with every kind of
     conditioning and a completion: the naive sampler's images, in float64."""
     calls = []
-    gathered = _GatedBlockStepper._windows
-    monkeypatch.setattr(_GatedBlockStepper, "tap_products_from", taps_from)
-    monkeypatch.setattr(
-        _GatedBlockStepper, "_windows", lambda self, ring: calls.append(1) or gathered(self, ring)
-    )
+    gathered = conv.gathered_windows
+    monkeypatch.setattr(conv, "TAP_PRODUCTS_FROM", taps_from)
+    monkeypatch.setattr(conv, "TAP_PRODUCTS_FROM_ROWS", 1)  # these few rows too
+    monkeypatch.setattr(conv, "gathered_windows", lambda *a: calls.append(1) or gathered(*a))
     cfg = PixelCNNConfig(
-        **{**BLOCKS["gated"], "kernel_size": 5, "input_kernel_size": 3},
+        **{**BLOCKS[block], "kernel_size": 5, "input_kernel_size": 3},
         **KINDS["mixed"],
         image_size=(5, 6),
     )
@@ -104,9 +104,9 @@ def test_the_gated_vertical_stack_is_exact_tap_by_tap_and_gathered(
         return model.sample(n, generator=g, method=method, image=image, known=known, **kw, **extra)
 
     fast = draw("cached", rows_at_once=rows_at_once)
+    assert bool(calls) == (taps_from > 1), "the other way ran"
     assert torch.equal(fast, draw("naive"))
     assert 0 < fast.float().mean() < 1, "saturated: a weak test"
-    assert bool(calls) == (taps_from > 1), "the other vertical convolution ran"
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -24,6 +25,7 @@ from autoregressive import (
     PixelCNNConfig,
     Stepper,
     cached_sample,
+    conv,
     draw_noise,
     gate,
     naive_sample,
@@ -220,3 +222,31 @@ def test_cuda_graphs_on_a_cpu_network_is_an_error():
     net = CausalSequential(MaskedConv2d(1, 2, 3, "A"), nn.ReLU(), MaskedConv2d(2, 1, 1))
     with pytest.raises(ValueError, match="CUDA device"):
         cached_sample(net, Bernoulli(), draw_noise((1, 1, 2, 2)), cuda_graphs=True)
+
+
+@pytest.mark.parametrize("seed_kind", ["none", "bias", "per row"])
+@pytest.mark.parametrize("dw", [1, 2])
+@pytest.mark.parametrize("taps_from", [1, 10**6], ids=["tap-by-tap", "gathered"])
+def test_ring_product_is_a_convolution_over_the_ring_both_ways(
+    monkeypatch, seed_kind, dw, taps_from
+):
+    """``conv.ring_product`` against ``F.conv2d`` over the same rows, tap by tap and gathered."""
+    monkeypatch.setattr(conv, "TAP_PRODUCTS_FROM", taps_from)
+    monkeypatch.setattr(conv, "TAP_PRODUCTS_FROM_ROWS", taps_from)
+    rows, width, n, c_in, c_out, kw = 2, 5, 3, 4, 6, 3
+    g = torch.Generator().manual_seed(dw)
+    ring = torch.randn(rows, width + (kw - 1) * dw, n, c_in, generator=g, **F64)
+    weight = torch.randn(c_out, c_in, rows, kw, generator=g, **F64)
+    matrix = weight.permute(2, 3, 1, 0).reshape(-1, c_out)  # (kernel row, tap, C_in) x C_out
+    seed = {
+        "none": None,
+        "bias": torch.randn(c_out, generator=g, **F64),
+        "per row": torch.randn(width * n, c_out, generator=g, **F64),
+    }[seed_kind]
+    conv2d = F.conv2d(ring.permute(2, 3, 0, 1), weight, dilation=(1, dw))  # (N, C_out, 1, W)
+    expected = conv2d[:, :, 0].permute(2, 0, 1).reshape(width * n, c_out)  # column-major
+    expected = expected if seed is None else expected + seed
+    out = torch.empty(width * n, c_out, **F64)
+    result = conv.ring_product(ring, matrix, seed, width=width, dw=dw, out=out)
+    assert result.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(result, expected)

@@ -39,6 +39,7 @@ from .conv import (
     MaskedConv2d,
     bias_or_zeros,
     matrix_and_bias,
+    ring_product,
     shift_up,
 )
 from .masks import check_kernel_size, check_mask_type
@@ -406,8 +407,8 @@ class _GatedBlockStepper:
     operand to wrap. The factor 2 of ``2a`` lives in the matrices. Each term against the line of
     :meth:`GatedBlock.forward` it reproduces:
 
-    - ``v_pre = self.vertical_pre(v)``: :meth:`begin_row`, the products of the ring of input
-      rows with ``v_matrix``'s taps, plus ``v_bias`` (:meth:`_vertical`);
+    - ``v_pre = self.vertical_pre(v)``: :meth:`begin_row`, the ring of input rows times
+      ``v_matrix``, plus ``v_bias`` (:meth:`_vertical`);
     - ``self.link(v_pre)``, ``h_conv``'s bias and the ``cond`` bias of ``h_pre``: ``link_row``,
       once per row, the seed of each pixel's ``addmm`` (``a`` half scaled by 2); for the
       stack's last block, whose ``gate(v_pre)`` is unused, ``vertical_pre`` and ``link`` are
@@ -423,14 +424,10 @@ class _GatedBlockStepper:
       row from the sampler's buffer of the map's current row, into the seed and into ``v_pre``.
 
     The per-row tensors are column-major, ``(W, N, ...)``: the ring ``(rows, pad + W + pad, N,
-    C_in)``, so that one kernel tap's inputs for the whole row are one contiguous ``(W * N,
-    C_in)`` slab, and ``link_row`` ``(W, N, 2C)``, so that column ``j``'s seed is contiguous.
+    C_in)``, so that one kernel tap's inputs for the whole row are one contiguous slab
+    (:func:`~autoregressive.conv.ring_product`), and ``link_row`` ``(W, N, 2C)``, so that column
+    ``j``'s seed is contiguous.
     """
-
-    #: from this many input channels on, the vertical convolution multiplies the ring tap by
-    #: tap, accumulating into its output; below, a tap's product is too thin (``K = C_in``), so
-    #: the overlapping windows are gathered into one ``(W * N, rows * kw * C_in)`` matrix first
-    tap_products_from: ClassVar[int] = 16
 
     def __init__(
         self,
@@ -468,41 +465,16 @@ class _GatedBlockStepper:
         self.gated = features[:, :c]  # (N, C)
         self.next_conv: ConvStepper | None = None  # the next block's h_conv: h_new goes there
 
-    def _windows(self, ring: torch.Tensor) -> torch.Tensor:
-        """The vertical convolution's windows ``(W * N, rows * kw * C_in)`` over rows of ``v``.
-
-        ``ring`` is ``(rows, W + kw - 1, N, C_in)``; kernel row ``a`` reads ring slot ``a``.
-        """
-        rows, _, n, c_in = ring.shape
-        s = ring.stride()
-        windows = ring.as_strided(  # (W, N, rows, kw, C_in) overlapping windows, then a copy
-            (self.width, n, rows, self.kw, c_in), (s[1], s[2], s[0], s[1], s[3])
-        )
-        return windows.reshape(self.width * n, -1)
-
     def _vertical(
         self, matrix: torch.Tensor, seed: torch.Tensor, out: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``seed + windows @ matrix`` ``(W * N, 2C)``: the vertical convolution of the row.
+        """``seed + windows @ matrix`` ``(W * N, 2C)``: the row's vertical convolution.
 
-        ``matrix`` is ``(rows * kw * C_in, 2C)`` (``v_matrix`` or ``v_link``); its rows for
-        kernel tap ``(a, t)`` multiply ring slot ``a`` at columns ``t .. t + W - 1``, one
-        contiguous ``(W * N, C_in)`` slab, so that the products need no gather (a slow twin:
-        :meth:`_windows`, below ``tap_products_from`` input channels).
+        ``matrix`` is ``v_matrix`` or ``v_link``, ``(rows * kw * C_in, 2C)``; see
+        :func:`~autoregressive.conv.ring_product`.
         """
         ring = self.ring if self.residual else self.ring[:-1]  # mask A: the rows above only
-        if self.c_in < self.tap_products_from:
-            return torch.addmm(seed, self._windows(ring), matrix, out=out)
-        taps = matrix.split(self.c_in)  # (C_in, 2C) per tap, kernel row by kernel row
-        slabs = [  # tap (a, t): ring slot a at columns t .., (W * N, C_in)
-            ring[a, t : t + self.width].view(-1, self.c_in)
-            for a in range(ring.shape[0])
-            for t in range(self.kw)
-        ]
-        result = torch.addmm(seed, slabs[0], taps[0], out=out)
-        for slab, tap in zip(slabs[1:], taps[1:], strict=True):
-            result.addmm_(slab, tap)
-        return result
+        return ring_product(ring, matrix, seed, width=self.width, out=out)
 
     def begin_row(self, v_row: torch.Tensor | None) -> torch.Tensor | None:
         """Compute the row's vertical stack; return ``gate(v_pre)`` ``(W, N, C)``.
@@ -512,7 +484,7 @@ class _GatedBlockStepper:
         returns ``None``: its vertical output is unused.
         """
         ring = self.ring
-        shift_up(ring.transpose(0, 1))  # the last slot is the current row
+        shift_up(ring)  # the last slot is the current row
         if v_row is not None:
             pad = self.kw // 2
             ring[-1, pad : pad + self.width] = v_row
