@@ -318,8 +318,9 @@ class ConvStepper(Stepper):
     """A causal convolution one pixel (or one row) at a time: one matrix product per step.
 
     The kernel's rows above the current one only read finished rows, so their part of every
-    output of a row is one matrix product at :meth:`begin_row` (``seeds``, bias included), over
-    a ring of the last ``kh // 2 * dh`` input rows. Per pixel only the current row's taps are
+    output of a row is computed once, at :meth:`begin_row` (``seeds``, bias included), by
+    :func:`ring_product` over a column-major ring of the last ``kh // 2 * dh`` input rows,
+    ``(kh // 2 * dh, pad + W + pad, N, C_in)``. Per pixel only the current row's taps are
     left: the current row is kept as ``(N, pad + W, C_in)``, so that the taps of column ``j``
     are one contiguous ``(N, (pad + 1) * C_in)`` view (prepared once per column), multiplied by
     a ``(K, C_out)`` matrix. The view also covers the current pixel, whose weight is zero unless
