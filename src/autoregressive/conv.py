@@ -182,7 +182,7 @@ def ring_product(
     contiguous ``(W * N, C_in)`` slab (``ring[a, t * dw : t * dw + W]``): from
     ``TAP_PRODUCTS_FROM`` input channels and ``TAP_PRODUCTS_FROM_ROWS`` output rows on, the
     product is one ``addmm`` per tap, accumulated in place, with no copy of the overlapping
-    windows (on a 2-core CPU, 15% of the gated model's sampling time at batch 64). Below, a
+    windows (on a 2-core CPU, 13-15% of the gated model's sampling time at batch 64). Below, a
     tap's product is too thin (``K = C_in``) or its call costs more than the copy, and the
     windows are gathered into one ``(W * N, R * kw * C_in)`` matrix first (the slow twin:
     :func:`gathered_windows`).
@@ -368,10 +368,16 @@ class ConvStepper(Stepper):
         self.matrix = kernel.matrix  # (K, O), K = (pad + 1) * I
         self.row = like.new_zeros(batch, pad + width, in_ch)  # (N, pad + W, I)
         self.ring: torch.Tensor | None = None
+        self.row_seeds = bias  # what a whole row starts from: the bias, or the rows above
         if kernel.above_matrix is not None:  # rows above: a ring (ch * dh, W + 2 pad, N, I)
             self.ring = like.new_zeros(kh // 2 * dh, width + 2 * pad, batch, in_ch)
+            self.above_ring = self.ring[::dh]  # kernel row a: the row a * dh up from the oldest
             self.above_matrix = kernel.above_matrix  # (ch * kw * I, O)
+            self.above_seed = bias  # (O,), or a bias per image (N, O) as (W * N, O)
+            if bias is not None and bias.dim() == 2:
+                self.above_seed = bias.repeat(width, 1)
             self.seed_rows = like.new_zeros(width, batch, kernel.out_channels)  # (W, N, O)
+            self.row_seeds = self.seed_rows.transpose(0, 1)  # (N, W, O), for row_seed
 
     # per-column views, made on first use (sampling by whole rows needs none of them)
     @functools.cached_property
@@ -404,13 +410,9 @@ class ConvStepper(Stepper):
 
     def _above(self) -> None:
         """``seed_rows``: bias plus the rows above, for every column of the new row."""
-        assert self.ring is not None
-        (dh, dw), bias = self.dilation, self.bias
-        if bias is not None and bias.dim() == 2:  # (N, O) per image -> (W * N, O)
-            bias = bias.repeat(self.width, 1)
         out = self.seed_rows.view(-1, self.seed_rows.shape[2])  # (W * N, O)
-        ring = self.ring[::dh]  # kernel row a reads the row a * dh up from the oldest
-        ring_product(ring, self.above_matrix, bias, width=self.width, dw=dw, out=out)
+        ring, matrix, seed = self.above_ring, self.above_matrix, self.above_seed
+        ring_product(ring, matrix, seed, width=self.width, dw=self.dilation[1], out=out)
 
     def write(self, j: int, x: torch.Tensor) -> None:
         self.inputs[j].copy_(x)
@@ -437,8 +439,7 @@ class ConvStepper(Stepper):
         """
         n, m, in_ch = x.shape
         if seed is None:
-            rows = None if self.ring is None else self.seed_rows.transpose(0, 1)  # (N, W, O)
-            seed = row_seed(self.bias if rows is None else rows, start, self.width)
+            seed = row_seed(self.row_seeds, start, self.width)
         else:
             assert self.ring is None and self.bias is None, "seed a one-row, bias-free stepper"
         if self.pointwise:

@@ -40,6 +40,7 @@ from .conv import (
     bias_or_zeros,
     matrix_and_bias,
     ring_product,
+    row_seed,
     shift_up,
 )
 from .masks import check_kernel_size, check_mask_type
@@ -458,6 +459,7 @@ class _GatedBlockStepper:
             self.seed_row = like.new_zeros(width * batch, 2 * c)
         self.link_row = like.new_zeros(width, batch, 2 * c)  # (W, N, 2C), set by begin_row
         self.links = list(self.link_row.unbind(0))  # (N, 2C) per column
+        self.link_cols = self.link_row.transpose(0, 1)  # (N, W, 2C), for row_seed
         self.pre = like.new_zeros(batch, 2 * c)  # (N, 2C): the horizontal gate's input [2a | b]
         self.pre_a, self.pre_b = self.pre[:, :c], self.pre[:, c:]
         self.ring = like.new_zeros(kh // 2 + 1, width + kw - 1, batch, c_in)  # rows of v
@@ -534,7 +536,7 @@ class _GatedBlockStepper:
         """
         n, m, _ = h.shape
         c = self.channels
-        seed = self.link_row[start:].transpose(0, 1).reshape(n * m, -1)  # (N * M, 2C)
+        seed = row_seed(self.link_cols, start, self.width)  # (N * M, 2C)
         s = self.h_conv.row_product(h, seed, start=start).sigmoid_()  # sigmoid([2a | b])
         s_b = s[:, c:].neg_()
         torch.addcmul(s_b, s[:, :c], s_b, value=-2, out=features[:, :c])  # as in step
