@@ -44,8 +44,8 @@ demo: $(STAMP)  ## CPU-sized MNIST run in the automatic precision (--resume cont
 prior-demo: $(STAMP)  ## CPU-sized VQ-VAE on MNIST + class-conditional PixelCNN prior over its codes
 	$(PY) examples/vqvae_prior.py --demo --resume $(DATA_FLAG) --out $(OUT)/prior-demo
 
-mnist: $(STAMP)  ## the full 30-epoch reference run (--resume continues it)
-	$(PY) examples/mnist_pixelcnn.py --resume $(DATA_FLAG) --out $(OUT)/mnist
+mnist: $(STAMP)  ## the full 30-epoch reference run, compiled, checkpointed every 10 min (--resume continues it)
+	$(PY) examples/mnist_pixelcnn.py --resume --compile $(DATA_FLAG) --out $(OUT)/mnist
 
 colour-demo: $(STAMP)  ## CPU-sized colour run on the offline photo patches (--resume continues it)
 	$(PY) examples/colour_pixelcnn.py --demo --resume --out $(OUT)/colour-demo

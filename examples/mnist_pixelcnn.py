@@ -5,17 +5,21 @@
     python examples/mnist_pixelcnn.py --resume        # continue from <out>/checkpoint.pt
     torchrun --nproc_per_node=2 examples/mnist_pixelcnn.py --device cpu   # data parallel
 
-Into ``--out`` it writes ``checkpoint.pt`` (every epoch, atomically), ``samples_epoch<k>.png``
+Into ``--out`` it writes ``checkpoint.pt`` (atomically, every ``--checkpoint-minutes`` and after
+every epoch; ``--resume`` continues from the step it holds), ``samples_epoch<k>.png``
 (64 samples) and ``completions_epoch<k>.png`` (top halves of test images given, bottoms sampled)
-at the sample epochs, ``loss_curve.png`` and ``metrics.json`` (updated every epoch), and after
-the last epoch ``weights.pt`` (config, weights and final metrics: what
+at the sample epochs, ``loss_curve.png`` and ``metrics.json`` (updated with every checkpoint),
+and after the last epoch ``weights.pt`` (config, weights and final metrics: what
 ``examples/package_weights.py`` packages for ``PixelCNN.from_pretrained``).
 
 Training runs in ``--precision auto``: bf16 autocast where the device computes bf16 natively
 (CUDA with compute capability >= 8.0, CPUs with AMX or AVX512-BF16), float32 elsewhere. The
-test NLL is always computed in float32. Data: ``--data-dir`` when given, else
-``../shared/data/mnist`` beside the checkout when it holds the files, else ``data/mnist`` in
-the checkout (git-ignored), where torchvision downloads MNIST when the network allows.
+test NLL is always computed in float32. A step with a non-finite loss or gradient stops the run
+before its optimizer step (the library's ``DivergenceError``), and no checkpoint ever holds a
+non-finite number, so ``--resume`` restarts from the last good state. Data: ``--data-dir`` when
+given, else ``../shared/data/mnist`` beside the checkout when it holds the files, else
+``data/mnist`` in the checkout (git-ignored), where torchvision downloads MNIST when the network
+allows.
 
 The model is the library's :class:`autoregressive.PixelCNN` with a Bernoulli likelihood; the
 loss is its negative log-likelihood in nats per image (binary cross-entropy summed over pixels).
@@ -54,6 +58,8 @@ from autoregressive.data import (
 from autoregressive.precision import PRECISIONS, Capabilities, Precision, choose_precision
 from autoregressive.training import (
     CheckpointError,
+    DivergenceError,
+    EpochProgress,
     NegLogLikelihood,
     atomic_write,
     evaluate,
@@ -87,6 +93,7 @@ REFERENCE: dict[str, Any] = {
     "train_images": None,
     "sample_epochs": [20, 30],
     "out": "runs/mnist",
+    "checkpoint_minutes": 10.0,
 }
 
 #: The CPU-sized demo (``make demo``): a small Gated PixelCNN, 7x7 first kernel, 1x1 head,
@@ -104,6 +111,7 @@ DEMO: dict[str, Any] = {
     "train_images": 32000,
     "sample_epochs": [],
     "out": "runs/demo",
+    "checkpoint_minutes": 10.0,
 }
 
 #: Arguments that define the run: a checkpoint resumes only a run with the same values.
@@ -148,7 +156,14 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--resume",
         action="store_true",
-        help="continue from <out>/checkpoint.pt (starts afresh when there is none)",
+        help="continue from <out>/checkpoint.pt, mid-epoch where it was saved mid-epoch "
+        "(starts afresh when there is none)",
+    )
+    g.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        help="also save the whole state mid-epoch after this many minutes of training, 0 "
+        f"after every step ({ref('checkpoint_minutes')})",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data and samples")
     g.add_argument(
@@ -533,6 +548,7 @@ class Run:
     initial: float | None = None
     pictures: list[str] = field(default_factory=list)
     start: int = 0  # the last finished epoch
+    partial: EpochProgress | None = None  # how far epoch start + 1 had come, when resumed
 
 
 def build_run(
@@ -583,7 +599,11 @@ def resume(run: Run, args: argparse.Namespace, device: torch.device, log: Any) -
     set_rng_state(checkpoint["rng"])
     run.history, run.start = list(checkpoint["metrics"]), int(checkpoint["epoch"])
     run.initial, run.pictures = checkpoint.get("initial_test_nll"), list(checkpoint["pictures"])
-    log(f"resumed from {path} after epoch {run.start}")
+    partial = checkpoint.get("progress")  # absent in checkpoints saved only at epoch ends
+    run.partial = EpochProgress.from_dict(partial) if partial else None
+    where = f"step {run.partial.steps} of epoch {run.start + 1}" if run.partial else (
+        f"the end of epoch {run.start}")  # fmt: skip
+    log(f"resumed from {path} at {where}")
 
 
 def hardware(device: torch.device) -> dict[str, Any]:
@@ -606,29 +626,52 @@ def hardware(device: torch.device) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- epochs
-def progress_bar(steps: int, desc: str, chief: bool) -> tuple[tqdm, Any]:
-    """A tqdm bar and the ``progress`` callback of ``train_epoch`` that feeds it."""
-    bar = tqdm(total=steps, desc=desc, unit="step", disable=not chief, mininterval=0.5,
-               dynamic_ncols=True)  # fmt: skip
+def progress_bar(
+    steps: int, desc: str, chief: bool, start: EpochProgress | None
+) -> tuple[tqdm, Any]:
+    """A tqdm bar (from ``start`` when resumed) and the ``progress`` callback that feeds it."""
+    done0, images0 = (start.steps, start.total) if start else (0, 0)
+    bar = tqdm(total=steps, initial=done0, desc=desc, unit="step", disable=not chief,
+               mininterval=0.5, dynamic_ncols=True)  # fmt: skip
     tick = time.perf_counter()
 
     def progress(done: int, images: int, running: float) -> None:
         bar.update(done - bar.n)
-        rate = images / max(time.perf_counter() - tick, 1e-9)
+        rate = (images - images0) / max(time.perf_counter() - tick, 1e-9)
         bar.set_postfix(loss=f"{running:.2f}", img_s=f"{rate:.0f}", refresh=False)
 
     return bar, progress
 
 
+class MidEpochCheckpoints:
+    """``after_step`` of ``train_epoch``: saves the whole state every ``--checkpoint-minutes``.
+
+    Only single-process runs save mid-epoch: each process of a distributed run holds its own
+    share of the running sums, and saving them all would need every process to stop together.
+    """
+
+    def __init__(self, run: Run, args: argparse.Namespace, epoch: int, device: torch.device):
+        self.run, self.args, self.epoch, self.device = run, args, epoch, device
+        self.seconds = args.checkpoint_minutes * 60
+        self.last = time.monotonic()
+
+    def __call__(self, progress: EpochProgress) -> None:
+        if time.monotonic() - self.last >= self.seconds:
+            save_state(self.run, self.args, self.epoch - 1, self.device, progress)
+            self.last = time.monotonic()
+
+
 def run_epoch(
     run: Run, data: Data, args: argparse.Namespace, epoch: int, device: torch.device, chief: bool
 ) -> dict[str, Any]:
-    """Train one epoch, score the test set (fp32), return the epoch's record."""
+    """Train one epoch (from where a resumed run stopped), score the test set (fp32)."""
     steps = len(data.train)
     if args.limit_train_batches is not None:
         steps = min(steps, args.limit_train_batches)
     data.train.set_epoch(epoch)
-    bar, progress = progress_bar(steps, f"epoch {epoch}/{args.epochs}", chief)
+    start, run.partial = run.partial, None
+    bar, progress = progress_bar(steps, f"epoch {epoch}/{args.epochs}", chief, start)
+    single = _world() == 1
     train = train_epoch(
         run.objective,
         run.optimizer,
@@ -638,6 +681,8 @@ def run_epoch(
         max_steps=args.limit_train_batches,
         progress=progress,
         log_every=1 if device.type == "cpu" else 20,
+        start=start,
+        after_step=MidEpochCheckpoints(run, args, epoch, device) if single else None,
     )
     bar.close()
     test = evaluate(run.model, data.test, device=device, max_steps=args.limit_test_batches)
@@ -655,15 +700,48 @@ def run_epoch(
     }
 
 
-def save_state(run: Run, args: argparse.Namespace, epoch: int, device: torch.device) -> None:
-    """The epoch's checkpoint and metrics.json (rank 0 only)."""
+class NonFiniteState(RuntimeError):
+    """The weights or the optimizer's state hold a NaN or an infinity: nothing is saved."""
+
+
+def _non_finite(state: Any, where: str) -> list[str]:
+    """Names of the floating-point tensors in a nested state that hold a NaN or infinity."""
+    if isinstance(state, torch.Tensor):
+        bad = state.is_floating_point() and not bool(torch.isfinite(state).all())
+        return [where] if bad else []
+    if isinstance(state, dict):
+        return [n for k, v in state.items() for n in _non_finite(v, f"{where}.{k}")]
+    if isinstance(state, (list, tuple)):
+        return [n for i, v in enumerate(state) for n in _non_finite(v, f"{where}[{i}]")]
+    return []
+
+
+def save_state(
+    run: Run,
+    args: argparse.Namespace,
+    epoch: int,
+    device: torch.device,
+    progress: EpochProgress | None = None,
+) -> None:
+    """The checkpoint and metrics.json after ``epoch``, and ``progress`` into the next one.
+
+    Raises:
+        NonFiniteState: the state holds a NaN or infinity (the last checkpoint is kept).
+    """
     plain_args = {k: _plain(v) for k, v in vars(args).items()}
+    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict()}
+    bad = _non_finite(state, "state")
+    if bad:
+        raise NonFiniteState(
+            f"not saving a checkpoint: {', '.join(bad[:3])} hold NaN or infinite values; "
+            f"{args.out / 'checkpoint.pt'} keeps the last good state"
+        )
     save_checkpoint(
         args.out / "checkpoint.pt",
         {
             "epoch": epoch,
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
+            "progress": progress.to_dict() if progress else None,
+            **state,
             "rng": get_rng_state(),
             "metrics": run.history,
             "initial_test_nll": run.initial,
@@ -672,9 +750,26 @@ def save_state(run: Run, args: argparse.Namespace, epoch: int, device: torch.dev
             "args": plain_args,
         },
     )
-    last = run.history[-1]
+    write_summary(run, args, epoch, device, progress)
+
+
+def write_summary(
+    run: Run,
+    args: argparse.Namespace,
+    epoch: int,
+    device: torch.device,
+    progress: EpochProgress | None,
+) -> None:
+    """metrics.json: the run's set-up, every finished epoch and how far the next one came."""
+    plain_args = {k: _plain(v) for k, v in vars(args).items()}
+    last = run.history[-1] if run.history else None
+    current = None
+    if progress is not None:
+        running = progress.nll / max(progress.images, 1)
+        current = {"epoch": epoch + 1, "steps": progress.steps, "running_train_nll": running,
+                   "train_seconds": progress.seconds}  # fmt: skip
     summary = {
-        "finished": epoch == args.epochs,
+        "finished": epoch == args.epochs and progress is None,
         "config": run.identity["config"],
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "args": plain_args,
@@ -685,7 +780,10 @@ def save_state(run: Run, args: argparse.Namespace, epoch: int, device: torch.dev
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "initial_test_nll": run.initial,
-        "final": {k: last[k] for k in ("epoch", "train_nll", "test_nll", "test_bits_per_dim")},
+        "final": {k: last[k] for k in ("epoch", "train_nll", "test_nll", "test_bits_per_dim")}
+        if last
+        else None,
+        "in_progress": current,
         "train_seconds": sum(m["train_seconds"] for m in run.history),
         "wall_seconds": sum(m["epoch_seconds"] for m in run.history),
         "pictures": run.pictures,
@@ -741,8 +839,29 @@ def main(argv: list[str] | None = None) -> int:
         run.initial = evaluate(run.model, data.test, device=device,
                                max_steps=args.limit_test_batches).nll  # fmt: skip
         log(f"untrained model: test NLL {run.initial:.2f} nats")
+    try:
+        train_epochs(run, data, args, device, chief, log)
+    except (DivergenceError, NonFiniteState) as err:
+        print(
+            f"error: {err}\n--resume restarts from the last checkpoint in {args.out}, if any; "
+            "a lower --lr needs a new --out",
+            file=sys.stderr,
+        )
+        return 3
+    if chief and run.history:
+        finish(run, args)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+def train_epochs(
+    run: Run, data: Data, args: argparse.Namespace, device: torch.device, chief: bool, log: Any
+) -> None:
+    """The epochs from where the run stands to ``--epochs``, each saved when it ends."""
     for epoch in range(run.start + 1, args.epochs + 1):
-        started = time.perf_counter()
+        started = time.perf_counter() - (run.partial.seconds if run.partial else 0.0)
         record = run_epoch(run, data, args, epoch, device, chief)
         log(
             f"epoch {epoch}: train NLL {record['train_nll']:.2f} nats, test NLL "
@@ -756,12 +875,19 @@ def main(argv: list[str] | None = None) -> int:
         run.history.append(record)
         if chief:
             save_state(run, args, epoch, device)
-    if chief and run.history:
-        finish(run, args)
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return 0
+        if epoch < args.epochs:
+            log(eta(run.history, args.epochs))
+
+
+def eta(history: list[dict[str, Any]], epochs: int) -> str:
+    """The time left, at the mean pace of the last three epochs."""
+    recent = [m["epoch_seconds"] for m in history[-3:]]
+    left = (epochs - history[-1]["epoch"]) * sum(recent) / len(recent)
+    done = time.strftime("%a %H:%M", time.localtime(time.time() + left))
+    hours, minutes = divmod(round(left / 60), 60)
+    return (
+        f"ETA: {hours} h {minutes:02d} min for {epochs - history[-1]['epoch']} more epochs ({done})"
+    )
 
 
 def finish(run: Run, args: argparse.Namespace) -> None:

@@ -202,6 +202,87 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(synthetic, straight_ru
     _check_png(out / f"samples_epoch{EPOCHS:03d}.png")
 
 
+def _stop_mid_epoch(cmd: list[str], ckpt: Path) -> dict:
+    """Run ``cmd`` (checkpoints after every step), SIGKILL it mid-epoch; the last checkpoint.
+
+    The process is frozen (SIGSTOP) as soon as a checkpoint a few steps into epoch 2 is seen,
+    so the checkpoint read then is the last one it wrote; then it is killed.
+    """
+    from autoregressive.training import CheckpointError, load_checkpoint
+
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                seen = load_checkpoint(ckpt) if ckpt.exists() else None
+            except CheckpointError:
+                seen = None
+            if seen and seen["epoch"] == 1 and (seen["progress"] or {}).get("steps", 0) >= 5:
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGSTOP)
+        last = load_checkpoint(ckpt)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        stderr = proc.stderr.read().decode()[-2000:]
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed: {stderr}"
+    return last
+
+
+@pytest.mark.slow
+def test_a_kill_mid_epoch_resumes_bit_identical(synthetic, straight_run, tmp_path):
+    out = tmp_path / "mid-epoch"
+    ckpt = out / "checkpoint.pt"
+    flags = [*tiny_flags(synthetic, out), "--eval-initial", "--checkpoint-minutes", "0"]
+    last = _stop_mid_epoch([sys.executable, str(SCRIPT), *flags, "--threads", "1"], ckpt)
+    assert last["epoch"] == 1 and 0 < last["progress"]["steps"] < 64, "killed mid-epoch 2"
+    assert metrics(out)["in_progress"]["steps"] == last["progress"]["steps"]
+    assert metrics(out)["finished"] is False and not (out / "weights.pt").exists()
+
+    log = run_script([*flags, "--resume"])
+    assert f"step {last['progress']['steps']} of epoch 2" in log
+    resumed, straight = metrics(out)["epochs"], metrics(straight_run)["epochs"]
+    assert [{k: e[k] for k in EXACT_KEYS} for e in resumed] == [
+        {k: e[k] for k in EXACT_KEYS} for e in straight
+    ]
+    from autoregressive.training import load_checkpoint
+
+    a, b = load_checkpoint(out / "weights.pt"), load_checkpoint(straight_run / "weights.pt")
+    assert a["metrics"] == b["metrics"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+@pytest.mark.slow
+def test_divergence_stops_before_a_non_finite_checkpoint_and_resumes_from_the_last_good(
+    synthetic, tmp_path
+):
+    from autoregressive.training import load_checkpoint
+
+    out = tmp_path / "diverged"
+    flags = [*tiny_flags(synthetic, out), "--lr", "1e30", "--checkpoint-minutes", "0"]
+    cmd = [sys.executable, str(SCRIPT), *flags, "--threads", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert result.returncode == 3, result.stderr
+    assert "error: training diverged at step" in result.stderr
+    assert "learning rate 1e+30" in result.stderr and "loss" in result.stderr
+    saved = load_checkpoint(out / "checkpoint.pt")
+    for name, tensor in saved["model"].items():
+        assert torch.isfinite(tensor).all(), f"{name} is not finite in the checkpoint"
+    assert not (out / "weights.pt").exists() and metrics(out)["finished"] is False
+
+    result = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=240,
+                            cwd=REPO)  # fmt: skip
+    step = saved["progress"]["steps"] if saved["progress"] else 0
+    assert f"resumed from {out / 'checkpoint.pt'} at step {step} of epoch 1" in result.stdout
+    assert result.returncode == 3 and "diverged" in result.stderr
+
+
 def test_resume_refuses_a_different_run(synthetic, straight_run, tmp_path):
     out = tmp_path / "other"
     out.mkdir()

@@ -17,6 +17,8 @@ from autoregressive.data import BinarizedBatches, derive_seed, dynamic_binarize
 from autoregressive.training import (
     CHECKPOINT_FORMAT,
     CheckpointError,
+    DivergenceError,
+    EpochProgress,
     NegLogLikelihood,
     atomic_write,
     distributed_sum,
@@ -395,3 +397,83 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path):
     for p, q in zip(model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
         assert torch.equal(p, q)
     assert straight[0]["train"] > straight[-1]["train"]
+
+
+def _steps_of_an_epoch(model, opt, batches, *, start=None, stop_at=None):
+    """Train one epoch; returns its stats and the progress saved after step ``stop_at``."""
+    saved = {}
+
+    def after_step(progress: EpochProgress) -> None:
+        if progress.steps == stop_at:
+            saved["progress"] = progress
+            saved["state"] = pickle.dumps((model.state_dict(), opt.state_dict()))
+            raise KeyboardInterrupt  # the process is stopped here
+
+    try:
+        stats = train_epoch(NegLogLikelihood(model), opt, batches, device=CPU, start=start,
+                            after_step=after_step if stop_at else None)  # fmt: skip
+    except KeyboardInterrupt:
+        return None, saved
+    return stats, saved
+
+
+@pytest.mark.parametrize("stop_at", [1, 3, 4])
+def test_an_epoch_continued_mid_way_ends_bit_identical(stop_at):
+    x = intensities(40, seed=0)
+    batches = BinarizedBatches(x, batch_size=8, binarize="dynamic", shuffle=True, seed=5)
+    batches.set_epoch(2)
+    model = tiny_model()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    straight, _ = _steps_of_an_epoch(model, opt, batches)
+
+    stopped, opt2 = tiny_model(), None
+    opt2 = torch.optim.Adam(stopped.parameters(), lr=3e-3)
+    _, saved = _steps_of_an_epoch(stopped, opt2, batches, stop_at=stop_at)
+    progress = EpochProgress.from_dict(saved["progress"].to_dict())  # as a checkpoint keeps it
+    assert progress.steps == stop_at and progress.images == 8 * stop_at
+
+    resumed = tiny_model(seed=99)  # a new process: other weights until the state is loaded
+    opt3 = torch.optim.Adam(resumed.parameters(), lr=3e-3)
+    model_state, opt_state = pickle.loads(saved["state"])
+    resumed.load_state_dict(model_state)
+    opt3.load_state_dict(opt_state)
+    stats, _ = _steps_of_an_epoch(resumed, opt3, batches, start=progress)
+
+    assert (stats.nll, stats.bits_per_dim, stats.images) == (
+        straight.nll,
+        straight.bits_per_dim,
+        straight.images,
+    )
+    for p, q in zip(model.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_epoch_progress_refuses_a_foreign_dict():
+    with pytest.raises(ValueError, match="needs exactly the keys"):
+        EpochProgress.from_dict({"steps": 1})
+
+
+@pytest.mark.parametrize("poison", ["loss", "gradient"])
+def test_a_non_finite_step_raises_and_leaves_the_weights(poison):
+    model = tiny_model()
+    x = dynamic_binarize(intensities(8), torch.Generator().manual_seed(1))
+    batches = BinarizedBatches(x, batch_size=4, binarize=None)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train_epoch(NegLogLikelihood(model), opt, batches, device=CPU, max_steps=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    if poison == "loss":  # an infinite bias makes the loss infinite
+        model.network[-1].bias.data.fill_(math.inf)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+    else:  # a hook makes one gradient NaN with a finite loss
+        model.network[-1].weight.register_hook(lambda g: torch.full_like(g, math.nan))
+    with pytest.raises(DivergenceError, match=r"diverged at step 1: loss .* learning rate 0.001"):
+        train_epoch(NegLogLikelihood(model), opt, batches, device=CPU)
+    after = model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), f"{key} changed by a refused step"
+
+
+def test_divergence_error_names_step_loss_and_rate():
+    err = DivergenceError(7, math.nan, math.inf, 0.5)
+    assert (err.step, err.lr) == (7, 0.5)
+    assert "step 7" in str(err) and "loss nan" in str(err) and "learning rate 0.5" in str(err)

@@ -15,13 +15,18 @@ Kept apart from the layers: nothing in the model depends on this module.
   :func:`load_checkpoint` reads with ``torch.load(weights_only=True)``, so a crafted file cannot
   run code, and turns every kind of damage into a :class:`CheckpointError` that says what to do.
 - :func:`get_rng_state` / :func:`set_rng_state` capture every random number generator a run
-  uses, for bit-for-bit resumption.
+  uses, for bit-for-bit resumption; :class:`EpochProgress` is where a pass over the batches
+  stands, so that a checkpoint written mid-epoch continues the epoch exactly.
+- :func:`train_step` refuses to step on a non-finite loss or gradient
+  (:class:`DivergenceError`), so a diverging run stops with finite weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import itertools
 import math
 import os
 import pickle
@@ -46,6 +51,8 @@ from .precision import Precision
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "DivergenceError",
+    "EpochProgress",
     "EpochStats",
     "NegLogLikelihood",
     "atomic_write",
@@ -140,6 +147,39 @@ def _max_over_processes(value: int, device: torch.device) -> int:
     return int(t.item())
 
 
+class DivergenceError(RuntimeError):
+    """A training step met a non-finite loss or gradient; its optimizer step was not taken.
+
+    The weights are those before the step, so they are finite unless they already were not.
+
+    Attributes:
+        step: the step's number in its pass (1 for the first), or ``None`` when not known.
+        loss: the step's summed loss, nats.
+        grad_norm: the 2-norm of all gradients (non-finite when any gradient is).
+        lr: the optimizer's (first parameter group's) learning rate.
+    """
+
+    def __init__(self, step: int | None, loss: float, grad_norm: float, lr: float) -> None:
+        self.step, self.loss, self.grad_norm, self.lr = step, loss, grad_norm, lr
+        at = f"step {step}" if step is not None else "a step"
+        super().__init__(
+            f"training diverged at {at}: loss {loss:.6g}, gradient norm {grad_norm:.6g}, "
+            f"learning rate {lr:.6g}. The optimizer step was not taken, so the weights are "
+            "those before it. Lower the learning rate, or restart from the last checkpoint."
+        )
+
+
+def _check_step(total: torch.Tensor, optimizer: torch.optim.Optimizer, step: int | None) -> None:
+    """Raise :class:`DivergenceError` when the loss or a gradient is not finite (one sync)."""
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    norms = [torch.linalg.vector_norm(g.detach(), dtype=torch.float32) for g in grads]
+    grad_norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else total.new_zeros(())
+    loss_and_norm = torch.stack([total.detach().float(), grad_norm.to(total.device)])
+    if not bool(torch.isfinite(loss_and_norm).all()):
+        loss, norm = loss_and_norm.tolist()
+        raise DivergenceError(step, loss, norm, float(optimizer.param_groups[0]["lr"]))
+
+
 def train_step(
     objective: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -147,13 +187,16 @@ def train_step(
     *,
     device: torch.device,
     precision: Precision | None = None,
+    step: int | None = None,
 ) -> torch.Tensor:
     """One optimisation step on the mean negative log-likelihood of a global batch.
 
     The loss of each process is ``sum(nll) * world_size / batch.total``; DDP averages gradients
     over processes, so the step follows the gradient of the mean over the whole global batch,
     also when processes hold unequal shares. The forward pass runs in ``precision``; the loss
-    is summed in float32 whatever the precision.
+    is summed in float32 whatever the precision. A non-finite loss or gradient raises
+    :class:`DivergenceError` before the optimizer steps (this reads one number from the
+    device, so it synchronises with it).
 
     Args:
         objective: :class:`NegLogLikelihood`, possibly wrapped in DDP or ``torch.compile``.
@@ -162,10 +205,14 @@ def train_step(
         device: device of the model.
         precision: autocast and memory format (see
             :func:`~autoregressive.precision.resolve_precision`); default plain float32.
+        step: the step's number, for the message of a :class:`DivergenceError`.
 
     Returns:
-        The summed NLL of this process's images, nats (a detached 0-dim tensor on ``device``;
-        reading it with ``.item()`` synchronises with the device).
+        The summed NLL of this process's images, nats (a detached 0-dim tensor on ``device``).
+
+    Raises:
+        DivergenceError: the loss or a gradient is not finite; the weights are left as they
+            were.
     """
     x, y = _to_device(batch, device, precision)
     with precision.autocast(device) if precision else contextlib.nullcontext():
@@ -174,6 +221,7 @@ def train_step(
     loss = total * (_world_size() / batch.total)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    _check_step(total, optimizer, step)
     optimizer.step()
     return total.detach()
 
@@ -209,6 +257,43 @@ class EpochStats:
 
 
 @dataclass
+class EpochProgress:
+    """Where a pass over the batches stands: what a mid-epoch checkpoint keeps to continue it.
+
+    :func:`train_epoch` hands one to ``after_step`` after every step and continues from one
+    given as ``start``; the continued pass ends with the same statistics, to the bit, as an
+    uninterrupted one. Every field is a plain number, so ``to_dict()`` goes into a checkpoint.
+
+    Attributes:
+        steps: batches done.
+        images: images done by this process.
+        total: images done by all processes (from the batches' global sizes).
+        nll: summed negative log-likelihood of this process's images, nats.
+        dims: dimensions of one image.
+        seconds: time spent on the pass so far, by this process, earlier runs' parts included.
+    """
+
+    steps: int = 0
+    images: int = 0
+    total: int = 0
+    nll: float = 0.0
+    dims: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, int | float]:
+        """The fields as a dict of plain numbers."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> EpochProgress:
+        """The progress saved by :meth:`to_dict` (``ValueError`` when keys are missing)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(state, Mapping) or sorted(state) != sorted(names):
+            raise ValueError(f"an EpochProgress needs exactly the keys {names}, got {state!r}")
+        return cls(**dict(state))
+
+
+@dataclass
 class _Tally:
     """Running sums of one pass: summed NLL (float64, on the device) and counts."""
 
@@ -217,34 +302,49 @@ class _Tally:
     local: int = 0  # images of this process
     total: int = 0  # images of all processes (from the batches' global sizes)
     dims: int = 0  # dimensions of one image
+    earlier: float = 0.0  # seconds spent before this run resumed the pass
+
+    @classmethod
+    def starting(cls, start: EpochProgress | None, device: torch.device) -> _Tally:
+        s = start or EpochProgress()
+        nll = torch.tensor(s.nll, dtype=torch.float64, device=device)
+        return cls(nll, s.steps, s.images, s.total, s.dims, s.seconds)
+
+    def progress(self, seconds: float) -> EpochProgress:
+        """A snapshot; ``seconds`` is the time since this run started the pass (reads the NLL)."""
+        return EpochProgress(self.steps, self.local, self.total, self.nll.item(), self.dims,
+                             self.earlier + seconds)  # fmt: skip
 
 
 def _run_pass(
     batches: Iterable[Batch],
-    score: Callable[[Batch], torch.Tensor],
+    score: Callable[[Batch, int], torch.Tensor],
     *,
     device: torch.device,
     max_steps: int | None,
-    after_step: Callable[[_Tally], None] | None = None,
+    start: EpochProgress | None = None,
+    after_step: Callable[[_Tally, float], None] | None = None,
 ) -> tuple[EpochStats, _Tally]:
     """The batch loop shared by training and evaluation; reduces the sums over processes.
 
-    ``score(batch)`` returns the summed NLL of the batch's images (0-dim, nats). Returns the
+    ``score(batch, step)`` returns the summed NLL of the batch's images (0-dim, nats); ``step``
+    counts from 1. A pass continued from ``start`` skips the batches it has done (they are
+    drawn again, not scored, so a seeded order continues where it stopped). Returns the
     statistics over all processes and this process's own tally.
     """
-    start = time.perf_counter()
-    tally = _Tally(torch.zeros((), dtype=torch.float64, device=device))
-    for batch in batches:
+    begin = time.perf_counter()
+    tally = _Tally.starting(start, device)
+    for batch in itertools.islice(batches, tally.steps, None):
         if max_steps is not None and tally.steps >= max_steps:
             break
-        tally.nll += score(batch)
+        tally.nll += score(batch, tally.steps + 1)
         tally.steps += 1
         tally.local += batch.images.shape[0]
         tally.total += batch.total
         tally.dims = math.prod(batch.images.shape[1:])
         if after_step is not None:
-            after_step(tally)
-    seconds = time.perf_counter() - start
+            after_step(tally, time.perf_counter() - begin)
+    seconds = tally.earlier + time.perf_counter() - begin
     summed, images = distributed_sum([tally.nll, tally.local], device)
     dims = _max_over_processes(tally.dims, device)
     stats = EpochStats(
@@ -267,6 +367,8 @@ def train_epoch(
     max_steps: int | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     log_every: int = 10,
+    start: EpochProgress | None = None,
+    after_step: Callable[[EpochProgress], None] | None = None,
 ) -> EpochStats:
     """Train for one pass over ``batches`` and return the mean training NLL.
 
@@ -282,25 +384,38 @@ def train_epoch(
             ``(steps, images, running_nll)``: steps done, images done over all processes (an
             estimate from this process's share), mean NLL of this process's images so far.
         log_every: steps between ``progress`` calls (each call synchronises with the device).
+        start: continue a pass that stopped here (from a mid-epoch checkpoint): its first
+            ``start.steps`` batches are skipped, so ``batches`` must yield the same batches
+            as in the run that saved it (a seeded order after the same ``set_epoch``).
+        after_step: called after every step with where the pass stands, e.g. to save a
+            mid-epoch checkpoint (each call reads the running NLL from the device).
 
     Returns:
         The epoch's statistics; ``nll`` is the mean over all images of all processes, computed
-        with the weights of the step that saw them.
+        with the weights of the step that saw them; ``seconds`` includes the parts of the pass
+        before ``start``.
+
+    Raises:
+        DivergenceError: a step met a non-finite loss or gradient (see :func:`train_step`).
     """
 
     def report(t: _Tally) -> None:
         if progress is not None:
             progress(t.steps, t.total, t.nll.item() / max(t.local, 1))
 
-    def step(batch: Batch) -> torch.Tensor:
-        return train_step(objective, optimizer, batch, device=device, precision=precision)
+    def step(batch: Batch, number: int) -> torch.Tensor:
+        return train_step(
+            objective, optimizer, batch, device=device, precision=precision, step=number
+        )
 
-    def after_step(t: _Tally) -> None:
+    def each_step(t: _Tally, seconds: float) -> None:
         if t.steps % log_every == 0:
             report(t)
+        if after_step is not None:
+            after_step(t.progress(seconds))
 
     stats, tally = _run_pass(
-        batches, step, device=device, max_steps=max_steps, after_step=after_step
+        batches, step, device=device, max_steps=max_steps, start=start, after_step=each_step
     )
     if tally.steps % log_every != 0:
         report(tally)
@@ -336,7 +451,7 @@ def evaluate(
         The statistics; ``images_per_second`` is the scoring throughput.
     """
 
-    def score(batch: Batch) -> torch.Tensor:
+    def score(batch: Batch, step: int) -> torch.Tensor:
         x, y = _to_device(batch, device, None)
         if x.shape[0] == 0:
             return torch.zeros((), dtype=torch.float64, device=device)
