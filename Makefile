@@ -9,7 +9,7 @@ DATA_DIR ?=
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 OUT ?= runs
 
-.PHONY: install test lint format docs demo prior-demo colour-demo mnist bench bench-quick gpu-check clean
+.PHONY: install check test lint format docs demo prior-demo colour-demo mnist bench bench-quick gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,11 +18,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package with every extra
 
-test: $(STAMP)  ## lint, types, unit + property tests, doctests and the docs build
+check: $(STAMP)  ## the developer's loop (~3 min): lint, types, the fast tests, few Hypothesis examples
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -q -m "not slow" --hypothesis-profile=dev
+
+test: $(STAMP)  ## everything CI runs: lint, types, every test (thorough Hypothesis), docs
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) -m pytest --hypothesis-profile=ci
 	$(MAKE) docs
 
 lint: $(STAMP)

@@ -417,9 +417,12 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """CLI values as JSON / checkpoint-friendly values."""
+    """CLI values as JSON / checkpoint-friendly values; paths relative to the checkout."""
     if isinstance(value, Path):
-        return str(value)
+        try:
+            return os.path.relpath(value, REPO)
+        except ValueError:  # another drive (Windows): no relative path
+            return str(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
@@ -875,6 +878,7 @@ def train_epochs(
         run.history.append(record)
         if chief:
             save_state(run, args, epoch, device)
+            save_loss_curve(run.history, run.initial, args.out / "loss_curve.png")
         if epoch < args.epochs:
             log(eta(run.history, args.epochs))
 

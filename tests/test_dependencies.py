@@ -14,7 +14,7 @@ import pytest
 import reference as ref
 import torch
 from helpers import as_set, measured_deps, network_settings, positive_weights_
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
@@ -75,7 +75,6 @@ def masked_conv_stacks(draw):
     return CausalSequential(*layers), specs, dc, h, w
 
 
-@settings(max_examples=200)
 @given(masked_conv_stacks())
 def test_masked_conv_stack_dependencies(case):
     net, specs, dc, h, w = case
@@ -104,7 +103,6 @@ def residual_networks(draw):
     return CausalSequential(*layers), stem, blocks, dc, h, w, cond
 
 
-@settings(max_examples=100)
 @given(residual_networks())
 def test_residual_network_dependencies(case):
     net, stem, blocks, dc, h, w, cond = case
@@ -144,7 +142,6 @@ def _gated_stack(dc, channels, kernels, cc):
     return stack
 
 
-@settings(max_examples=100)
 @given(gated_networks())
 def test_gated_network_dependencies_have_no_blind_spot(case):
     net, kernels, dc, h, w, cond = case
@@ -188,7 +185,6 @@ def _conditioning(model: PixelCNN, h: int, w: int):
     return model.condition(y, 1, vector=vector, spatial=spatial, size=(h, w))
 
 
-@settings(max_examples=100)
 @given(pixelcnn_configs())
 def test_pixelcnn_outputs_are_causal(case):
     """The model a config builds: each output channel group sees only earlier (sub-)pixels.

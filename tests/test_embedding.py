@@ -9,7 +9,7 @@ import pytest
 import reference as ref
 import torch
 from helpers import as_set, measured_deps, positive_weights_
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from test_dependencies import strictly_earlier
 from test_sampling import all_images, completion_mask, perturbed
@@ -279,7 +279,6 @@ def reference_deps(cfg: PixelCNNConfig, h: int, w: int) -> ref.Deps:
     return deps
 
 
-@settings(max_examples=60)
 @given(embedded_configs(), st.integers(1, 5), st.integers(1, 5))
 def test_embedded_models_depend_on_exactly_the_causal_past(config, h, w):
     """Each output group ``g`` at ``(i, j)`` depends on exactly the sub-pixels the masks allow:
@@ -377,7 +376,6 @@ def sampling_cases(draw):
     return config, n, size, completion, temperature, draw(st.integers(0, 2**16))
 
 
-@settings(max_examples=60)
 @given(sampling_cases())
 def test_cached_sampler_returns_the_naive_samplers_codes(case):
     """float64, same seed: identical codes, with and without completion, temperature and every

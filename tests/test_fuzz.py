@@ -14,7 +14,6 @@ Sizes are kept tiny so that the whole module runs in seconds on two CPU cores.
 from __future__ import annotations
 
 import dataclasses
-import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -43,10 +42,8 @@ from autoregressive import (
 )
 from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
 
-#: examples per test; raise it to hunt (``FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py``)
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+#: examples per test come from the Hypothesis profile (``--hypothesis-profile=hunt`` to hunt)
 FUZZ = settings(
-    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

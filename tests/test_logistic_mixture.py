@@ -14,7 +14,7 @@ import pytest
 import reference as ref
 import torch
 from helpers import as_set, measured_deps, positive_weights_
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 from test_sampling import all_images, perturbed
@@ -276,7 +276,6 @@ def pixel_wise_models(draw):
     return config, draw(st.integers(1, 5)), draw(st.integers(1, 5))
 
 
-@settings(max_examples=40)
 @given(pixel_wise_models())
 def test_pixel_wise_outputs_depend_on_every_channel_of_earlier_pixels_only(case):
     """Exact sets: all channels of the earlier pixels the network reaches, nothing at p or after."""
@@ -345,7 +344,6 @@ def whole_pixel_mask(kind: str, n: int, h: int, w: int, seed: int) -> torch.Tens
     return known
 
 
-@settings(max_examples=50)
 @given(dlm_sampling_cases())
 def test_cached_sampler_returns_the_naive_samplers_images(case):
     config, n, (h, w), completion, t, seed = case

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
@@ -28,7 +28,6 @@ def test_rgb_centre_masks_follow_the_paper():
     assert channel_groups(6, 3).tolist() == [0, 0, 1, 1, 2, 2]
 
 
-@settings(max_examples=200)
 @given(
     out_ch=st.integers(1, 4),
     in_ch=st.integers(1, 4),

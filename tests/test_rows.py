@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import network_settings
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
@@ -66,7 +66,6 @@ def row_cases(draw):
     return config, n, size, temperature, completion, draw(st.integers(0, 2**16))
 
 
-@settings(max_examples=60, deadline=None)
 @given(row_cases())
 def test_row_passes_draw_the_step_by_step_and_the_naive_images(case):
     config, n, (h, w), temperature, completion, seed = case
@@ -114,7 +113,6 @@ def conv_cases(draw):
     return conv, draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(0, 999))
 
 
-@settings(max_examples=60, deadline=None)
 @given(conv_cases())
 def test_a_convolutions_step_row_is_its_steps_at_every_column(case):
     """After a guess, ``step_row(x[:, s:], s)`` gives what ``step`` gives at columns ``s ..``."""

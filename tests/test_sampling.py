@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 from torch import nn
@@ -169,7 +169,6 @@ def completion_mask(kind: str, n: int, c: int, h: int, w: int, seed: int) -> tor
     return known
 
 
-@settings(max_examples=80)
 @given(sampling_cases())
 def test_cached_sampler_returns_the_naive_samplers_images(case):
     """float64, same generator seed: identical images, for every kind of model and completion."""
@@ -248,7 +247,6 @@ def custom_stacks(draw):
 
 
 @pytest.mark.parametrize("taps_from", [1, conv.TAP_PRODUCTS_FROM], ids=["tap-by-tap", "default"])
-@settings(max_examples=60)
 @given(custom_stacks())
 def test_cached_sampler_on_stacks_built_from_public_layers(taps_from, case):
     """Dilated and rectangular kernels; with ``taps_from=1`` every convolution over the rows

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
@@ -96,7 +96,6 @@ class StepsOnlyStepper(GatedResidualStepper):
     steps_rows = False
 
 
-@settings(max_examples=60, deadline=None)
 @given(gated_residual_networks(), st.sampled_from([True, False, None]))
 def test_a_block_defined_in_the_test_samples_exactly(case, rows_at_once):
     net, dc, (h, w), n, seed = case
