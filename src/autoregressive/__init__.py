@@ -4,6 +4,7 @@ Masked convolutions, residual and gated blocks, a configurable :class:`PixelCNN`
 likelihoods, a naive reference sampler and an exact cached sampler.
 """
 
+from ._version import __version__ as __version__
 from .cached import CachedSampler, cached_sample
 from .conditioning import Conditioning
 from .config import PRESETS, PixelCNNConfig
@@ -18,8 +19,6 @@ from .residual import ResidualBlock
 from .sampling import draw_noise, naive_sample
 from .sequential import CausalSequential
 from .stepping import ElementwiseStepper, Stepper, stepper_for
-
-__version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",

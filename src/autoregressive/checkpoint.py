@@ -39,7 +39,10 @@ CHECKPOINT_FORMAT = "autoregressive.training/1"  # named after the module that f
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: missing, damaged, unsafe or of another format."""
+    """A checkpoint that cannot be used: missing, damaged, unsafe or of another format.
+
+    Raised for checkpoint files and for the directories ``PixelCNN.save_pretrained`` writes.
+    """
 
 
 @contextlib.contextmanager

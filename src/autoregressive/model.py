@@ -7,7 +7,9 @@ Gated PixelCNN: van den Oord et al., 2016, https://arxiv.org/abs/1606.05328.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -25,6 +27,7 @@ from .gated import GatedStack
 from .residual import ResidualBlock
 from .sampling import draw_noise, naive_sample
 from .sequential import CausalSequential
+from .serialization import read_pretrained, write_pretrained
 
 __all__ = ["PixelCNN", "build_network"]
 
@@ -175,28 +178,79 @@ class PixelCNN(nn.Module):
         return cls(PixelCNNConfig.preset(name, **changes))
 
     @classmethod
-    def from_pretrained(cls, name: str, *, device: torch.device | str | None = None) -> PixelCNN:
-        """A trained model that ships with the package, checksum-verified, in eval mode.
+    def from_pretrained(
+        cls,
+        name_or_dir: str | os.PathLike[str],
+        *,
+        device: torch.device | str | None = None,
+    ) -> PixelCNN:
+        """A trained model: shipped with the package, or saved by :meth:`save_pretrained`.
 
-        See :func:`autoregressive.pretrained.available` for the names and their figures.
+        A ``str`` that names a shipped model (see :func:`autoregressive.pretrained.available`
+        for the names and their figures) loads it after checking its SHA-256; a
+        :class:`~pathlib.Path`, or any other ``str``, is a directory written by
+        :meth:`save_pretrained`, whose weights are checked against the checksum and the config
+        it recorded. Loading imports no training or data code.
 
         Args:
-            name: e.g. ``"mnist-demo"``.
+            name_or_dir: a shipped name, e.g. ``"mnist-demo"``, or a directory.
             device: where to put the model (default CPU).
 
+        Returns:
+            The model in eval mode, in the dtype its weights were saved in.
+
         Raises:
-            ValueError: unknown name (the message lists the known ones), or a file whose
-                SHA-256 does not match the registry.
+            TypeError: ``name_or_dir`` is not a ``str`` or a path.
+            ValueError: unknown name (the message lists the known ones), or a shipped file
+                whose SHA-256 does not match the registry
+                (:class:`~autoregressive.pretrained.ChecksumError`).
+            CheckpointError: (a ``ValueError``,
+                :class:`~autoregressive.checkpoint.CheckpointError`) the directory is missing,
+                is a file, or its files are missing, damaged, of another format or of another
+                model; the message says what to do.
 
         Example:
+            >>> PixelCNN.from_pretrained("mnist-demo").config.block
+            'gated'
             >>> PixelCNN.from_pretrained("no-such-model")  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
             ValueError: no pretrained model named 'no-such-model'; available: ...
         """
-        from .pretrained import load_pretrained  # the registry module imports this one
+        return read_pretrained(name_or_dir).build(cls, device=device)
 
-        return load_pretrained(name, device=device)
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Save the config and the weights for :meth:`from_pretrained`.
+
+        Writes ``directory/config.json`` (the config, the format and the library version,
+        the weights' SHA-256) and ``directory/model.safetensors`` (the ``state_dict``), each
+        atomically, so an interrupted save never leaves a half-written file; see
+        :mod:`autoregressive.serialization`. The directory is created if needed; other files in
+        it are left alone.
+
+        Args:
+            directory: where to save, e.g. ``"runs/my-model"``.
+
+        Returns:
+            The directory.
+
+        Raises:
+            TypeError: ``directory`` is not a ``str`` or a path.
+            ValueError: ``directory``, or a folder above it, is a file.
+            PermissionError: the directory cannot be written to.
+
+        Example:
+            >>> import tempfile
+            >>> model = PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=8))
+            >>> folder = model.save_pretrained(tempfile.mkdtemp())
+            >>> sorted(p.name for p in folder.iterdir())
+            ['config.json', 'model.safetensors']
+            >>> x = torch.randint(0, 2, (2, 1, 8, 8)).float()
+            >>> loaded = PixelCNN.from_pretrained(folder)
+            >>> torch.equal(loaded.log_prob(x), model.eval().log_prob(x))
+            True
+        """
+        return write_pretrained(directory, self.config, self.state_dict())
 
     # ------------------------------------------------------------------ inputs
     def _param(self) -> torch.Tensor:

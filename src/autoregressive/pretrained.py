@@ -2,9 +2,14 @@
 
 The folder ``autoregressive/weights/`` holds one file per model (written by the MNIST example
 as ``weights.pt``: config, weights and the final test metrics, in the checkpoint format of
-:mod:`autoregressive.training`) and ``registry.json``, which maps each name to its file, its
+:mod:`autoregressive.checkpoint`) and ``registry.json``, which maps each name to its file, its
 SHA-256, a description and the figures it was trained to. ``examples/package_weights.py`` adds a
 run's weights to the folder and the registry.
+
+:meth:`PixelCNN.from_pretrained <autoregressive.PixelCNN.from_pretrained>` loads a shipped model
+by name (and a directory written by ``save_pretrained``); :func:`load_pretrained` is the same
+for a name, with the weights folder as an argument. The reading itself lives in
+:mod:`autoregressive.serialization`, which the model imports; this module imports the model.
 
 Example:
     >>> from autoregressive.pretrained import available
@@ -14,35 +19,14 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .checksums import file_sha256
-from .config import PixelCNNConfig
 from .model import PixelCNN
-from .training import load_checkpoint
+from .serialization import WEIGHTS_DIR, ChecksumError, available, read_pretrained
 
 __all__ = ["WEIGHTS_DIR", "ChecksumError", "available", "load_pretrained"]
-
-#: The packaged weights and their ``registry.json``.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
-
-class ChecksumError(ValueError):
-    """A packaged weights file whose SHA-256 differs from the registry's."""
-
-
-def available(folder: str | Path = WEIGHTS_DIR) -> dict[str, dict[str, Any]]:
-    """The registry: name -> ``{"file", "sha256", "description", "metrics", ...}``.
-
-    Args:
-        folder: a weights folder (default: the package's).
-    """
-    path = Path(folder) / "registry.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_pretrained(
@@ -66,24 +50,4 @@ def load_pretrained(
         ChecksumError: (a ``ValueError``) the file's SHA-256 differs from the registry's:
             the file was damaged or replaced; reinstall the package.
     """
-    registry = available(folder)
-    if name not in registry:
-        known = ", ".join(sorted(registry)) or "none"
-        raise ValueError(f"no pretrained model named {name!r}; available: {known}")
-    entry = registry[name]
-    path = Path(folder) / entry["file"]
-    if not path.is_file():
-        raise ChecksumError(f"the weights of {name!r} are missing ({path}); reinstall the package")
-    found = file_sha256(path)
-    if found != entry["sha256"]:
-        raise ChecksumError(
-            f"the weights file of {name!r} ({path}) is damaged or was replaced: SHA-256 {found} "
-            f"but the registry says {entry['sha256']}; reinstall the package"
-        )
-    saved = load_checkpoint(path)
-    fields: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()
-    }
-    model = PixelCNN(PixelCNNConfig(**fields), device=device)
-    model.load_state_dict(saved["model"])
-    return model.eval()
+    return read_pretrained(name, folder=folder).build(PixelCNN, device=device)
