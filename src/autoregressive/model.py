@@ -204,10 +204,9 @@ class PixelCNN(nn.Module):
             ValueError: unknown name (the message lists the known ones), or a shipped file
                 whose SHA-256 does not match the registry
                 (:class:`~autoregressive.pretrained.ChecksumError`).
-            CheckpointError: (a ``ValueError``,
-                :class:`~autoregressive.checkpoint.CheckpointError`) the directory is missing,
-                is a file, or its files are missing, damaged, of another format or of another
-                model; the message says what to do.
+            ~autoregressive.checkpoint.CheckpointError: (a ``ValueError``) the directory is
+                missing, is a file, or its files are missing, damaged, of another format or of
+                another model; the message says what to do.
 
         Example:
             >>> PixelCNN.from_pretrained("mnist-demo").config.block

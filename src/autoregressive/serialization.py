@@ -217,8 +217,9 @@ class SavedModel:
             The model, in the dtype the weights were saved in.
 
         Raises:
-            CheckpointError: (a ``ValueError``) the weights do not fit the config (names and
-                shapes listed), or their SHA-256 differs from the one the directory recorded.
+            ~autoregressive.checkpoint.CheckpointError: (a ``ValueError``) the weights do not
+                fit the config (names and shapes listed), or their SHA-256 differs from the one
+                the directory recorded.
         """
         model = model_class(self.config, device=device, dtype=self.dtype)
         self._check_fits(model.state_dict())
@@ -280,8 +281,9 @@ def read_pretrained(
             or an ambiguous one.
         ChecksumError: (a ``ValueError``) a shipped file is missing or its SHA-256 differs from
             the registry's: reinstall the package.
-        CheckpointError: (a ``ValueError``) the directory is missing, is a file, or its files
-            are missing, damaged or of another format; the message says what to do.
+        ~autoregressive.checkpoint.CheckpointError: (a ``ValueError``) the directory is
+            missing, is a file, or its files are missing, damaged or of another format; the
+            message says what to do.
 
     Example:
         >>> read_pretrained("mnist-demo").config.block
