@@ -63,8 +63,9 @@ class DrawPlan:
     ``steps`` consecutive parts of equal size, and sub-step ``s`` takes part ``s`` of each: it
     reads the parameters :meth:`param_slice` ``(s)`` of the network's output at the pixel,
     consumes the noise channels :meth:`noise_slice` ``(s)`` and writes the image channels
-    :meth:`channel_slice` ``(s)``, by :meth:`Distribution.draw`. The network is run again
-    before each sub-step, so a sub-step's parameters see the channels the earlier ones wrote.
+    :meth:`channel_slice` ``(s)``, by :meth:`~autoregressive.Distribution.draw`. The network
+    is stepped again before each sub-step, so a sub-step's parameters see the channels that
+    the earlier ones wrote.
 
     ``colour`` fixes the rest::
 
