@@ -181,7 +181,7 @@ def _sampling_row(model: PixelCNN, n: int, s: Settings, device: torch.device) ->
     noise = noise.to(device)
     x = _images(n, (h, w), device)
     sampler = CachedSampler(model.network, dist)
-    steps_total = h * w if dist.joint else 3 * h * w  # a pixel, or a sub-pixel, per step
+    steps_total = dist.draw_plan(3).steps * h * w  # a pixel, or a sub-pixel, per step
 
     def forward() -> None:
         with torch.no_grad():

@@ -9,7 +9,7 @@ from .cached import CachedSampler, cached_sample
 from .conditioning import Conditioning
 from .config import PRESETS, PixelCNNConfig
 from .conv import ConvKernel, ConvStepper, MaskedConv2d
-from .distributions import Bernoulli, Categorical, Distribution, nats_to_bits_per_dim
+from .distributions import Bernoulli, Categorical, Distribution, DrawPlan, nats_to_bits_per_dim
 from .embedding import CategoricalEmbedding
 from .gated import GatedBlock, GatedStack, gate
 from .logistic_mixture import DiscretizedLogisticMixture
@@ -32,6 +32,7 @@ __all__ = [
     "ConvStepper",
     "DiscretizedLogisticMixture",
     "Distribution",
+    "DrawPlan",
     "ElementwiseStepper",
     "GatedBlock",
     "GatedStack",

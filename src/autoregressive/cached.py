@@ -24,7 +24,7 @@ from torch import nn
 
 from .checks import check_sampling
 from .conditioning import Conditioning, RowConditioning, as_conditioning
-from .distributions import Distribution
+from .distributions import Distribution, DrawPlan
 from .sampling import check_completion
 from .stepping import Stepper, stepper_for
 
@@ -38,11 +38,16 @@ ROWS_AT_ONCE_MAX_BATCH = 16
 
 @dataclass
 class _Rows:
-    """The sampler's state, one entry per row; ``rows[i]`` is row ``i``'s views."""
+    """The sampler's state, one entry per row; ``rows[i]`` is row ``i``'s views.
+
+    ``S``, ``U`` and ``V`` are the distribution's :class:`~autoregressive.DrawPlan`'s ``steps``,
+    ``noise_shape`` and ``value_shape``: ``u[i, j, s]`` is the noise of sub-step ``s`` of pixel
+    ``(i, j)``, ``(N, *U)``, in one block of memory.
+    """
 
     x: torch.Tensor  # (H, W, N, C): the images being drawn
-    u: torch.Tensor  # (H, W, C, N) prepared noise; joint distributions: (H, W, N, C + 1)
-    given: torch.Tensor | None  # (H, W, C, N) bool, True where known; joint: (H, W, N, C)
+    u: torch.Tensor  # (H, W, S, N, *U): prepared noise by sub-step
+    given: torch.Tensor | None  # (H, W, S, N, *V) bool, True where known
     params: torch.Tensor | None  # (H, W, N, C * P): raw parameters, when asked for
     spatial: torch.Tensor | None  # (H, N, W, C_map): a conditioning map, when given
 
@@ -94,9 +99,11 @@ class CachedSampler:
     whole row, computes the network at all its pixels at once from the guess
     (:meth:`~autoregressive.Stepper.step_row`) and draws them all again from their noise, and
     repeats from the first pixel whose draw changed. A draw depends only on the pixels before
-    it, so the row it settles on is exactly the step-by-step row, in at most ``W * C + 1``
-    passes and in practice in two or three (one pass to draw, one to confirm): the same images
-    as the naive sampler, for a fraction of the calls. :attr:`last_passes` counts the passes.
+    it, so the row it settles on is exactly the step-by-step row, in at most ``W * S + 1``
+    passes (``S`` draws per pixel, as the distribution's :class:`~autoregressive.DrawPlan`
+    says: ``C``, or 1 for whole pixels) and in practice in two or three (one pass to draw, one
+    to confirm): the same images as the naive sampler, for a fraction of the calls.
+    :attr:`last_passes` counts the passes.
 
     Args:
         network: the causal network, ``(N, C, H, W) -> (N, C * P, H, W)``.
@@ -171,7 +178,9 @@ class CachedSampler:
         self.last_cache_nbytes = stepper.cache_nbytes()
         return stepper
 
-    def _row(self, stepper: Stepper, i: int, row: _Rows, *, at_once: bool = False) -> int:
+    def _row(
+        self, stepper: Stepper, i: int, row: _Rows, plan: DrawPlan, *, at_once: bool = False
+    ) -> int:
         """Sample row ``i`` in place; ``row`` holds its views (see :class:`_Rows`).
 
         Returns the network passes it took: steps, or whole-row passes with ``at_once``.
@@ -179,33 +188,28 @@ class CachedSampler:
         if row.spatial is not None and self._spatial_row is not None:
             self._spatial_row.copy_(row.spatial)  # the steppers read row i of the map here
         if at_once:
-            return self._row_fixed_point(stepper, i, row)
-        if self.distribution.joint:
-            self._row_of_pixels(stepper, i, row)
-            return row.x.shape[0]
-        self._row_of_channels(stepper, i, row)
-        return row.x.shape[0] * row.x.shape[2]
+            return self._row_fixed_point(stepper, i, row, plan)
+        self._row_by_steps(stepper, i, row, plan)
+        return row.x.shape[0] * plan.steps
 
-    def _row_fixed_point(self, stepper: Stepper, i: int, row: _Rows) -> int:
+    def _row_fixed_point(self, stepper: Stepper, i: int, row: _Rows, plan: DrawPlan) -> int:
         """Row ``i`` as the fixed point of whole-row passes; returns how many it took.
 
         Each pass computes the network at the row's pixels from a guess of their values
-        (:meth:`Stepper.step_row`) and draws every sub-pixel again from its own noise. A draw
-        depends only on the sub-pixels before it, so the draws up to the first one that differs
+        (:meth:`Stepper.step_row`) and draws every sub-step again from its own noise. A draw
+        depends only on the sub-steps before it, so the draws up to the first one that differs
         from the guess are final, the next pass starts at that pixel, and a pass that draws its
-        own guess has drawn exactly what the step-by-step loop draws: at most ``W * C + 1``
-        passes (``W + 1`` for whole pixels), usually a few.
+        own guess has drawn exactly what the step-by-step loop draws: at most ``W * S + 1``
+        passes (``S = plan.steps`` per pixel), usually a few.
         """
-        dist = self.distribution
-        joint, dtype = dist.joint, row.x.dtype
+        dist, dtype = self.distribution, row.x.dtype
         guess = row.x.transpose(0, 1).contiguous()  # (N, W, C): zeros, or the known values
-        order = (1, 0, 2) if joint else (2, 0, 1)  # noise and known-pixel masks to (N, W, ...)
-        noise = row.u.permute(order)  # (N, W, C + 1) joint, else (N, W, C)
-        given = None if row.given is None else row.given.permute(order)  # (N, W, C)
+        noise = row.u.movedim(2, 0)  # (N, W, S, *U)
+        given = None if row.given is None else row.given.movedim(2, 0).flatten(2)  # (N, W, C)
         params = None if row.params is None else row.params.transpose(0, 1)  # (N, W, K)
         stepper.begin_row(i)
-        _, w, c = guess.shape
-        start, passes, limit = 0, 0, (w if joint else w * c) + 1  # one sub-pixel final per pass
+        w = guess.shape[1]
+        start, passes, limit = 0, 0, w * plan.steps + 1  # one sub-step final per pass
         while True:
             passes += 1
             if passes > limit:
@@ -214,7 +218,7 @@ class CachedSampler:
             raw = stepper.step_row(dist.preprocess(part, dtype), start)  # (N, M, K)
             if params is not None:
                 params[:, start:] = raw
-            drawn = self._draw_columns(raw, noise[:, start:], part)
+            drawn = self._draw_columns(plan, raw, noise[:, start:], part)
             if given is not None:
                 drawn = torch.where(given[:, start:], part, drawn)
             changed = (drawn != part).flatten(2).any(2).any(0)  # (M,): a column that moved
@@ -226,52 +230,39 @@ class CachedSampler:
         return passes
 
     def _draw_columns(
-        self, raw: torch.Tensor, noise: torch.Tensor, like: torch.Tensor
+        self, plan: DrawPlan, raw: torch.Tensor, noise: torch.Tensor, like: torch.Tensor
     ) -> torch.Tensor:
-        """Every sub-pixel of ``M`` columns drawn from raw parameters ``(N, M, K)``.
+        """Every sub-step of ``M`` columns drawn from raw parameters ``(N, M, K)``.
 
-        ``noise`` is ``(N, M, C)`` (``(N, M, C + 1)`` for whole pixels); returns ``(N, M, C)``
-        in ``like``'s dtype.
+        ``noise`` is ``(N, M, S, *U)``; returns ``(N, M, C)`` in ``like``'s dtype.
         """
         n, m, c = like.shape
-        if self.distribution.joint:
-            value = self.distribution.sample_pixel(raw.reshape(n * m, -1), noise.reshape(n * m, -1))
-        else:
-            value = self.distribution.sample(raw.reshape(n * m * c, -1), noise.flatten())
+        draws = n * m * plan.steps
+        value = self.distribution.draw(
+            raw.reshape(draws, plan.params), noise.reshape(draws, *plan.noise_shape)
+        )  # (N * M * S, *V)
         return value.to(like.dtype).view(n, m, c)
 
-    def _row_of_pixels(self, stepper: Stepper, i: int, row: _Rows) -> None:
-        """Row ``i`` for a distribution that draws whole pixels: one step per pixel."""
-        dist = self.distribution
-        dtype = row.x.dtype
+    def _row_by_steps(self, stepper: Stepper, i: int, row: _Rows, plan: DrawPlan) -> None:
+        """Row ``i`` one sub-step at a time: ``plan.steps`` network steps per pixel."""
+        dist, dtype = self.distribution, row.x.dtype
+        steps = plan.steps
+        reads = [plan.param_slice(s) for s in range(steps)]  # each sub-step's raw parameters
+        width, n = row.x.shape[:2]
+        noise = row.u.flatten(0, 1).unbind(0)  # W * S views (N, *U), one per sub-step
+        given = None if row.given is None else row.given.flatten(0, 1).unbind(0)  # (N, *V)
+        by_step = row.x.view(width, n, steps, *plan.value_shape)  # (W, N, S, *V): x's memory
         stepper.begin_row(i)
-        for j, xp in enumerate(row.x.unbind(0)):  # xp: (N, C), the pixel
-            raw = stepper.step(j, dist.preprocess(xp, dtype))  # (N, P): ignores xp's values
-            if row.params is not None:
-                row.params[j] = raw
-            value = dist.sample_pixel(raw, row.u[j]).to(dtype)  # (N, C)
-            if row.given is not None:
-                value = torch.where(row.given[j], xp, value)
-            xp.copy_(value)
-            stepper.write(j, dist.preprocess(xp, dtype))
-
-    def _row_of_channels(self, stepper: Stepper, i: int, row: _Rows) -> None:
-        """Row ``i`` channel by channel: ``C`` steps per pixel (channel-wise masks)."""
-        dist = self.distribution
-        dtype, p, channels = row.x.dtype, dist.params_per_channel, row.x.shape[2]
-        noise = row.u.flatten(0, 1).unbind(0)  # W * C views (N,), one per sub-pixel
-        given = None if row.given is None else row.given.flatten(0, 1).unbind(0)
-        stepper.begin_row(i)
-        for j, xp in enumerate(row.x.unbind(0)):  # xp: (N, C), the pixel
-            for c in range(channels):
-                raw = stepper.step(j, dist.preprocess(xp, dtype))  # (N, C * P)
-                raw_c = raw[:, c * p : (c + 1) * p] if channels > 1 else raw  # (N, P)
+        pixels = zip(row.x.unbind(0), by_step.unbind(0), strict=True)
+        for j, (xp, subs) in enumerate(pixels):  # xp: (N, C), the pixel; subs: (N, S, *V)
+            for s, sub in enumerate(subs.unbind(1)):  # sub: (N, *V), what sub-step s writes
+                raw = stepper.step(j, dist.preprocess(xp, dtype))  # (N, S * P)
+                raw_s = raw[:, reads[s]] if steps > 1 else raw  # (N, P)
                 if row.params is not None:
-                    row.params[j, :, c * p : (c + 1) * p] = raw_c
-                value = dist.sample(raw_c, noise[j * channels + c])  # (N,)
-                sub = xp.select(1, c)  # (N,)
+                    row.params[j, :, reads[s]] = raw_s
+                value = dist.draw(raw_s, noise[j * steps + s])  # (N, *V)
                 if given is not None:
-                    value = torch.where(given[j * channels + c], sub, value)
+                    value = torch.where(given[j * steps + s], sub, value)
                 sub.copy_(value)
             stepper.write(j, dist.preprocess(xp, dtype))
 
@@ -281,10 +272,11 @@ class CachedSampler:
         ``at_once=None``: whole-row passes while a row takes at most half the steps it would
         take step by step, then step by step.
         """
-        steps = rows.x.shape[1] * (1 if self.distribution.joint else rows.x.shape[3])
+        plan = self.distribution.draw_plan(rows.x.shape[3])
+        steps = rows.x.shape[1] * plan.steps
         self.last_passes = 0
         for i in range(rows.x.shape[0]):
-            passes = self._row(stepper, i, rows[i], at_once=at_once is not False)
+            passes = self._row(stepper, i, rows[i], plan, at_once=at_once is not False)
             if at_once is None and 2 * passes > steps:
                 at_once = False
             self.last_passes += passes
@@ -300,14 +292,15 @@ class CachedSampler:
         Every row runs the same operations on the same buffers (steppers are built so), so the
         recording of one row, fed each row's noise and known pixels, samples any row.
         """
+        plan = self.distribution.draw_plan(rows.x.shape[3])
         for i in range(WARMUP_ROWS):
-            steps = self._row(stepper, i, rows[i])  # every row takes the same steps
+            steps = self._row(stepper, i, rows[i], plan)  # every row takes the same steps
         static = rows[0].empty_like()  # the buffers the recording reads and writes
         replay = None
         for i in range(WARMUP_ROWS, rows.x.shape[0]):
             static.copy_(rows[i])
             if replay is None:
-                replay = record(functools.partial(self._row, stepper, i, static))
+                replay = record(functools.partial(self._row, stepper, i, static, plan))
             replay()
             rows[i].copy_(static)
         self.last_passes = steps * rows.x.shape[0]
@@ -336,7 +329,8 @@ class CachedSampler:
             graphs = device.type == "cuda" and not self.rows_at_once
         if graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, not {device}")
-        completion = check_completion(image, known, shape, whole_pixels=self.distribution.joint)
+        plan = self.distribution.draw_plan(shape[1])
+        completion = check_completion(image, known, shape, plan)
         parts = as_conditioning(cond)
         self.last_used_graph = graphs and height > WARMUP_ROWS
         with torch.inference_mode():  # no autograd bookkeeping: ~15% of a small step's cost
@@ -367,14 +361,13 @@ class CachedSampler:
         dist = self.distribution
         n, _, height, width = noise.shape
         channels = dist.image_channels(noise.shape[1])
-        # per channel: (H, W, C, N), one (N,) view per sub-pixel; joint: (H, W, N, C + 1)
-        layout = "n c h w -> h w n c" if dist.joint else "n c h w -> h w c n"
-        u = rearrange(dist.prepare_noise(noise.to(param.device)), layout).contiguous()
+        plan = dist.draw_plan(channels)
+        u = _by_step(dist.prepare_noise(noise.to(param.device)), plan.steps, plan.noise_shape)
         x = param.new_zeros(height, width, n, channels)  # (H, W, N, C)
         given = None
         if completion is not None:
             image_hw = rearrange(completion[0].to(param), "n c h w -> h w n c")
-            given = rearrange(completion[1], layout).contiguous()
+            given = _by_step(completion[1], plan.steps, plan.value_shape)
             x.copy_(torch.where(rearrange(completion[1], "n c h w -> h w n c"), image_hw, x))
         size = dist.num_params(channels)
         params = x.new_zeros(height, width, n, size) if return_params else None
@@ -382,6 +375,17 @@ class CachedSampler:
         if spatial is not None:
             spatial = rearrange(spatial.to(param), "n m h w -> h n w m").contiguous()
         return _Rows(x, u, given, params, spatial)
+
+
+def _by_step(t: torch.Tensor, steps: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Channels ``(N, S * prod(shape), H, W)`` cut by sub-step, ``(H, W, S, N, *shape)``.
+
+    Contiguous, so that each sub-step's part of a pixel is one block of memory and the samplers
+    take the parts of a row as views.
+    """
+    n, _, h, w = t.shape
+    by_step = rearrange(t, "n (s k) h w -> h w s n k", s=steps).contiguous()
+    return by_step.view(h, w, steps, n, *shape)
 
 
 def cached_sample(

@@ -313,10 +313,9 @@ def _check_causal(
     delta = (out[_PROBES:] - out[:_PROBES]).abs().flatten(2).cpu()  # (B, C * P, H * W)
     here = torch.arange(delta.shape[2])[None, None, :]  # (1, 1, H * W)
     outs = torch.arange(delta.shape[1])[None, :, None]  # (1, C * P, 1)
-    if dist.joint:  # every output at the pixel predicts the whole pixel
-        same_pixel = torch.ones_like(outs, dtype=torch.bool)
-    else:  # the outputs of the changed channel and the earlier ones
-        same_pixel = outs < (chan[:, None, None] + 1) * dist.params_per_channel
+    plan = dist.draw_plan(shape[1])
+    step = chan[:, None, None] // plan.writes  # (B, 1, 1): the sub-step that draws the change
+    same_pixel = outs < (step + 1) * plan.params  # the outputs it and the earlier ones read
     before = (here < pos[:, None, None]) | (
         (here == pos[:, None, None]) & same_pixel
     )  # (B, C * P, H * W): predictions that must not see the changed sub-pixel

@@ -109,8 +109,8 @@ class PixelCNNConfig:
 
     @property
     def colour(self) -> ColourMode:
-        """``"pixel"`` (pixel-wise masks) for a ``joint`` distribution, else ``"channel"``."""
-        return "pixel" if self.make_distribution().joint else "channel"
+        """The masks the distribution's draw plan needs: ``"channel"``- or ``"pixel"``-wise."""
+        return self.make_distribution().draw_plan(self.data_channels).colour
 
     @property
     def mask_groups(self) -> int:

@@ -10,6 +10,12 @@ noise returns the same image.
 A ``joint`` distribution (:class:`~autoregressive.DiscretizedLogisticMixture`) instead models
 the channels of a pixel together: ``num_params(C)`` raw values per pixel, ``noise_channels(C)``
 uniforms per pixel, and :meth:`~autoregressive.Distribution.sample_pixel` draws a whole pixel.
+
+Which of the two a distribution does is said once, by its
+:meth:`~autoregressive.Distribution.draw_plan`: a :class:`~autoregressive.DrawPlan` that tells
+the samplers how many draws a pixel takes and what each reads, consumes and writes, and tells
+the network which masks it needs. The samplers follow the plan and never ask which kind of
+distribution they hold.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-__all__ = ["Bernoulli", "Categorical", "Distribution", "nats_to_bits_per_dim"]
+from .masks import ColourMode
+
+__all__ = ["Bernoulli", "Categorical", "Distribution", "DrawPlan", "nats_to_bits_per_dim"]
 
 
 def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Tensor | float:
@@ -47,6 +55,110 @@ def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Ten
     return nats / (num_dims * math.log(2.0))
 
 
+@dataclass(frozen=True)
+class DrawPlan:
+    """How the samplers draw one pixel of ``channels`` channels: in ``steps`` equal sub-steps.
+
+    A pixel's raw parameters, its noise channels and its image channels are each cut into
+    ``steps`` consecutive parts of equal size, and sub-step ``s`` takes part ``s`` of each: it
+    reads the parameters :meth:`param_slice` ``(s)`` of the network's output at the pixel,
+    consumes the noise channels :meth:`noise_slice` ``(s)`` and writes the image channels
+    :meth:`channel_slice` ``(s)``, by :meth:`~autoregressive.Distribution.draw`. The network
+    is stepped again before each sub-step, so a sub-step's parameters see the channels that
+    the earlier ones wrote.
+
+    ``colour`` fixes the rest::
+
+        "channel"  C sub-steps of one channel each (channel-wise masks: the outputs
+                   for channel c see channels 0 .. c - 1 of the pixel)
+        "pixel"    one sub-step that writes the whole pixel (pixel-wise masks: no
+                   output sees the pixel itself)
+
+    A pixel that a completion request gives partly is completed by sub-steps: each sub-step's
+    channels must be all known or all drawn (whole pixels, for ``"pixel"``).
+
+    Shape:
+        - one sub-step's raw parameters: ``(N, params)``
+        - its prepared noise: ``(N, *noise_shape)``
+        - its draw: ``(N, *value_shape)``
+
+    Example:
+        >>> plan = DrawPlan(3, "channel", params=256)  # an RGB Categorical(256)
+        >>> plan.steps, plan.param_slice(1), plan.noise_slice(1), plan.channel_slice(1)
+        (3, slice(256, 512, None), slice(1, 2, None), slice(1, 2, None))
+        >>> DiscretizedLogisticMixture(mixtures=2).draw_plan(3).steps
+        1
+    """
+
+    #: image channels ``C`` of a pixel
+    channels: int
+    #: ``"channel"``: one sub-step per channel; ``"pixel"``: one sub-step for the whole pixel
+    colour: ColourMode
+    #: raw parameters each sub-step reads: ``P`` per channel, or all of the pixel's
+    params: int
+    #: noise a sub-step consumes per image: ``()``, one number (what ``sample`` takes), or
+    #: e.g. ``(C + 1,)`` for a mixture's pixel
+    noise_shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "params"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DrawPlan: {name} must be an int >= 1, got {value!r}")
+        if self.colour not in ("channel", "pixel"):
+            raise ValueError(
+                f"DrawPlan: colour must be 'channel' (one sub-step per channel) or 'pixel' "
+                f"(one sub-step per pixel), got {self.colour!r}"
+            )
+        shape = self.noise_shape
+        if not isinstance(shape, tuple) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape
+        ):
+            raise ValueError(f"DrawPlan: noise_shape must be a tuple of ints >= 1, got {shape!r}")
+
+    @property
+    def steps(self) -> int:
+        """Sub-steps per pixel, ``S``: ``C`` channel by channel, 1 for a whole pixel."""
+        return self.channels if self.colour == "channel" else 1
+
+    @property
+    def value_shape(self) -> tuple[int, ...]:
+        """What a sub-step draws per image: ``()``, one channel, or ``(C,)``, the pixel."""
+        return () if self.colour == "channel" else (self.channels,)
+
+    @property
+    def writes(self) -> int:
+        """Image channels each sub-step writes: 1, or ``C``."""
+        return math.prod(self.value_shape)
+
+    @property
+    def noise_per_step(self) -> int:
+        """Noise channels each sub-step consumes, the product of ``noise_shape``."""
+        return math.prod(self.noise_shape)
+
+    @property
+    def noise_channels(self) -> int:
+        """Noise channels of a pixel, ``steps * noise_per_step``."""
+        return self.steps * self.noise_per_step
+
+    @property
+    def num_params(self) -> int:
+        """Raw parameters of a pixel, ``steps * params``."""
+        return self.steps * self.params
+
+    def param_slice(self, step: int) -> slice:
+        """The raw parameters of the pixel that sub-step ``step`` reads."""
+        return slice(step * self.params, (step + 1) * self.params)
+
+    def noise_slice(self, step: int) -> slice:
+        """The noise channels of the pixel that sub-step ``step`` consumes."""
+        return slice(step * self.noise_per_step, (step + 1) * self.noise_per_step)
+
+    def channel_slice(self, step: int) -> slice:
+        """The image channels of the pixel that sub-step ``step`` writes."""
+        return slice(step * self.writes, (step + 1) * self.writes)
+
+
 class Distribution:
     """Interface of an output distribution.
 
@@ -61,11 +173,36 @@ class Distribution:
 
     #: raw network outputs per colour channel and pixel (distributions that are not ``joint``)
     params_per_channel: int = 1
-    #: whether it models the channels of a pixel together: the network then uses pixel-wise
-    #: masks, and the samplers draw a whole pixel per step with :meth:`sample_pixel`
-    joint: bool = False
     #: logits are divided by it in ``log_prob`` and ``sample`` (1: the model as trained)
     temperature: float = 1.0
+
+    @property
+    def joint(self) -> bool:
+        """Whether it models the channels of a pixel together (pixel-wise masks, one draw).
+
+        Read from :meth:`draw_plan`, which is what the samplers and the masks follow.
+        """
+        return self.draw_plan(1).colour == "pixel"
+
+    def draw_plan(self, data_channels: int) -> DrawPlan:
+        """How the samplers draw a pixel of ``data_channels`` channels (see :class:`DrawPlan`).
+
+        Channel by channel by default: ``C`` sub-steps, each reading ``params_per_channel``
+        raw parameters and one noise number, each drawn by :meth:`sample`.
+        """
+        return DrawPlan(data_channels, "channel", params=self.params_per_channel)
+
+    def draw(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """One sub-step of :meth:`draw_plan`: :meth:`sample`, one channel, by default.
+
+        Args:
+            raw: the sub-step's raw parameters ``(N, plan.params)``.
+            noise: its prepared noise ``(N, *plan.noise_shape)`` (see :meth:`prepare_noise`).
+
+        Returns:
+            Values ``(N, *plan.value_shape)`` (callers cast them to the image dtype).
+        """
+        return self.sample(raw, noise)
 
     def tempered(self, raw: torch.Tensor) -> torch.Tensor:
         """``raw / temperature`` (``raw`` itself, untouched, at temperature 1)."""
@@ -133,7 +270,7 @@ class Distribution:
         raise NotImplementedError
 
     def sample_pixel(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Inverse-CDF draw of whole pixels, for ``joint`` distributions.
+        """Inverse-CDF draw of whole pixels, for distributions whose plan draws them at once.
 
         Args:
             raw: the pixel's raw parameters ``(N, num_params(C))``.

@@ -31,6 +31,7 @@ from einops import rearrange
 
 from .distributions import (
     Distribution,
+    DrawPlan,
     _check_scored,
     _check_temperature,
     check_integer_levels,
@@ -56,8 +57,8 @@ def _pair_index(c: int, d: int) -> int:
 class DiscretizedLogisticMixture(Distribution):
     r"""A mixture of ``mixtures`` discretized logistics per pixel, PixelCNN++'s likelihood.
 
-    Models the ``C`` channels of a pixel jointly (``joint = True``), so the network needs
-    pixel-wise masks and the samplers draw a whole pixel per step. Edge bins extend to
+    Models the ``C`` channels of a pixel jointly (``joint``): its :meth:`draw_plan` draws a
+    whole pixel per step, so the network needs pixel-wise masks. Edge bins extend to
     :math:`\pm\infty` (the CDF itself at ``0``, one minus it at ``levels - 1``); an interior bin
     whose probability falls below :math:`64\epsilon` of the working dtype (``7.6e-6`` in
     float32, the paper's ``1e-5``) is scored by the density at its centre times its width. The
@@ -87,8 +88,6 @@ class DiscretizedLogisticMixture(Distribution):
     mixtures: int = 10
     levels: int = 256
     temperature: float = 1.0
-
-    joint = True
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -227,6 +226,19 @@ class DiscretizedLogisticMixture(Distribution):
         return torch.logsumexp(logp, dim=-1).flatten(1).sum(1)  # (N,)
 
     # ---------------------------------------------------------------- sampling
+    def draw_plan(self, data_channels: int) -> DrawPlan:
+        """One sub-step per pixel: all ``num_params(C)`` parameters, ``C + 1`` uniforms."""
+        return DrawPlan(
+            data_channels,
+            "pixel",
+            params=self.num_params(data_channels),
+            noise_shape=(self.noise_channels(data_channels),),
+        )
+
+    def draw(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The plan's one sub-step: :meth:`sample_pixel`, ``(N, P), (N, C + 1) -> (N, C)``."""
+        return self.sample_pixel(raw, noise)
+
     def sample_pixel(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Inverse-CDF draw of whole pixels.
 

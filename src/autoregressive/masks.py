@@ -31,7 +31,7 @@ drops the centre for every channel, mask B keeps it, whatever the image's channe
 the layers need no extra mode: build them with ``data_channels=1`` (the number of colour
 *groups* of their masks), e.g. ``MaskedConv2d(3, 64, 7, "A", data_channels=1)`` for an RGB
 first layer. :func:`mask_groups` names the choice; :class:`~autoregressive.PixelCNNConfig`
-takes it from the distribution (``colour`` is ``"pixel"`` when the distribution is ``joint``).
+takes it from the distribution's :class:`~autoregressive.DrawPlan` (its ``colour``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from torch import nn
 
 from .checks import check_noise_request, check_sampling
 from .conditioning import Conditioning
-from .distributions import Distribution
+from .distributions import Distribution, DrawPlan
 
 __all__ = ["check_completion", "draw_noise", "naive_sample"]
 
@@ -50,13 +50,12 @@ def check_completion(
     image: torch.Tensor | None,
     known: torch.Tensor | None,
     shape: tuple[int, ...],
-    *,
-    whole_pixels: bool = False,
+    plan: DrawPlan,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Validate a completion request and return ``(image, known)`` broadcast to ``shape``.
 
-    With ``whole_pixels`` (a distribution that draws a pixel's channels together) ``known``
-    must be the same for every channel of a pixel.
+    ``known`` must be the same for all the channels that one sub-step of ``plan`` writes
+    (every channel of a pixel, for a distribution that draws a pixel's channels together).
     """
     if image is None and known is None:
         return None
@@ -73,7 +72,8 @@ def check_completion(
             f"known of shape {tuple(known.shape)} does not broadcast to the image shape "
             f"{tuple(shape)}; use e.g. (N, C, H, W), (N, 1, H, W) or (H, W)"
         ) from None
-    if whole_pixels and not bool((known == known[:, :1]).all()):
+    by_step = known.unflatten(1, (plan.steps, plan.writes))  # (N, S, C / S, H, W)
+    if not bool((by_step == by_step[:, :, :1]).all()):
         raise ValueError(
             "this distribution draws the channels of a pixel together, so it completes whole "
             "pixels: known must be the same for every channel of a pixel, e.g. (N, 1, H, W)"
@@ -91,10 +91,10 @@ def naive_sample(
     image: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sample by running the whole network once per sub-pixel (the slow reference).
+    """Sample by running the whole network once per sub-step of every pixel (the slow reference).
 
-    For a ``joint`` distribution (a logistic mixture) once per pixel instead, drawing all of
-    its channels with :meth:`~autoregressive.Distribution.sample_pixel`.
+    The sub-steps are those of ``distribution.draw_plan(C)``: one per channel, or one per pixel
+    for a distribution that draws a pixel's channels together (a logistic mixture).
 
     Args:
         network: a causal network, called as ``network(x, cond)`` on preprocessed images, that
@@ -122,46 +122,23 @@ def naive_sample(
     channels = distribution.image_channels(noise.shape[1])
     shape = (n, channels, height, width)
     param = next(network.parameters())
-    completion = check_completion(image, known, shape, whole_pixels=distribution.joint)
+    plan = distribution.draw_plan(channels)
+    completion = check_completion(image, known, shape, plan)
     x = torch.zeros(shape, dtype=param.dtype, device=param.device)  # (N, C, H, W)
     if completion is not None:
         x = torch.where(completion[1], completion[0].to(x.dtype), x)
     noise = distribution.prepare_noise(noise)
-    if distribution.joint:
-        return _naive_pixels(network, distribution, noise, x, cond, completion)
-    p = distribution.params_per_channel
     for i in range(height):
         for j in range(width):
-            for c in range(channels):
-                given = None if completion is None else completion[1][:, c, i, j]  # (N,)
+            for s in range(plan.steps):
+                out = plan.channel_slice(s)  # the channels this sub-step writes
+                given = None if completion is None else completion[1][:, out, i, j]  # (N, C/S)
                 if given is not None and bool(given.all()):
                     continue
                 raw = network(distribution.preprocess(x, param.dtype), cond)  # (N, C*P, H, W)
-                value = distribution.sample(raw[:, c * p : (c + 1) * p, i, j], noise[:, c, i, j])
-                x[:, c, i, j] = value if given is None else torch.where(given, x[:, c, i, j], value)
-    return x
-
-
-def _naive_pixels(
-    network: nn.Module,
-    distribution: Distribution,
-    noise: torch.Tensor,
-    x: torch.Tensor,
-    cond: torch.Tensor | Conditioning | None,
-    completion: tuple[torch.Tensor, torch.Tensor] | None,
-) -> torch.Tensor:
-    """:func:`naive_sample` for a ``joint`` distribution: one forward pass per pixel.
-
-    ``noise`` ``(N, C + 1, H, W)`` prepared, ``x`` ``(N, C, H, W)`` with known pixels filled in.
-    """
-    height, width = x.shape[-2:]
-    dtype = x.dtype
-    for i in range(height):
-        for j in range(width):
-            given = None if completion is None else completion[1][:, :, i, j]  # (N, C)
-            if given is not None and bool(given.all()):
-                continue
-            raw = network(distribution.preprocess(x, dtype), cond)  # (N, P, H, W)
-            value = distribution.sample_pixel(raw[:, :, i, j], noise[:, :, i, j]).to(dtype)
-            x[:, :, i, j] = value if given is None else torch.where(given, x[:, :, i, j], value)
+                u = noise[:, plan.noise_slice(s), i, j].reshape(n, *plan.noise_shape)
+                value = distribution.draw(raw[:, plan.param_slice(s), i, j], u).reshape(n, -1)
+                if given is not None:
+                    value = torch.where(given, x[:, out, i, j], value)
+                x[:, out, i, j] = value  # (N, C / S)
     return x
