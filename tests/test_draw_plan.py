@@ -82,3 +82,10 @@ def test_the_plan_picks_the_masks(distribution, colour):
 def test_bad_plans_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DrawPlan(**kwargs)
+
+
+def test_a_distribution_that_sets_joint_is_refused():
+    with pytest.raises(TypeError, match="by overriding draw_plan"):
+
+        class WholePixels(Bernoulli):
+            joint = True

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -175,6 +175,15 @@ class Distribution:
     params_per_channel: int = 1
     #: logits are divided by it in ``log_prob`` and ``sample`` (1: the model as trained)
     temperature: float = 1.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.__dict__.get("joint", Distribution.joint), property):
+            # a plain attribute would hide the property while the samplers follow draw_plan
+            raise TypeError(
+                f"{cls.__name__} sets `joint`; say how a pixel is drawn by overriding "
+                "draw_plan (and draw) instead, as DiscretizedLogisticMixture does"
+            )
 
     @property
     def joint(self) -> bool:
