@@ -12,6 +12,7 @@ from autoregressive.data import BinarizedBatches, dynamic_binarize
 from autoregressive.precision import (
     Capabilities,
     choose_precision,
+    full_float32,
     resolve_precision,
 )
 from autoregressive.training import NegLogLikelihood, evaluate, train_epoch
@@ -130,3 +131,15 @@ def test_evaluation_is_float32_even_inside_a_bf16_autocast():
     assert inside.nll == plain.nll  # bit for bit: the forward pass did not run in bf16
     exact = -model.log_prob(_data(20, 3)).double().mean().item()
     assert plain.nll == pytest.approx(exact, rel=1e-6)
+
+
+def test_full_float32_turns_off_autocast_and_tf32_and_restores_them():
+    torch.backends.cudnn.allow_tf32 = True
+    x = torch.ones(2, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (x @ x).dtype == torch.bfloat16
+        with full_float32("cpu"):
+            assert (x @ x).dtype == torch.float32
+            assert torch.backends.cudnn.allow_tf32 is False
+        assert (x @ x).dtype == torch.bfloat16
+    assert torch.backends.cudnn.allow_tf32 is True

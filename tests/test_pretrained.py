@@ -112,6 +112,7 @@ def test_every_shipped_model_matches_its_checksum(name):
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # scores the 10,000 test images
 @pytest.mark.skipif(not (REAL_MNIST / "MNIST" / "raw").is_dir(), reason="needs ../shared MNIST")
 @pytest.mark.parametrize("name", [n for n in sorted(available()) if n.startswith("mnist")])
 def test_shipped_mnist_model_reproduces_its_test_nll(name):

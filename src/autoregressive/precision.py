@@ -21,13 +21,21 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-__all__ = ["PRECISIONS", "Capabilities", "Precision", "choose_precision", "resolve_precision"]
+__all__ = [
+    "PRECISIONS",
+    "Capabilities",
+    "Precision",
+    "choose_precision",
+    "full_float32",
+    "resolve_precision",
+]
 
 #: The choices :func:`resolve_precision` accepts.
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
@@ -160,3 +168,22 @@ def resolve_precision(choice: str, device: torch.device | str) -> Precision:
         True
     """
     return choose_precision(choice, Capabilities.detect(device))
+
+
+@contextlib.contextmanager
+def full_float32(device: torch.device | str) -> Iterator[None]:
+    """Within the block, float32 as written: no autocast and no TF32 in cuDNN's convolutions.
+
+    cuDNN computes float32 convolutions in TF32 by default on Ampere and later GPUs, which
+    rounds their inputs to 10 bits; the flag is process-wide, so it is restored on exit.
+
+    Args:
+        device: the device whose autocast is turned off.
+    """
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.autocast(torch.device(device).type, enabled=False):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32

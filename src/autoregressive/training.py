@@ -47,7 +47,7 @@ from .checkpoint import (
 )
 from .data import Batch
 from .distributions import nats_to_bits_per_dim
-from .precision import Precision
+from .precision import Precision, full_float32
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -453,17 +453,15 @@ def evaluate(
         x, y = _to_device(batch, device, None)
         if x.shape[0] == 0:
             return torch.zeros((), dtype=torch.float64, device=device)
-        with torch.autocast(device.type, enabled=False):
-            return -model.log_prob(x, y).double().sum()  # type: ignore[operator]
+        return -model.log_prob(x, y).double().sum()  # type: ignore[operator]
 
-    was_training, tf32 = model.training, torch.backends.cudnn.allow_tf32
+    was_training = model.training
     model.eval()
-    torch.backends.cudnn.allow_tf32 = False  # cuDNN's default TF32 rounds to 10 bits
     try:
-        return _run_pass(batches, score, device=device, max_steps=max_steps)[0]
+        with full_float32(device):
+            return _run_pass(batches, score, device=device, max_steps=max_steps)[0]
     finally:
         model.train(was_training)
-        torch.backends.cudnn.allow_tf32 = tf32
 
 
 # --------------------------------------------------------------------------- random state
