@@ -688,7 +688,7 @@ def run_epoch(
         after_step=MidEpochCheckpoints(run, args, epoch, device) if single else None,
     )
     bar.close()
-    test = evaluate(run.model, data.test, device=device, max_steps=args.limit_test_batches)
+    test = score_test_set(run.model, data, args, device, chief)
     return {
         "epoch": epoch,
         "train_nll": train.nll,
@@ -717,6 +717,19 @@ def _non_finite(state: Any, where: str) -> list[str]:
     if isinstance(state, (list, tuple)):
         return [n for i, v in enumerate(state) for n in _non_finite(v, f"{where}[{i}]")]
     return []
+
+
+def score_test_set(
+    model: PixelCNN, data: Data, args: argparse.Namespace, device: torch.device, chief: bool
+) -> Any:
+    """The test NLL in fp32 (``evaluate``), with a progress bar."""
+    steps = len(data.test)
+    if args.limit_test_batches is not None:
+        steps = min(steps, args.limit_test_batches)
+    with tqdm(total=steps, desc="test set", unit="batch", disable=not chief, mininterval=0.5,
+              dynamic_ncols=True, leave=False) as bar:  # fmt: skip
+        return evaluate(model, data.test, device=device, max_steps=args.limit_test_batches,
+                        progress=lambda done, images: bar.update(done - bar.n))  # fmt: skip
 
 
 def save_state(
@@ -839,8 +852,7 @@ def main(argv: list[str] | None = None) -> int:
         f"data {args.data_dir}; out {args.out}"
     )
     if args.eval_initial and run.start == 0:
-        run.initial = evaluate(run.model, data.test, device=device,
-                               max_steps=args.limit_test_batches).nll  # fmt: skip
+        run.initial = score_test_set(run.model, data, args, device, chief).nll
         log(f"untrained model: test NLL {run.initial:.2f} nats")
     try:
         train_epochs(run, data, args, device, chief, log)

@@ -77,9 +77,11 @@ def test_evaluate_is_the_mean_nll_in_nats_and_bits():
     assert stats.images == 23
     assert stats.nll == pytest.approx(nll.mean().item(), rel=1e-6)
     assert stats.bits_per_dim == pytest.approx(stats.nll / (64 * math.log(2)), rel=1e-9)
+    calls = []
     limited = evaluate(model, BinarizedBatches(x, batch_size=5, binarize=None), device=CPU,
-                       max_steps=2)  # fmt: skip
+                       max_steps=2, progress=lambda *a: calls.append(a))  # fmt: skip
     assert limited.images == 10
+    assert calls == [(1, 5), (2, 10)]
 
 
 def test_train_epoch_reports_progress_and_lowers_the_nll():

@@ -429,6 +429,7 @@ def evaluate(
     *,
     device: torch.device,
     max_steps: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EpochStats:
     """Mean negative log-likelihood of a dataset, in nats and bits per dimension.
 
@@ -444,6 +445,8 @@ def evaluate(
             with ``binarize=None`` over a fixed binarization of the test set).
         device: device of the model.
         max_steps: score only this many batches.
+        progress: called after every batch with ``(batches, images)`` done by this process,
+            e.g. to move a progress bar (it does not synchronise with the device).
 
     Returns:
         The statistics; ``images_per_second`` is the scoring throughput.
@@ -455,11 +458,16 @@ def evaluate(
             return torch.zeros((), dtype=torch.float64, device=device)
         return -model.log_prob(x, y).double().sum()  # type: ignore[operator]
 
+    def report(t: _Tally, seconds: float) -> None:
+        if progress is not None:
+            progress(t.steps, t.local)
+
     was_training = model.training
     model.eval()
     try:
         with full_float32(device):
-            return _run_pass(batches, score, device=device, max_steps=max_steps)[0]
+            return _run_pass(batches, score, device=device, max_steps=max_steps,
+                             after_step=report)[0]  # fmt: skip
     finally:
         model.train(was_training)
 
