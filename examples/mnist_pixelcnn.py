@@ -71,6 +71,23 @@ from autoregressive.training import (
     unused_parameters,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
+from common import (
+    check_config,
+    check_count,
+    check_device,
+    check_each_in,
+    check_out,
+    check_steps,
+    finite_float,
+    make_out,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    torch_seed,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 #: MNIST as laid out for this project's developers and CI (read only; used when present).
 SHARED_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
@@ -124,6 +141,13 @@ RUN_KEYS = (
     "train_images",
     "limit_train_batches",
 )
+#: The flag that sets each field of the model's config.
+CONFIG_FLAGS = {
+    "block": "--block",
+    "num_blocks": "--num-blocks",
+    "hidden_channels": "--hidden-channels",
+    "head_channels": "--head-channels",
+}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -161,11 +185,13 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--checkpoint-minutes",
-        type=float,
+        type=non_negative_float,
         help="also save the whole state mid-epoch after this many minutes of training, 0 "
         f"after every step ({ref('checkpoint_minutes')})",
     )
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data and samples")
+    g.add_argument(
+        "--seed", type=torch_seed, default=0, help="seed of initialisation, data and samples"
+    )
     g.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],
@@ -182,7 +208,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the training objective")
     g.add_argument(
-        "--threads", type=int, help="torch CPU threads per process (default: torch's choice)"
+        "--threads",
+        type=positive_int,
+        help="torch CPU threads per process (default: torch's choice)",
     )
 
 
@@ -191,11 +219,11 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--preset", choices=sorted(PRESETS), help=f"model preset ({ref('preset')})")
     g.add_argument("--block", choices=["residual", "gated"], help=f"block type ({ref('block')})")
-    g.add_argument("--num-blocks", type=int, help=f"depth ({ref('num_blocks')})")
-    g.add_argument("--hidden-channels", type=int, help=f"width ({ref('hidden_channels')})")
+    g.add_argument("--num-blocks", type=positive_int, help=f"depth ({ref('num_blocks')})")
+    g.add_argument("--hidden-channels", type=positive_int, help=f"width ({ref('hidden_channels')})")
     g.add_argument(
         "--head-channels",
-        type=int,
+        type=non_negative_int,
         help=f"width of an extra 1x1 head layer, 0 for none ({ref('head_channels')})",
     )
 
@@ -203,15 +231,17 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 def _training_flags(p: argparse.ArgumentParser) -> None:
     """The "training" flags."""
     g = p.add_argument_group("training")
-    g.add_argument("--lr", type=float, help=f"Adam learning rate ({ref('lr')})")
-    g.add_argument("--epochs", type=int, help=f"epochs ({ref('epochs')})")
+    g.add_argument("--lr", type=positive_float, help=f"Adam learning rate ({ref('lr')})")
+    g.add_argument("--epochs", type=positive_int, help=f"epochs ({ref('epochs')})")
     g.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         help=f"images per step over all processes ({ref('batch_size')})",
     )
     g.add_argument(
-        "--limit-train-batches", type=int, help="at most this many steps per epoch (for tests)"
+        "--limit-train-batches",
+        type=positive_int,
+        help="at most this many steps per epoch (for tests)",
     )
 
 
@@ -231,16 +261,25 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
         help="threshold: x > --threshold; dynamic: a Bernoulli draw per image and epoch, "
         f"fixed-seed draw of the test set ({ref('binarize')})",
     )
-    g.add_argument("--threshold", type=float, default=0.5, help="cut of --binarize threshold")
     g.add_argument(
-        "--train-images", type=int, help=f"use the first N training images ({ref('train_images')})"
+        "--threshold",
+        type=finite_float(at_least=0, below=1),
+        default=0.5,
+        help="cut of --binarize threshold, in [0, 1)",
     )
     g.add_argument(
-        "--limit-test-batches", type=int, help="score at most this many test batches (for tests)"
+        "--train-images",
+        type=positive_int,
+        help=f"use the first N training images ({ref('train_images')})",
+    )
+    g.add_argument(
+        "--limit-test-batches",
+        type=positive_int,
+        help="score at most this many test batches (for tests)",
     )
     g.add_argument(
         "--eval-batch-size",
-        type=int,
+        type=positive_int,
         help="images per test batch (default: --batch-size; large batches are slow on CPUs)",
     )
     g.add_argument(
@@ -255,12 +294,12 @@ def _samples_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("samples")
     g.add_argument(
         "--sample-epochs",
-        type=int,
+        type=positive_int,
         nargs="*",
         help=f"epochs that write sample and completion grids; the last always does "
         f"({ref('sample_epochs')})",
     )
-    g.add_argument("--num-samples", type=int, default=64, help="images in the sample grid")
+    g.add_argument("--num-samples", type=positive_int, default=64, help="images in the sample grid")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,9 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line and fill unset flags from the ``--demo`` or reference profile."""
+    """Parse the command line and fill unset flags from the ``--demo`` or reference profile.
+
+    Every flag is checked here (exit code 2 naming the flag) except what needs the data and
+    the output folder: :func:`check_start`.
+    """
     p = build_parser()
     args = p.parse_args(argv)
+    sample_epochs_given = args.sample_epochs is not None
 
     profile = DEMO if args.demo else REFERENCE
     for key, value in profile.items():
@@ -298,11 +342,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.data_dir is None:
         args.data_dir = default_data_dir()
     args.out = Path(args.out)
-    for key in ("epochs", "batch_size", "num_samples", "eval_batch_size"):
-        if getattr(args, key) < 1:
-            p.error(f"--{key.replace('_', '-')} must be >= 1")
-    if args.lr <= 0:
-        p.error("--lr must be positive")
+    try:
+        check_device(args.device)
+        check_out(args.out)
+        if sample_epochs_given:  # a profile's sample epochs past a shorter --epochs never come
+            check_each_in(
+                "--sample-epochs", args.sample_epochs, 1, args.epochs, f"--epochs is {args.epochs}"
+            )
+        check_config(lambda: build_config(args, (28, 28)), CONFIG_FLAGS)  # MNIST is 28x28
+    except ValueError as err:
+        p.error(str(err))
     return args
 
 
@@ -536,6 +585,19 @@ def load_data(args: argparse.Namespace, rank: int, world: int) -> Data:
         test_bin, batch_size=args.eval_batch_size, binarize=None, rank=rank, world_size=world
     )
     return Data(train, test, test_bin, train_x.shape[0])
+
+
+def check_start(args: argparse.Namespace, data: Data) -> None:
+    """Start-up checks that need the data; then create ``--out`` and check it is writable.
+
+    Raises:
+        ValueError: a run that would train or score nothing, or asks for more training images
+            than there are, or an ``--out`` that cannot be written; the message names the flags.
+    """
+    check_steps("train on", len(data.train), "the training set", "--data-dir, --train-images")
+    check_steps("score", len(data.test), "the test set", "--data-dir")
+    check_count("--train-images", args.train_images, data.train_size, "the training set")
+    make_out(args.out)
 
 
 @dataclass
@@ -837,6 +899,7 @@ def main(argv: list[str] | None = None) -> int:
     log = print if chief else (lambda *a, **k: None)
     try:
         data = load_data(args, rank, world)
+        check_start(args, data)
         run = build_run(args, data, device, world, log)
         resume(run, args, device, log)
     except (FileNotFoundError, CheckpointError, ValueError) as err:

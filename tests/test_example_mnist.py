@@ -373,3 +373,107 @@ def test_short_run_on_real_mnist_learns(tmp_path):
     assert math.isfinite(final) and final < initial, (initial, final)
     assert m["epochs"][0]["train_images"] == 150 * 32
     _check_png(out / "samples_epoch001.png")
+
+
+# ---------------------------------------------------------------------- start-up checks
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+LINUX = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+
+
+def bad(*flags: str, names: str | None = None, marks=()):
+    """A case: bad flags and the flag the message must name (the first by default)."""
+    return pytest.param(list(flags), names or flags[0], marks=marks, id=" ".join(flags))
+
+
+#: Bad flags (added after tiny_flags; the last value of a flag wins) and the flag the message
+#: must name. ``{file}`` stands for an existing file. The data has 1,024 training images.
+BAD_FLAGS = [
+    bad("--checkpoint-minutes", "-1"),
+    bad("--checkpoint-minutes", "nan"),
+    bad("--seed", "-1"),
+    bad("--seed", str(2**64)),
+    bad("--device", "cuda", marks=NO_CUDA),
+    bad("--precision", "fp8"),
+    bad("--threads", "0"),
+    bad("--preset", "huge"),
+    bad("--block", "dense"),
+    bad("--num-blocks", "0"),
+    bad("--hidden-channels", "0"),
+    bad("--block", "residual", "--hidden-channels", "7", names="--hidden-channels"),
+    bad("--head-channels", "-1"),
+    bad("--lr", "0"),
+    bad("--lr", "-0.001"),
+    bad("--lr", "inf"),
+    bad("--lr", "nan"),
+    bad("--epochs", "0"),
+    bad("--batch-size", "0"),
+    bad("--limit-train-batches", "0"),
+    bad("--binarize", "otsu"),
+    bad("--threshold", "1"),
+    bad("--threshold", "-0.1"),
+    bad("--threshold", "nan"),
+    bad("--train-images", "0"),
+    bad("--train-images", "-5"),
+    bad("--train-images", "2000"),  # more than the data set
+    bad("--limit-test-batches", "0"),
+    bad("--eval-batch-size", "0"),
+    bad("--sample-epochs", "0"),
+    bad("--sample-epochs", "1", str(EPOCHS + 1)),
+    bad("--num-samples", "0"),
+    bad("--out", "{file}"),
+    bad("--out", "{file}/run"),
+    bad("--out", "/proc/autoregressive-out", marks=LINUX),  # cannot be created
+]
+
+
+def call_main(script, argv: list[str]) -> int:
+    """``script.main(argv)`` in this process; an argparse exit becomes its code."""
+    try:
+        return script.main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
+@pytest.mark.parametrize(("flags", "flag"), BAD_FLAGS)
+def test_bad_flags_stop_the_run_before_training(synthetic, tmp_path, capsys, flags, flag):
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    flags = [f.format(file=file) for f in flags]
+    code = call_main(_load_script(), [*tiny_flags(synthetic, tmp_path / "out"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert flag in err and "error: " in err, err
+    assert not list(tmp_path.rglob("checkpoint.pt")) and not list(tmp_path.rglob("metrics.json"))
+    assert file.read_text() == "not a folder"
+
+
+def test_bad_flag_exits_with_code_2_from_the_command_line(tmp_path):
+    flags = ["--lr", "nan", "--out", str(tmp_path / "out")]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "argument --lr: must be a finite number > 0" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("empty", ["train", "test"])
+def test_a_run_that_would_train_or_score_nothing_is_refused(tmp_path, empty):
+    from autoregressive.data import BinarizedBatches
+
+    script = _load_script()
+    args = script.parse_args(["--out", str(tmp_path / "out")])
+    images = {k: torch.zeros(0 if k == empty else 4, 1, 28, 28) for k in ("train", "test")}
+    batches = {k: BinarizedBatches(x, batch_size=2, binarize=None) for k, x in images.items()}
+    data = script.Data(batches["train"], batches["test"], images["test"], len(images["train"]))
+    with pytest.raises(
+        ValueError, match="would train on nothing" if empty == "train" else "would score nothing"
+    ):
+        script.check_start(args, data)
+    assert not (tmp_path / "out").exists()
+
+
+def test_start_up_creates_the_output_folder(synthetic, tmp_path):
+    script = _load_script()
+    args = script.parse_args(tiny_flags(synthetic, tmp_path / "a" / "b"))
+    script.check_start(args, script.load_data(args, 0, 1))
+    assert (tmp_path / "a" / "b").is_dir() and not list((tmp_path / "a" / "b").iterdir())
