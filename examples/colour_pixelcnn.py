@@ -63,6 +63,21 @@ from autoregressive.training import (
     train_epoch,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
+from common import (
+    check_config,
+    check_count,
+    check_device,
+    check_each_in,
+    check_out,
+    check_steps,
+    make_out,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    torch_seed,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
 LOCAL_CIFAR = REPO / "data" / "cifar10"  # git-ignored
@@ -98,6 +113,14 @@ DEMO: dict[str, Any] = {
 
 #: Arguments that define the run: a checkpoint resumes only a run with the same values.
 RUN_KEYS = ("dataset", "seed", "lr", "batch_size", "train_images", "limit_train_batches")
+#: The flag that sets each field of the model's config.
+CONFIG_FLAGS = {
+    "block": "--block",
+    "num_blocks": "--num-blocks",
+    "hidden_channels": "--hidden-channels",
+    "head_channels": "--head-channels",
+    "mixtures": "--mixtures",
+}
 
 
 # ---------------------------------------------------------------------------- command line
@@ -123,10 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--out", type=Path, help=f"output folder ({_help('out')})")
     g.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data, samples")
+    g.add_argument(
+        "--seed", type=torch_seed, default=0, help="seed of initialisation, data, samples"
+    )
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="training precision")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument(
+        "--threads", type=positive_int, help="torch CPU threads (default: torch's choice)"
+    )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=["photo-patches", "cifar10"], default="photo-patches")
     g.add_argument("--data-dir", type=Path, help="CIFAR-10 root (holds cifar-10-batches-py/)")
@@ -137,10 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="read CIFAR-10's pickles without torchvision's MD5 checks",
     )
     g.add_argument(
-        "--train-images", type=int, help=f"first N training images ({_help('train_images')})"
+        "--train-images",
+        type=positive_int,
+        help=f"first N training images ({_help('train_images')})",
     )
-    g.add_argument("--limit-test-batches", type=int, help="score at most this many test batches")
-    g.add_argument("--eval-batch-size", type=int, default=64, help="images per test batch")
+    g.add_argument(
+        "--limit-test-batches", type=positive_int, help="score at most this many test batches"
+    )
+    g.add_argument("--eval-batch-size", type=positive_int, default=64, help="images per test batch")
     g = p.add_argument_group("model")
     g.add_argument(
         "--distribution",
@@ -148,41 +179,64 @@ def build_parser() -> argparse.ArgumentParser:
         default="logistic_mixture",
         help="output likelihood",
     )
-    g.add_argument("--mixtures", type=int, default=10, help="logistic mixture components")
+    g.add_argument("--mixtures", type=positive_int, default=10, help="logistic mixture components")
     g.add_argument("--block", choices=["residual", "gated"], help=f"block ({_help('block')})")
-    g.add_argument("--num-blocks", type=int, help=f"depth ({_help('num_blocks')})")
-    g.add_argument("--hidden-channels", type=int, help=f"width ({_help('hidden_channels')})")
-    g.add_argument("--head-channels", type=int, help=f"extra 1x1 layer ({_help('head_channels')})")
+    g.add_argument("--num-blocks", type=positive_int, help=f"depth ({_help('num_blocks')})")
+    g.add_argument(
+        "--hidden-channels", type=positive_int, help=f"width ({_help('hidden_channels')})"
+    )
+    g.add_argument(
+        "--head-channels",
+        type=non_negative_int,
+        help=f"extra 1x1 layer, 0: none ({_help('head_channels')})",
+    )
     g = p.add_argument_group("training")
-    g.add_argument("--lr", type=float, help=f"Adam learning rate ({_help('lr')})")
-    g.add_argument("--epochs", type=int, help=f"epochs ({_help('epochs')})")
-    g.add_argument("--batch-size", type=int, help=f"images per step ({_help('batch_size')})")
-    g.add_argument("--limit-train-batches", type=int, help="at most this many steps per epoch")
+    g.add_argument("--lr", type=positive_float, help=f"Adam learning rate ({_help('lr')})")
+    g.add_argument("--epochs", type=positive_int, help=f"epochs ({_help('epochs')})")
+    g.add_argument(
+        "--batch-size", type=positive_int, help=f"images per step ({_help('batch_size')})"
+    )
+    g.add_argument(
+        "--limit-train-batches", type=positive_int, help="at most this many steps per epoch"
+    )
     g = p.add_argument_group("samples")
     g.add_argument(
-        "--sample-epochs", type=int, nargs="*", help="epochs that write grids (and the last)"
+        "--sample-epochs",
+        type=positive_int,
+        nargs="*",
+        help="epochs that write grids (and the last)",
     )
-    g.add_argument("--num-samples", type=int, default=36, help="images in the sample grid")
-    g.add_argument("--completions", type=int, default=6, help="test images to complete")
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    g.add_argument("--num-samples", type=positive_int, default=36, help="images in the sample grid")
+    g.add_argument("--completions", type=positive_int, default=6, help="test images to complete")
+    g.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature")
     return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line and fill unset flags from the demo or reference profile."""
+    """Parse the command line and fill unset flags from the demo or reference profile.
+
+    Every flag is checked here (exit code 2 naming the flag) except what needs the data and
+    the output folder: :func:`check_start`.
+    """
     p = build_parser()
     args = p.parse_args(argv)
+    sample_epochs_given = args.sample_epochs is not None
     for key, value in (DEMO if args.demo else REFERENCE).items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     args.out = Path(args.out)
     if args.data_dir is None:
         args.data_dir = SHARED_CIFAR if SHARED_CIFAR.is_dir() else LOCAL_CIFAR
-    for key in ("epochs", "batch_size", "num_samples", "eval_batch_size", "mixtures"):
-        if getattr(args, key) < 1:
-            p.error(f"--{key.replace('_', '-')} must be >= 1")
-    if args.lr <= 0 or args.temperature <= 0:
-        p.error("--lr and --temperature must be positive")
+    try:
+        check_device(args.device)
+        check_out(args.out)
+        if sample_epochs_given:  # a profile's sample epochs past a shorter --epochs never come
+            check_each_in(
+                "--sample-epochs", args.sample_epochs, 1, args.epochs, f"--epochs is {args.epochs}"
+            )
+        check_config(lambda: build_config(args), CONFIG_FLAGS)
+    except ValueError as err:
+        p.error(str(err))
     return args
 
 
@@ -315,6 +369,22 @@ def load_data(args: argparse.Namespace) -> Data:
     return Data(train, test, test_x, train_x.shape[0], what)
 
 
+def check_start(args: argparse.Namespace, data: Data) -> None:
+    """Start-up checks that need the data; then create ``--out`` and check it is writable.
+
+    Raises:
+        ValueError: a run that would train or score nothing, or asks for more images than
+            there are, or an ``--out`` that cannot be written; the message names the flags.
+    """
+    check_steps(
+        "train on", len(data.train), "the training set", "--dataset, --data-dir, --train-images"
+    )
+    check_steps("score", len(data.test), "the test set", "--dataset, --data-dir")
+    check_count("--train-images", args.train_images, data.train_size, "the training set")
+    check_count("--completions", args.completions, len(data.test_images), "the test set")
+    make_out(args.out)
+
+
 def build_config(args: argparse.Namespace) -> PixelCNNConfig:
     """The model: 3 channels of 256 levels, the chosen likelihood and architecture."""
     extra = {"mixtures": args.mixtures} if args.distribution == "logistic_mixture" else {}
@@ -368,6 +438,11 @@ def resume(run: Run, args: argparse.Namespace, device: torch.device) -> None:
             f"--resume: {path} belongs to another run (differs in {diff}); pass "
             "the same flags or another --out"
         )
+    if int(checkpoint["epoch"]) > args.epochs:
+        raise ValueError(
+            f"--resume: {path} is after epoch {checkpoint['epoch']}, past --epochs "
+            f"{args.epochs}; pass --epochs {checkpoint['epoch']} or more, or another --out"
+        )
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     set_rng_state(checkpoint["rng"])
@@ -416,6 +491,14 @@ def run_epoch(
         "seconds_per_step": train.seconds / max(steps, 1),
         "eval_seconds": test.seconds,
     }
+
+
+def trained(history: list[dict[str, Any]]) -> bool:
+    """Whether every epoch has a finite training and test loss (NaN: no image seen)."""
+    return bool(history) and all(
+        math.isfinite(m["train_bits_per_dim"]) and math.isfinite(m["test_bits_per_dim"])
+        for m in history
+    )
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -471,7 +554,7 @@ def save_state(
     write_json(
         args.out / "metrics.json",
         {
-            "finished": epoch == args.epochs,
+            "finished": epoch == args.epochs and trained(run.history),
             "data": data.description,
             "train_images": data.train_size,
             "test_images": int(data.test_images.shape[0]),
@@ -500,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     try:
         data = load_data(args)
+        check_start(args, data)
         run = build_run(args, device)
         resume(run, args, device)
     except (FileNotFoundError, ImportError, CheckpointError, ValueError) as err:

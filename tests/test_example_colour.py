@@ -3,11 +3,13 @@
 They train a tiny Gated PixelCNN for two short epochs on a few synthetic images in CIFAR-10's
 pickle format (read with ``--no-verify``, the checksum-free reader), once per likelihood, and
 check what the run wrote; a resumed run must reproduce an uninterrupted one exactly. One test
-runs on the offline photo patches (skipped without scikit-image).
+runs on the offline photo patches (skipped without scikit-image). The start-up checks of the
+flags call the script's ``main`` in this process: they stop before any training.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -15,12 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_colour_data import write_cifar10
 
 for _module in ("torchvision", "tqdm", "matplotlib"):  # the `examples` extra
     pytest.importorskip(_module)
-
-pytestmark = pytest.mark.slow  # each run starts a Python process and samples 32x32x3 images
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "colour_pixelcnn.py"
@@ -52,6 +53,7 @@ def cifar(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return ["--dataset", "cifar10", "--data-dir", str(root), "--no-verify"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distribution", ["logistic_mixture", "categorical"])
 def test_trains_and_writes_everything(cifar: list[str], tmp_path: Path, distribution: str) -> None:
     out = tmp_path / "run"
@@ -77,6 +79,7 @@ def test_trains_and_writes_everything(cifar: list[str], tmp_path: Path, distribu
     assert (out / "checkpoint.pt").is_file()
 
 
+@pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_run(cifar: list[str], tmp_path: Path) -> None:
     whole, split = tmp_path / "whole", tmp_path / "split"
     run_script([*cifar, *tiny_flags(whole, "logistic_mixture")])
@@ -93,6 +96,7 @@ def test_resume_reproduces_an_uninterrupted_run(cifar: list[str], tmp_path: Path
     ).read_bytes()
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_runs_checkpoint(cifar: list[str], tmp_path: Path) -> None:
     out = tmp_path / "run"
     flags = tiny_flags(out, "logistic_mixture")
@@ -103,12 +107,14 @@ def test_resume_refuses_another_runs_checkpoint(cifar: list[str], tmp_path: Path
     assert "another run" in result.stderr and "lr" in result.stderr
 
 
+@pytest.mark.slow
 def test_cifar10_without_files_says_where_they_belong(tmp_path: Path) -> None:
     args = ["--dataset", "cifar10", "--data-dir", str(tmp_path), "--no-download"]
     result = run_script([*args, *tiny_flags(tmp_path / "out", "categorical")], expect=2)
     assert "cifar-10-batches-py" in result.stderr
 
 
+@pytest.mark.slow
 def test_runs_on_the_photo_patches(tmp_path: Path) -> None:
     pytest.importorskip("skimage", reason="the photo patches need scikit-image")
     out = tmp_path / "run"
@@ -123,3 +129,123 @@ def test_runs_on_the_photo_patches(tmp_path: Path) -> None:
     m = json.loads((out / "metrics.json").read_text())
     assert "not CIFAR-10" in m["data"] and m["train_images"] == 12
     assert all(0 < e["test_bits_per_dim"] < 12 for e in m["epochs"])
+
+
+# ---------------------------------------------------------------------- start-up checks
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+LINUX = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+
+
+def bad(*flags: str, names: str | None = None, marks=()):
+    """A case: bad flags and the flag the message must name (the first by default)."""
+    return pytest.param(list(flags), names or flags[0], marks=marks, id=" ".join(flags))
+
+
+#: Bad flags (added after tiny_flags; the last value of a flag wins) and the flag the message
+#: must name. ``{file}`` stands for an existing file. The data has 20 training and 4 test images.
+BAD_FLAGS = [
+    bad("--seed", "-1"),
+    bad("--device", "cuda", marks=NO_CUDA),
+    bad("--precision", "fp8"),
+    bad("--threads", "0"),
+    bad("--dataset", "mnist"),
+    bad("--train-images", "0"),
+    bad("--train-images", "-5"),
+    bad("--train-images", "21"),  # more than the data set
+    bad("--limit-test-batches", "0"),
+    bad("--eval-batch-size", "0"),
+    bad("--distribution", "gaussian"),
+    bad("--mixtures", "0"),
+    bad("--block", "dense"),
+    bad("--num-blocks", "0"),
+    bad("--hidden-channels", "0"),
+    bad("--hidden-channels", "10"),  # not a multiple of 3 colour groups
+    bad("--head-channels", "-1"),
+    bad("--lr", "0"),
+    bad("--lr", "inf"),
+    bad("--lr", "nan"),
+    bad("--epochs", "0"),
+    bad("--batch-size", "0"),
+    bad("--limit-train-batches", "0"),
+    bad("--sample-epochs", "0"),
+    bad("--sample-epochs", "3"),  # past --epochs 2
+    bad("--num-samples", "0"),
+    bad("--completions", "0"),
+    bad("--completions", "5"),  # more than the test set
+    bad("--temperature", "0"),
+    bad("--temperature", "-1"),
+    bad("--temperature", "inf"),
+    bad("--temperature", "nan"),
+    bad("--out", "{file}"),
+    bad("--out", "{file}/run"),
+    bad("--out", "/proc/autoregressive-out", marks=LINUX),  # cannot be created
+]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("colour_pixelcnn", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def call_main(capsys: pytest.CaptureFixture[str]):
+    """``main(argv)`` of the script in this process: ``(exit code, stderr)``."""
+    script, threads = _load_script(), torch.get_num_threads()
+
+    def call(argv: list[str]) -> tuple[int, str]:
+        try:
+            code = script.main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+        return code, capsys.readouterr().err
+
+    yield call
+    torch.set_num_threads(threads)  # --threads of a run that got past parsing
+
+
+@pytest.mark.parametrize(("flags", "flag"), BAD_FLAGS)
+def test_bad_flags_stop_the_run_before_training(
+    cifar: list[str], tmp_path: Path, call_main, flags: list[str], flag: str
+) -> None:
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    flags = [f.format(file=file) for f in flags]
+    code, err = call_main([*cifar, *tiny_flags(tmp_path / "out", "categorical"), *flags])
+    assert code == 2, err
+    assert flag in err and "error: " in err, err
+    assert not list(tmp_path.rglob("checkpoint.pt")) and not list(tmp_path.rglob("metrics.json"))
+    assert file.read_text() == "not a folder"
+
+
+def test_a_run_that_would_train_nothing_is_refused(tmp_path: Path, call_main) -> None:
+    write_cifar10(tmp_path / "empty", per_batch=0)
+    cifar = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "empty"), "--no-verify"]
+    code, err = call_main([*cifar, *tiny_flags(tmp_path / "out", "categorical")])
+    assert code == 2 and "error: the run would train on nothing: the training set" in err, err
+    assert "--train-images" in err and not (tmp_path / "out").exists()
+
+
+def test_only_epochs_that_saw_images_count_as_trained() -> None:
+    trained = _load_script().trained
+    epoch = {"train_bits_per_dim": 5.0, "test_bits_per_dim": 5.5}
+    assert trained([epoch, epoch])
+    assert not trained([])
+    assert not trained([epoch, {**epoch, "test_bits_per_dim": math.nan}])
+    assert not trained([{**epoch, "train_bits_per_dim": math.nan}, epoch])
+
+
+@pytest.mark.slow
+def test_resume_refuses_fewer_epochs_than_the_checkpoint_has(
+    cifar: list[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    flags = tiny_flags(out, "logistic_mixture")
+    run_script([*cifar, *flags])
+    flags[flags.index("--epochs") + 1] = "1"
+    before = (out / "metrics.json").read_bytes()
+    result = run_script([*cifar, *flags, "--resume"], expect=2)
+    assert "past --epochs 1; pass --epochs 2 or more" in result.stderr
+    assert (out / "metrics.json").read_bytes() == before
