@@ -76,6 +76,23 @@ from autoregressive.training import (
     train_epoch,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
+from common import (
+    check_config,
+    check_count,
+    check_device,
+    check_out,
+    check_steps,
+    finite_float,
+    int_at_least,
+    make_out,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    torch_seed,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 #: MNIST as laid out for this project's developers and CI (read only; used when present).
 SHARED_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
@@ -83,17 +100,15 @@ SHARED_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
 LOCAL_DATA_DIR = REPO / "data" / "mnist"
 CLASSES = 10
 EMBEDDINGS = ("learned", "onehot", "scaled")
-#: Integer flags that must be >= 1.
-POSITIVE = (
-    "code_dim",
-    "vq_channels",
-    "vq_batch_size",
-    "prior_batch_size",
-    "eval_batch_size",
-    "samples_per_class",
-    "prior_blocks",
-    "prior_channels",
-)
+#: The flag that sets each field of the prior's config.
+CONFIG_FLAGS = {
+    "levels": "--codebook-size",
+    "num_blocks": "--prior-blocks",
+    "hidden_channels": "--prior-channels",
+    "head_channels": "--prior-head",
+    "input_embedding": "--input-embedding",
+    "embedding_dim": "--embedding-dim",
+}
 
 
 def default_data_dir() -> Path:
@@ -167,28 +182,49 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue from <out>/checkpoint.pt (starts afresh when there is none)",
     )
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data and samples")
+    g.add_argument(
+        "--seed", type=torch_seed, default=0, help="seed of initialisation, data and samples"
+    )
     g.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if any"
     )
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument(
+        "--threads", type=positive_int, help="torch CPU threads (default: torch's choice)"
+    )
 
 
 def _vqvae_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("VQ-VAE")
-    g.add_argument("--codebook-size", type=int, default=64, help="codebook entries (prior levels)")
-    g.add_argument("--code-dim", type=int, default=16, help="dimension of a codebook vector")
     g.add_argument(
-        "--vq-channels", type=int, help=f"encoder/decoder width ({profile_help('vq_channels')})"
+        "--codebook-size", type=int_at_least(2), default=64, help="codebook entries (prior levels)"
     )
-    g.add_argument("--vq-epochs", type=int, help=f"VQ-VAE epochs ({profile_help('vq_epochs')})")
-    g.add_argument("--vq-lr", type=float, default=2e-3, help="Adam learning rate of the VQ-VAE")
-    g.add_argument("--vq-batch-size", type=int, default=64, help="images per VQ-VAE step")
-    g.add_argument("--commitment", type=float, default=0.25, help="commitment loss weight (beta)")
-    g.add_argument("--ema-decay", type=float, default=0.95, help="EMA decay of the codebook")
+    g.add_argument(
+        "--code-dim", type=positive_int, default=16, help="dimension of a codebook vector"
+    )
+    g.add_argument(
+        "--vq-channels",
+        type=int_at_least(2),
+        help=f"encoder/decoder width, >= 2 ({profile_help('vq_channels')})",
+    )
+    g.add_argument(
+        "--vq-epochs", type=positive_int, help=f"VQ-VAE epochs ({profile_help('vq_epochs')})"
+    )
+    g.add_argument(
+        "--vq-lr", type=positive_float, default=2e-3, help="Adam learning rate of the VQ-VAE"
+    )
+    g.add_argument("--vq-batch-size", type=positive_int, default=64, help="images per VQ-VAE step")
+    g.add_argument(
+        "--commitment", type=non_negative_float, default=0.25, help="commitment loss weight (beta)"
+    )
+    g.add_argument(
+        "--ema-decay",
+        type=finite_float(above=0, below=1),
+        default=0.95,
+        help="EMA decay of the codebook",
+    )
     g.add_argument(
         "--dead-code-threshold",
-        type=float,
+        type=non_negative_float,
         default=1.0,
         help="restart codebook entries whose EMA count of assigned vectors falls below this",
     )
@@ -197,13 +233,17 @@ def _vqvae_flags(p: argparse.ArgumentParser) -> None:
 def _prior_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("prior")
     g.add_argument(
-        "--prior-blocks", type=int, help=f"gated blocks ({profile_help('prior_blocks')})"
+        "--prior-blocks", type=positive_int, help=f"gated blocks ({profile_help('prior_blocks')})"
     )
     g.add_argument(
-        "--prior-channels", type=int, help=f"hidden channels ({profile_help('prior_channels')})"
+        "--prior-channels",
+        type=positive_int,
+        help=f"hidden channels ({profile_help('prior_channels')})",
     )
     g.add_argument(
-        "--prior-head", type=int, help=f"1x1 head width, 0: none ({profile_help('prior_head')})"
+        "--prior-head",
+        type=non_negative_int,
+        help=f"1x1 head width, 0: none ({profile_help('prior_head')})",
     )
     g.add_argument(
         "--input-embedding",
@@ -213,13 +253,17 @@ def _prior_flags(p: argparse.ArgumentParser) -> None:
         "to [-1, 1] (an order that means nothing for codes; the library's old behaviour)",
     )
     g.add_argument(
-        "--embedding-dim", type=int, default=16, help="width of --input-embedding learned"
+        "--embedding-dim", type=positive_int, default=16, help="width of --input-embedding learned"
     )
     g.add_argument(
-        "--prior-epochs", type=int, help=f"prior epochs ({profile_help('prior_epochs')})"
+        "--prior-epochs", type=positive_int, help=f"prior epochs ({profile_help('prior_epochs')})"
     )
-    g.add_argument("--prior-lr", type=float, default=2e-3, help="Adam learning rate of the prior")
-    g.add_argument("--prior-batch-size", type=int, default=64, help="code grids per prior step")
+    g.add_argument(
+        "--prior-lr", type=positive_float, default=2e-3, help="Adam learning rate of the prior"
+    )
+    g.add_argument(
+        "--prior-batch-size", type=positive_int, default=64, help="code grids per prior step"
+    )
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
@@ -233,22 +277,32 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-download", action="store_true", help="never try to download missing files")
     g.add_argument(
         "--train-images",
-        type=int,
+        type=positive_int,
         help=f"use the first N training images ({profile_help('train_images')})",
     )
     g.add_argument(
-        "--limit-train-batches", type=int, help="at most this many steps per epoch (for tests)"
+        "--limit-train-batches",
+        type=positive_int,
+        help="at most this many steps per epoch (for tests)",
     )
     g.add_argument(
-        "--limit-test-images", type=int, help="score only the first N test images (for tests)"
+        "--limit-test-images",
+        type=positive_int,
+        help="score only the first N test images (for tests)",
     )
-    g.add_argument("--eval-batch-size", type=int, default=500, help="images per test batch")
+    g.add_argument(
+        "--eval-batch-size", type=positive_int, default=500, help="images per test batch"
+    )
 
 
 def _sample_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("samples")
-    g.add_argument("--samples-per-class", type=int, default=10, help="columns of samples.png")
-    g.add_argument("--temperature", type=float, default=1.0, help="divide the prior's logits by it")
+    g.add_argument(
+        "--samples-per-class", type=positive_int, default=10, help="columns of samples.png"
+    )
+    g.add_argument(
+        "--temperature", type=positive_float, default=1.0, help="divide the prior's logits by it"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line and fill unset flags from the ``--demo`` or full profile."""
+    """Parse the command line and fill unset flags from the ``--demo`` or full profile.
+
+    Every flag is checked here (exit code 2 naming the flag) except what needs the data, the
+    checkpoint and the output folder: :func:`check_start` and :func:`check_phases`.
+    """
     p = build_parser()
     args = p.parse_args(argv)
     for key, value in (DEMO if args.demo else FULL).items():
@@ -275,16 +333,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.data_dir is None:
         args.data_dir = default_data_dir()
     args.out = Path(args.out)
-    for key in POSITIVE:
-        if getattr(args, key) < 1:
-            p.error(f"--{key.replace('_', '-')} must be >= 1")
-    if args.codebook_size < 2:
-        p.error("--codebook-size must be >= 2")
-    for key in ("vq_lr", "prior_lr", "temperature"):
-        if getattr(args, key) <= 0:
-            p.error(f"--{key.replace('_', '-')} must be positive")
-    if not 0 < args.ema_decay < 1:
-        p.error("--ema-decay must lie in (0, 1)")
+    try:
+        check_device(args.device)
+        check_out(args.out)
+        check_config(lambda: prior_config(args), CONFIG_FLAGS)
+    except ValueError as err:
+        p.error(str(err))
     return args
 
 
@@ -463,6 +517,20 @@ def load_data(args: argparse.Namespace) -> Data:
         raise ValueError(f"the VQ-VAE needs 28x28 images, got {tuple(train_x.shape[-2:])}")
     n, m = args.train_images, args.limit_test_images
     return Data(train_x[:n], train_y[:n], test_x[:m], test_y[:m])
+
+
+def check_start(args: argparse.Namespace, data: Data) -> None:
+    """Start-up checks that need the data; then create ``--out`` and check it is writable.
+
+    Raises:
+        ValueError: a run that would train or score nothing, or asks for more images than
+            there are, or an ``--out`` that cannot be written; the message names the flags.
+    """
+    check_steps("train on", len(data.train_x), "the training set", "--data-dir, --train-images")
+    check_steps("score", len(data.test_x), "the test set", "--data-dir, --limit-test-images")
+    check_count("--train-images", args.train_images, len(data.train_x), "the training set")
+    check_count("--limit-test-images", args.limit_test_images, len(data.test_x), "the test set")
+    make_out(args.out)
 
 
 # ----------------------------------------------------------------------------------- model
@@ -804,7 +872,9 @@ def save_state(run: Run, args: argparse.Namespace, device: torch.device) -> None
     }
     phase_seconds["total"] = sum(phase_seconds.values())
     summary = {
-        "finished": len(prior) == args.prior_epochs and "sample_seconds" in run.extra,
+        "finished": len(prior) == args.prior_epochs
+        and "sample_seconds" in run.extra
+        and trained(run.history),
         "codebook_size": args.codebook_size,
         "vqvae": vq[-1] if vq else None,
         "prior": prior[-1] if prior else None,
@@ -822,6 +892,36 @@ def save_state(run: Run, args: argparse.Namespace, device: torch.device) -> None
         "history": run.history,
     }
     write_json(args.out / "metrics.json", summary)
+
+
+def trained(history: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether both phases have epochs with finite training and test losses (NaN: no image)."""
+    losses = [(m["train_bce"], m["test_bce"]) for m in history["vqvae"]]
+    losses += [(m["train_nll"], m["test_nll"]) for m in history["prior"]]
+    return bool(history["vqvae"] and history["prior"]) and all(
+        math.isfinite(x) for pair in losses for x in pair
+    )
+
+
+def check_phases(history: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    """Refuse ``--vq-epochs`` / ``--prior-epochs`` that a checkpoint's progress contradicts."""
+    vq, prior = len(history["vqvae"]), len(history["prior"])
+    where = args.out / "checkpoint.pt"
+    if prior and vq != args.vq_epochs:
+        raise ValueError(
+            f"--resume: the prior in {where} trained on the codes of a VQ-VAE after {vq} "
+            f"epoch(s); pass --vq-epochs {vq}, or another --out to start a new run"
+        )
+    if vq > args.vq_epochs:
+        raise ValueError(
+            f"--resume: {where} is after VQ-VAE epoch {vq}, past --vq-epochs {args.vq_epochs}; "
+            f"pass --vq-epochs {vq} or more, or another --out"
+        )
+    if prior > args.prior_epochs:
+        raise ValueError(
+            f"--resume: {where} is after prior epoch {prior}, past --prior-epochs "
+            f"{args.prior_epochs}; pass --prior-epochs {prior} or more, or another --out"
+        )
 
 
 def check_resumable(checkpoint: dict[str, Any], run: dict[str, Any]) -> None:
@@ -850,6 +950,7 @@ def resume(run: Run, args: argparse.Namespace, device: torch.device) -> None:
         return
     ckpt = load_checkpoint(path, map_location=device)
     check_resumable(ckpt, run.identity)
+    check_phases(ckpt["history"], args)
     run.vqvae.load_state_dict(ckpt["vqvae"])
     run.prior.load_state_dict(ckpt["prior"])
     run.vq_optimizer.load_state_dict(ckpt["vq_optimizer"])
@@ -925,6 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     try:
         data = load_data(args)
+        check_start(args, data)
         run = build_run(args, device)
         resume(run, args, device)
     except (FileNotFoundError, CheckpointError, ValueError, ImportError) as err:

@@ -248,3 +248,126 @@ def test_resume_accepts_a_checkpoint_from_before_a_config_field_existed():
     older["prior"]["num_blocks"] = 2
     with pytest.raises(ValueError, match="different run"):
         script.check_resumable({"run": older}, identity)
+
+
+# ---------------------------------------------------------------------- start-up checks
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+LINUX = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+
+
+def bad(*flags: str, names: str | None = None, marks=()):
+    """A case: bad flags and the flag the message must name (the first by default)."""
+    return pytest.param(list(flags), names or flags[0], marks=marks, id=" ".join(flags))
+
+
+#: Bad flags (added after tiny_flags; the last value of a flag wins) and the flag the message
+#: must name. ``{file}`` stands for an existing file. The data has 256 training, 64 test images.
+BAD_FLAGS = [
+    bad("--seed", "-1"),
+    bad("--device", "cuda", marks=NO_CUDA),
+    bad("--threads", "0"),
+    bad("--codebook-size", "1"),
+    bad("--code-dim", "0"),
+    bad("--vq-channels", "1"),
+    bad("--vq-epochs", "0"),
+    bad("--vq-lr", "0"),
+    bad("--vq-lr", "nan"),
+    bad("--vq-batch-size", "0"),
+    bad("--commitment", "-0.1"),
+    bad("--commitment", "inf"),
+    bad("--ema-decay", "0"),
+    bad("--ema-decay", "1"),
+    bad("--ema-decay", "nan"),
+    bad("--dead-code-threshold", "-1"),
+    bad("--prior-blocks", "0"),
+    bad("--prior-channels", "0"),
+    bad("--prior-head", "-1"),
+    bad("--input-embedding", "sinusoidal"),
+    bad("--embedding-dim", "0"),
+    bad("--prior-epochs", "0"),
+    bad("--prior-lr", "inf"),
+    bad("--prior-lr", "-1"),
+    bad("--prior-batch-size", "0"),
+    bad("--train-images", "0"),
+    bad("--train-images", "-5"),
+    bad("--train-images", "257"),  # more than the data set
+    bad("--limit-train-batches", "0"),
+    bad("--limit-test-images", "0"),
+    bad("--limit-test-images", "65"),  # more than the test set
+    bad("--eval-batch-size", "0"),
+    bad("--samples-per-class", "0"),
+    bad("--temperature", "0"),
+    bad("--temperature", "nan"),
+    bad("--out", "{file}"),
+    bad("--out", "{file}/run"),
+    bad("--out", "/proc/autoregressive-out", marks=LINUX),  # cannot be created
+]
+
+
+@pytest.fixture
+def call_main(capsys):
+    """``main(argv)`` of the script in this process: ``(exit code, stderr)``."""
+    script, threads = _load_script(), torch.get_num_threads()
+
+    def call(argv: list[str]) -> tuple[int, str]:
+        try:
+            code = script.main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+        return code, capsys.readouterr().err
+
+    yield call
+    torch.set_num_threads(threads)  # --threads of a run that got past parsing
+
+
+@pytest.mark.parametrize(("flags", "flag"), BAD_FLAGS)
+def test_bad_flags_stop_the_run_before_training(synthetic, tmp_path, call_main, flags, flag):
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    flags = [f.format(file=file) for f in flags]
+    code, err = call_main([*tiny_flags(synthetic, tmp_path / "out"), *flags])
+    assert code == 2, err
+    assert flag in err and "error: " in err, err
+    assert not list(tmp_path.rglob("checkpoint.pt")) and not list(tmp_path.rglob("metrics.json"))
+    assert file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("empty", ["train", "test"])
+def test_a_run_that_would_train_or_score_nothing_is_refused(tmp_path, empty):
+    script = _load_script()
+    args = script.parse_args(tiny_flags(Path("unused"), tmp_path / "out"))
+    x = {k: torch.zeros(0 if k == empty else 4, 1, 28, 28) for k in ("train", "test")}
+    y = {k: torch.zeros(len(v), dtype=torch.long) for k, v in x.items()}
+    data = script.Data(x["train"], y["train"], x["test"], y["test"])
+    with pytest.raises(
+        ValueError, match="would train on nothing" if empty == "train" else "would score nothing"
+    ):
+        script.check_start(args, data)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("done", "flags", "match"),
+    [
+        ((1, 1), ["--vq-epochs", "2"], "trained on the codes of a VQ-VAE after 1 epoch"),
+        ((2, 0), ["--vq-epochs", "1"], "past --vq-epochs 1; pass --vq-epochs 2 or more"),
+        ((1, 2), ["--prior-epochs", "1"], "past --prior-epochs 1; pass --prior-epochs 2 or more"),
+    ],
+)
+def test_resume_refuses_epochs_the_checkpoint_contradicts(done, flags, match):
+    script = _load_script()
+    args = script.parse_args([*tiny_flags(Path("unused"), Path("unused")), *flags])
+    history = {"vqvae": [{}] * done[0], "prior": [{}] * done[1]}
+    with pytest.raises(ValueError, match=match):
+        script.check_phases(history, args)
+    same = script.parse_args(tiny_flags(Path("unused"), Path("unused")))  # 1 + 2 epochs
+    script.check_phases({"vqvae": [{}], "prior": [{}]}, same)  # what a resume continues
+
+
+def test_only_phases_that_saw_images_count_as_trained():
+    trained = _load_script().trained
+    vq, prior = {"train_bce": 90.0, "test_bce": 95.0}, {"train_nll": 60.0, "test_nll": 62.0}
+    assert trained({"vqvae": [vq], "prior": [prior, prior]})
+    assert not trained({"vqvae": [vq], "prior": []})
+    assert not trained({"vqvae": [vq], "prior": [{**prior, "test_nll": math.nan}]})
+    assert not trained({"vqvae": [{**vq, "train_bce": math.nan}], "prior": [prior]})
