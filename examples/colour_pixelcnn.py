@@ -53,6 +53,7 @@ from autoregressive.data import derive_seed
 from autoregressive.precision import PRECISIONS, Capabilities, Precision, choose_precision
 from autoregressive.training import (
     CheckpointError,
+    DivergenceError,
     NegLogLikelihood,
     atomic_write,
     evaluate,
@@ -598,7 +599,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for epoch in range(run.start + 1, args.epochs + 1):
         started = time.perf_counter()
-        record = run_epoch(run, data, args, epoch, device)
+        try:
+            record = run_epoch(run, data, args, epoch, device)
+        except DivergenceError as err:
+            print(f"error: {err}\n--resume restarts from the last checkpoint in {args.out}",
+                  file=sys.stderr)  # fmt: skip
+            return 3
         print(
             f"epoch {epoch}: train {record['train_bits_per_dim']:.4f} bits/dim, test "
             f"{record['test_bits_per_dim']:.4f} bits/dim; {record['seconds_per_step']:.3f} "

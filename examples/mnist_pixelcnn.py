@@ -659,6 +659,12 @@ def resume(run: Run, args: argparse.Namespace, device: torch.device, log: Any) -
         return
     checkpoint = load_checkpoint(path, map_location=device)
     check_resumable(checkpoint, run.identity)
+    if int(checkpoint["epoch"]) > args.epochs:
+        raise ValueError(
+            f"--resume: {path} is after epoch {checkpoint['epoch']}, past --epochs "
+            f"{args.epochs}; pass --epochs {checkpoint['epoch']} or more to continue it, or "
+            "another --out to start a new run"
+        )
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     set_rng_state(checkpoint["rng"])

@@ -66,8 +66,10 @@ from autoregressive import PixelCNN, PixelCNNConfig
 from autoregressive.data import Batch, derive_seed, load_mnist
 from autoregressive.training import (
     CheckpointError,
+    DivergenceError,
     NegLogLikelihood,
     atomic_write,
+    check_step,
     evaluate,
     get_rng_state,
     load_checkpoint,
@@ -619,6 +621,7 @@ def vqvae_epoch(
         loss = bce + args.commitment * commitment
         run.vq_optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        check_step(loss, run.vq_optimizer, step + 1)  # no step on a NaN: DivergenceError
         run.vq_optimizer.step()
         sums[0] += bce.item() * x[0].numel()
         sums[1] += commitment.item()
@@ -1038,9 +1041,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{data.test_x.shape[0]:,} test images from {args.data_dir}; out {args.out}\n"
         f"prior: {run.prior.config}"
     )
-    train_vqvae(run, data, args, device)
-    codes = prepare_codes(run, data, args, device)
-    train_prior(run, codes, args, device)
+    try:
+        train_vqvae(run, data, args, device)
+        codes = prepare_codes(run, data, args, device)
+        train_prior(run, codes, args, device)
+    except DivergenceError as err:
+        print(f"error: {err}\n--resume restarts from the last checkpoint in {args.out}",
+              file=sys.stderr)  # fmt: skip
+        return 3
     run.extra["sample_seconds"] = write_pictures(run, data, args, device)
     save_state(run, args, device)
     save_loss_curves(run.history, run.extra, args.out / "loss_curves.png")

@@ -249,3 +249,12 @@ def test_resume_refuses_fewer_epochs_than_the_checkpoint_has(
     result = run_script([*cifar, *flags, "--resume"], expect=2)
     assert "past --epochs 1; pass --epochs 2 or more" in result.stderr
     assert (out / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_with_the_library_error(cifar, tmp_path):
+    out = tmp_path / "diverged"
+    result = run_script([*cifar, *tiny_flags(out, "categorical"), "--lr", "1e30"], expect=3)
+    assert "error: training diverged at step" in result.stderr
+    assert "learning rate 1e+30" in result.stderr
+    assert not (out / "checkpoint.pt").exists(), "no checkpoint of a diverged epoch"

@@ -295,6 +295,19 @@ def test_resume_refuses_a_different_run(synthetic, straight_run, tmp_path):
     assert "different run" in result.stderr and "lr" in result.stderr
 
 
+def test_resume_past_the_last_epoch_is_refused(synthetic, straight_run, tmp_path):
+    out = tmp_path / "past"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes((straight_run / "checkpoint.pt").read_bytes())
+    flags = [*tiny_flags(synthetic, out), "--resume", "--threads", "1", "--epochs", "1"]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert f"after epoch {EPOCHS}, past --epochs 1" in result.stderr
+    assert not (out / "weights.pt").exists()
+
+
 def test_corrupted_checkpoint_is_reported_and_kept(synthetic, straight_run, tmp_path):
     out = tmp_path / "corrupt"
     out.mkdir()

@@ -371,3 +371,12 @@ def test_only_phases_that_saw_images_count_as_trained():
     assert not trained({"vqvae": [vq], "prior": []})
     assert not trained({"vqvae": [vq], "prior": [{**prior, "test_nll": math.nan}]})
     assert not trained({"vqvae": [{**vq, "train_bce": math.nan}], "prior": [prior]})
+
+
+@pytest.mark.slow
+def test_a_diverging_vqvae_stops_with_the_library_error(synthetic, tmp_path):
+    out = tmp_path / "diverged"
+    result = run_script([*tiny_flags(synthetic, out), "--vq-lr", "1e30"], expect=3)
+    assert "error: training diverged at step" in result.stderr
+    assert "learning rate 1e+30" in result.stderr
+    assert not (out / "checkpoint.pt").exists(), "no checkpoint of a diverged epoch"

@@ -21,6 +21,7 @@ from autoregressive.training import (
     EpochProgress,
     NegLogLikelihood,
     atomic_write,
+    check_step,
     distributed_sum,
     evaluate,
     get_rng_state,
@@ -473,6 +474,18 @@ def test_a_non_finite_step_raises_and_leaves_the_weights(poison):
     after = model.state_dict()
     for key, value in before.items():
         assert torch.equal(value, after[key]), f"{key} changed by a refused step"
+
+
+def test_check_step_guards_a_loop_of_ones_own():
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.1)
+    loss = (w * torch.tensor([1.0, math.inf, 1.0])).sum()
+    loss.backward()
+    with pytest.raises(DivergenceError, match="step 4: loss inf"):
+        check_step(loss, opt, 4)
+    (w.sum()).backward()
+    w.grad = torch.ones(3)
+    check_step(w.sum(), opt)  # finite: no error
 
 
 def test_divergence_error_names_step_loss_and_rate():

@@ -57,6 +57,7 @@ __all__ = [
     "EpochStats",
     "NegLogLikelihood",
     "atomic_write",
+    "check_step",
     "distributed_sum",
     "evaluate",
     "get_rng_state",
@@ -167,15 +168,29 @@ class DivergenceError(RuntimeError):
         )
 
 
-def _check_step(total: torch.Tensor, optimizer: torch.optim.Optimizer, step: int | None) -> None:
-    """Raise :class:`DivergenceError` when the loss or a gradient is not finite (one sync)."""
+def check_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, step: int | None = None
+) -> None:
+    """The divergence guard: call it between ``loss.backward()`` and ``optimizer.step()``.
+
+    :func:`train_step` calls it; a training loop of your own can too. It reads one number
+    from the device (so it synchronises with it).
+
+    Args:
+        loss: the step's loss (0-dim).
+        optimizer: the optimizer about to step; the gradients of its parameters are checked.
+        step: the step's number, for the message.
+
+    Raises:
+        DivergenceError: the loss or a gradient is not finite.
+    """
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     norms = [torch.linalg.vector_norm(g.detach(), dtype=torch.float32) for g in grads]
-    grad_norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else total.new_zeros(())
-    loss_and_norm = torch.stack([total.detach().float(), grad_norm.to(total.device)])
+    grad_norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else loss.new_zeros(())
+    loss_and_norm = torch.stack([loss.detach().float().reshape(()), grad_norm.to(loss.device)])
     if not bool(torch.isfinite(loss_and_norm).all()):
-        loss, norm = loss_and_norm.tolist()
-        raise DivergenceError(step, loss, norm, float(optimizer.param_groups[0]["lr"]))
+        value, norm = loss_and_norm.tolist()
+        raise DivergenceError(step, value, norm, float(optimizer.param_groups[0]["lr"]))
 
 
 def train_step(
@@ -219,7 +234,7 @@ def train_step(
     loss = total * (_world_size() / batch.total)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    _check_step(total, optimizer, step)
+    check_step(total, optimizer, step)
     optimizer.step()
     return total.detach()
 
