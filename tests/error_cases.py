@@ -22,7 +22,7 @@ from torch import nn
 import autoregressive
 from autoregressive import CausalSequential, MaskedConv2d, PixelCNN, PixelCNNConfig
 from autoregressive.checksums import file_sha256
-from autoregressive.data import IDXError, load_mnist, read_idx
+from autoregressive.data import BinarizedBatches, IDXError, load_mnist, read_idx
 from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
 
 PACKAGE = Path(autoregressive.__file__).parent
@@ -108,9 +108,11 @@ NAMESPACE: dict[str, object] = {
     "file_sha256": file_sha256,
     "load_mnist": load_mnist,
     "read_idx": read_idx,
+    "BinarizedBatches": BinarizedBatches,
 }
 
-CFG, LAYER, SAMPLE, MODEL, CKPT, DATA = (
+KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA = (
+    "The same mistake, the same error",
     "Configuration",
     "Layers and blocks",
     "Samplers",
@@ -121,6 +123,45 @@ CFG, LAYER, SAMPLE, MODEL, CKPT, DATA = (
 NOISE = "draw_noise((2, 1, 4, 4))"
 
 CASES: list[Case] = [
+    # a count of the wrong kind is a TypeError, a count out of range a ValueError, everywhere
+    Case(
+        KIND, "mask_groups(2.0)", TypeError, r"data_channels must be an int, got float 2.0; pass 2"
+    ),
+    Case(
+        KIND,
+        "MaskedConv2d(4, 4, 3, data_channels=2.0)",
+        TypeError,
+        r"data_channels must be an int, got float 2.0",
+    ),
+    Case(
+        KIND, "Categorical(levels=True)", TypeError, r"Categorical: levels must be an int, got bool"
+    ),
+    Case(
+        KIND,
+        "DiscretizedLogisticMixture(mixtures='10')",
+        TypeError,
+        r"mixtures must be an int, got str '10'",
+    ),
+    Case(
+        KIND,
+        "BinarizedBatches(torch.rand(4, 1, 2, 2), batch_size=2.0)",
+        TypeError,
+        r"batch_size must be an int, got float 2.0; pass 2",
+    ),
+    Case(KIND, "mask_groups(0)", ValueError, r"data_channels must be >= 1, got 0"),
+    Case(
+        KIND,
+        "BinarizedBatches(torch.rand(4, 1, 2, 2), batch_size=-1)",
+        ValueError,
+        r"batch_size must be >= 1, got -1",
+    ),
+    Case(KIND, "PixelCNN().log_prob([[0.0]])", TypeError, r"x must be a torch.Tensor .* got list"),
+    Case(
+        KIND,
+        "Categorical(4, input=None)",
+        ValueError,
+        r"input must be 'scaled' .* or 'index' .*, got None",
+    ),
     # configuration: types and ranges, named
     Case(CFG, "PixelCNNConfig(num_blocks=True)", TypeError, r"num_blocks must be an int, got bool"),
     Case(CFG, "PixelCNNConfig(hidden_channels=64.0)", TypeError, r"hidden_channels must be an int"),
@@ -198,6 +239,12 @@ CASES: list[Case] = [
     Case(LAYER, "GatedBlock(1, 8, 1, 'A')", ValueError, r"at least 3 rows high"),
     Case(
         LAYER,
+        "ConvKernel(MaskedConv2d(1, 2, 3, 'A').weight.detach())",
+        ValueError,
+        r"nonzero taps after the centre .* MaskedConv2d.masked_weight\(\)",
+    ),
+    Case(
+        LAYER,
         "CategoricalEmbedding(512, embedding_dim=16, learned=False)",
         ValueError,
         r"a one-hot embedding has width levels=512",
@@ -237,6 +284,12 @@ CASES: list[Case] = [
     Case(SAMPLE, "draw_noise((2, 1, 0, 4))", ValueError, r"shape\[2\] must be >= 1"),
     Case(
         SAMPLE,
+        "naive_sample(net(), Bernoulli(), torch.zeros(2, 1, 4, 4, dtype=torch.long))",
+        ValueError,
+        r"noise must be a floating-point tensor from draw_noise",
+    ),
+    Case(
+        SAMPLE,
         f"cached_sample(net(out=3), DiscretizedLogisticMixture(1), {NOISE})",
         ValueError,
         r"has C \+ 1 channels \(one for the component",
@@ -251,7 +304,7 @@ CASES: list[Case] = [
     Case(
         SAMPLE,
         "PixelCNN(PixelCNNConfig(num_blocks=1)).sample(1, size=(2, 2), rows_at_once=1)",
-        ValueError,
+        TypeError,
         r"rows_at_once must be None, True or False, got 1",
     ),
     Case(

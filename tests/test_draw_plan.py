@@ -76,11 +76,24 @@ def test_the_plan_picks_the_masks(distribution, colour):
         ({"channels": 0, "colour": "channel", "params": 1}, "channels must be"),
         ({"channels": 3, "colour": "group", "params": 1}, "colour must be"),
         ({"channels": 3, "colour": "pixel", "params": 0}, "params must be"),
-        ({"channels": 3, "colour": "pixel", "params": 4, "noise_shape": [4]}, "noise_shape"),
+        ({"channels": 3, "colour": "pixel", "params": 4, "noise_shape": (0,)}, "noise_shape"),
     ],
 )
 def test_bad_plans_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
+        DrawPlan(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"channels": 3.0, "colour": "channel", "params": 1}, "channels must be an int"),
+        ({"channels": 3, "colour": "pixel", "params": 4, "noise_shape": [4]}, "noise_shape"),
+        ({"channels": 3, "colour": "pixel", "params": 4, "noise_shape": (4.0,)}, "noise_shape"),
+    ],
+)
+def test_plans_of_the_wrong_kind_are_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
         DrawPlan(**kwargs)
 
 

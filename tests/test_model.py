@@ -78,7 +78,6 @@ LABELS = torch.tensor([0, 1])
         (BERNOULLI, torch.zeros(2, 3, 4, 4), LABELS, "expects data_channels=1"),
         (BERNOULLI, torch.full((2, 1, 4, 4), 0.5), LABELS, r"binary images.*\{0, 1\}"),
         (BERNOULLI, torch.full((2, 1, 4, 4), float("nan")), LABELS, "NaN"),
-        (BERNOULLI, [[0.0]], LABELS, "must be a torch.Tensor"),
         (BERNOULLI, GOOD, None, "class-conditional: pass labels"),
         (BERNOULLI, GOOD, torch.tensor([0, 3]), r"labels must lie in \[0, 3\)"),
         (BERNOULLI, GOOD, torch.tensor([0.0, 1.0]), "integer tensor of class labels"),
@@ -92,6 +91,23 @@ LABELS = torch.tensor([0, 1])
 def test_bad_inputs_raise_helpful_value_errors(model, x, y, message):
     with pytest.raises(ValueError, match=message):
         model.log_prob(x, y)
+
+
+WITH_VECTOR = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4, vector_size=4))
+
+
+@pytest.mark.parametrize(
+    ("model", "inputs"),
+    [
+        (BERNOULLI, {"x": [[0.0]], "y": LABELS}),
+        (BERNOULLI, {"x": GOOD, "y": [0, 1]}),
+        (WITH_VECTOR, {"x": GOOD, "vector": [[0.0] * 4] * 2}),
+    ],
+    ids=["x", "y", "vector"],
+)
+def test_inputs_that_are_not_tensors_raise_type_errors(model, inputs):
+    with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
+        model.log_prob(**inputs)
 
 
 @pytest.mark.parametrize(

@@ -195,16 +195,16 @@ def test_a_layer_that_sees_its_own_pixel_fails_loudly_instead_of_looping():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "error", "match"),
     [
-        ({"rows_at_once": "yes"}, "rows_at_once must be None, True or False"),
-        ({"cuda_graphs": 1}, "cuda_graphs must be None, True or False"),
-        ({"cuda_graphs": True, "rows_at_once": True}, "not both"),
+        ({"rows_at_once": "yes"}, TypeError, "rows_at_once must be None, True or False"),
+        ({"cuda_graphs": 1}, TypeError, "cuda_graphs must be None, True or False"),
+        ({"cuda_graphs": True, "rows_at_once": True}, ValueError, "not both"),
     ],
 )
-def test_bad_sampler_options_are_refused(kwargs, match):
+def test_bad_sampler_options_are_refused(kwargs, error, match):
     model = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4))
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         CachedSampler(model.network, model.distribution, **kwargs)
 
 

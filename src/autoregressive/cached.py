@@ -22,11 +22,11 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .checks import check_sampling
 from .conditioning import Conditioning, RowConditioning, as_conditioning
 from .distributions import Distribution, DrawPlan
-from .sampling import check_completion
+from .sampling_checks import check_sampling
 from .stepping import Stepper, stepper_for
+from .validation import check_bool
 
 __all__ = ["CachedSampler", "cached_sample"]
 
@@ -131,9 +131,8 @@ class CachedSampler:
         cuda_graphs: bool | None = None,
         rows_at_once: bool | None = None,
     ) -> None:
-        for name, flag in (("cuda_graphs", cuda_graphs), ("rows_at_once", rows_at_once)):
-            if flag is not None and not isinstance(flag, bool):
-                raise ValueError(f"{name} must be None, True or False, got {flag!r}")
+        cuda_graphs = check_bool("cuda_graphs", cuda_graphs, optional=True)
+        rows_at_once = check_bool("rows_at_once", rows_at_once, optional=True)
         if cuda_graphs and rows_at_once:
             raise ValueError("choose cuda_graphs=True or rows_at_once=True, not both")
         self.network = network
@@ -320,17 +319,14 @@ class CachedSampler:
         With ``return_params=True`` also returns the raw parameters ``(N, C * P, H, W)`` the
         sampler computed for each sub-pixel (teacher forcing, when every pixel is known).
         """
-        check_sampling(self.network, self.distribution, noise, cond)
+        completion = check_sampling(self.network, self.distribution, noise, cond, image, known)
         n, _, height, width = noise.shape
-        shape = (n, self.distribution.image_channels(noise.shape[1]), height, width)
         device = next(self.network.parameters()).device
         graphs = self.cuda_graphs
         if graphs is None:
             graphs = device.type == "cuda" and not self.rows_at_once
         if graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, not {device}")
-        plan = self.distribution.draw_plan(shape[1])
-        completion = check_completion(image, known, shape, plan)
         parts = as_conditioning(cond)
         self.last_used_graph = graphs and height > WARMUP_ROWS
         with torch.inference_mode():  # no autograd bookkeeping: ~15% of a small step's cost

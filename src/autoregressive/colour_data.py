@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 import torch
 
-from .checks import check_int
 from .data import SeededBatches
+from .validation import check_int, check_tensor
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -209,11 +209,8 @@ def cut_patches(image: torch.Tensor, size: int = 32, stride: int = 32) -> torch.
         >>> cut_patches(torch.arange(2 * 5 * 7).view(2, 5, 7), size=2, stride=2).shape
         torch.Size([6, 2, 2, 2])
     """
-    if not isinstance(image, torch.Tensor) or image.dim() != 3:
-        raise ValueError(f"image must be a tensor (C, H, W), got {getattr(image, 'shape', image)}")
-    size, stride = check_int("size", size), check_int("stride", stride)
-    if size < 1 or stride < 1:
-        raise ValueError(f"size and stride must be >= 1, got {size=}, {stride=}")
+    check_tensor("image", image, ndim=3, like=" (C, H, W)")
+    size, stride = check_int("size", size, 1), check_int("stride", stride, 1)
     c = image.shape[0]
     if min(image.shape[1:]) < size:
         return image.new_empty(0, c, size, size)
@@ -331,30 +328,16 @@ class ImageBatches(SeededBatches):
         world_size: int = 1,
         drop_last: bool = False,
     ) -> None:
-        _check_images(images, labels)
-        batch_size = check_int("batch_size", batch_size)
-        rank, world_size = check_int("rank", rank), check_int("world_size", world_size)
         super().__init__(
             images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
             world_size=world_size, drop_last=drop_last,
         )  # fmt: skip
+        if images.is_floating_point() or images.dtype == torch.bool:
+            raise ValueError(
+                f"images must hold integers (e.g. uint8 in [0, 256)), got {images.dtype}; "
+                "quantise intensities in [0, 1] with (x * 255).round().to(torch.uint8)"
+            )
 
     def _transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The stored images (e.g. ``uint8``) as ``int64``."""
         return x.long()
-
-
-def _check_images(images: object, labels: object) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a tensor (N, C, H, W), got {type(images).__name__}")
-    if labels is not None and not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a tensor (N,) or None, got {type(labels).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-    if images.is_floating_point() or images.dtype == torch.bool:
-        raise ValueError(
-            f"images must hold integers (e.g. uint8 in [0, 256)), got {images.dtype}; "
-            "quantise intensities in [0, 1] with (x * 255).round().to(torch.uint8)"
-        )
-    if labels is not None and labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")

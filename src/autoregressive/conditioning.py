@@ -12,6 +12,9 @@ The map is *given*, not generated, so its value at any position may influence an
 cached sampling the sampler hands each layer's stepper a :class:`RowConditioning` instead: the
 vector, and a buffer that holds the current row of the map (refreshed before every
 ``begin_row``, so that one recorded row replays for all of them).
+
+The rules a layer checks its ``cond`` against live here too (:func:`check_cond`): a part the
+layer takes must be given, of its width; a part it does not take must be absent.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Conditioning", "RowConditioning", "as_conditioning"]
+from .validation import check_tensor
+
+__all__ = ["Conditioning", "RowConditioning", "as_conditioning", "check_cond"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +126,72 @@ def row_parts(cond: object) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         "a stepper's cond must be None, a vector (N, D) or a RowConditioning, got "
         f"{type(cond).__name__}"
     )
+
+
+def check_cond(
+    cond: object,
+    cond_channels: int | None,
+    owner: str,
+    batch: int | None = None,
+    *,
+    spatial_channels: int | None = None,
+    size: tuple[int, ...] | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Split ``cond`` into ``(vector, spatial)`` after checking both against a layer.
+
+    ``cond`` is ``None``, a vector ``(N, cond_channels)`` or a :class:`Conditioning`; a part the
+    layer does not take must be absent and a part it takes must be present. ``N`` must be
+    ``batch`` and the map's ``(H, W)`` must be ``size`` when those are given. Only shapes and
+    dtypes are read (no device sync).
+
+    Args:
+        cond: what the layer was given.
+        cond_channels: the width of the vector the layer takes, ``None`` for none.
+        owner: the layer's name, for the messages.
+        batch: the images' ``N``.
+        spatial_channels: the channels of the map the layer takes, ``None`` for none.
+        size: the images' ``(H, W)``.
+
+    Returns:
+        The vector ``(N, cond_channels)`` and the map ``(N, spatial_channels, H, W)``, each
+        ``None`` when the layer does not take it.
+
+    Raises:
+        TypeError: ``cond`` or one of its parts is of the wrong kind.
+        ValueError: a part missing, unexpected, or of the wrong shape or dtype.
+    """
+    parts = as_conditioning(cond)
+    vector = None if parts is None else parts.vector
+    spatial = None if parts is None else parts.spatial
+    _check_part(vector, cond_channels, owner, "cond_channels", "vector", batch)
+    _check_part(spatial, spatial_channels, owner, "spatial_channels", "spatial map", batch)
+    if spatial is not None and size is not None and tuple(spatial.shape[2:]) != tuple(size):
+        raise ValueError(
+            f"{owner}: the spatial map must have the images' size: shape ({batch or 'N'}, "
+            f"{spatial_channels}, {size[0]}, {size[1]}), got {tuple(spatial.shape)}"
+        )
+    return vector, spatial
+
+
+def _check_part(
+    t: object, channels: int | None, owner: str, field: str, kind: str, batch: int | None
+) -> None:
+    """One part of the conditioning: absent iff ``channels`` is ``None``, else of its shape."""
+    if channels is None:
+        if t is not None:
+            raise ValueError(
+                f"{owner} takes no conditioning {kind} ({field}=None) but got one: do not pass "
+                f"it, or build the module with {field} set"
+            )
+        return
+    if t is None:
+        raise ValueError(f"{owner} is conditioned on a {kind} ({field}={channels}): pass it")
+    n = "N" if batch is None else batch
+    dims = 2 if kind == "vector" else 4
+    shape = f"({n}, {channels})" if dims == 2 else f"({n}, {channels}, H, W)"
+    t = check_tensor(f"the conditioning {kind}", t, floating=True, owner=owner, like=f" {shape}")
+    wrong_batch = batch is not None and t.shape[:1] != (batch,)
+    if t.dim() != dims or t.shape[1] != channels or wrong_batch:
+        raise ValueError(
+            f"{owner}: the conditioning {kind} must have shape {shape}, got {tuple(t.shape)}"
+        )

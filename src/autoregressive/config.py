@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, NoReturn
@@ -10,6 +9,7 @@ from typing import Any, Literal, NoReturn
 from .distributions import Bernoulli, Categorical, Distribution
 from .logistic_mixture import DiscretizedLogisticMixture
 from .masks import ColourMode, mask_groups
+from .validation import check_choice, check_int, check_optional_int, check_pair
 
 __all__ = ["PRESETS", "PixelCNNConfig"]
 
@@ -57,19 +57,15 @@ class PixelCNNConfig:
 
     def _check_types(self) -> None:
         """Each field's type (``bool`` is not an ``int``); ints and sequences normalised."""
+        owner = "PixelCNNConfig"
         for name, minimum in _INT_FIELDS.items():
-            self._set(name, _field_int(name, getattr(self, name), minimum))
+            self._set(name, check_int(name, getattr(self, name), minimum, owner=owner))
         for name, choices in _CHOICES.items():
-            value = getattr(self, name)
-            if not isinstance(value, str) or value not in choices:
-                fail(f"{name} must be one of {choices}, got {value!r}")
+            check_choice(name, getattr(self, name), choices, owner=owner)
         for name in ("num_classes", "vector_size", "spatial_channels"):
-            if getattr(self, name) is not None:
-                self._set(name, _field_int(name, getattr(self, name), 1))
-        size = self.image_size
-        if not isinstance(size, (tuple, list)) or len(size) != 2:
-            raise TypeError(f"PixelCNNConfig: image_size must be a pair (H, W), got {size!r}")
-        self._set("image_size", tuple(_field_int("image_size", v, 1) for v in size))
+            self._set(name, check_optional_int(name, getattr(self, name), 1, owner=owner))
+        size = check_pair("image_size", self.image_size, 1, single=False, owner=owner)
+        self._set("image_size", size)
 
     def _check_values(self) -> None:
         """The constraints between fields."""
@@ -251,16 +247,6 @@ _DISTRIBUTIONS: dict[str, Callable[[PixelCNNConfig], Distribution]] = {
     ),
     "logistic_mixture": lambda c: DiscretizedLogisticMixture(c.mixtures, c.levels),
 }
-
-
-def _field_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"PixelCNNConfig: {name} must be an int, got {type(value).__name__} {value!r}"
-        )
-    if value < minimum:
-        fail(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 #: Named configurations. ``"reference"`` is the seed project's binarized-MNIST model: a masked

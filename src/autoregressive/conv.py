@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import check_int, check_pair
 from .masks import causal_mask, check_kernel_size, check_mask_type
 from .memo import derived
 from .stepping import Stepper
+from .validation import check_bool, check_int, check_pair, check_tensor
 
 __all__ = ["ConvKernel", "ConvStepper", "MaskedConv2d"]
 
@@ -70,6 +70,7 @@ class MaskedConv2d(nn.Conv2d):
         mask_type = check_mask_type(mask_type)
         dh, dw = check_pair("dilation", dilation, 1)
         data_channels = check_int("data_channels", data_channels, 1)
+        bias = check_bool("bias", bias)
         for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
             channels = check_int(name, channels, 1)
             if channels % data_channels != 0:
@@ -161,6 +162,11 @@ def shift_up(ring: torch.Tensor) -> None:
         ring[:-1] = ring[1:].clone()
 
 
+#: a seed replaces the bias and the rows above: only a one-row, bias-free stepper takes one
+_SEEDED = (
+    "a seed replaces the bias and the rows above, so only a stepper of a one-row, bias-free "
+    "convolution takes one; leave seed=None"
+)
 #: from this many input channels and output rows (``W * N``) on, :func:`ring_product`
 #: multiplies tap by tap; below, a tap's product is too thin or too short to pay for its call
 TAP_PRODUCTS_FROM = 16
@@ -280,7 +286,12 @@ class ConvKernel:
 
     Args:
         weight: the masked weight ``(C_out, C_in, kh, kw)``; taps after the centre must be zero.
-        dilation: ``(dh, dw)``.
+        dilation: ``(dh, dw)``, or one int for both.
+
+    Raises:
+        TypeError: ``weight`` is not a tensor, or ``dilation`` not an int or a pair of ints.
+        ValueError: ``weight`` is not a floating-point ``(C_out, C_in, kh, kw)`` tensor, has
+            nonzero taps after the centre, or ``dilation`` is below 1.
 
     Attributes:
         matrix: the current row's taps up to the centre, ``((pad + 1) * C_in, C_out)`` with
@@ -293,11 +304,18 @@ class ConvKernel:
         torch.Size([4, 4])
     """
 
-    def __init__(self, weight: torch.Tensor, dilation: tuple[int, ...] = (1, 1)) -> None:
+    def __init__(self, weight: torch.Tensor, dilation: int | tuple[int, ...] = (1, 1)) -> None:
+        weight = check_tensor("weight", weight, ndim=4, floating=True, owner="ConvKernel")
+        dh, dw = check_pair("dilation", dilation, 1, owner="ConvKernel")
         out_ch, in_ch, kh, kw = weight.shape
-        (dh, dw), ch, cw = dilation, kh // 2, kw // 2
+        ch, cw = kh // 2, kw // 2
         after = weight.flatten(2)[:, :, ch * kw + cw + 1 :]  # the taps after the centre
-        assert not bool(after.any()), "taps after the centre (raster order) must be masked"
+        if bool(after.any()):
+            raise ValueError(
+                "ConvKernel: the weight has nonzero taps after the centre (in raster order), so "
+                "the layer would see future pixels; pass the masked weight, e.g. "
+                "MaskedConv2d.masked_weight().detach()"
+            )
         self.in_channels, self.out_channels = in_ch, out_ch
         self.kernel_size, self.dilation = (kh, kw), (dh, dw)
         self.pad = cw * dw  # inputs left of the centre that the current row's taps span
@@ -440,8 +458,8 @@ class ConvStepper(Stepper):
         n, m, in_ch = x.shape
         if seed is None:
             seed = row_seed(self.row_seeds, start, self.width)
-        else:
-            assert self.ring is None and self.bias is None, "seed a one-row, bias-free stepper"
+        elif self.ring is not None or self.bias is not None:  # two identity tests per step
+            raise ValueError(_SEEDED)
         if self.pointwise:
             return self.product(x.reshape(n * m, in_ch), seed, out=out, relu=relu)
         self.row[:, self.row.shape[1] - m :].copy_(x)
@@ -471,8 +489,8 @@ class ConvStepper(Stepper):
         """
         if seed is None:
             seed = self.seeds[j]
-        else:
-            assert self.ring is None and self.bias is None, "seed a one-row, bias-free stepper"
+        elif self.ring is not None or self.bias is not None:  # two identity tests per step
+            raise ValueError(_SEEDED)
         return self.product(self.windows[j], seed, out=out, relu=relu)
 
     def product(

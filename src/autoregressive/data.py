@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from .checks import check_int
+from .validation import check_choice, check_float, check_int, check_tensor
 
 __all__ = [
     "MNIST_FILES",
@@ -76,7 +76,8 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 
 
 def _check_intensities(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+    check_tensor("x", x, like=" of intensities in [0, 1]")
+    if not x.is_floating_point():
         raise ValueError(
             "binarization needs a floating-point tensor of intensities in [0, 1]; "
             "convert uint8 images with x.float() / 255"
@@ -104,8 +105,7 @@ def threshold_binarize(x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         tensor([0., 0., 1.])
     """
     _check_intensities(x)
-    if not 0 <= threshold < 1:
-        raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
+    check_float("threshold", threshold, minimum=0, below=1)
     return (x > threshold).to(x.dtype)
 
 
@@ -274,20 +274,6 @@ class Batch:
     total: int
 
 
-def _check_batches_args(
-    images: object, labels: object, batch_size: object, rank: object, world: object, cut: object
-) -> None:
-    """Types of :class:`BinarizedBatches`' arguments (their values are checked there)."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a tensor (N, C, H, W), got {type(images).__name__}")
-    if labels is not None and not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a tensor (N,) or None, got {type(labels).__name__}")
-    for name, value in (("batch_size", batch_size), ("rank", rank), ("world_size", world)):
-        check_int(name, value)
-    if isinstance(cut, bool) or not isinstance(cut, (int, float)):
-        raise TypeError(f"threshold must be a number in [0, 1), got {cut!r}")
-
-
 class SeededBatches:
     """Batches of images whose order depends only on ``(seed, epoch)``, shared among processes.
 
@@ -327,15 +313,16 @@ class SeededBatches:
         world_size: int = 1,
         drop_last: bool = False,
     ) -> None:
-        if images.dim() != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-        if labels is not None and labels.shape != images.shape[:1]:
-            raise ValueError(
-                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
-            )
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
+        check_tensor("images", images, ndim=4, like=" (N, C, H, W)")
+        if labels is not None:
+            check_tensor("labels", labels, like=f" ({images.shape[0]},)")
+            if labels.shape != images.shape[:1]:
+                raise ValueError(
+                    f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
+                )
+        batch_size = check_int("batch_size", batch_size, 1)
+        rank, world_size = check_int("rank", rank, 0), check_int("world_size", world_size, 1)
+        if rank >= world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, {world_size=}")
         if batch_size < world_size:
             raise ValueError(
@@ -419,9 +406,11 @@ class BinarizedBatches(SeededBatches):
         world_size: int = 1,
         drop_last: bool = False,
     ) -> None:
-        _check_batches_args(images, labels, batch_size, rank, world_size, threshold)
-        if binarize not in ("threshold", "dynamic", None):
-            raise ValueError(f"binarize must be 'threshold', 'dynamic' or None, got {binarize!r}")
+        binarize = check_choice(
+            "binarize", binarize, ("threshold", "dynamic", None),
+            describe="'threshold', 'dynamic' or None",
+        )  # fmt: skip
+        threshold = check_float("threshold", threshold, minimum=0, below=1)
         super().__init__(
             images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
             world_size=world_size, drop_last=drop_last,

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .masks import ColourMode
+from .masks import COLOUR_MODES, ColourMode
+from .validation import check_choice, check_float, check_int, check_tensor
 
 __all__ = ["Bernoulli", "Categorical", "Distribution", "DrawPlan", "nats_to_bits_per_dim"]
 
@@ -50,8 +51,7 @@ def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Ten
     """
     if isinstance(nats, bool) or not isinstance(nats, (torch.Tensor, int, float)):
         raise TypeError(f"nats must be a tensor or a number, got {type(nats).__name__}")
-    if isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1:
-        raise ValueError(f"num_dims must be an int >= 1 (C * H * W), got {num_dims!r}")
+    num_dims = check_int("num_dims", num_dims, 1, hint=" (C * H * W of one image)")
     return nats / (num_dims * math.log(2.0))
 
 
@@ -101,20 +101,21 @@ class DrawPlan:
     noise_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("channels", "params"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"DrawPlan: {name} must be an int >= 1, got {value!r}")
-        if self.colour not in ("channel", "pixel"):
-            raise ValueError(
-                f"DrawPlan: colour must be 'channel' (one sub-step per channel) or 'pixel' "
-                f"(one sub-step per pixel), got {self.colour!r}"
+        for name in ("channels", "params"):  # a numpy int as an int: one hash
+            object.__setattr__(
+                self, name, check_int(name, getattr(self, name), 1, owner="DrawPlan")
             )
+        check_choice(
+            "colour", self.colour, COLOUR_MODES, owner="DrawPlan",
+            describe="'channel' (one sub-step per channel) or 'pixel' (one sub-step per pixel)",
+        )  # fmt: skip
         shape = self.noise_shape
-        if not isinstance(shape, tuple) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape
-        ):
-            raise ValueError(f"DrawPlan: noise_shape must be a tuple of ints >= 1, got {shape!r}")
+        if not isinstance(shape, tuple):
+            raise TypeError(
+                f"DrawPlan: noise_shape must be a tuple of ints >= 1 such as (4,), got {shape!r}"
+            )
+        for i, d in enumerate(shape):
+            check_int(f"noise_shape[{i}]", d, 1, owner="DrawPlan")
 
     @property
     def steps(self) -> int:
@@ -296,13 +297,12 @@ class Distribution:
 
 
 def _check_temperature(owner: str, t: object) -> None:
-    if isinstance(t, bool) or not isinstance(t, (int, float)):
-        raise TypeError(f"{owner}: temperature must be a positive float, got {t!r}")
-    if not math.isfinite(t) or t <= 0:
-        raise ValueError(
-            f"{owner}: temperature must be a positive finite number (1 samples the model as "
-            f"trained, below 1 sharpens, above 1 flattens), got {t}"
-        )
+    hint = " (1 samples the model as trained, below 1 sharpens, above 1 flattens)"
+    check_float("temperature", t, positive=True, owner=owner, hint=hint)
+
+
+#: what a ``levels`` error adds: the usual value
+_LEVELS = " (2 ** bits: 256 for 8-bit images)"
 
 
 def _check_scored(raw: object, x: object, params: int, *, per_channel: bool = True) -> None:
@@ -310,8 +310,8 @@ def _check_scored(raw: object, x: object, params: int, *, per_channel: bool = Tr
 
     ``params`` is ``P`` per channel, or with ``per_channel=False`` the parameters per pixel.
     """
-    if not isinstance(raw, torch.Tensor) or not isinstance(x, torch.Tensor):
-        raise TypeError("log_prob(raw, x) needs two tensors: raw parameters and the images")
+    raw = check_tensor("raw", raw, owner="log_prob", like=" (N, C * P, H, W)")
+    x = check_tensor("x", x, owner="log_prob", like=" (N, C, H, W)", device=raw.device)
     if raw.dim() != 4 or x.dim() != 4 or raw.shape[0] != x.shape[0]:
         raise ValueError(
             f"log_prob needs raw (N, C * P, H, W) and x (N, C, H, W), got {tuple(raw.shape)} "
@@ -419,16 +419,14 @@ class Categorical(Distribution):
     input: Literal["scaled", "index"] = "scaled"
 
     def __post_init__(self) -> None:
-        if isinstance(self.levels, bool) or not isinstance(self.levels, int):
-            raise TypeError(f"Categorical: levels must be an int, got {self.levels!r}")
-        if self.levels < 2:
-            raise ValueError(f"Categorical needs levels >= 2, got {self.levels}")
+        levels = check_int("levels", self.levels, 2, owner="Categorical", hint=_LEVELS)
+        object.__setattr__(self, "levels", levels)  # a numpy int as an int: one hash
         _check_temperature("Categorical", self.temperature)
-        if self.input not in ("scaled", "index"):
-            raise ValueError(
-                f"Categorical: input must be 'scaled' (intensities rescaled to [-1, 1]) or "
-                f"'index' (the values, for a network that embeds them), got {self.input!r}"
-            )
+        check_choice(
+            "input", self.input, ("scaled", "index"), owner="Categorical",
+            describe="'scaled' (intensities rescaled to [-1, 1]) or 'index' (the values, for a "
+            "network that embeds them)",
+        )  # fmt: skip
 
     @property
     def params_per_channel(self) -> int:  # type: ignore[override]

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .checks import check_int
 from .stepping import Stepper
+from .validation import check_bool, check_int, check_optional_int
 
 __all__ = ["CategoricalEmbedding"]
 
@@ -76,9 +76,8 @@ class CategoricalEmbedding(nn.Module):
         super().__init__()
         levels = check_int("levels", levels, 2)
         data_channels = check_int("data_channels", data_channels, 1)
-        if not isinstance(learned, bool):
-            raise TypeError(f"learned must be a bool, got {type(learned).__name__} {learned!r}")
-        dim = levels if embedding_dim is None else check_int("embedding_dim", embedding_dim, 1)
+        learned = check_bool("learned", learned)
+        dim = check_optional_int("embedding_dim", embedding_dim, 1) or levels
         if not learned and dim != levels:
             raise ValueError(
                 f"a one-hot embedding has width levels={levels}, got embedding_dim={dim}: leave "

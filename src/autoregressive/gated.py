@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .checks import check_cond, check_int
-from .conditioning import row_parts
+from .conditioning import check_cond, row_parts
 from .conv import (
     ConvKernel,
     ConvStepper,
@@ -46,6 +45,7 @@ from .conv import (
 from .masks import check_kernel_size, check_mask_type
 from .memo import derived
 from .stepping import Stepper
+from .validation import check_bool, check_int, check_optional_int, check_tensor
 
 __all__ = ["GatedBlock", "GatedStack", "gate"]
 
@@ -68,8 +68,17 @@ def gate(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         >>> gate(torch.zeros(2, 8, 4, 4)).shape
         torch.Size([2, 4, 4, 4])
     """
-    if not isinstance(x, torch.Tensor) or not -x.dim() <= dim < x.dim() or x.shape[dim] % 2:
-        raise ValueError(f"gate needs a tensor with an even size along dim={dim}")
+    check_tensor("x", x, owner="gate")
+    dim = check_int("dim", dim, owner="gate")
+    if not -x.dim() <= dim < x.dim() or x.shape[dim] % 2:
+        raise ValueError(
+            f"gate needs a tensor with an even size along dim={dim}, got shape {tuple(x.shape)}"
+        )
+    return _gate(x, dim)
+
+
+def _gate(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """:func:`gate` without its checks, for the blocks (whose widths are even by construction)."""
     pairs = x.unflatten(dim, (-1, 2))  # (..., C, 2, ...)
     a, b = pairs.unbind(dim + 1 if dim >= 0 else dim)
     return torch.tanh(a) * torch.sigmoid(b)
@@ -138,10 +147,9 @@ class GatedBlock(nn.Module):
         in_channels = check_int("in_channels", in_channels, 1)
         channels = check_int("channels", channels, 1)
         data_channels = check_int("data_channels", data_channels, 1)
-        if cond_channels is not None:
-            cond_channels = check_int("cond_channels", cond_channels, 1)
-        if spatial_channels is not None:
-            spatial_channels = check_int("spatial_channels", spatial_channels, 1)
+        cond_channels = check_optional_int("cond_channels", cond_channels, 1)
+        spatial_channels = check_optional_int("spatial_channels", spatial_channels, 1)
+        horizontal_output = check_bool("horizontal_output", horizontal_output)
         _check_block(in_channels, channels, (kh, kw), mask_type, data_channels)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.in_channels = in_channels
@@ -194,6 +202,16 @@ class GatedBlock(nn.Module):
             cond, self.cond_channels, "GatedBlock", v.shape[0],
             spatial_channels=self.spatial_channels, size=tuple(v.shape[2:]),
         )  # fmt: skip
+        return self._forward(v, h, vector, spatial)
+
+    def _forward(
+        self,
+        v: torch.Tensor,
+        h: torch.Tensor,
+        vector: torch.Tensor | None,
+        spatial: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """:meth:`forward` with the conditioning checked and split (by the block or its stack)."""
         v_pre = self.vertical_pre(v)  # (N, 2C, H, W)
         h_pre = self.h_conv(h) + self.link(v_pre)  # (N, 2C, H, W)
         biases = self.cond_biases(vector)
@@ -203,13 +221,13 @@ class GatedBlock(nn.Module):
         if self.spatial_v is not None and self.spatial_h is not None:
             v_pre = v_pre + self.spatial_v(spatial)  # (N, 2C, H, W): V * s
             h_pre = h_pre + self.spatial_h(spatial)
-        h_gated = gate(h_pre)  # (N, C, H, W)
+        h_gated = _gate(h_pre)  # (N, C, H, W)
         h_new = None
         if self.h_out is not None:
             h_new = self.h_out(h_gated)
             if self.mask_type == "B":
                 h_new = h + h_new
-        return gate(v_pre), h_new, self.skip(h_gated)
+        return _gate(v_pre), h_new, self.skip(h_gated)
 
     def extra_repr(self) -> str:
         s = (
@@ -307,8 +325,6 @@ class GatedStack(nn.Module):
     ) -> None:
         super().__init__()
         num_blocks = check_int("num_blocks", num_blocks, 1)
-        if num_blocks < 1:
-            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         common: dict[str, Any] = {
             "data_channels": data_channels,
             "cond_channels": cond_channels,
@@ -328,14 +344,20 @@ class GatedStack(nn.Module):
             )
             for k in range(num_blocks)
         )
-        self.in_channels = in_channels
-        self.channels = channels
+        first = cast(GatedBlock, self.blocks[0])  # every block takes the same conditioning
+        self.in_channels, self.channels = first.in_channels, first.channels
+        self.cond_channels, self.spatial_channels = first.cond_channels, first.spatial_channels
 
     def forward(self, x: torch.Tensor, cond: object = None) -> torch.Tensor:
+        vector, spatial = check_cond(  # once for all the blocks
+            cond, self.cond_channels, "GatedStack", x.shape[0],
+            spatial_channels=self.spatial_channels, size=tuple(x.shape[2:]),
+        )  # fmt: skip
         v, h = x, x
         skips = torch.zeros((), dtype=x.dtype, device=x.device)
-        for block in self.blocks:
-            v, h, skip = block(v, h, cond)  # h is None after the last block only
+        for block in self.blocks:  # h is None after the last block only
+            v, h_out, skip = cast(GatedBlock, block)._forward(v, h, vector, spatial)
+            h = cast(torch.Tensor, h_out)
             skips = skips + skip  # (N, C, H, W)
         return skips
 

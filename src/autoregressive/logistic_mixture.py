@@ -30,12 +30,14 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .distributions import (
+    _LEVELS,
     Distribution,
     DrawPlan,
     _check_scored,
     _check_temperature,
     check_integer_levels,
 )
+from .validation import check_int
 
 __all__ = ["DiscretizedLogisticMixture"]
 
@@ -91,15 +93,10 @@ class DiscretizedLogisticMixture(Distribution):
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        for field, minimum in (("mixtures", 1), ("levels", 2)):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name}: {field} must be an int, got {value!r}")
-            if value < minimum:
-                raise ValueError(
-                    f"{name}: {field} must be >= {minimum}, got {value}"
-                    + (" (2 ** bits: 256 for 8-bit images)" if field == "levels" else "")
-                )
+        mixtures = check_int("mixtures", self.mixtures, 1, owner=name, hint=" (PixelCNN++: 10)")
+        levels = check_int("levels", self.levels, 2, owner=name, hint=_LEVELS)
+        object.__setattr__(self, "mixtures", mixtures)  # a numpy int as an int: one hash
+        object.__setattr__(self, "levels", levels)
         _check_temperature(name, self.temperature)
 
     # ------------------------------------------------------------------ layout

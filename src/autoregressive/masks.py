@@ -40,8 +40,17 @@ from typing import Literal
 
 import torch
 
+from .validation import check_choice, check_int, check_pair
+
 MaskType = Literal["A", "B"]
 ColourMode = Literal["channel", "pixel"]
+MASK_TYPES: tuple[MaskType, ...] = ("A", "B")
+COLOUR_MODES: tuple[ColourMode, ...] = ("channel", "pixel")
+_MASK_TYPES = "'A' (excludes the current pixel: first layer) or 'B' (includes it: later layers)"
+_COLOURS = (
+    "'channel' (channel-wise masks: each channel of a pixel sees the earlier ones) or 'pixel' "
+    "(pixel-wise: whole pixels)"
+)
 
 __all__ = ["ColourMode", "MaskType", "causal_mask", "channel_groups", "mask_groups"]
 
@@ -57,35 +66,27 @@ def mask_groups(data_channels: int, colour: str = "channel") -> int:
     Returns:
         The ``data_channels`` argument to give the layers: ``data_channels`` or ``1``.
 
+    Raises:
+        TypeError: ``data_channels`` is not an int.
+        ValueError: ``data_channels < 1``, or ``colour`` is neither choice.
+
     Example:
         >>> mask_groups(3, "channel"), mask_groups(3, "pixel")
         (3, 1)
     """
-    if isinstance(data_channels, bool) or not isinstance(data_channels, int) or data_channels < 1:
-        raise ValueError(f"data_channels must be an int >= 1, got {data_channels!r}")
-    if colour not in ("channel", "pixel"):
-        raise ValueError(
-            f"colour must be 'channel' (channel-wise masks: each channel of a pixel sees the "
-            f"earlier ones) or 'pixel' (pixel-wise: whole pixels), got {colour!r}"
-        )
+    data_channels = check_int("data_channels", data_channels, 1)
+    check_choice("colour", colour, COLOUR_MODES, describe=_COLOURS)
     return data_channels if colour == "channel" else 1
 
 
-def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        return (int(value[0]), int(value[1]))
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-
-
 def check_kernel_size(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
-    """``kernel_size`` as ``(kh, kw)``; ``ValueError`` unless both are odd and >= 1."""
-    kh, kw = _pair(kernel_size, "kernel_size")
+    """``kernel_size`` as ``(kh, kw)``.
+
+    Raises:
+        TypeError: neither an int nor a pair of ints.
+        ValueError: an entry that is not odd and positive.
+    """
+    kh, kw = check_pair("kernel_size", kernel_size)
     if kh < 1 or kw < 1 or kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(
             f"kernel_size must be odd and positive in both dimensions so that the current pixel "
@@ -96,12 +97,7 @@ def check_kernel_size(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
 
 def check_mask_type(mask_type: str) -> MaskType:
     """Return ``mask_type`` or raise ``ValueError`` unless it is ``"A"`` or ``"B"``."""
-    if mask_type not in ("A", "B"):
-        raise ValueError(
-            f"mask_type must be 'A' (excludes the current pixel: first layer) or 'B' (includes "
-            f"it: later layers), got {mask_type!r}"
-        )
-    return mask_type  # type: ignore[return-value]
+    return check_choice("mask_type", mask_type, MASK_TYPES, describe=_MASK_TYPES)
 
 
 def channel_groups(channels: int, data_channels: int) -> torch.Tensor:
@@ -115,14 +111,16 @@ def channel_groups(channels: int, data_channels: int) -> torch.Tensor:
         ``LongTensor`` of shape ``(channels,)``: channel ``k`` belongs to group
         ``k // (channels // data_channels)``.
 
+    Raises:
+        TypeError: a count is not an int.
+        ValueError: a count below 1, or ``channels`` not divisible by ``data_channels``.
+
     Example:
         >>> channel_groups(6, 3).tolist()
         [0, 0, 1, 1, 2, 2]
     """
-    if isinstance(data_channels, bool) or not isinstance(data_channels, int) or data_channels < 1:
-        raise ValueError(f"data_channels must be an int >= 1, got {data_channels!r}")
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be an int >= 1, got {channels!r}")
+    data_channels = check_int("data_channels", data_channels, 1)
+    channels = check_int("channels", channels, 1)
     if channels % data_channels != 0:
         raise ValueError(
             f"{channels} channels cannot be split into {data_channels} colour groups: use a "

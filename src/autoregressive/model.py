@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cached import cached_sample
-from .checks import check_int, check_pair
 from .conditioning import Conditioning
 from .config import PixelCNNConfig
 from .conv import MaskedConv2d
@@ -28,6 +27,7 @@ from .residual import ResidualBlock
 from .sampling import draw_noise, naive_sample
 from .sequential import CausalSequential
 from .serialization import read_pretrained, write_pretrained
+from .validation import check_int, check_pair, check_tensor
 
 __all__ = ["PixelCNN", "build_network"]
 
@@ -256,9 +256,14 @@ class PixelCNN(nn.Module):
         return next(self.network.parameters())
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is a batch of images this model can score."""
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        """Raise ``ValueError`` unless ``x`` is a batch of images this model can score.
+
+        Raises:
+            TypeError: ``x`` is not a tensor.
+            ValueError: ``x`` is not ``(N, C, H, W)`` with this model's ``C``, or (with
+                ``validate_args``) holds values the distribution cannot model.
+        """
+        check_tensor("x", x, like=" (N, C, H, W)")
         c = self.config.data_channels
         if x.dim() != 4:
             raise ValueError(
@@ -319,7 +324,8 @@ class PixelCNN(nn.Module):
             return None
         if y is None:
             raise ValueError(f"this model is class-conditional: pass labels y of shape ({n},)")
-        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dtype == torch.bool:
+        y = check_tensor("y", y, like=f" ({n},) of class labels")
+        if y.is_floating_point() or y.dtype == torch.bool:
             raise ValueError("y must be an integer tensor of class labels, e.g. torch.long")
         if y.shape != (n,):
             raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
@@ -342,8 +348,7 @@ class PixelCNN(nn.Module):
         if t is None:
             kind = "vector" if name == "vector" else "spatial map"
             raise ValueError(f"this model is conditioned on a {kind}: pass {name} of shape {want}")
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor of shape {want}")
+        t = check_tensor(name, t, floating=True, like=f" of shape {want}")
         if tuple(t.shape) != shape:
             raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
         checked = self.validate_args and not torch.compiler.is_compiling()

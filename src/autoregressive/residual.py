@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .checks import check_cond, check_elementwise, check_int
-from .conditioning import row_parts
+from .conditioning import check_cond, row_parts
 from .conv import MaskedConv2d, matrix_and_bias, row_seed
 from .masks import check_kernel_size
 from .memo import derived
 from .stepping import Stepper, stepper_for
+from .validation import check_elementwise, check_int, check_optional_int
 
 __all__ = ["ResidualBlock"]
 
@@ -74,11 +74,9 @@ class ResidualBlock(nn.Module):
         check_kernel_size(kernel_size)
         channels = check_int("channels", channels, 2)
         data_channels = check_int("data_channels", data_channels, 1)
-        if cond_channels is not None:
-            cond_channels = check_int("cond_channels", cond_channels, 1)
-        if spatial_channels is not None:
-            spatial_channels = check_int("spatial_channels", spatial_channels, 1)
-        if channels < 2 or channels % 2 != 0 or (channels // 2) % data_channels != 0:
+        cond_channels = check_optional_int("cond_channels", cond_channels, 1)
+        spatial_channels = check_optional_int("spatial_channels", spatial_channels, 1)
+        if channels % 2 != 0 or (channels // 2) % data_channels != 0:
             raise ValueError(
                 f"ResidualBlock needs an even number of channels whose half is divisible by "
                 f"data_channels={data_channels}, got channels={channels}"

@@ -13,11 +13,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import check_noise_request, check_sampling
 from .conditioning import Conditioning
-from .distributions import Distribution, DrawPlan
+from .distributions import Distribution
+from .sampling_checks import check_noise_request, check_sampling
 
-__all__ = ["check_completion", "draw_noise", "naive_sample"]
+__all__ = ["draw_noise", "naive_sample"]
 
 
 def draw_noise(
@@ -44,41 +44,6 @@ def draw_noise(
     source = generator.device if generator is not None else (device or "cpu")
     noise = torch.rand(shape, generator=generator, device=source, dtype=torch.float64)
     return noise.to(device) if device is not None else noise
-
-
-def check_completion(
-    image: torch.Tensor | None,
-    known: torch.Tensor | None,
-    shape: tuple[int, ...],
-    plan: DrawPlan,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Validate a completion request and return ``(image, known)`` broadcast to ``shape``.
-
-    ``known`` must be the same for all the channels that one sub-step of ``plan`` writes
-    (every channel of a pixel, for a distribution that draws a pixel's channels together).
-    """
-    if image is None and known is None:
-        return None
-    if image is None or known is None:
-        raise ValueError("completion needs both `image` and `known` (a mask of given pixels)")
-    if image.shape != shape:
-        raise ValueError(f"image must have shape {tuple(shape)}, got {tuple(image.shape)}")
-    if known.dtype != torch.bool:
-        raise ValueError(f"known must be a bool tensor, got dtype {known.dtype}")
-    try:
-        known = known.to(image.device).expand(shape)
-    except RuntimeError:
-        raise ValueError(
-            f"known of shape {tuple(known.shape)} does not broadcast to the image shape "
-            f"{tuple(shape)}; use e.g. (N, C, H, W), (N, 1, H, W) or (H, W)"
-        ) from None
-    by_step = known.unflatten(1, (plan.steps, plan.writes))  # (N, S, C / S, H, W)
-    if not bool((by_step == by_step[:, :, :1]).all()):
-        raise ValueError(
-            "this distribution draws the channels of a pixel together, so it completes whole "
-            "pixels: known must be the same for every channel of a pixel, e.g. (N, 1, H, W)"
-        )
-    return image, known
 
 
 @torch.no_grad()
@@ -117,13 +82,12 @@ def naive_sample(
         >>> x.shape, torch.equal(x, cached_sample(net, Bernoulli(), noise))
         (torch.Size([2, 1, 4, 4]), True)
     """
-    check_sampling(network, distribution, noise, cond, causality=True)
+    completion = check_sampling(network, distribution, noise, cond, image, known, causality=True)
     n, _, height, width = noise.shape
     channels = distribution.image_channels(noise.shape[1])
     shape = (n, channels, height, width)
     param = next(network.parameters())
     plan = distribution.draw_plan(channels)
-    completion = check_completion(image, known, shape, plan)
     x = torch.zeros(shape, dtype=param.dtype, device=param.device)  # (N, C, H, W)
     if completion is not None:
         x = torch.where(completion[1], completion[0].to(x.dtype), x)

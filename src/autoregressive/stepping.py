@@ -36,6 +36,8 @@ import weakref
 import torch
 from torch import nn
 
+from .validation import is_elementwise
+
 __all__ = ["ElementwiseStepper", "Stepper", "stepper_for"]
 
 
@@ -127,45 +129,21 @@ class ElementwiseStepper(Stepper):
         return self.module(x.reshape(n * w, c)).view(n, w, -1)
 
 
-#: torch's activations that map every element on its own (exact types: no probe needed)
-_ELEMENTWISE: tuple[type[nn.Module], ...] = (
-    nn.CELU, nn.ELU, nn.GELU, nn.Hardsigmoid, nn.Hardswish, nn.Hardtanh, nn.Identity,
-    nn.LeakyReLU, nn.Mish, nn.ReLU, nn.ReLU6, nn.SELU, nn.Sigmoid, nn.SiLU, nn.Softplus,
-    nn.Softsign, nn.Tanh, nn.Tanhshrink,
-)  # fmt: skip
-#: probe results of other modules, by module (a sampler is built for every call)
+#: probe results by module (a sampler is built for every call)
 _probed: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 def _is_pixelwise(module: nn.Module) -> bool:
-    """Whether a parameter-free module maps each pixel's channels on their own.
+    """Whether a module without parameters or buffers maps each pixel's channels on their own.
 
-    It must have no parameters or buffers, and be one of torch's elementwise activations or
-    give the same numbers on a probe image ``(2, 4, 3, 3)`` as on that image's pixels as rows
-    ``(18, 4)`` (up to rounding: a vectorised kernel may treat the two layouts' elements
-    differently).
+    Probed once per module by :func:`autoregressive.validation.is_elementwise` (per pixel): a
+    softmax over the channels steps, a pooling does not.
     """
     if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
         return False
-    if type(module) in _ELEMENTWISE:
-        return True
     if module not in _probed:
-        _probed[module] = _probe_pixelwise(module)
+        _probed[module] = is_elementwise(module, per="pixel")
     return _probed[module]
-
-
-def _probe_pixelwise(module: nn.Module) -> bool:
-    """Whether ``module`` gives the same numbers on a probe image as on its pixels as rows."""
-    probe = torch.linspace(-3, 3, 72, dtype=torch.float64).view(2, 4, 3, 3)
-    rows = probe.permute(0, 2, 3, 1).reshape(18, 4)  # (N * H * W, C)
-    try:
-        with torch.no_grad():
-            image, pixels = module(probe), module(rows)
-    except Exception:  # it does not even accept (N, C) features
-        return False
-    if not isinstance(image, torch.Tensor) or image.shape != probe.shape:
-        return False
-    return torch.allclose(image.permute(0, 2, 3, 1).reshape(18, 4), pixels, rtol=1e-9, atol=0)
 
 
 def stepper_for(module: nn.Module, batch: int, width: int, cond: object) -> Stepper:

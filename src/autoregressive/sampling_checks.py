@@ -1,65 +1,29 @@
-"""Argument checks shared by the config, the layers and the samplers.
+"""What the samplers check before they spend ``H * W`` steps: noise, network, conditioning.
 
-Every check raises a ``TypeError`` (wrong kind of value) or a ``ValueError`` (right kind, wrong
-value) whose message names the argument and says what to pass instead; the checks that run on
-every ``forward`` compare Python attributes only and never read tensor values.
+Both samplers (:func:`~autoregressive.naive_sample`, :class:`~autoregressive.CachedSampler`)
+make one call, :func:`check_sampling`, at their boundary. It checks the arguments' kinds and
+shapes (with :mod:`autoregressive.validation`), the noise's range, the conditioning against the
+network, a completion request against the distribution's draw plan, and runs the network on a
+probe: on two rows to compare its output width with the distribution's, or (for the naive
+sampler) on a few random images and their one-sub-pixel edits to check that it is causal.
 """
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import torch
 from torch import nn
 
 from .conditioning import Conditioning, as_conditioning
-from .distributions import Distribution
+from .distributions import Distribution, DrawPlan
 from .memo import derived
+from .validation import check_shape, check_tensor
 
-__all__ = [
-    "check_cond",
-    "check_elementwise",
-    "check_int",
-    "check_noise_request",
-    "check_pair",
-    "check_sampling",
-    "check_shape",
-]
+__all__ = ["check_completion", "check_noise_request", "check_sampling"]
 
-
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """``value`` as an ``int`` (``bool`` refused), at least ``minimum``.
-
-    Raises:
-        TypeError: ``value`` is not an integer (a ``bool``, a float, a string, ...).
-        ValueError: ``value < minimum``.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_pair(name: str, value: Any, minimum: int | None = None) -> tuple[int, int]:
-    """``value`` (an int or a pair of ints) as ``(a, b)``, each at least ``minimum``."""
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        first, second = (check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(value))
-        return first, second
-    if isinstance(value, (tuple, list)):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    v = check_int(name, value, minimum)
-    return v, v
-
-
-def check_shape(name: str, shape: Any, ndim: int = 4) -> tuple[int, ...]:
-    """``shape`` as a tuple of ``ndim`` ints >= 1, e.g. ``(N, C, H, W)``."""
-    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != ndim:
-        raise TypeError(
-            f"{name} must be a tuple of {ndim} ints such as (N, C, H, W), got {shape!r}"
-        )
-    return tuple(check_int(f"{name}[{i}]", v, 1) for i, v in enumerate(shape))
+#: ``(image, known)`` broadcast to the images' shape, or ``None`` when nothing is given
+Completion = tuple[torch.Tensor, torch.Tensor] | None
 
 
 def check_noise_request(shape: Any, generator: Any) -> tuple[int, ...]:
@@ -72,112 +36,34 @@ def check_noise_request(shape: Any, generator: Any) -> tuple[int, ...]:
     return check_shape("shape", shape)
 
 
-def check_cond(
-    cond: object,
-    cond_channels: int | None,
-    owner: str,
-    batch: int | None = None,
-    *,
-    spatial_channels: int | None = None,
-    size: tuple[int, ...] | None = None,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Split ``cond`` into ``(vector, spatial)`` after checking both against the module.
-
-    ``cond`` is ``None``, a vector ``(N, cond_channels)`` or a
-    :class:`~autoregressive.Conditioning`; a part the module does not take must be absent and a
-    part it takes must be present. ``N`` must be ``batch`` and the map's ``(H, W)`` must be
-    ``size`` when those are given. Only shapes and dtypes are read (no device sync).
-
-    Returns:
-        The vector ``(N, cond_channels)`` and the map ``(N, spatial_channels, H, W)``, each
-        ``None`` when the module does not take it.
-    """
-    parts = as_conditioning(cond)
-    vector = None if parts is None else parts.vector
-    spatial = None if parts is None else parts.spatial
-    _check_part(vector, cond_channels, owner, "cond_channels", "vector", batch)
-    _check_part(spatial, spatial_channels, owner, "spatial_channels", "spatial map", batch)
-    if spatial is not None and size is not None and tuple(spatial.shape[2:]) != tuple(size):
-        raise ValueError(
-            f"{owner}: the spatial map must have the images' size: shape ({batch or 'N'}, "
-            f"{spatial_channels}, {size[0]}, {size[1]}), got {tuple(spatial.shape)}"
-        )
-    return vector, spatial
-
-
-def _check_part(
-    t: object, channels: int | None, owner: str, field: str, kind: str, batch: int | None
-) -> None:
-    """One part of the conditioning: absent iff ``channels`` is ``None``, else of its shape."""
-    if channels is None:
-        if t is not None:
-            raise ValueError(
-                f"{owner} takes no conditioning {kind} ({field}=None) but got one: do not pass "
-                f"it, or build the module with {field} set"
-            )
-        return
-    if t is None:
-        raise ValueError(f"{owner} is conditioned on a {kind} ({field}={channels}): pass it")
-    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-        raise TypeError(f"{owner}: the conditioning {kind} must be a floating-point tensor")
-    n = "N" if batch is None else batch
-    dims = 2 if kind == "vector" else 4
-    shape = f"({n}, {channels})" if dims == 2 else f"({n}, {channels}, H, W)"
-    wrong_batch = batch is not None and t.shape[:1] != (batch,)
-    if t.dim() != dims or t.shape[1] != channels or wrong_batch:
-        raise ValueError(
-            f"{owner}: the conditioning {kind} must have shape {shape}, got {tuple(t.shape)}"
-        )
-
-
-def check_elementwise(module: nn.Module, name: str) -> None:
-    """Refuse an activation that mixes values across positions or channels (e.g. a softmax).
-
-    A masked network stays causal only if its activations act on each value alone; one call on
-    a small fixed tensor (in eval mode, so dropout is the identity) compares the module with its
-    value-by-value application.
-    """
-    probe = torch.linspace(-2.0, 2.0, 2 * 4 * 2 * 2).view(2, 4, 2, 2)
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            whole = module(probe.clone())
-            alone = module(probe.clone().view(-1, 1, 1, 1)).view(probe.shape)
-    except Exception as err:
-        raise ValueError(
-            f"{name} must be an elementwise activation such as nn.ReLU: {err}"
-        ) from err
-    finally:
-        module.train(was_training)
-    if whole.shape != probe.shape or not torch.allclose(whole, alone):
-        raise ValueError(
-            f"{name}={type(module).__name__} is not elementwise (its output at one channel or "
-            "pixel depends on others), which breaks the causal masks; use an elementwise "
-            "activation such as nn.ReLU, nn.GELU or nn.Tanh"
-        )
-
-
 def check_sampling(
     network: nn.Module,
     distribution: Distribution,
     noise: torch.Tensor,
     cond: torch.Tensor | Conditioning | None,
+    image: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
     *,
     causality: bool = False,
-) -> None:
+) -> Completion:
     """Check a sampler's arguments before it spends ``H * W`` steps on them.
 
     The network is run once on a zero image of the noise's width and at most two rows (which
     also runs every layer's own checks) to compare its output width with the distribution's
-    ``C * P``; with ``causality`` instead once
-    on 8 random images and 8 copies that each differ in one sub-pixel, to check that no
-    prediction for that sub-pixel or an earlier one moves (a cheap check, not a proof).
+    ``C * P``, once per network, distribution and shapes while its tensors stay the same; with
+    ``causality`` instead once on 8 random images and 8 copies that each differ in one
+    sub-pixel, to check that no prediction for that sub-pixel or an earlier one moves (a cheap
+    check, not a proof).
+
+    Returns:
+        The completion request, ``(image, known)`` with ``known`` broadcast to the images'
+        shape (see :func:`check_completion`), or ``None``.
 
     Raises:
         TypeError: an argument of the wrong kind.
         ValueError: noise of the wrong shape or outside ``[0, 1)``, conditioning of the wrong
-            shape, a network of the wrong width or one that sees the current pixel.
+            shape, a network of the wrong width or one that sees the current pixel, a
+            completion request that does not fit.
     """
     if not isinstance(network, nn.Module) or next(network.parameters(), None) is None:
         raise TypeError("network must be an nn.Module with parameters, e.g. PixelCNN.network")
@@ -187,9 +73,10 @@ def check_sampling(
     _check_sampling_cond(network, as_conditioning(cond), tuple(noise.shape))
     n, _, height, width = noise.shape
     shape = (n, distribution.image_channels(noise.shape[1]), height, width)  # the images'
+    completion = check_completion(image, known, shape, distribution.draw_plan(shape[1]))
     if causality:
         _check_causal(network, distribution, shape, cond)
-    else:  # once per network, distribution and shapes while its tensors stay the same
+    else:
         rows = min(height, 2)  # enough to run every layer, a fraction of a forward pass
         x = torch.zeros((1, shape[1], rows, width))
         size = distribution.num_params(shape[1])
@@ -198,6 +85,42 @@ def check_sampling(
         derived(
             network, key, lambda: _probe(network, distribution, x, cond) is not None, values=False
         )
+    return completion
+
+
+def check_completion(
+    image: torch.Tensor | None,
+    known: torch.Tensor | None,
+    shape: tuple[int, ...],
+    plan: DrawPlan,
+) -> Completion:
+    """Validate a completion request and return ``(image, known)`` broadcast to ``shape``.
+
+    ``known`` must be the same for all the channels that one sub-step of ``plan`` writes
+    (every channel of a pixel, for a distribution that draws a pixel's channels together).
+    """
+    if image is None and known is None:
+        return None
+    if image is None or known is None:
+        raise ValueError("completion needs both `image` and `known` (a mask of given pixels)")
+    check_tensor("image", image, like=" (N, C, H, W)")
+    check_tensor("known", known, dtype=torch.bool)
+    if image.shape != shape:
+        raise ValueError(f"image must have shape {tuple(shape)}, got {tuple(image.shape)}")
+    try:
+        known = known.to(image.device).expand(shape)
+    except RuntimeError:
+        raise ValueError(
+            f"known of shape {tuple(known.shape)} does not broadcast to the image shape "
+            f"{tuple(shape)}; use e.g. (N, C, H, W), (N, 1, H, W) or (H, W)"
+        ) from None
+    by_step = known.unflatten(1, (plan.steps, plan.writes))  # (N, S, C / S, H, W)
+    if not bool((by_step == by_step[:, :, :1]).all()):
+        raise ValueError(
+            "this distribution draws the channels of a pixel together, so it completes whole "
+            "pixels: known must be the same for every channel of a pixel, e.g. (N, 1, H, W)"
+        )
+    return image, known
 
 
 def _kinds(cond: torch.Tensor | Conditioning | None) -> tuple[object, ...]:
@@ -238,8 +161,7 @@ def _check_sampling_cond(
 
 
 def _check_noise(noise: Any) -> None:
-    if not isinstance(noise, torch.Tensor) or not noise.is_floating_point():
-        raise TypeError("noise must be a floating-point tensor from draw_noise((N, C, H, W))")
+    check_tensor("noise", noise, floating=True, like=" from draw_noise((N, C, H, W))")
     if noise.dim() != 4 or noise.numel() == 0:
         raise ValueError(
             f"noise must have shape (N, C, H, W) with every size >= 1, got {tuple(noise.shape)}; "
