@@ -30,7 +30,7 @@ float32 elsewhere); test bits/dim are always computed in float32, and no checkpo
 a non-finite number. Uses only the public API of ``autoregressive``,
 ``autoregressive.colour_data`` and ``autoregressive.training``, plus torchvision /
 scikit-image (data), tqdm and matplotlib; the scaffolding it shares with the other examples is
-in ``common.py``, ``loop.py`` and ``plots.py``.
+in ``common.py``, ``loop.py`` and ``outputs.py``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from autoregressive.training import CheckpointError, DivergenceError, EpochProgr
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
 import common
 import loop
-import plots
+import outputs
 from loop import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,16 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_run_flags(p, demo, ref("out"), checkpoint_minutes=ref("checkpoint_minutes"))
     g = common.add_model_flags(p, ref)
-    g.add_argument("--distribution", choices=["logistic_mixture", "categorical"],
-                   default="logistic_mixture", help="output likelihood")  # fmt: skip
+    g.add_argument(
+        "--distribution",
+        choices=["logistic_mixture", "categorical"],
+        default="logistic_mixture",
+        help="output likelihood",
+    )
     mixtures = "logistic mixture components"
     g.add_argument("--mixtures", type=common.positive_int, default=10, help=mixtures)
     common.add_training_flags(p, ref)
     where = "CIFAR-10's root (holds cifar-10-batches-py/); default: ../shared/data/cifar10 "
     where += "beside the checkout if it is there, else data/cifar10 in the checkout"
     g = common.add_data_flags(p, ref, where, "never download CIFAR-10")
-    g.add_argument("--dataset", choices=["photo-patches", "cifar10"], default="photo-patches",
-                   help="the offline photo patches (not CIFAR-10) or CIFAR-10")  # fmt: skip
+    g.add_argument(
+        "--dataset",
+        choices=["photo-patches", "cifar10"],
+        default="photo-patches",
+        help="the offline photo patches (not CIFAR-10) or CIFAR-10",
+    )
     no_verify = "read CIFAR-10's pickles without torchvision's MD5 checks"
     g.add_argument("--no-verify", action="store_true", help=no_verify)
     limit = "score at most this many test batches (for tests)"
@@ -225,15 +233,17 @@ def write_pictures(
     samples = model.sample(args.num_samples, size=(32, 32), generator=generator, temperature=t)
     name, cname = f"samples_epoch{epoch:03d}.png", f"completions_epoch{epoch:03d}.png"
     title = f"{args.num_samples} samples after epoch {epoch} ({args.distribution}, T={t:g})"
-    cols, white = math.ceil(math.sqrt(args.num_samples)), {"inches": 1.0, "background": 1.0}
-    plots.save_grid(samples / 255, cols, args.out / name, title, **white)
+    cols = math.ceil(math.sqrt(args.num_samples))
+    outputs.save_grid(samples / 255, cols, args.out / name, title, inches=1.0, background=1.0)
     n = data.test_images.shape[0]
     spread = torch.linspace(0, n - 1, min(args.completions, n)).long()  # across the test set
     originals = data.test_images[spread].long().to(device)  # (R, 3, 32, 32)
-    grid, labels = plots.complete_bottom_halves(model, originals, 3, generator, hidden=128,
-                                                temperature=t)  # fmt: skip
+    grid, labels = outputs.complete_bottom_halves(
+        model, originals, 3, generator, hidden=128, temperature=t
+    )
     title = f"bottom halves of test images completed, epoch {epoch}"
-    plots.save_grid(grid / 255, len(labels), args.out / cname, title, labels=labels, **white)
+    path, cols = args.out / cname, len(labels)
+    outputs.save_grid(grid / 255, cols, path, title, labels=labels, inches=1.0, background=1.0)
     record["sampling_seconds"] = time.perf_counter() - start
     return [name, cname]
 
@@ -255,27 +265,27 @@ def save_state(
     progress: EpochProgress | None = None,
 ) -> None:
     """The checkpoint and metrics.json after ``epoch``, and ``progress`` into the next one."""
-    loop.save_run(run, args, epoch, progress)
-    final = ("epoch", "train_bits_per_dim", "test_bits_per_dim")
-    summary = loop.run_summary(run, args, epoch, progress, device, final)
-    summary |= {
-        "finished": summary["finished"] and trained(run.history),
+    extra = {
+        "finished": epoch == args.epochs and progress is None and trained(run.history),
         "data": data.description,
         "train_images": data.train_size,
         "test_images": int(data.test_images.shape[0]),
         "distribution": args.distribution,
     }
-    common.write_json(args.out / "metrics.json", summary)
+    final = ("epoch", "train_bits_per_dim", "test_bits_per_dim")
+    loop.save_state(run, args, epoch, progress, device, final=final, extra=extra)
 
 
 def save_curve(run: Run, args: argparse.Namespace) -> None:
     """Train and test bits/dim per epoch: ``loss_curve.png``."""
     epochs = [m["epoch"] for m in run.history]
-    lines = {key.split("_")[0]: (epochs, [m[key] for m in run.history])
-             for key in ("train_bits_per_dim", "test_bits_per_dim")}  # fmt: skip
+    lines = {
+        key.split("_")[0]: (epochs, [m[key] for m in run.history])
+        for key in ("train_bits_per_dim", "test_bits_per_dim")
+    }
     last = run.history[-1]["test_bits_per_dim"]
     title = f"{args.dataset}, {args.distribution}: test {last:.3f} bits/dim"
-    plots.save_curves([plots.Panel(title, "bits / dim", lines)], args.out / "loss_curve.png")
+    outputs.save_curves([outputs.Panel(title, "bits / dim", lines)], args.out / "loss_curve.png")
 
 
 # ------------------------------------------------------------------------------------ main
@@ -292,9 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ImportError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{loop.header(device, run.precision, run.model)}\ndata: {data.description}, "
-          f"{data.train_size:,} training and {data.test_images.shape[0]:,} test images; out "
-          f"{args.out}", flush=True)  # fmt: skip
+    print(
+        f"{outputs.header(device, run.precision, run.model)}\ndata: {data.description}, "
+        f"{data.train_size:,} training and {data.test_images.shape[0]:,} test images; out "
+        f"{args.out}",
+        flush=True,
+    )
 
     def save(epoch: int, progress: EpochProgress | None) -> None:
         save_state(run, data, args, epoch, device, progress)
@@ -308,12 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         return {"bpd": f"{nll / DIMS / math.log(2):.3f}"}
 
     try:
-        loop.train_epochs(run, args, data, device, save=save, pictures=pictures,
-                          postfix=bits_per_dim)  # fmt: skip
+        loop.train_epochs(
+            run, args, data, device, save=save, pictures=pictures, postfix=bits_per_dim
+        )
     except (DivergenceError, loop.NonFiniteState) as err:
         return loop.stopped(err, args.out)
     if run.history:
-        print(loop.done(run, args, "loss_curve.png"))
+        print(outputs.done(run, args, "loss_curve.png"))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""What the example scripts share: the command line, start-up checks, the run's files.
+"""The command line the example scripts share: flags, profiles and start-up checks.
 
 Every flag is checked before training, with a message that names the flag and says what to pass
 instead:
@@ -10,20 +10,17 @@ instead:
   the data; a script reports them with ``parser.error`` (before the data loads) or as
   ``error: ...`` with exit code 2 (after), always before the first training step.
 
-The flag groups every script has (:func:`add_run_flags`, :func:`add_model_flags`,
-:func:`add_training_flags`) and the run profiles (``--demo`` or the full run:
-:func:`profile_help`, :func:`fill_profile`) live here too, as do ``metrics.json``
-(:func:`write_json`, :func:`plain`) and :func:`hardware`. The training loop's pieces are in
-``loop.py``, the pictures in ``plots.py``.
+The flag groups the scripts share (:func:`add_run_flags`, :func:`add_model_flags`,
+:func:`add_training_flags`, :func:`add_data_flags`, :func:`add_sample_flags`) and the run
+profiles (``--demo`` or the full run: :func:`profile_help`, :func:`parse_profiled`) live here
+too. The training loop's pieces are in ``loop.py``, what a run writes besides its checkpoint
+(pictures, ``metrics.json``) in ``outputs.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -32,11 +29,7 @@ from typing import Any
 
 import torch
 
-from autoregressive.precision import PRECISIONS, Capabilities
-from autoregressive.training import atomic_write
-
-#: The checkout: paths in ``metrics.json`` and checkpoints are written relative to it.
-REPO = Path(__file__).resolve().parents[1]
+from autoregressive.precision import PRECISIONS
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -243,8 +236,8 @@ def parse_profiled(
         check_device(args.device)
         check_out(args.out)
         if sample_epochs is not None:  # a profile's own never lie past a shorter --epochs
-            e = args.epochs
-            check_each_in("--sample-epochs", sample_epochs, 1, e, f"--epochs is {e}")
+            epochs = args.epochs
+            check_each_in("--sample-epochs", sample_epochs, 1, epochs, f"--epochs is {epochs}")
         finish(args)
     except ValueError as err:
         p.error(str(err))
@@ -261,11 +254,22 @@ MODEL_FLAGS = {
 
 
 def add_run_flags(
-    p: argparse.ArgumentParser, demo: str, out: str, *, checkpoint_minutes: str = ""
+    p: argparse.ArgumentParser,
+    demo: str,
+    out: str,
+    *,
+    checkpoint_minutes: str = "",
+    precision: str = "training precision",
 ) -> argparse._ArgumentGroup:
-    """The "run" group; ``demo`` is the help of ``--demo``, ``out`` the default of ``--out``.
+    """The "run" group: where the run writes, how it resumes, its seed, device and precision.
 
-    ``--checkpoint-minutes`` only where ``checkpoint_minutes`` (its defaults) is given.
+    Args:
+        p: the parser.
+        demo: the help of ``--demo``.
+        out: the text naming the defaults of ``--out``.
+        checkpoint_minutes: the text naming the defaults of ``--checkpoint-minutes``; the flag
+            is added only where it is given.
+        precision: what ``--precision`` sets.
     """
     g = p.add_argument_group("run")
     g.add_argument("--demo", action="store_true", help=demo)
@@ -291,7 +295,7 @@ def add_run_flags(
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="training precision; auto: bf16 autocast (and channels_last) where the device "
+        help=f"{precision}; auto: bf16 autocast (and channels_last) where the device "
         "computes bf16 natively (CUDA >= sm80, CPUs with AMX or AVX512-BF16), fp32 elsewhere; "
         "test NLLs are always computed in fp32",
     )
@@ -363,62 +367,3 @@ def pick_device(choice: str) -> torch.device:
     """``--device``: ``auto`` is CUDA when torch sees a device."""
     cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
     return torch.device("cuda" if cuda else "cpu")
-
-
-# ------------------------------------------------------------------------- the run's files
-def finite(value: Any) -> Any:
-    """JSON-safe: non-finite floats become ``None``, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON, atomically, non-finite numbers as ``null``."""
-    with atomic_write(path) as f:
-        f.write(json.dumps(finite(data), indent=2, allow_nan=False).encode() + b"\n")
-
-
-def plain(value: Any) -> Any:
-    """CLI values as JSON / checkpoint-friendly values; paths relative to the checkout."""
-    if isinstance(value, Path):
-        try:
-            return os.path.relpath(value, REPO)
-        except ValueError:  # another drive (Windows): no relative path
-            return str(value)
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
-
-
-def plain_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Every flag's value, :func:`plain`."""
-    return {k: plain(v) for k, v in vars(args).items()}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor() or platform.machine()
-
-
-def hardware(device: torch.device) -> dict[str, Any]:
-    """What the run ran on, for metrics.json."""
-    return {
-        "device": str(device),
-        "name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-        "device_capabilities": Capabilities.detect(device).name,
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-    }

@@ -4,8 +4,9 @@ A run (:class:`Run`: model, optimizer, objective, precision and what has been re
 epoch by epoch (:func:`train_epochs`, :func:`train_one_epoch`) with a progress bar; the whole
 state is saved after every epoch and, every ``--checkpoint-minutes``, mid-epoch
 (:class:`MidEpochCheckpoints`), so that ``--resume`` (:func:`resume_run`) continues from the
-step it holds and ends bit-identical to an uninterrupted run. Nothing non-finite is ever saved
-(:class:`NonFiniteState`): a diverging run keeps its last good checkpoint.
+step it holds, with the batches, running sums and random state of an uninterrupted run.
+Nothing non-finite is ever saved (:class:`NonFiniteState`): a diverging run keeps its last good
+checkpoint.
 
 The checkpoint holds ``epoch`` (the last finished one), ``progress`` (how far the next one
 came, or ``None``), ``model``, ``optimizer``, ``rng``, ``metrics`` (one record per finished
@@ -33,7 +34,6 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import autoregressive
 from autoregressive import PixelCNN, PixelCNNConfig
 from autoregressive.precision import Capabilities, Precision, choose_precision
 from autoregressive.training import (
@@ -46,29 +46,36 @@ from autoregressive.training import (
     save_checkpoint,
     set_rng_state,
     train_epoch,
+    unused_parameters,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
-from common import hardware, pick_device, plain_args
+from common import pick_device
+from outputs import describe, eta, plain_args, run_summary, write_json
 
 Log = Callable[..., None]
 
 
 # ---------------------------------------------------------------------------- progress bars
+Postfix = Callable[[float], dict[str, str]]
+
+
+def loss(nll: float) -> dict[str, str]:
+    """The default postfix of a progress bar: the running loss."""
+    return {"loss": f"{nll:.2f}"}
+
+
 def progress_bar(
-    steps: int,
-    desc: str,
-    chief: bool = True,
-    start: EpochProgress | None = None,
-    postfix: Callable[[float], dict[str, str]] = lambda nll: {"loss": f"{nll:.2f}"},
+    steps: int, desc: str, start: EpochProgress | None = None, postfix: Postfix = loss
 ) -> tuple[tqdm, Callable[[int, int, float], None]]:
     """A tqdm bar (from ``start`` when resumed) and the ``progress`` callback that feeds it.
 
     The callback takes ``(steps done, images done, running loss)``, what ``train_epoch`` hands
-    its ``progress``; the bar shows ``postfix(running loss)`` and the images per second.
+    its ``progress``; the bar shows ``postfix(running loss)`` and the images per second. Only
+    the chief process of a distributed run shows its bars.
     """
     done0, images0 = (start.steps, start.total) if start else (0, 0)
-    bar = tqdm(total=steps, initial=done0, desc=desc, unit="step", disable=not chief,
+    bar = tqdm(total=steps, initial=done0, desc=desc, unit="step", disable=not chief(),
                mininterval=0.5, dynamic_ncols=True)  # fmt: skip
     tick = time.perf_counter()
 
@@ -86,23 +93,13 @@ def steps_of(batches: Sized, limit: int | None) -> int:
 
 
 def score_test_set(
-    model: torch.nn.Module, batches: Any, device: torch.device, limit: int | None, chief: bool
+    model: torch.nn.Module, batches: Any, device: torch.device, limit: int | None = None
 ) -> EpochStats:
     """The test NLL in fp32 (``evaluate``), at most ``limit`` batches, with a progress bar."""
-    with tqdm(total=steps_of(batches, limit), desc="test set", unit="batch", disable=not chief,
+    with tqdm(total=steps_of(batches, limit), desc="test set", unit="batch", disable=not chief(),
               mininterval=0.5, dynamic_ncols=True, leave=False) as bar:  # fmt: skip
         return evaluate(model, batches, device=device, max_steps=limit,
                         progress=lambda done, images: bar.update(done - bar.n))  # fmt: skip
-
-
-def eta(history: list[dict[str, Any]], epochs: int) -> str:
-    """The time left, at the mean pace of the last three epochs."""
-    recent = [m["epoch_seconds"] for m in history[-3:]]
-    left = (epochs - history[-1]["epoch"]) * sum(recent) / len(recent)
-    done = time.strftime("%a %H:%M", time.localtime(time.time() + left))
-    hours, minutes = divmod(round(left / 60), 60)
-    more = epochs - history[-1]["epoch"]
-    return f"ETA: {hours} h {minutes:02d} min for {more} more epochs ({done})"
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -157,7 +154,7 @@ def stopped(err: Exception, out: Path, hint: str = "") -> int:
 class Run:
     """Everything that trains, and what has been recorded so far."""
 
-    model: torch.nn.Module
+    model: PixelCNN
     optimizer: torch.optim.Optimizer
     objective: torch.nn.Module  # the NLL, possibly wrapped in DDP and torch.compile
     precision: Precision
@@ -188,6 +185,28 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def chief() -> bool:
+    """Whether this process reports and writes: rank 0 of a distributed run, or the only one."""
+    return world_size() == 1 or dist.get_rank() == 0
+
+
+def ddp(objective: torch.nn.Module, probe: torch.Tensor, log: Log) -> torch.nn.Module:
+    """``objective`` in ``DistributedDataParallel`` on its device.
+
+    DDP must be told when some parameters never get a gradient (e.g. an output layer whose
+    result the network does not use); ``probe`` (one input image) finds them once.
+    """
+    unused = unused_parameters(objective, probe)
+    if unused:
+        log(f"note: parameters without gradient, DDP will look for them: {unused}")
+    device = probe.device
+    return torch.nn.parallel.DistributedDataParallel(
+        objective,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=bool(unused),
+    )
+
+
 def new_run(
     config: PixelCNNConfig,
     args: argparse.Namespace,
@@ -210,17 +229,6 @@ def new_run(
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     identity = {"config": dataclasses.asdict(config), **{k: getattr(args, k) for k in run_keys}}
     return Run(model, optimizer, wrap(NegLogLikelihood(model)), precision, identity)
-
-
-def header(device: torch.device, precision: Precision, model: torch.nn.Module) -> str:
-    """What the run starts with: versions, device and threads, the precision, the model."""
-    params = sum(p.numel() for p in model.parameters())
-    config = getattr(model, "config", type(model).__name__)
-    return (
-        f"autoregressive {autoregressive.__version__}, torch {torch.__version__}, device "
-        f"{device}, {torch.get_num_threads()} thread(s) per process\n"
-        f"precision: {precision.name} ({precision.reason})\nmodel: {config}, {params:,} parameters"
-    )
 
 
 def save_run(
@@ -250,42 +258,24 @@ def save_run(
     )
 
 
-def run_summary(
+def save_state(
     run: Run,
     args: argparse.Namespace,
     epoch: int,
     progress: EpochProgress | None,
     device: torch.device,
+    *,
     final: tuple[str, ...],
-) -> dict[str, Any]:
-    """What every run's ``metrics.json`` holds: set-up, finished epochs, the next one's progress.
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """:func:`save_run`, then ``metrics.json``: :func:`~outputs.run_summary` and ``extra``.
 
-    ``final`` names the last epoch's numbers that ``final`` repeats.
+    Raises:
+        NonFiniteState: the state holds a NaN or infinity (the last checkpoint is kept).
     """
-    last, current = (run.history[-1] if run.history else None), None
-    if progress is not None:
-        running = progress.nll / max(progress.images, 1)
-        current = {"epoch": epoch + 1, "steps": progress.steps, "running_train_nll": running,
-                   "train_seconds": progress.seconds}  # fmt: skip
-    return {
-        "finished": epoch == args.epochs and progress is None,
-        "config": run.identity["config"],
-        "parameters": sum(p.numel() for p in run.model.parameters()),
-        "args": plain_args(args),
-        "precision": {"name": run.precision.name, "reason": run.precision.reason},
-        "hardware": hardware(device),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "autoregressive": autoregressive.__version__,
-        "initial_test_nll": run.initial,
-        "final": {k: last[k] for k in final} if last else None,
-        "in_progress": current,
-        "train_seconds": sum(m["train_seconds"] for m in run.history),
-        "wall_seconds": sum(m["epoch_seconds"] for m in run.history),
-        "pictures": run.pictures,
-        "epochs": run.history,
-    }
+    save_run(run, args, epoch, progress)
+    summary = run_summary(run, args, epoch, progress, device, final)
+    write_json(args.out / "metrics.json", summary | (extra or {}))
 
 
 def checkpoint_to_resume(args: argparse.Namespace, device: torch.device, log: Log) -> Any:
@@ -310,7 +300,7 @@ def check_resumable(
     added to it since the checkpoint was saved take their defaults there.
     """
     saved = json.loads(json.dumps(checkpoint.get("run", {})))
-    for key in configs:
+    for key in (k for k in configs if isinstance(saved.get(k), dict)):
         with contextlib.suppress(TypeError, ValueError):
             saved[key] = json.loads(json.dumps(dataclasses.asdict(PixelCNNConfig(**saved[key]))))
     current = json.loads(json.dumps(identity))
@@ -361,19 +351,17 @@ def train_one_epoch(
     device: torch.device,
     *,
     save: Callable[[EpochProgress], None] | None,
-    chief: bool = True,
-    postfix: Callable[[float], dict[str, str]] | None = None,
+    postfix: Postfix = loss,
 ) -> EpochStats:
     """Train epoch ``epoch`` (from where a resumed run stopped) with a progress bar.
 
-    ``save(progress)`` runs every ``--checkpoint-minutes`` mid-epoch (``None``: never).
+    ``save(progress)`` runs every ``--checkpoint-minutes`` mid-epoch (``None``: never); the
+    bar shows ``postfix(running loss)``.
     """
     batches.set_epoch(epoch)
     start, run.partial = run.partial, None
-    desc = f"epoch {epoch}/{args.epochs}"
-    kwargs = {"postfix": postfix} if postfix else {}
-    bar, progress = progress_bar(steps_of(batches, args.limit_train_batches), desc, chief,
-                                 start, **kwargs)  # fmt: skip
+    steps = steps_of(batches, args.limit_train_batches)
+    bar, progress = progress_bar(steps, f"epoch {epoch}/{args.epochs}", start, postfix)
     try:
         return train_epoch(
             run.objective,
@@ -398,14 +386,13 @@ def run_epoch(
     epoch: int,
     args: argparse.Namespace,
     device: torch.device,
-    **kwargs: Any,
+    *,
+    save: Callable[[EpochProgress], None] | None,
+    postfix: Postfix = loss,
 ) -> dict[str, Any]:
-    """Train epoch ``epoch`` (:func:`train_one_epoch`, which takes ``kwargs``), score the
-    test set (fp32): the epoch's record."""
-    stats = train_one_epoch(run, train, epoch, args, device, **kwargs)
-    score = score_test_set(
-        run.model, test, device, args.limit_test_batches, kwargs.get("chief", True)
-    )
+    """Train epoch ``epoch`` (:func:`train_one_epoch`), score the test set (fp32): the record."""
+    stats = train_one_epoch(run, train, epoch, args, device, save=save, postfix=postfix)
+    score = score_test_set(run.model, test, device, args.limit_test_batches)
     return {
         "epoch": epoch,
         "train_nll": stats.nll,
@@ -420,16 +407,6 @@ def run_epoch(
     }
 
 
-def describe(m: dict[str, Any]) -> str:
-    """An epoch's record in one line."""
-    return (
-        f"epoch {m['epoch']}: train NLL {m['train_nll']:.2f} nats ({m['train_bits_per_dim']:.4f}"
-        f" bits/dim), test NLL {m['test_nll']:.2f} nats ({m['test_bits_per_dim']:.4f} bits/dim);"
-        f" {m['train_images_per_second']:.0f} images/s, train {m['train_seconds']:.1f} s, eval "
-        f"{m['eval_seconds']:.1f} s"
-    )
-
-
 def train_epochs(
     run: Run,
     args: argparse.Namespace,
@@ -439,21 +416,24 @@ def train_epochs(
     save: Callable[[int, EpochProgress | None], None],
     pictures: Callable[[int, dict[str, Any]], list[str]],
     log: Log = print,
-    mid_epoch: bool = True,
-    **kwargs: Any,
+    postfix: Postfix = loss,
 ) -> None:
     """The epochs from where the run stands to ``--epochs``.
 
-    Each is trained on ``data.train`` and scored on ``data.test`` (:func:`run_epoch`, which
-    takes ``kwargs``), pictured at the sample epochs and the last (``pictures(epoch, record)``
-    returns the file names), recorded and saved: ``save(epoch, progress)`` saves the state
-    after ``epoch`` and ``progress`` into the next, at each epoch's end (``progress`` is
-    ``None``) and, where ``mid_epoch``, every ``--checkpoint-minutes``.
+    Each is trained on ``data.train`` (its progress bar shows ``postfix(running loss)``) and
+    scored on ``data.test`` (:func:`run_epoch`), pictured at the sample epochs and the last
+    (``pictures(epoch, record)`` returns the file names), recorded and saved:
+    ``save(epoch, progress)`` saves the state after ``epoch`` and ``progress`` into the next,
+    at each epoch's end (``progress`` is ``None``) and every ``--checkpoint-minutes``. Only
+    single-process runs save mid-epoch: each process of a distributed run holds its own share
+    of the running sums.
     """
     for epoch in range(run.start + 1, args.epochs + 1):
         started = time.perf_counter() - (run.partial.seconds if run.partial else 0.0)
-        mid = functools.partial(save, epoch - 1) if mid_epoch else None
-        record = run_epoch(run, data.train, data.test, epoch, args, device, save=mid, **kwargs)
+        mid = functools.partial(save, epoch - 1) if world_size() == 1 else None
+        record = run_epoch(
+            run, data.train, data.test, epoch, args, device, save=mid, postfix=postfix
+        )
         log(describe(record))
         if epoch in set(args.sample_epochs) | {args.epochs}:
             run.pictures += pictures(epoch, record)
@@ -462,15 +442,3 @@ def train_epochs(
         save(epoch, None)
         if epoch < args.epochs:
             log(eta(run.history, args.epochs))
-
-
-def done(run: Run, args: argparse.Namespace, *files: str) -> str:
-    """The closing line: the last test NLL, the time taken, the files written."""
-    last = run.history[-1]
-    return (
-        f"done: test NLL {last['test_nll']:.2f} nats ({last['test_bits_per_dim']:.4f} bits/dim)"
-        f" after {last['epoch']} epochs; training "
-        f"{sum(m['train_seconds'] for m in run.history):.0f} s, all epochs "
-        f"{sum(m['epoch_seconds'] for m in run.history):.0f} s\n"
-        f"files in {args.out}: {', '.join([*run.pictures, *files, 'metrics.json'])}"
-    )

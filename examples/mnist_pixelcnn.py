@@ -25,8 +25,8 @@ The model is the library's :class:`autoregressive.PixelCNN` with a Bernoulli lik
 loss is its negative log-likelihood in nats per image (binary cross-entropy summed over pixels).
 Uses only the public API of ``autoregressive``, ``autoregressive.data`` and
 ``autoregressive.training``, plus torchvision (data files), tqdm and matplotlib. The scaffolding
-it shares with the other examples is in ``common.py`` (command line, metrics), ``loop.py``
-(epochs, checkpoints, resume) and ``plots.py`` (pictures).
+it shares with the other examples is in ``common.py`` (command line), ``loop.py``
+(epochs, checkpoints, resume) and ``outputs.py`` (pictures, metrics.json, log lines).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -54,13 +54,12 @@ from autoregressive.training import (
     DivergenceError,
     EpochProgress,
     save_checkpoint,
-    unused_parameters,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
 import common
 import loop
-import plots
+import outputs
 from loop import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +117,8 @@ RUN_KEYS = (
 )
 #: The flag that sets each field of the model's config.
 CONFIG_FLAGS = common.MODEL_FLAGS
+#: The last epoch's numbers that metrics.json repeats as ``final``.
+FINAL = ("epoch", "train_nll", "test_nll", "test_bits_per_dim")
 
 
 # ---------------------------------------------------------------------------- command line
@@ -205,12 +206,19 @@ def load_data(args: argparse.Namespace, rank: int, world: int) -> Data:
         test_bin = threshold_binarize(test_x, args.threshold)
     else:  # one fixed draw, the same for every --seed, so that runs compare
         test_bin = dynamic_binarize(test_x, torch.Generator().manual_seed(derive_seed(0, "test")))
-    shares = {"rank": rank, "world_size": world}
     train = BinarizedBatches(
-        train_x, batch_size=args.batch_size, binarize=args.binarize, threshold=args.threshold,
-        shuffle=True, seed=args.seed, **shares,
-    )  # fmt: skip
-    test = BinarizedBatches(test_bin, batch_size=args.eval_batch_size, binarize=None, **shares)
+        train_x,
+        batch_size=args.batch_size,
+        binarize=args.binarize,
+        threshold=args.threshold,
+        shuffle=True,
+        seed=args.seed,
+        rank=rank,
+        world_size=world,
+    )
+    test = BinarizedBatches(
+        test_bin, batch_size=args.eval_batch_size, binarize=None, rank=rank, world_size=world
+    )
     return Data(train, test, test_bin, train_x.shape[0])
 
 
@@ -221,8 +229,8 @@ def check_start(args: argparse.Namespace, data: Data) -> None:
         ValueError: a run that would train or score nothing, or asks for more training images
             than there are, or an ``--out`` that cannot be written; the message names the flags.
     """
-    common.check_steps("train on", len(data.train), "the training set",
-                       "--data-dir, --train-images")  # fmt: skip
+    flags = "--data-dir, --train-images"
+    common.check_steps("train on", len(data.train), "the training set", flags)
     common.check_steps("score", len(data.test), "the test set", "--data-dir")
     common.check_count("--train-images", args.train_images, data.train_size, "the training set")
     common.make_out(args.out)
@@ -235,19 +243,11 @@ def build_run(
 
     def wrap(objective: torch.nn.Module) -> torch.nn.Module:
         if world > 1:
-            # DDP must be told when some parameters never get a gradient (e.g. an output layer
-            # whose result the network does not use); probe once with a single test image.
-            unused = unused_parameters(objective, data.test_images[:1].to(device))
-            if unused:
-                log(f"note: parameters without gradient, DDP will look for them: {unused}")
-            objective = torch.nn.parallel.DistributedDataParallel(
-                objective,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=bool(unused),
-            )
-        return torch.compile(objective) if args.compile else objective
+            objective = loop.ddp(objective, data.test_images[:1].to(device), log)
+        return cast(torch.nn.Module, torch.compile(objective)) if args.compile else objective
 
-    config = build_config(args, tuple(data.test_images.shape[-2:]))
+    h, w = data.test_images.shape[-2:]
+    config = build_config(args, (h, w))
     return loop.new_run(config, args, device, RUN_KEYS, wrap)
 
 
@@ -260,11 +260,11 @@ def write_pictures(model: PixelCNN, data: Data, args: argparse.Namespace, epoch:
     samples = model.sample(args.num_samples, generator=generator)  # (S, 1, H, W)
     name, cname = f"samples_epoch{epoch:03d}.png", f"completions_epoch{epoch:03d}.png"
     title = f"{args.num_samples} samples after epoch {epoch} (seed {args.seed})"
-    plots.save_grid(samples, math.ceil(math.sqrt(args.num_samples)), args.out / name, title)
+    outputs.save_grid(samples, math.ceil(math.sqrt(args.num_samples)), args.out / name, title)
     originals = data.test_images[:8].to(device)  # (R, 1, H, W)
-    grid, labels = plots.complete_bottom_halves(model, originals, 4, generator, hidden=0.5)
+    grid, labels = outputs.complete_bottom_halves(model, originals, 4, generator, hidden=0.5)
     title = f"completions of test digits after epoch {epoch}"
-    plots.save_grid(grid, len(labels), args.out / cname, title, labels=labels, inches=0.9)
+    outputs.save_grid(grid, len(labels), args.out / cname, title, labels=labels, inches=0.9)
     return [name, cname]
 
 
@@ -278,25 +278,7 @@ def save_loss_curve(history: list[dict[str, Any]], initial: float | None, path: 
     best = min(m["test_nll"] for m in history) if history else math.nan
     title = f"binarized MNIST, best test NLL {best:.2f} nats"
     lines = {"train (running mean)": train, "test": (test_x, test_y)}
-    plots.save_curves([plots.Panel(title, "NLL (nats per image)", lines, log_y=log_y)], path)
-
-
-def save_state(
-    run: Run,
-    args: argparse.Namespace,
-    epoch: int,
-    device: torch.device,
-    progress: EpochProgress | None = None,
-) -> None:
-    """The checkpoint and metrics.json after ``epoch``, and ``progress`` into the next one.
-
-    Raises:
-        NonFiniteState: the state holds a NaN or infinity (the last checkpoint is kept).
-    """
-    loop.save_run(run, args, epoch, progress)
-    final = ("epoch", "train_nll", "test_nll", "test_bits_per_dim")
-    summary = loop.run_summary(run, args, epoch, progress, device, final)
-    common.write_json(args.out / "metrics.json", summary | {"world_size": loop.world_size()})
+    outputs.save_curves([outputs.Panel(title, "NLL (nats per image)", lines, log_y=log_y)], path)
 
 
 def save_weights(run: Run, path: Path) -> None:
@@ -304,8 +286,9 @@ def save_weights(run: Run, path: Path) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
     metrics = {k: run.history[-1][k] for k in ("epoch", "test_nll", "test_bits_per_dim")}
     data = {k: run.identity[k] for k in ("binarize", "threshold")}
-    save_checkpoint(path, {"config": run.identity["config"], "model": state,
-                           "metrics": metrics | data})  # fmt: skip
+    save_checkpoint(
+        path, {"config": run.identity["config"], "model": state, "metrics": metrics | data}
+    )
 
 
 # ------------------------------------------------------------------------------------ main
@@ -324,26 +307,27 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    log(f"{loop.header(device, run.precision, run.model)}; {world} process(es)\n"
+    log(
+        f"{outputs.header(device, run.precision, run.model)}; {world} process(es)\n"
         f"data: {data.train_size:,} training and {data.test_images.shape[0]:,} test images, "
-        f"binarization {args.binarize}, from {args.data_dir}; out {args.out}")  # fmt: skip
+        f"binarization {args.binarize}, from {args.data_dir}; out {args.out}"
+    )
     if args.eval_initial and run.start == 0:
-        test = loop.score_test_set(run.model, data.test, device, args.limit_test_batches, chief)
-        run.initial = test.nll
+        run.initial = loop.score_test_set(run.model, data.test, device, args.limit_test_batches).nll
         log(f"untrained model: test NLL {run.initial:.2f} nats")
 
     def save(epoch: int, progress: EpochProgress | None) -> None:
         if chief:
-            save_state(run, args, epoch, device, progress)
+            extra = {"world_size": world}
+            loop.save_state(run, args, epoch, progress, device, final=FINAL, extra=extra)
             if progress is None:
                 save_loss_curve(run.history, run.initial, args.out / "loss_curve.png")
 
     def pictures(epoch: int, record: dict[str, Any]) -> list[str]:
         return write_pictures(run.model, data, args, epoch) if chief else []
 
-    try:  # only single-process runs save mid-epoch: each process holds its share of the sums
-        loop.train_epochs(run, args, data, device, save=save, pictures=pictures, log=log,
-                          mid_epoch=world == 1, chief=chief)  # fmt: skip
+    try:
+        loop.train_epochs(run, args, data, device, save=save, pictures=pictures, log=log)
     except (DivergenceError, loop.NonFiniteState) as err:
         return loop.stopped(err, args.out, "; a lower --lr needs a new --out")
     if chief and run.history:
@@ -359,7 +343,7 @@ def finish(run: Run, args: argparse.Namespace) -> None:
     save_loss_curve(run.history, run.initial, args.out / "loss_curve.png")
     if run.history[-1]["epoch"] == args.epochs:
         save_weights(run, args.out / "weights.pt")
-    print(loop.done(run, args, "loss_curve.png"))
+    print(outputs.done(run, args, "loss_curve.png"))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from autoregressive.training import check_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `loop` also when loaded by path
 from loop import progress_bar
+from outputs import save_grid
 
 
 class ResBlock(nn.Module):
@@ -240,3 +241,29 @@ def train_epoch(
         "train_seconds": seconds,
         "train_images_per_second": images / seconds,
     }
+
+
+@torch.no_grad()
+def save_reconstructions(
+    vqvae: VQVAE,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    per_class: int,
+    path: Path,
+    device: torch.device,
+) -> None:
+    """Test images ``x`` (labels ``y``) of each class beside their reconstructions, as a PNG.
+
+    Each row holds ``per_class`` images of a class, then their reconstructions; a small test
+    set without every class gives one row of originals, then one of reconstructions.
+    """
+    originals = torch.cat([x[y == c][:per_class] for c in range(10)])  # (R, 1, 28, 28)
+    recon = vqvae.eval().decode(encode_all(vqvae, originals, 500, device)[:, 0]).cpu()
+    per = originals.shape[0] // 10 if originals.shape[0] % 10 == 0 else None
+    if per:  # (10, 2 * per, 1, 28, 28): each class's images, then their reconstructions
+        rows = torch.cat([originals.view(10, per, 1, 28, 28), recon.view(10, per, 1, 28, 28)], 1)
+        grid, cols = rows.flatten(0, 1), 2 * per  # (10 * 2 per, 1, 28, 28)
+    else:
+        grid, cols = torch.cat([originals, recon]), max(originals.shape[0], 1)
+    title = "test images (left half) and their reconstructions (right half)"
+    save_grid(grid, cols, path, title, inches=0.6)

@@ -6,18 +6,15 @@
 
 Three phases, timed separately:
 
-1. **VQ-VAE** (``vqvae.py``; van den Oord et al., 2017, https://arxiv.org/abs/1711.00937): a
-   convolutional encoder maps a 28x28 grey image to a 7x7 grid of ``--code-dim`` vectors, a
-   vector quantizer (lucidrains' ``vector-quantize-pytorch``: EMA codebook, k-means
-   initialisation, dead-code restarts) replaces each by its nearest codebook entry, and a
-   decoder maps the quantized grid back to pixel logits. Trained on the intensities in
-   ``[0, 1]`` with binary cross-entropy plus the commitment loss, in float32.
+1. **VQ-VAE** (``vqvae.py``; van den Oord et al., 2017, https://arxiv.org/abs/1711.00937):
+   28x28 grey images to 7x7 grids of ``--codebook-size`` codes and back, trained on the
+   intensities in ``[0, 1]`` with binary cross-entropy plus the commitment loss, in float32.
 2. **Prior**: :class:`autoregressive.PixelCNN` with ``block="gated"``,
    ``distribution="categorical"``, ``levels=--codebook-size``, ``num_classes=10`` and
    ``image_size=(7, 7)``, trained on the code grids of the training images with their labels
    (the VQ-VAE's encoder is frozen then) in ``--precision auto`` (bf16 autocast where the
-   device computes bf16 natively, float32 elsewhere; the test NLL always in float32). The prior
-   reads the codes through the input embedding chosen by ``--input-embedding``.
+   device computes bf16 natively, float32 elsewhere; the test NLL always in float32). It reads
+   the codes through the input embedding chosen by ``--input-embedding``.
 3. **Samples**: ``model.sample(n, y, size=(7, 7))`` (the cached sampler) draws code grids per
    class, the decoder turns them into images.
 
@@ -32,7 +29,7 @@ and independent codes at their training frequencies) and the time of every phase
 Uses only the public API of ``autoregressive`` (``PixelCNN``, ``PixelCNNConfig``,
 ``autoregressive.data``, ``autoregressive.training``) plus torchvision (data files), tqdm,
 matplotlib and vector-quantize-pytorch; the scaffolding it shares with the other examples is in
-``common.py``, ``loop.py`` and ``plots.py``.
+``common.py``, ``loop.py`` and ``outputs.py``.
 """
 
 from __future__ import annotations
@@ -42,6 +39,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +62,15 @@ from autoregressive.training import (
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
 import common
 import loop
-import plots
-from vqvae import VQVAE, baselines, codebook_use, encode_all, reconstruction_metrics
+import outputs
+from vqvae import (
+    VQVAE,
+    baselines,
+    codebook_use,
+    encode_all,
+    reconstruction_metrics,
+    save_reconstructions,
+)
 from vqvae import train_epoch as train_vqvae_epoch
 
 __all__ = ["VQVAE", "baselines", "codebook_use"]  # the VQ-VAE's pieces, from vqvae.py
@@ -126,10 +131,6 @@ RUN_KEYS = (
 
 
 # ---------------------------------------------------------------------------- command line
-def _add(g: Any, flag: str, kind: Any, text: str, default: Any = None) -> None:
-    g.add_argument(flag, type=kind, default=default, help=text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line; flags left unset take the ``--demo`` or full-run value."""
     p = argparse.ArgumentParser(
@@ -137,50 +138,70 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"{__doc__.splitlines()[0]} Defaults: the full run; --demo: the CPU-sized run.",
         formatter_class=common.HelpFormatter,
     )
-    ref, at_least_2 = common.profile_help(FULL, DEMO), common.int_at_least(2)
-    pos_int, pos_float, non_neg = (
-        common.positive_int,
-        common.positive_float,
-        common.non_negative_float,
-    )
+    ref = common.profile_help(FULL, DEMO)
     demo = (
         "the CPU-sized run: VQ-VAE (32 channels) 2 epochs, prior (4 gated blocks x 48 "
         "channels, head 96) 3 epochs, on the whole training set; 8.0-24.5 min on a 2-core AMD "
         "EPYC (idle to one thread beside other jobs); explicit flags still override"
     )
-    common.add_run_flags(p, demo, ref("out"))
-    g = p.add_argument_group("VQ-VAE")
-    _add(g, "--codebook-size", at_least_2, "codebook entries (prior levels)", 64)
-    _add(g, "--code-dim", pos_int, "dimension of a codebook vector", 16)
-    _add(g, "--vq-channels", at_least_2, f"encoder/decoder width, >= 2 ({ref('vq_channels')})")
-    _add(g, "--vq-epochs", pos_int, f"VQ-VAE epochs ({ref('vq_epochs')})")
-    _add(g, "--vq-lr", pos_float, "Adam learning rate of the VQ-VAE", 2e-3)
-    _add(g, "--vq-batch-size", pos_int, "images per VQ-VAE step", 64)
-    _add(g, "--commitment", non_neg, "commitment loss weight (beta)", 0.25)
-    _add(g, "--ema-decay", common.finite_float(above=0, below=1), "EMA decay of the codebook", 0.95)
-    restart = "restart codebook entries whose EMA count of assigned vectors falls below this"
-    _add(g, "--dead-code-threshold", non_neg, restart, 1.0)
-    g = p.add_argument_group("prior")
-    _add(g, "--prior-blocks", pos_int, f"gated blocks ({ref('prior_blocks')})")
-    _add(g, "--prior-channels", pos_int, f"hidden channels ({ref('prior_channels')})")
-    _add(
-        g, "--prior-head", common.non_negative_int, f"1x1 head width, 0: none ({ref('prior_head')})"
-    )
-    g.add_argument("--input-embedding", choices=EMBEDDINGS, default="learned",
-                   help="how the prior reads a code: a learned embedding, one-hot, or the index "
-                   "scaled to [-1, 1] (an order that means nothing for codes)")  # fmt: skip
-    _add(g, "--embedding-dim", pos_int, "width of --input-embedding learned", 16)
-    _add(g, "--prior-epochs", pos_int, f"prior epochs ({ref('prior_epochs')})")
-    _add(g, "--prior-lr", pos_float, "Adam learning rate of the prior", 2e-3)
-    _add(g, "--prior-batch-size", pos_int, "code grids per prior step", 64)
+    precision = "training precision of the prior (the VQ-VAE trains in fp32)"
+    common.add_run_flags(p, demo, ref("out"), precision=precision)
+    _vqvae_flags(p.add_argument_group("VQ-VAE"), ref)
+    _prior_flags(p.add_argument_group("prior"), ref)
     g = common.add_data_flags(p, ref, common.MNIST_DIR_HELP, "never try to download missing files")
-    _add(g, "--limit-train-batches", pos_int, "at most this many steps per epoch (for tests)")
-    _add(g, "--limit-test-images", pos_int, "score only the first N test images (for tests)")
-    _add(g, "--eval-batch-size", pos_int, "images per test batch", 500)
+    limit = "at most this many steps per epoch (for tests)"
+    g.add_argument("--limit-train-batches", type=common.positive_int, help=limit)
+    limit = "score only the first N test images (for tests)"
+    g.add_argument("--limit-test-images", type=common.positive_int, help=limit)
+    size = "images per test batch"
+    g.add_argument("--eval-batch-size", type=common.positive_int, default=500, help=size)
     g = p.add_argument_group("samples")
-    _add(g, "--samples-per-class", pos_int, "columns of samples.png", 10)
-    _add(g, "--temperature", pos_float, "divide the prior's logits by it", 1.0)
+    columns = "columns of samples.png"
+    g.add_argument("--samples-per-class", type=common.positive_int, default=10, help=columns)
+    temperature = "divide the prior's logits by it"
+    g.add_argument("--temperature", type=common.positive_float, default=1.0, help=temperature)
     return p
+
+
+def _vqvae_flags(g: argparse._ArgumentGroup, ref: Callable[[str], str]) -> None:
+    at_least_2, positive = common.int_at_least(2), common.positive_int
+    non_negative = common.non_negative_float
+    entries, width = "codebook entries (prior levels)", "dimension of a codebook vector"
+    g.add_argument("--codebook-size", type=at_least_2, default=64, help=entries)
+    g.add_argument("--code-dim", type=positive, default=16, help=width)
+    width = f"encoder/decoder width, >= 2 ({ref('vq_channels')})"
+    g.add_argument("--vq-channels", type=at_least_2, help=width)
+    g.add_argument("--vq-epochs", type=positive, help=f"VQ-VAE epochs ({ref('vq_epochs')})")
+    lr = "Adam learning rate of the VQ-VAE"
+    g.add_argument("--vq-lr", type=common.positive_float, default=2e-3, help=lr)
+    g.add_argument("--vq-batch-size", type=positive, default=64, help="images per VQ-VAE step")
+    beta = "commitment loss weight (beta)"
+    g.add_argument("--commitment", type=non_negative, default=0.25, help=beta)
+    decay = common.finite_float(above=0, below=1)
+    g.add_argument("--ema-decay", type=decay, default=0.95, help="EMA decay of the codebook")
+    restart = "restart codebook entries whose EMA count of assigned vectors falls below this"
+    g.add_argument("--dead-code-threshold", type=non_negative, default=1.0, help=restart)
+
+
+def _prior_flags(g: argparse._ArgumentGroup, ref: Callable[[str], str]) -> None:
+    positive = common.positive_int
+    g.add_argument("--prior-blocks", type=positive, help=f"gated blocks ({ref('prior_blocks')})")
+    width = f"hidden channels ({ref('prior_channels')})"
+    g.add_argument("--prior-channels", type=positive, help=width)
+    head = f"1x1 head width, 0: none ({ref('prior_head')})"
+    g.add_argument("--prior-head", type=common.non_negative_int, help=head)
+    embedding = (
+        "how the prior reads a code: a learned embedding, one-hot, or the index scaled to "
+        "[-1, 1] (an order that means nothing for codes)"
+    )
+    g.add_argument("--input-embedding", choices=EMBEDDINGS, default="learned", help=embedding)
+    width = "width of --input-embedding learned"
+    g.add_argument("--embedding-dim", type=positive, default=16, help=width)
+    g.add_argument("--prior-epochs", type=positive, help=f"prior epochs ({ref('prior_epochs')})")
+    lr = "Adam learning rate of the prior"
+    g.add_argument("--prior-lr", type=common.positive_float, default=2e-3, help=lr)
+    size = "code grids per prior step"
+    g.add_argument("--prior-batch-size", type=positive, default=64, help=size)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -274,8 +295,13 @@ class Run:
 def build_run(args: argparse.Namespace, device: torch.device) -> Run:
     """Both models and optimizers, seeded by ``--seed``."""
     torch.manual_seed(args.seed)
-    vqvae = VQVAE(args.codebook_size, args.code_dim, args.vq_channels, args.ema_decay,
-                  args.dead_code_threshold).to(device)  # fmt: skip
+    vqvae = VQVAE(
+        args.codebook_size,
+        args.code_dim,
+        args.vq_channels,
+        args.ema_decay,
+        args.dead_code_threshold,
+    ).to(device)
     precision = choose_precision(args.precision, Capabilities.detect(device))
     config = prior_config(args)
     prior = PixelCNN(config, device=device, validate_args=device.type != "cuda")
@@ -298,9 +324,14 @@ def vqvae_epoch(
     batches.set_epoch(epoch)
     steps, desc = loop.steps_of(batches, args.limit_train_batches), f"VQ-VAE epoch {epoch}"
     record = {"epoch": epoch} | train_vqvae_epoch(
-        run.vqvae, run.vq_optimizer, batches, steps=steps, commitment=args.commitment,
-        device=device, desc=f"{desc}/{args.vq_epochs}",
-    )  # fmt: skip
+        run.vqvae,
+        run.vq_optimizer,
+        batches,
+        steps=steps,
+        commitment=args.commitment,
+        device=device,
+        desc=f"{desc}/{args.vq_epochs}",
+    )
     start = time.perf_counter()
     record |= reconstruction_metrics(run.vqvae, data.test_x, args.eval_batch_size, device)
     return record | {"eval_seconds": time.perf_counter() - start}
@@ -313,11 +344,18 @@ def prior_epoch(
     codes["train"].set_epoch(epoch)
     steps = loop.steps_of(codes["train"], args.limit_train_batches)
     bar, progress = loop.progress_bar(steps, f"prior epoch {epoch}/{args.prior_epochs}")
-    train = train_epoch(NegLogLikelihood(run.prior), run.prior_optimizer, codes["train"],
-                        device=device, precision=run.precision, max_steps=steps,
-                        progress=progress, log_every=10)  # fmt: skip
+    train = train_epoch(
+        NegLogLikelihood(run.prior),
+        run.prior_optimizer,
+        codes["train"],
+        device=device,
+        precision=run.precision,
+        max_steps=steps,
+        progress=progress,
+        log_every=10,
+    )
     bar.close()
-    test = loop.score_test_set(run.prior, codes["test"], device, None, chief=True)
+    test = loop.score_test_set(run.prior, codes["test"], device)
     return {
         "epoch": epoch,
         "train_nll": train.nll,
@@ -341,16 +379,18 @@ def prepare_codes(
     run.extra |= baselines(train, test, args.codebook_size)
     run.extra["train_codebook"] = codebook_use(train, args.codebook_size)
     run.extra |= {"train": train.shape[0], "test": test.shape[0]}
-    print(f"encoded {train.shape[0]:,} + {test.shape[0]:,} images in "
-          f"{run.extra['encode_seconds']:.1f} s; training codes use "
-          f"{run.extra['train_codebook']['codes_used']}/{args.codebook_size} entries; NLL of "
-          f"uniform codes {run.extra['uniform_nll']:.1f}, of independent codes "
-          f"{run.extra['unigram_nll']:.1f} nats per grid")  # fmt: skip
+    print(
+        f"encoded {train.shape[0]:,} + {test.shape[0]:,} images in "
+        f"{run.extra['encode_seconds']:.1f} s; training codes use "
+        f"{run.extra['train_codebook']['codes_used']}/{args.codebook_size} entries; NLL of "
+        f"uniform codes {run.extra['uniform_nll']:.1f}, of independent codes "
+        f"{run.extra['unigram_nll']:.1f} nats per grid"
+    )
     seed = derive_seed(args.seed, "prior")
     return {
         "train": SeededBatches(
             train, data.train_y, batch_size=args.prior_batch_size, shuffle=True, seed=seed
-        ),  # fmt: skip
+        ),
         "test": SeededBatches(test, data.test_y, batch_size=args.eval_batch_size),
     }
 
@@ -359,18 +399,22 @@ def train_phases(run: Run, data: Data, args: argparse.Namespace, device: torch.d
     """The VQ-VAE's and then the prior's remaining epochs, a checkpoint after each."""
     for epoch in range(len(run.history["vqvae"]) + 1, args.vq_epochs + 1):
         m = vqvae_epoch(run, data, args, epoch, device)
-        print(f"VQ-VAE epoch {epoch}: train BCE {m['train_bce']:.2f}, test BCE "
-              f"{m['test_bce']:.2f} nats/image, test MSE {m['test_mse_per_pixel']:.4f}/pixel; "
-              f"codes used {m['test_codes_used']}/{args.codebook_size}, perplexity "
-              f"{m['test_perplexity']:.1f}; {m['train_seconds']:.0f} s")  # fmt: skip
+        print(
+            f"VQ-VAE epoch {epoch}: train BCE {m['train_bce']:.2f}, test BCE "
+            f"{m['test_bce']:.2f} nats/image, test MSE {m['test_mse_per_pixel']:.4f}/pixel; "
+            f"codes used {m['test_codes_used']}/{args.codebook_size}, perplexity "
+            f"{m['test_perplexity']:.1f}; {m['train_seconds']:.0f} s"
+        )
         run.history["vqvae"].append(m)
         save_state(run, args, device)
     codes = prepare_codes(run, data, args, device)
     for epoch in range(len(run.history["prior"]) + 1, args.prior_epochs + 1):
         m = prior_epoch(run, codes, args, epoch, device)
-        print(f"prior epoch {epoch}: train NLL {m['train_nll']:.2f}, test NLL "
-              f"{m['test_nll']:.2f} nats per code grid ({m['test_bits_per_code']:.3f} "
-              f"bits/code); {m['train_seconds']:.0f} s")  # fmt: skip
+        print(
+            f"prior epoch {epoch}: train NLL {m['train_nll']:.2f}, test NLL "
+            f"{m['test_nll']:.2f} nats per code grid ({m['test_bits_per_code']:.3f} "
+            f"bits/code); {m['train_seconds']:.0f} s"
+        )
         run.history["prior"].append(m)
         save_state(run, args, device)
 
@@ -387,18 +431,9 @@ def write_pictures(run: Run, data: Data, args: argparse.Namespace, device: torch
     seconds = time.perf_counter() - start  # (10 * k, 1, 7, 7) long
     images = run.vqvae.eval().decode(codes[:, 0]).cpu()  # (10 * k, 1, 28, 28)
     title = f"prior samples, one row per class 0-9 (temperature {args.temperature:g})"
-    plots.save_grid(images, k, args.out / "samples.png", title, inches=0.6)
-    originals = torch.cat([data.test_x[data.test_y == c][: k // 2] for c in range(CLASSES)])
-    recon = run.vqvae.decode(encode_all(run.vqvae, originals, 500, device)[:, 0]).cpu()
-    per = originals.shape[0] // CLASSES if originals.shape[0] % CLASSES == 0 else None
-    if per:  # each row: the class's test images, then their reconstructions
-        rows = torch.cat([originals.view(CLASSES, per, 1, 28, 28),
-                          recon.view(CLASSES, per, 1, 28, 28)], dim=1)  # fmt: skip
-        grid, cols = rows.flatten(0, 1), 2 * per  # (10 * 2 per, 1, 28, 28)
-    else:  # a small test set without every class: originals, then reconstructions
-        grid, cols = torch.cat([originals, recon]), max(originals.shape[0], 1)
-    title = "test images (left half) and their reconstructions (right half)"
-    plots.save_grid(grid, cols, args.out / "reconstructions.png", title, inches=0.6)
+    outputs.save_grid(images, k, args.out / "samples.png", title, inches=0.6)
+    path = args.out / "reconstructions.png"
+    save_reconstructions(run.vqvae, data.test_x, data.test_y, k // 2, path, device)
     return seconds
 
 
@@ -413,10 +448,10 @@ def save_loss_curves(run: Run, path: Path) -> None:
         lines = {
             s: (epochs, [m[f"{s}_{metric}"] for m in run.history[key]]) for s in ("train", "test")
         }
-        panels.append(plots.Panel(title, label, lines))
+        panels.append(outputs.Panel(title, label, lines))
     if "unigram_nll" in run.extra:
         panels[1].baseline = ("independent codes", run.extra["unigram_nll"])
-    plots.save_curves(panels, path)
+    outputs.save_curves(panels, path)
 
 
 def trained(history: dict[str, list[dict[str, Any]]]) -> bool:
@@ -431,33 +466,57 @@ def trained(history: dict[str, list[dict[str, Any]]]) -> bool:
 def save_state(run: Run, args: argparse.Namespace, device: torch.device) -> None:
     """The checkpoint and metrics.json after an epoch of either phase (``NonFiniteState``)."""
     path = args.out / "checkpoint.pt"
-    state = {"vqvae": run.vqvae.state_dict(), "prior": run.prior.state_dict(),
-             "vq_optimizer": run.vq_optimizer.state_dict(),
-             "prior_optimizer": run.prior_optimizer.state_dict()}  # fmt: skip
+    state = {
+        "vqvae": run.vqvae.state_dict(),
+        "prior": run.prior.state_dict(),
+        "vq_optimizer": run.vq_optimizer.state_dict(),
+        "prior_optimizer": run.prior_optimizer.state_dict(),
+    }
     loop.check_finite(state, path)
-    save_checkpoint(path, {**state, "history": run.history, "extra": run.extra,
-                           "rng": get_rng_state(), "run": run.identity,
-                           "args": common.plain_args(args)})  # fmt: skip
+    save_checkpoint(
+        path,
+        {
+            **state,
+            "history": run.history,
+            "extra": run.extra,
+            "rng": get_rng_state(),
+            "run": run.identity,
+            "args": outputs.plain_args(args),
+        },
+    )
+    outputs.write_json(args.out / "metrics.json", summary(run, args, device))
+
+
+def summary(run: Run, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """What metrics.json holds: the last epoch of each phase, codebook use, baselines, times."""
     vq, prior = run.history["vqvae"], run.history["prior"]
-    seconds = {f"{name}_{kind}": sum(m[f"{kind}_seconds"] for m in history)
-               for name, history in (("vqvae", vq), ("prior", prior))
-               for kind in ("train", "eval")}  # fmt: skip
+    seconds = {
+        f"{name}_{kind}": sum(m[f"{kind}_seconds"] for m in history)
+        for name, history in (("vqvae", vq), ("prior", prior))
+        for kind in ("train", "eval")
+    }
     seconds |= {k: v for k, v in run.extra.items() if k.endswith("_seconds")}
-    common.write_json(args.out / "metrics.json", {
-        "finished": len(prior) == args.prior_epochs and "sample_seconds" in run.extra
+    return {
+        "finished": len(prior) == args.prior_epochs
+        and "sample_seconds" in run.extra
         and trained(run.history),
-        "codebook_size": args.codebook_size, "vqvae": vq[-1] if vq else None,
-        "prior": prior[-1] if prior else None, "prior_config": run.identity["prior"],
-        "parameters": {"vqvae": sum(p.numel() for p in run.vqvae.parameters()),
-                       "prior": sum(p.numel() for p in run.prior.parameters())},
+        "codebook_size": args.codebook_size,
+        "vqvae": vq[-1] if vq else None,
+        "prior": prior[-1] if prior else None,
+        "prior_config": run.identity["prior"],
+        "parameters": {
+            "vqvae": sum(p.numel() for p in run.vqvae.parameters()),
+            "prior": sum(p.numel() for p in run.prior.parameters()),
+        },
         "images": {k: run.extra[k] for k in ("train", "test") if k in run.extra},
         "baselines": {k: run.extra[k] for k in ("uniform_nll", "unigram_nll") if k in run.extra},
         "train_codebook": run.extra.get("train_codebook"),
         "seconds": seconds | {"total": sum(seconds.values())},
         "precision": {"name": run.precision.name, "reason": run.precision.reason},
-        "hardware": common.hardware(device), "args": common.plain_args(args),
+        "hardware": outputs.hardware(device),
+        "args": outputs.plain_args(args),
         "history": run.history,
-    })  # fmt: skip
+    }
 
 
 # ---------------------------------------------------------------------------------- resume
@@ -492,8 +551,10 @@ def resume(run: Run, args: argparse.Namespace, device: torch.device) -> None:
     run.prior_optimizer.load_state_dict(ckpt["prior_optimizer"])
     run.history, run.extra = ckpt["history"], ckpt["extra"]
     set_rng_state(ckpt["rng"])
-    print(f"resumed from {args.out / 'checkpoint.pt'}: VQ-VAE epoch {len(run.history['vqvae'])}, "
-          f"prior epoch {len(run.history['prior'])}")  # fmt: skip
+    print(
+        f"resumed from {args.out / 'checkpoint.pt'}: VQ-VAE epoch {len(run.history['vqvae'])}, "
+        f"prior epoch {len(run.history['prior'])}"
+    )
 
 
 # ------------------------------------------------------------------------------------ main
@@ -510,9 +571,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, CheckpointError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{loop.header(device, run.precision, run.prior)} (the prior; the VQ-VAE trains in "
-          f"fp32)\ndata: {data.train_x.shape[0]:,} training and {data.test_x.shape[0]:,} test "
-          f"images from {args.data_dir}; out {args.out}")  # fmt: skip
+    print(
+        f"{outputs.header(device, run.precision, run.prior)} (the prior; the VQ-VAE trains in "
+        f"fp32)\ndata: {data.train_x.shape[0]:,} training and {data.test_x.shape[0]:,} test "
+        f"images from {args.data_dir}; out {args.out}"
+    )
     try:
         train_phases(run, data, args, device)
         run.extra["sample_seconds"] = write_pictures(run, data, args, device)
@@ -521,13 +584,15 @@ def main(argv: list[str] | None = None) -> int:
         return loop.stopped(err, args.out)
     save_loss_curves(run, args.out / "loss_curves.png")
     vq, prior = run.history["vqvae"][-1], run.history["prior"][-1]
-    print(f"done: reconstruction BCE {vq['test_bce']:.2f} nats/image, MSE "
-          f"{vq['test_mse_per_pixel']:.4f}/pixel; codebook {vq['test_codes_used']}/"
-          f"{args.codebook_size} used, perplexity {vq['test_perplexity']:.1f}; prior test NLL "
-          f"{prior['test_nll']:.2f} nats per code grid (independent codes "
-          f"{run.extra['unigram_nll']:.2f}); sampling {10 * args.samples_per_class} grids took "
-          f"{run.extra['sample_seconds']:.2f} s\nfiles: {args.out}/samples.png, "
-          "reconstructions.png, loss_curves.png, metrics.json")  # fmt: skip
+    print(
+        f"done: reconstruction BCE {vq['test_bce']:.2f} nats/image, MSE "
+        f"{vq['test_mse_per_pixel']:.4f}/pixel; codebook {vq['test_codes_used']}/"
+        f"{args.codebook_size} used, perplexity {vq['test_perplexity']:.1f}; prior test NLL "
+        f"{prior['test_nll']:.2f} nats per code grid (independent codes "
+        f"{run.extra['unigram_nll']:.2f}); sampling {10 * args.samples_per_class} grids took "
+        f"{run.extra['sample_seconds']:.2f} s\nfiles: {args.out}/samples.png, "
+        "reconstructions.png, loss_curves.png, metrics.json"
+    )
     return 0
 
 
