@@ -73,8 +73,6 @@ from vqvae import (
 )
 from vqvae import train_epoch as train_vqvae_epoch
 
-__all__ = ["VQVAE", "baselines", "codebook_use"]  # the VQ-VAE's pieces, from vqvae.py
-
 REPO = Path(__file__).resolve().parents[1]
 #: MNIST as laid out for this project's developers and CI (read only; used when present).
 SHARED_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
