@@ -1,99 +1,77 @@
 """A VQ-VAE on MNIST and a class-conditional Gated PixelCNN prior over its 7x7 code grid.
 
-    python examples/vqvae_prior.py --demo          # CPU-sized run (see DEMO below)
+    python examples/vqvae_prior.py --demo          # CPU-sized run (8.0-24.5 min on 2 cores)
     python examples/vqvae_prior.py                 # the longer full run
     python examples/vqvae_prior.py --resume        # continue from <out>/checkpoint.pt
 
 Three phases, timed separately:
 
-1. **VQ-VAE** (van den Oord et al., 2017, https://arxiv.org/abs/1711.00937): a convolutional
-   encoder maps a 28x28 grey image to a 7x7 grid of ``--code-dim`` vectors, a vector quantizer
-   replaces each by its nearest codebook entry, and a decoder maps the quantized grid back to
-   pixel logits. Trained on the intensities in ``[0, 1]`` with binary cross-entropy plus the
-   commitment loss.
+1. **VQ-VAE** (``vqvae.py``; van den Oord et al., 2017, https://arxiv.org/abs/1711.00937):
+   28x28 grey images to 7x7 grids of ``--codebook-size`` codes and back, trained on the
+   intensities in ``[0, 1]`` with binary cross-entropy plus the commitment loss, in float32.
 2. **Prior**: :class:`autoregressive.PixelCNN` with ``block="gated"``,
    ``distribution="categorical"``, ``levels=--codebook-size``, ``num_classes=10`` and
    ``image_size=(7, 7)``, trained on the code grids of the training images with their labels
-   (the VQ-VAE's encoder is frozen then). The prior reads the codes through the input
-   embedding chosen by ``--input-embedding``.
+   (the VQ-VAE's encoder is frozen then) in ``--precision auto`` (bf16 autocast where the
+   device computes bf16 natively, float32 elsewhere; the test NLL always in float32). It reads
+   the codes through the input embedding chosen by ``--input-embedding``.
 3. **Samples**: ``model.sample(n, y, size=(7, 7))`` (the cached sampler) draws code grids per
    class, the decoder turns them into images.
 
-The quantizer is ``VectorQuantize`` from lucidrains' ``vector-quantize-pytorch`` (the
-``examples`` extra): it installs from PyPI here with four small pure-Python dependencies
-(einx, frozendict, loguru, torch-einops-utils), is widely used and tested, and gives what a
-small VQ-VAE needs in one layer: EMA codebook updates, k-means initialisation of the codebook
-from the first batch and restarts of dead codes (entries whose EMA usage falls below
-``--dead-code-threshold`` are replaced by encoder outputs of the current batch). Gradients pass
-the quantizer by the straight-through estimator of the paper (``rotation_trick=False``).
-
-Into ``--out`` it writes ``checkpoint.pt`` (after every epoch of either phase, atomically),
-``metrics.json`` (updated with it), ``loss_curves.png``, ``reconstructions.png`` (test images
-of each class beside their reconstructions) and ``samples.png`` (one row of decoded prior
-samples per class). Reported: the reconstruction error (BCE in nats and squared error per
-image), the codebook size and use (codes used, perplexity), the prior's test NLL in nats per
-code grid (beside two baselines: uniform codes and independent codes at their training
-frequencies) and the time of every phase. Training runs in float32.
+Into ``--out`` it writes ``checkpoint.pt`` (after every epoch of either phase, atomically; never
+a non-finite number), ``metrics.json`` (updated with it), ``loss_curves.png``,
+``reconstructions.png`` (test images of each class beside their reconstructions) and
+``samples.png`` (one row of decoded prior samples per class). Reported: the reconstruction
+error (BCE in nats and squared error per image), the codebook size and use (codes used,
+perplexity), the prior's test NLL in nats per code grid (beside two baselines: uniform codes
+and independent codes at their training frequencies) and the time of every phase.
 
 Uses only the public API of ``autoregressive`` (``PixelCNN``, ``PixelCNNConfig``,
 ``autoregressive.data``, ``autoregressive.training``) plus torchvision (data files), tqdm,
-matplotlib and vector-quantize-pytorch.
+matplotlib and vector-quantize-pytorch; the scaffolding it shares with the other examples is in
+``common.py``, ``loop.py`` and ``outputs.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
 import math
-import os
-import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.nn import functional as F
-from tqdm import tqdm
 
-import autoregressive
 from autoregressive import PixelCNN, PixelCNNConfig
-from autoregressive.data import Batch, derive_seed, load_mnist
+from autoregressive.data import SeededBatches, derive_seed, load_mnist
+from autoregressive.precision import Capabilities, Precision, choose_precision
 from autoregressive.training import (
     CheckpointError,
     DivergenceError,
     NegLogLikelihood,
-    atomic_write,
-    check_step,
-    evaluate,
     get_rng_state,
-    load_checkpoint,
     save_checkpoint,
     set_rng_state,
     train_epoch,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
-from common import (
-    check_config,
-    check_count,
-    check_device,
-    check_out,
-    check_steps,
-    finite_float,
-    int_at_least,
-    make_out,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    torch_seed,
+import common
+import loop
+import outputs
+from vqvae import (
+    VQVAE,
+    baselines,
+    codebook_use,
+    encode_all,
+    reconstruction_metrics,
+    save_reconstructions,
 )
+from vqvae import train_epoch as train_vqvae_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 #: MNIST as laid out for this project's developers and CI (read only; used when present).
@@ -130,10 +108,7 @@ FULL: dict[str, Any] = {
     "out": "runs/prior",
 }
 
-#: The CPU-sized demo (``make prior-demo``). Per-step times measured alone on one thread of this
-#: project's 2-core AMD EPYC (a VQ-VAE step of 64 images 0.08 s, a prior step of 64 code grids
-#: 0.21 s) put it at about 13 minutes on one idle thread; the recorded run took 25 minutes on
-#: one thread of that CPU shared with other jobs (VQ-VAE 377 s, prior 1,017 s).
+#: The CPU-sized demo (``make prior-demo``).
 DEMO: dict[str, Any] = {
     "vq_channels": 32,
     "vq_epochs": 2,
@@ -147,178 +122,84 @@ DEMO: dict[str, Any] = {
 
 #: Arguments that define the run: a checkpoint resumes only a run with the same values.
 RUN_KEYS = (
-    "seed",
-    "codebook_size",
-    "code_dim",
-    "vq_channels",
-    "vq_lr",
-    "vq_batch_size",
-    "commitment",
-    "ema_decay",
-    "dead_code_threshold",
-    "prior_lr",
-    "prior_batch_size",
-    "train_images",
-    "limit_train_batches",
+    *("seed", "codebook_size", "code_dim", "vq_channels", "vq_lr", "vq_batch_size"),
+    *("commitment", "ema_decay", "dead_code_threshold", "prior_lr", "prior_batch_size"),
+    *("train_images", "limit_train_batches"),
 )
 
 
 # ---------------------------------------------------------------------------- command line
-def profile_help(key: str) -> str:
-    """Help text naming a flag's full-run and ``--demo`` defaults."""
-    full = "all" if FULL[key] is None else FULL[key]
-    return f"default: {full}; with --demo: {DEMO[key]}"
-
-
-def _run_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("run")
-    g.add_argument(
-        "--demo",
-        action="store_true",
-        help="the CPU-sized run: VQ-VAE (32 channels) 2 epochs, prior (4 gated blocks x 48 "
-        "channels, head 96) 3 epochs, on the whole training set; explicit flags still override",
-    )
-    g.add_argument("--out", type=Path, help=f"output folder ({profile_help('out')})")
-    g.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from <out>/checkpoint.pt (starts afresh when there is none)",
-    )
-    g.add_argument(
-        "--seed", type=torch_seed, default=0, help="seed of initialisation, data and samples"
-    )
-    g.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if any"
-    )
-    g.add_argument(
-        "--threads", type=positive_int, help="torch CPU threads (default: torch's choice)"
-    )
-
-
-def _vqvae_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("VQ-VAE")
-    g.add_argument(
-        "--codebook-size", type=int_at_least(2), default=64, help="codebook entries (prior levels)"
-    )
-    g.add_argument(
-        "--code-dim", type=positive_int, default=16, help="dimension of a codebook vector"
-    )
-    g.add_argument(
-        "--vq-channels",
-        type=int_at_least(2),
-        help=f"encoder/decoder width, >= 2 ({profile_help('vq_channels')})",
-    )
-    g.add_argument(
-        "--vq-epochs", type=positive_int, help=f"VQ-VAE epochs ({profile_help('vq_epochs')})"
-    )
-    g.add_argument(
-        "--vq-lr", type=positive_float, default=2e-3, help="Adam learning rate of the VQ-VAE"
-    )
-    g.add_argument("--vq-batch-size", type=positive_int, default=64, help="images per VQ-VAE step")
-    g.add_argument(
-        "--commitment", type=non_negative_float, default=0.25, help="commitment loss weight (beta)"
-    )
-    g.add_argument(
-        "--ema-decay",
-        type=finite_float(above=0, below=1),
-        default=0.95,
-        help="EMA decay of the codebook",
-    )
-    g.add_argument(
-        "--dead-code-threshold",
-        type=non_negative_float,
-        default=1.0,
-        help="restart codebook entries whose EMA count of assigned vectors falls below this",
-    )
-
-
-def _prior_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("prior")
-    g.add_argument(
-        "--prior-blocks", type=positive_int, help=f"gated blocks ({profile_help('prior_blocks')})"
-    )
-    g.add_argument(
-        "--prior-channels",
-        type=positive_int,
-        help=f"hidden channels ({profile_help('prior_channels')})",
-    )
-    g.add_argument(
-        "--prior-head",
-        type=non_negative_int,
-        help=f"1x1 head width, 0: none ({profile_help('prior_head')})",
-    )
-    g.add_argument(
-        "--input-embedding",
-        choices=EMBEDDINGS,
-        default="learned",
-        help="how the prior reads a code: a learned embedding, one-hot, or the index scaled "
-        "to [-1, 1] (an order that means nothing for codes; the library's old behaviour)",
-    )
-    g.add_argument(
-        "--embedding-dim", type=positive_int, default=16, help="width of --input-embedding learned"
-    )
-    g.add_argument(
-        "--prior-epochs", type=positive_int, help=f"prior epochs ({profile_help('prior_epochs')})"
-    )
-    g.add_argument(
-        "--prior-lr", type=positive_float, default=2e-3, help="Adam learning rate of the prior"
-    )
-    g.add_argument(
-        "--prior-batch-size", type=positive_int, default=64, help="code grids per prior step"
-    )
-
-
-def _data_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--data-dir",
-        type=Path,
-        help="folder holding MNIST/raw/ (torchvision layout); default: ../shared/data/mnist "
-        "beside the checkout if it holds the files, else data/mnist in the checkout",
-    )
-    g.add_argument("--no-download", action="store_true", help="never try to download missing files")
-    g.add_argument(
-        "--train-images",
-        type=positive_int,
-        help=f"use the first N training images ({profile_help('train_images')})",
-    )
-    g.add_argument(
-        "--limit-train-batches",
-        type=positive_int,
-        help="at most this many steps per epoch (for tests)",
-    )
-    g.add_argument(
-        "--limit-test-images",
-        type=positive_int,
-        help="score only the first N test images (for tests)",
-    )
-    g.add_argument(
-        "--eval-batch-size", type=positive_int, default=500, help="images per test batch"
-    )
-
-
-def _sample_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("samples")
-    g.add_argument(
-        "--samples-per-class", type=positive_int, default=10, help="columns of samples.png"
-    )
-    g.add_argument(
-        "--temperature", type=positive_float, default=1.0, help="divide the prior's logits by it"
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line; flags left unset take the ``--demo`` or full-run value."""
     p = argparse.ArgumentParser(
         prog="vqvae_prior.py",
-        description="Train a VQ-VAE on MNIST, then a class-conditional Gated PixelCNN prior "
-        "over its 7x7 codes; write reconstructions, samples per class, loss curves, "
-        "metrics.json and a checkpoint per epoch into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=f"{__doc__.splitlines()[0]} Defaults: the full run; --demo: the CPU-sized run.",
+        formatter_class=common.HelpFormatter,
     )
-    for add in (_run_flags, _vqvae_flags, _prior_flags, _data_flags, _sample_flags):
-        add(p)
+    ref = common.profile_help(FULL, DEMO)
+    demo = (
+        "the CPU-sized run: VQ-VAE (32 channels) 2 epochs, prior (4 gated blocks x 48 "
+        "channels, head 96) 3 epochs, on the whole training set; 8.0-24.5 min on a 2-core AMD "
+        "EPYC (idle to one thread beside other jobs); explicit flags still override"
+    )
+    precision = "training precision of the prior (the VQ-VAE trains in fp32)"
+    common.add_run_flags(p, demo, ref("out"), precision=precision)
+    _vqvae_flags(p.add_argument_group("VQ-VAE"), ref)
+    _prior_flags(p.add_argument_group("prior"), ref)
+    g = common.add_data_flags(p, ref, common.MNIST_DIR_HELP, "never try to download missing files")
+    limit = "at most this many steps per epoch (for tests)"
+    g.add_argument("--limit-train-batches", type=common.positive_int, help=limit)
+    limit = "score only the first N test images (for tests)"
+    g.add_argument("--limit-test-images", type=common.positive_int, help=limit)
+    size = "images per test batch"
+    g.add_argument("--eval-batch-size", type=common.positive_int, default=500, help=size)
+    g = p.add_argument_group("samples")
+    columns = "columns of samples.png"
+    g.add_argument("--samples-per-class", type=common.positive_int, default=10, help=columns)
+    temperature = "divide the prior's logits by it"
+    g.add_argument("--temperature", type=common.positive_float, default=1.0, help=temperature)
     return p
+
+
+def _vqvae_flags(g: argparse._ArgumentGroup, ref: Callable[[str], str]) -> None:
+    at_least_2, positive = common.int_at_least(2), common.positive_int
+    non_negative = common.non_negative_float
+    entries, width = "codebook entries (prior levels)", "dimension of a codebook vector"
+    g.add_argument("--codebook-size", type=at_least_2, default=64, help=entries)
+    g.add_argument("--code-dim", type=positive, default=16, help=width)
+    width = f"encoder/decoder width, >= 2 ({ref('vq_channels')})"
+    g.add_argument("--vq-channels", type=at_least_2, help=width)
+    g.add_argument("--vq-epochs", type=positive, help=f"VQ-VAE epochs ({ref('vq_epochs')})")
+    lr = "Adam learning rate of the VQ-VAE"
+    g.add_argument("--vq-lr", type=common.positive_float, default=2e-3, help=lr)
+    g.add_argument("--vq-batch-size", type=positive, default=64, help="images per VQ-VAE step")
+    beta = "commitment loss weight (beta)"
+    g.add_argument("--commitment", type=non_negative, default=0.25, help=beta)
+    decay = common.finite_float(above=0, below=1)
+    g.add_argument("--ema-decay", type=decay, default=0.95, help="EMA decay of the codebook")
+    restart = "restart codebook entries whose EMA count of assigned vectors falls below this"
+    g.add_argument("--dead-code-threshold", type=non_negative, default=1.0, help=restart)
+
+
+def _prior_flags(g: argparse._ArgumentGroup, ref: Callable[[str], str]) -> None:
+    positive = common.positive_int
+    g.add_argument("--prior-blocks", type=positive, help=f"gated blocks ({ref('prior_blocks')})")
+    width = f"hidden channels ({ref('prior_channels')})"
+    g.add_argument("--prior-channels", type=positive, help=width)
+    head = f"1x1 head width, 0: none ({ref('prior_head')})"
+    g.add_argument("--prior-head", type=common.non_negative_int, help=head)
+    embedding = (
+        "how the prior reads a code: a learned embedding, one-hot, or the index scaled to "
+        "[-1, 1] (an order that means nothing for codes)"
+    )
+    g.add_argument("--input-embedding", choices=EMBEDDINGS, default="learned", help=embedding)
+    width = "width of --input-embedding learned"
+    g.add_argument("--embedding-dim", type=positive, default=16, help=width)
+    g.add_argument("--prior-epochs", type=positive, help=f"prior epochs ({ref('prior_epochs')})")
+    lr = "Adam learning rate of the prior"
+    g.add_argument("--prior-lr", type=common.positive_float, default=2e-3, help=lr)
+    size = "code grids per prior step"
+    g.add_argument("--prior-batch-size", type=positive, default=64, help=size)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -327,180 +208,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     Every flag is checked here (exit code 2 naming the flag) except what needs the data, the
     checkpoint and the output folder: :func:`check_start` and :func:`check_phases`.
     """
-    p = build_parser()
-    args = p.parse_args(argv)
-    for key, value in (DEMO if args.demo else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.data_dir is None:
-        args.data_dir = default_data_dir()
-    args.out = Path(args.out)
-    try:
-        check_device(args.device)
-        check_out(args.out)
-        check_config(lambda: prior_config(args), CONFIG_FLAGS)
-    except ValueError as err:
-        p.error(str(err))
-    return args
+
+    def finish(args: argparse.Namespace) -> None:
+        if args.data_dir is None:
+            args.data_dir = default_data_dir()
+        common.check_config(lambda: prior_config(args), CONFIG_FLAGS)
+
+    return common.parse_profiled(build_parser(), argv, FULL, DEMO, finish)
 
 
-# ---------------------------------------------------------------------------------- VQ-VAE
-class ResBlock(nn.Module):
-    """``x + conv1x1(relu(conv3x3(relu(x))))``, the VQ-VAE paper's residual block.
-
-    Shape:
-        :math:`(N, C, H, W) \\to (N, C, H, W)`.
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-def encoder(channels: int, code_dim: int) -> nn.Sequential:
-    """``(N, 1, 28, 28) -> (N, code_dim, 7, 7)``: two stride-2 convolutions, two res blocks."""
-    return nn.Sequential(
-        nn.Conv2d(1, channels // 2, 4, stride=2, padding=1),  # (N, C/2, 14, 14)
-        nn.ReLU(),
-        nn.Conv2d(channels // 2, channels, 4, stride=2, padding=1),  # (N, C, 7, 7)
-        ResBlock(channels),
-        ResBlock(channels),
-        nn.ReLU(),
-        nn.Conv2d(channels, code_dim, 1),  # (N, D, 7, 7)
-    )
-
-
-def decoder(channels: int, code_dim: int) -> nn.Sequential:
-    """``(N, code_dim, 7, 7) -> (N, 1, 28, 28)`` pixel logits, the encoder mirrored."""
-    return nn.Sequential(
-        nn.Conv2d(code_dim, channels, 3, padding=1),  # (N, C, 7, 7)
-        ResBlock(channels),
-        ResBlock(channels),
-        nn.ReLU(),
-        nn.ConvTranspose2d(channels, channels // 2, 4, stride=2, padding=1),  # (N, C/2, 14, 14)
-        nn.ReLU(),
-        nn.ConvTranspose2d(channels // 2, 1, 4, stride=2, padding=1),  # (N, 1, 28, 28)
-    )
-
-
-class VQVAE(nn.Module):
-    """Encoder, vector quantizer and decoder of 28x28 grey images over a 7x7 code grid.
-
-    Args:
-        codebook_size: number of codebook entries ``K``.
-        code_dim: dimension ``D`` of an entry.
-        channels: width of encoder and decoder.
-        decay: EMA decay of the codebook.
-        dead_code_threshold: restart entries whose EMA usage falls below it.
-
-    Shape:
-        - ``x``: :math:`(N, 1, 28, 28)` intensities in ``[0, 1]``.
-        - codes: :math:`(N, 7, 7)` long in ``[0, K)``; logits: :math:`(N, 1, 28, 28)`.
-    """
-
-    def __init__(
-        self,
-        codebook_size: int,
-        code_dim: int,
-        channels: int,
-        decay: float,
-        dead_code_threshold: float,
-    ) -> None:
-        super().__init__()
-        from vector_quantize_pytorch import VectorQuantize  # the `examples` extra
-
-        self.encoder = encoder(channels, code_dim)
-        self.quantizer = VectorQuantize(
-            dim=code_dim,
-            codebook_size=codebook_size,
-            decay=decay,
-            commitment_weight=1.0,  # weighted by --commitment in vqvae_loss
-            kmeans_init=True,
-            threshold_ema_dead_code=dead_code_threshold,
-            accept_image_fmap=True,
-            rotation_trick=False,  # the straight-through estimator of the VQ-VAE paper
-        )
-        self.decoder = decoder(channels, code_dim)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logits (N, 1, 28, 28), codes (N, 7, 7), commitment loss ())``."""
-        z = self.encoder(x * 2 - 1)  # (N, D, 7, 7)
-        quantized, codes, commitment = self.quantizer(z)  # (N, D, 7, 7), (N, 7, 7), ()
-        return self.decoder(quantized), codes, commitment
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The code grid of each image, ``(N, 1, 28, 28) -> (N, 7, 7)``."""
-        return self.quantizer(self.encoder(x * 2 - 1))[1]
-
-    @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Images in ``[0, 1]`` from code grids, ``(N, 7, 7) -> (N, 1, 28, 28)``."""
-        quantized = self.quantizer.get_output_from_indices(codes)  # (N, D, 7, 7)
-        return torch.sigmoid(self.decoder(quantized))
-
-
-def reconstruction_errors(logits: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per image: binary cross-entropy (nats) and squared error, ``(N,)`` each."""
-    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-    sse = (torch.sigmoid(logits) - x).square().flatten(1).sum(1)
-    return bce, sse
-
-
-def codebook_use(codes: torch.Tensor, size: int) -> dict[str, float]:
-    """Entries used at least once and the perplexity ``exp(H)`` of their frequencies."""
-    p = torch.bincount(codes.flatten(), minlength=size).double()
-    p /= p.sum()
-    entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
-    return {"codes_used": int((p > 0).sum()), "perplexity": math.exp(entropy)}
-
-
-# ------------------------------------------------------------------------------------ data
-class ImageBatches:
-    """Seeded batches ``Batch(images, labels, total)``: the order depends on ``(seed, epoch)``.
-
-    Args:
-        images: ``(N, C, H, W)`` images or code grids.
-        labels: ``(N,)`` labels.
-        batch_size: images per batch.
-        shuffle: a new order every epoch.
-        seed: base seed of the order.
-    """
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self.images, self.labels, self.batch_size = images, labels, batch_size
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return -(-self.images.shape[0] // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        n = self.images.shape[0]
-        g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "batches"))
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
-        for index in order.split(self.batch_size):
-            yield Batch(self.images[index], self.labels[index], total=len(index))
-
-
+# ------------------------------------------------------------------------------------ setup
 @dataclass
 class Data:
     """MNIST intensities in ``[0, 1]`` ``(N, 1, 28, 28)`` and labels ``(N,)``."""
@@ -528,14 +245,17 @@ def check_start(args: argparse.Namespace, data: Data) -> None:
         ValueError: a run that would train or score nothing, or asks for more images than
             there are, or an ``--out`` that cannot be written; the message names the flags.
     """
-    check_steps("train on", len(data.train_x), "the training set", "--data-dir, --train-images")
-    check_steps("score", len(data.test_x), "the test set", "--data-dir, --limit-test-images")
-    check_count("--train-images", args.train_images, len(data.train_x), "the training set")
-    check_count("--limit-test-images", args.limit_test_images, len(data.test_x), "the test set")
-    make_out(args.out)
+    flags = "--data-dir, --train-images"
+    common.check_steps("train on", len(data.train_x), "the training set", flags)
+    flags = "--data-dir, --limit-test-images"
+    common.check_steps("score", len(data.test_x), "the test set", flags)
+    common.check_count("--train-images", args.train_images, len(data.train_x), "the training set")
+    common.check_count(
+        "--limit-test-images", args.limit_test_images, len(data.test_x), "the test set"
+    )
+    common.make_out(args.out)
 
 
-# ----------------------------------------------------------------------------------- model
 def prior_config(args: argparse.Namespace, grid: tuple[int, int] = (7, 7)) -> PixelCNNConfig:
     """The class-conditional Gated PixelCNN over code grids that ``args`` describe."""
     return PixelCNNConfig(
@@ -562,6 +282,7 @@ class Run:
     prior: PixelCNN
     vq_optimizer: torch.optim.Optimizer
     prior_optimizer: torch.optim.Optimizer
+    precision: Precision  # the prior's; the VQ-VAE trains in float32
     identity: dict[str, Any]
     history: dict[str, list[dict[str, Any]]] = field(
         default_factory=lambda: {"vqvae": [], "prior": []}
@@ -579,109 +300,39 @@ def build_run(args: argparse.Namespace, device: torch.device) -> Run:
         args.ema_decay,
         args.dead_code_threshold,
     ).to(device)
+    precision = choose_precision(args.precision, Capabilities.detect(device))
     config = prior_config(args)
     prior = PixelCNN(config, device=device, validate_args=device.type != "cuda")
+    prior = prior.to(memory_format=precision.memory_format)
     identity = {"prior": dataclasses.asdict(config), **{k: getattr(args, k) for k in RUN_KEYS}}
-    return Run(
-        vqvae,
-        prior,
-        torch.optim.Adam(vqvae.parameters(), lr=args.vq_lr),
-        torch.optim.Adam(prior.parameters(), lr=args.prior_lr),
-        identity,
-    )
+    vq_optimizer = torch.optim.Adam(vqvae.parameters(), lr=args.vq_lr)
+    prior_optimizer = torch.optim.Adam(prior.parameters(), lr=args.prior_lr)
+    return Run(vqvae, prior, vq_optimizer, prior_optimizer, precision, identity)
 
 
 # ---------------------------------------------------------------------------------- phases
-def bar(steps: int, desc: str) -> tqdm:
-    return tqdm(total=steps, desc=desc, unit="step", mininterval=0.5, dynamic_ncols=True)
-
-
 def vqvae_epoch(
     run: Run, data: Data, args: argparse.Namespace, epoch: int, device: torch.device
 ) -> dict[str, Any]:
     """Train the VQ-VAE for one epoch; score the test set; return the epoch's record."""
-    batches = ImageBatches(
-        data.train_x,
-        data.train_y,
-        args.vq_batch_size,
-        shuffle=True,
-        seed=derive_seed(args.seed, "vqvae"),
+    seed = derive_seed(args.seed, "vqvae")
+    batches = SeededBatches(
+        data.train_x, data.train_y, batch_size=args.vq_batch_size, shuffle=True, seed=seed
     )
     batches.set_epoch(epoch)
-    steps = min(len(batches), args.limit_train_batches or len(batches))
-    progress, sums = bar(steps, f"VQ-VAE epoch {epoch}/{args.vq_epochs}"), [0.0, 0.0]
+    steps, desc = loop.steps_of(batches, args.limit_train_batches), f"VQ-VAE epoch {epoch}"
+    record = {"epoch": epoch} | train_vqvae_epoch(
+        run.vqvae,
+        run.vq_optimizer,
+        batches,
+        steps=steps,
+        commitment=args.commitment,
+        device=device,
+        desc=f"{desc}/{args.vq_epochs}",
+    )
     start = time.perf_counter()
-    run.vqvae.train()
-    for step, batch in enumerate(batches):
-        if step == steps:
-            break
-        x = batch.images.to(device)  # (B, 1, 28, 28)
-        logits, _, commitment = run.vqvae(x)
-        bce = F.binary_cross_entropy_with_logits(logits, x)  # mean per pixel
-        loss = bce + args.commitment * commitment
-        run.vq_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        check_step(loss, run.vq_optimizer, step + 1)  # no step on a NaN: DivergenceError
-        run.vq_optimizer.step()
-        sums[0] += bce.item() * x[0].numel()
-        sums[1] += commitment.item()
-        progress.update()
-        progress.set_postfix(bce=f"{sums[0] / (step + 1):.1f}", refresh=False)
-    progress.close()
-    seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    test = vqvae_test(run.vqvae, data, args, device)
-    test["eval_seconds"] = time.perf_counter() - start
-    return {
-        "epoch": epoch,
-        "train_bce": sums[0] / steps,
-        "train_commitment": sums[1] / steps,
-        "train_seconds": seconds,
-        "train_images_per_second": steps * args.vq_batch_size / seconds,
-        **test,
-    }
-
-
-@torch.no_grad()
-def vqvae_test(
-    vqvae: VQVAE, data: Data, args: argparse.Namespace, device: torch.device
-) -> dict[str, Any]:
-    """Reconstruction error of the test set per image, and its codebook use."""
-    vqvae.eval()
-    bce, sse, codes = [], [], []
-    for x in data.test_x.split(args.eval_batch_size):
-        logits, c, _ = vqvae(x.to(device))
-        b, s = reconstruction_errors(logits, x.to(device))
-        bce.append(b.double())
-        sse.append(s.double())
-        codes.append(c.cpu())
-    use = codebook_use(torch.cat(codes), args.codebook_size)
-    return {
-        "test_bce": torch.cat(bce).mean().item(),
-        "test_sse": torch.cat(sse).mean().item(),
-        "test_mse_per_pixel": torch.cat(sse).mean().item() / 784,
-        "test_codes_used": use["codes_used"],
-        "test_perplexity": use["perplexity"],
-    }
-
-
-@torch.no_grad()
-def encode_all(vqvae: VQVAE, x: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
-    """Code grids of all images, ``(N, 1, 28, 28) -> (N, 1, 7, 7)`` long on the CPU."""
-    vqvae.eval()
-    codes = [vqvae.encode(chunk.to(device)).cpu() for chunk in x.split(batch)]
-    return torch.cat(codes).unsqueeze(1)  # (N, 1, 7, 7): one data channel
-
-
-def baselines(train_codes: torch.Tensor, test_codes: torch.Tensor, k: int) -> dict[str, float]:
-    """NLL per code grid (nats) of uniform codes and of independent codes at their frequencies."""
-    counts = torch.bincount(train_codes.flatten(), minlength=k).double() + 0.5  # add-1/2 smoothed
-    logp = (counts / counts.sum()).log()
-    cells = math.prod(test_codes.shape[1:])
-    return {
-        "uniform_nll": cells * math.log(k),
-        "unigram_nll": -logp[test_codes.flatten()].sum().item() / test_codes.shape[0],
-    }
+    record |= reconstruction_metrics(run.vqvae, data.test_x, args.eval_batch_size, device)
+    return record | {"eval_seconds": time.perf_counter() - start}
 
 
 def prior_epoch(
@@ -689,24 +340,20 @@ def prior_epoch(
 ) -> dict[str, Any]:
     """Train the prior one epoch on the training code grids; score the test code grids."""
     codes["train"].set_epoch(epoch)
-    steps = min(len(codes["train"]), args.limit_train_batches or len(codes["train"]))
-    progress = bar(steps, f"prior epoch {epoch}/{args.prior_epochs}")
-
-    def report(done: int, images: int, running: float) -> None:
-        progress.update(done - progress.n)
-        progress.set_postfix(nll=f"{running:.2f}", refresh=False)
-
+    steps = loop.steps_of(codes["train"], args.limit_train_batches)
+    bar, progress = loop.progress_bar(steps, f"prior epoch {epoch}/{args.prior_epochs}")
     train = train_epoch(
         NegLogLikelihood(run.prior),
         run.prior_optimizer,
         codes["train"],
         device=device,
+        precision=run.precision,
         max_steps=steps,
-        progress=report,
+        progress=progress,
         log_every=10,
     )
-    progress.close()
-    test = evaluate(run.prior, codes["test"], device=device)
+    bar.close()
+    test = loop.score_test_set(run.prior, codes["test"], device)
     return {
         "epoch": epoch,
         "train_nll": train.nll,
@@ -715,276 +362,14 @@ def prior_epoch(
         "train_seconds": train.seconds,
         "train_grids_per_second": train.images_per_second,
         "eval_seconds": test.seconds,
+        "precision": run.precision.name,
     }
-
-
-@torch.no_grad()
-def write_pictures(run: Run, data: Data, args: argparse.Namespace, device: torch.device) -> float:
-    """``samples.png`` and ``reconstructions.png``; returns the seconds sampling took."""
-    k = args.samples_per_class
-    g = torch.Generator(device).manual_seed(derive_seed(args.seed, "samples"))
-    y = torch.arange(CLASSES, device=device).repeat_interleave(k)  # (10 * k,) row = class
-    start = time.perf_counter()
-    codes = run.prior.sample(len(y), y, size=(7, 7), generator=g, temperature=args.temperature)
-    seconds = time.perf_counter() - start  # (10 * k, 1, 7, 7) long
-    images = run.vqvae.eval().decode(codes[:, 0]).cpu()  # (10 * k, 1, 28, 28)
-    title = f"prior samples, one row per class 0-9 (temperature {args.temperature:g})"
-    save_grid(images, CLASSES, k, args.out / "samples.png", title)
-    originals = torch.cat([data.test_x[data.test_y == c][: k // 2] for c in range(CLASSES)])
-    recon = run.vqvae.decode(encode_all(run.vqvae, originals, 500, device)[:, 0]).cpu()
-    per = originals.shape[0] // CLASSES if originals.shape[0] % CLASSES == 0 else None
-    if per:  # each row: the class's test images, then their reconstructions
-        rows = torch.cat(
-            [originals.view(CLASSES, per, 1, 28, 28), recon.view(CLASSES, per, 1, 28, 28)], dim=1
-        )
-        grid, cols = rows.flatten(0, 1), 2 * per  # (10 * 2 per, 1, 28, 28)
-    else:  # a small test set without every class: originals, then reconstructions
-        grid, cols = torch.cat([originals, recon]), max(originals.shape[0], 1)
-    save_grid(
-        grid,
-        math.ceil(grid.shape[0] / cols),
-        cols,
-        args.out / "reconstructions.png",
-        "test images (left half) and their reconstructions (right half)",
-    )
-    return seconds
-
-
-# -------------------------------------------------------------------------------- pictures
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100)
-    _pyplot().close(fig)
-
-
-def save_grid(images: torch.Tensor, rows: int, cols: int, path: Path, title: str) -> None:
-    """Tile ``(N, 1, H, W)`` images in ``[0, 1]`` row by row into a PNG."""
-    n, _, h, w = images.shape
-    pad = 2
-    canvas = torch.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 0.5)
-    for i in range(min(n, rows * cols)):
-        r, c = divmod(i, cols)
-        top, left = pad + r * (h + pad), pad + c * (w + pad)
-        canvas[top : top + h, left : left + w] = images[i, 0].float()
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(cols * 0.6 + 0.4, rows * 0.6 + 0.6))
-    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
-    _save_figure(fig, path)
-
-
-def save_loss_curves(history: dict[str, list[dict[str, Any]]], extra: dict, path: Path) -> None:
-    """VQ-VAE reconstruction BCE and prior NLL per epoch, train and test."""
-    from matplotlib.ticker import MaxNLocator
-
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, metric, label in (
-        (left, "vqvae", "bce", "BCE (nats per image)"),
-        (right, "prior", "nll", "NLL (nats per 7x7 code grid)"),
-    ):
-        epochs = [m["epoch"] for m in history[key]]
-        ax.plot(epochs, [m[f"train_{metric}"] for m in history[key]], "o-", label="train")
-        ax.plot(epochs, [m[f"test_{metric}"] for m in history[key]], "s-", label="test")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    if "unigram_nll" in extra:
-        right.axhline(extra["unigram_nll"], color="grey", ls="--", label="independent codes")
-    left.set_title("VQ-VAE reconstruction", fontsize=10)
-    right.set_title("class-conditional prior", fontsize=10)
-    left.legend()
-    right.legend()
-    _save_figure(fig, path)
-
-
-# ------------------------------------------------------------------------ state and metrics
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_write(path) as f:
-        f.write(json.dumps(_finite(data), indent=2, allow_nan=False).encode() + b"\n")
-
-
-def _plain(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-
-
-def hardware(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        models = [
-            ln.partition(":")[2].strip()
-            for ln in info.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = models[0] if models else cpu
-    return {
-        "device": str(device),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-
-
-def save_state(run: Run, args: argparse.Namespace, device: torch.device) -> None:
-    """The checkpoint and metrics.json after an epoch of either phase."""
-    save_checkpoint(
-        args.out / "checkpoint.pt",
-        {
-            "vqvae": run.vqvae.state_dict(),
-            "prior": run.prior.state_dict(),
-            "vq_optimizer": run.vq_optimizer.state_dict(),
-            "prior_optimizer": run.prior_optimizer.state_dict(),
-            "history": run.history,
-            "extra": run.extra,
-            "rng": get_rng_state(),
-            "run": run.identity,
-            "args": _plain(args),
-        },
-    )
-    vq, prior = run.history["vqvae"], run.history["prior"]
-    phase_seconds = {
-        "vqvae_train": sum(m["train_seconds"] for m in vq),
-        "vqvae_eval": sum(m["eval_seconds"] for m in vq),
-        "prior_train": sum(m["train_seconds"] for m in prior),
-        "prior_eval": sum(m["eval_seconds"] for m in prior),
-        **{k: v for k, v in run.extra.items() if k.endswith("_seconds")},
-    }
-    phase_seconds["total"] = sum(phase_seconds.values())
-    summary = {
-        "finished": len(prior) == args.prior_epochs
-        and "sample_seconds" in run.extra
-        and trained(run.history),
-        "codebook_size": args.codebook_size,
-        "vqvae": vq[-1] if vq else None,
-        "prior": prior[-1] if prior else None,
-        "prior_config": run.identity["prior"],
-        "parameters": {
-            "vqvae": sum(p.numel() for p in run.vqvae.parameters()),
-            "prior": sum(p.numel() for p in run.prior.parameters()),
-        },
-        "images": {k: run.extra[k] for k in ("train", "test") if k in run.extra},
-        "baselines": {k: run.extra[k] for k in ("uniform_nll", "unigram_nll") if k in run.extra},
-        "train_codebook": run.extra.get("train_codebook"),
-        "seconds": phase_seconds,
-        "hardware": hardware(device),
-        "args": _plain(args),
-        "history": run.history,
-    }
-    write_json(args.out / "metrics.json", summary)
-
-
-def trained(history: dict[str, list[dict[str, Any]]]) -> bool:
-    """Whether both phases have epochs with finite training and test losses (NaN: no image)."""
-    losses = [(m["train_bce"], m["test_bce"]) for m in history["vqvae"]]
-    losses += [(m["train_nll"], m["test_nll"]) for m in history["prior"]]
-    return bool(history["vqvae"] and history["prior"]) and all(
-        math.isfinite(x) for pair in losses for x in pair
-    )
-
-
-def check_phases(history: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
-    """Refuse ``--vq-epochs`` / ``--prior-epochs`` that a checkpoint's progress contradicts."""
-    vq, prior = len(history["vqvae"]), len(history["prior"])
-    where = args.out / "checkpoint.pt"
-    if prior and vq != args.vq_epochs:
-        raise ValueError(
-            f"--resume: the prior in {where} trained on the codes of a VQ-VAE after {vq} "
-            f"epoch(s); pass --vq-epochs {vq}, or another --out to start a new run"
-        )
-    if vq > args.vq_epochs:
-        raise ValueError(
-            f"--resume: {where} is after VQ-VAE epoch {vq}, past --vq-epochs {args.vq_epochs}; "
-            f"pass --vq-epochs {vq} or more, or another --out"
-        )
-    if prior > args.prior_epochs:
-        raise ValueError(
-            f"--resume: {where} is after prior epoch {prior}, past --prior-epochs "
-            f"{args.prior_epochs}; pass --prior-epochs {prior} or more, or another --out"
-        )
-
-
-def check_resumable(checkpoint: dict[str, Any], run: dict[str, Any]) -> None:
-    """Raise ``ValueError`` when a checkpoint belongs to a different run."""
-    saved = json.loads(json.dumps(checkpoint.get("run", {})))
-    if isinstance(saved.get("prior"), dict):  # config fields added since take their defaults
-        with contextlib.suppress(TypeError, ValueError):
-            saved["prior"] = dataclasses.asdict(PixelCNNConfig(**saved["prior"]))
-        saved = json.loads(json.dumps(saved))
-    current = json.loads(json.dumps(run))
-    diff = [k for k in current if saved.get(k) != current[k]]
-    if diff:
-        lines = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current[k]!r}" for k in diff)
-        raise ValueError(
-            f"--resume: the checkpoint belongs to a different run ({lines}); pass the same "
-            "flags, or another --out to start a new run"
-        )
-
-
-def resume(run: Run, args: argparse.Namespace, device: torch.device) -> None:
-    """Load ``<out>/checkpoint.pt`` into ``run`` when ``--resume``."""
-    path = args.out / "checkpoint.pt"
-    if not args.resume or not path.exists():
-        if args.resume:
-            print(f"--resume: no checkpoint at {path}, starting afresh")
-        return
-    ckpt = load_checkpoint(path, map_location=device)
-    check_resumable(ckpt, run.identity)
-    check_phases(ckpt["history"], args)
-    run.vqvae.load_state_dict(ckpt["vqvae"])
-    run.prior.load_state_dict(ckpt["prior"])
-    run.vq_optimizer.load_state_dict(ckpt["vq_optimizer"])
-    run.prior_optimizer.load_state_dict(ckpt["prior_optimizer"])
-    run.history, run.extra = ckpt["history"], ckpt["extra"]
-    set_rng_state(ckpt["rng"])
-    print(
-        f"resumed from {path}: VQ-VAE epoch {len(run.history['vqvae'])}, prior epoch "
-        f"{len(run.history['prior'])}"
-    )
-
-
-# ------------------------------------------------------------------------------------ main
-def train_vqvae(run: Run, data: Data, args: argparse.Namespace, device: torch.device) -> None:
-    """Phase 1: the VQ-VAE's remaining epochs, a checkpoint after each."""
-    for epoch in range(len(run.history["vqvae"]) + 1, args.vq_epochs + 1):
-        m = vqvae_epoch(run, data, args, epoch, device)
-        print(
-            f"VQ-VAE epoch {epoch}: train BCE {m['train_bce']:.2f}, test BCE "
-            f"{m['test_bce']:.2f} nats/image, test MSE {m['test_mse_per_pixel']:.4f}/pixel; "
-            f"codes used {m['test_codes_used']}/{args.codebook_size}, perplexity "
-            f"{m['test_perplexity']:.1f}; {m['train_seconds']:.0f} s"
-        )
-        run.history["vqvae"].append(m)
-        save_state(run, args, device)
 
 
 def prepare_codes(
     run: Run, data: Data, args: argparse.Namespace, device: torch.device
 ) -> dict[str, Any]:
-    """Phase 2: encode both sets (the frozen encoder); batches of code grids and baselines."""
+    """Encode both sets (the frozen encoder); batches of code grids and baselines."""
     start = time.perf_counter()
     train = encode_all(run.vqvae, data.train_x, args.eval_batch_size, device)  # (N, 1, 7, 7)
     test = encode_all(run.vqvae, data.test_x, args.eval_batch_size, device)
@@ -1001,15 +386,26 @@ def prepare_codes(
     )
     seed = derive_seed(args.seed, "prior")
     return {
-        "train": ImageBatches(train, data.train_y, args.prior_batch_size, shuffle=True, seed=seed),
-        "test": ImageBatches(test, data.test_y, args.eval_batch_size),
+        "train": SeededBatches(
+            train, data.train_y, batch_size=args.prior_batch_size, shuffle=True, seed=seed
+        ),
+        "test": SeededBatches(test, data.test_y, batch_size=args.eval_batch_size),
     }
 
 
-def train_prior(
-    run: Run, codes: dict[str, Any], args: argparse.Namespace, device: torch.device
-) -> None:
-    """Phase 3: the prior's remaining epochs, a checkpoint after each."""
+def train_phases(run: Run, data: Data, args: argparse.Namespace, device: torch.device) -> None:
+    """The VQ-VAE's and then the prior's remaining epochs, a checkpoint after each."""
+    for epoch in range(len(run.history["vqvae"]) + 1, args.vq_epochs + 1):
+        m = vqvae_epoch(run, data, args, epoch, device)
+        print(
+            f"VQ-VAE epoch {epoch}: train BCE {m['train_bce']:.2f}, test BCE "
+            f"{m['test_bce']:.2f} nats/image, test MSE {m['test_mse_per_pixel']:.4f}/pixel; "
+            f"codes used {m['test_codes_used']}/{args.codebook_size}, perplexity "
+            f"{m['test_perplexity']:.1f}; {m['train_seconds']:.0f} s"
+        )
+        run.history["vqvae"].append(m)
+        save_state(run, args, device)
+    codes = prepare_codes(run, data, args, device)
     for epoch in range(len(run.history["prior"]) + 1, args.prior_epochs + 1):
         m = prior_epoch(run, codes, args, epoch, device)
         print(
@@ -1021,12 +417,150 @@ def train_prior(
         save_state(run, args, device)
 
 
+# -------------------------------------------------------------------------------- outputs
+@torch.no_grad()
+def write_pictures(run: Run, data: Data, args: argparse.Namespace, device: torch.device) -> float:
+    """``samples.png`` and ``reconstructions.png``; returns the seconds sampling took."""
+    k = args.samples_per_class
+    g = torch.Generator(device).manual_seed(derive_seed(args.seed, "samples"))
+    y = torch.arange(CLASSES, device=device).repeat_interleave(k)  # (10 * k,) row = class
+    start = time.perf_counter()
+    codes = run.prior.sample(len(y), y, size=(7, 7), generator=g, temperature=args.temperature)
+    seconds = time.perf_counter() - start  # (10 * k, 1, 7, 7) long
+    images = run.vqvae.eval().decode(codes[:, 0]).cpu()  # (10 * k, 1, 28, 28)
+    title = f"prior samples, one row per class 0-9 (temperature {args.temperature:g})"
+    outputs.save_grid(images, k, args.out / "samples.png", title, inches=0.6)
+    path = args.out / "reconstructions.png"
+    save_reconstructions(run.vqvae, data.test_x, data.test_y, k // 2, path, device)
+    return seconds
+
+
+def save_loss_curves(run: Run, path: Path) -> None:
+    """VQ-VAE reconstruction BCE and prior NLL per epoch, train and test."""
+    panels = []
+    for key, metric, title, label in (
+        ("vqvae", "bce", "VQ-VAE reconstruction", "BCE (nats per image)"),
+        ("prior", "nll", "class-conditional prior", "NLL (nats per 7x7 code grid)"),
+    ):
+        epochs = [m["epoch"] for m in run.history[key]]
+        lines = {
+            s: (epochs, [m[f"{s}_{metric}"] for m in run.history[key]]) for s in ("train", "test")
+        }
+        panels.append(outputs.Panel(title, label, lines))
+    if "unigram_nll" in run.extra:
+        panels[1].baseline = ("independent codes", run.extra["unigram_nll"])
+    outputs.save_curves(panels, path)
+
+
+def trained(history: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether both phases have epochs with finite training and test losses (NaN: no image)."""
+    losses = [(m["train_bce"], m["test_bce"]) for m in history["vqvae"]]
+    losses += [(m["train_nll"], m["test_nll"]) for m in history["prior"]]
+    return bool(history["vqvae"] and history["prior"]) and all(
+        math.isfinite(x) for pair in losses for x in pair
+    )
+
+
+def save_state(run: Run, args: argparse.Namespace, device: torch.device) -> None:
+    """The checkpoint and metrics.json after an epoch of either phase (``NonFiniteState``)."""
+    path = args.out / "checkpoint.pt"
+    state = {
+        "vqvae": run.vqvae.state_dict(),
+        "prior": run.prior.state_dict(),
+        "vq_optimizer": run.vq_optimizer.state_dict(),
+        "prior_optimizer": run.prior_optimizer.state_dict(),
+    }
+    loop.check_finite(state, path)
+    save_checkpoint(
+        path,
+        {
+            **state,
+            "history": run.history,
+            "extra": run.extra,
+            "rng": get_rng_state(),
+            "run": run.identity,
+            "args": outputs.plain_args(args),
+        },
+    )
+    outputs.write_json(args.out / "metrics.json", summary(run, args, device))
+
+
+def summary(run: Run, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """What metrics.json holds: the last epoch of each phase, codebook use, baselines, times."""
+    vq, prior = run.history["vqvae"], run.history["prior"]
+    seconds = {
+        f"{name}_{kind}": sum(m[f"{kind}_seconds"] for m in history)
+        for name, history in (("vqvae", vq), ("prior", prior))
+        for kind in ("train", "eval")
+    }
+    seconds |= {k: v for k, v in run.extra.items() if k.endswith("_seconds")}
+    return {
+        "finished": len(prior) == args.prior_epochs
+        and "sample_seconds" in run.extra
+        and trained(run.history),
+        "codebook_size": args.codebook_size,
+        "vqvae": vq[-1] if vq else None,
+        "prior": prior[-1] if prior else None,
+        "prior_config": run.identity["prior"],
+        "parameters": {
+            "vqvae": sum(p.numel() for p in run.vqvae.parameters()),
+            "prior": sum(p.numel() for p in run.prior.parameters()),
+        },
+        "images": {k: run.extra[k] for k in ("train", "test") if k in run.extra},
+        "baselines": {k: run.extra[k] for k in ("uniform_nll", "unigram_nll") if k in run.extra},
+        "train_codebook": run.extra.get("train_codebook"),
+        "seconds": seconds | {"total": sum(seconds.values())},
+        "precision": {"name": run.precision.name, "reason": run.precision.reason},
+        "hardware": outputs.hardware(device),
+        "args": outputs.plain_args(args),
+        "history": run.history,
+    }
+
+
+# ---------------------------------------------------------------------------------- resume
+def check_phases(history: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    """Refuse ``--vq-epochs`` / ``--prior-epochs`` that a checkpoint's progress contradicts."""
+    vq, prior = len(history["vqvae"]), len(history["prior"])
+    where = args.out / "checkpoint.pt"
+    if prior and vq != args.vq_epochs:
+        raise ValueError(
+            f"--resume: the prior in {where} trained on the codes of a VQ-VAE after {vq} "
+            f"epoch(s); pass --vq-epochs {vq}, or another --out to start a new run"
+        )
+    loop.check_not_past(where, vq, "--vq-epochs", args.vq_epochs, "VQ-VAE epoch")
+    loop.check_not_past(where, prior, "--prior-epochs", args.prior_epochs, "prior epoch")
+
+
+def check_resumable(checkpoint: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Raise ``ValueError`` when a checkpoint belongs to a different run."""
+    loop.check_resumable(checkpoint, identity, configs=("prior",))
+
+
+def resume(run: Run, args: argparse.Namespace, device: torch.device) -> None:
+    """Load ``<out>/checkpoint.pt`` into ``run`` when ``--resume``."""
+    ckpt = loop.checkpoint_to_resume(args, device, print)
+    if ckpt is None:
+        return
+    check_resumable(ckpt, run.identity)
+    check_phases(ckpt["history"], args)
+    run.vqvae.load_state_dict(ckpt["vqvae"])
+    run.prior.load_state_dict(ckpt["prior"])
+    run.vq_optimizer.load_state_dict(ckpt["vq_optimizer"])
+    run.prior_optimizer.load_state_dict(ckpt["prior_optimizer"])
+    run.history, run.extra = ckpt["history"], ckpt["extra"]
+    set_rng_state(ckpt["rng"])
+    print(
+        f"resumed from {args.out / 'checkpoint.pt'}: VQ-VAE epoch {len(run.history['vqvae'])}, "
+        f"prior epoch {len(run.history['prior'])}"
+    )
+
+
+# ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if cuda else "cpu")
+    device = common.pick_device(args.device)
     try:
         data = load_data(args)
         check_start(args, data)
@@ -1036,37 +570,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(
-        f"autoregressive {autoregressive.__version__}, torch {torch.__version__}, {device}, "
-        f"{torch.get_num_threads()} thread(s); {data.train_x.shape[0]:,} training and "
-        f"{data.test_x.shape[0]:,} test images from {args.data_dir}; out {args.out}\n"
-        f"prior: {run.prior.config}"
+        f"{outputs.header(device, run.precision, run.prior)} (the prior; the VQ-VAE trains in "
+        f"fp32)\ndata: {data.train_x.shape[0]:,} training and {data.test_x.shape[0]:,} test "
+        f"images from {args.data_dir}; out {args.out}"
     )
     try:
-        train_vqvae(run, data, args, device)
-        codes = prepare_codes(run, data, args, device)
-        train_prior(run, codes, args, device)
-    except DivergenceError as err:
-        print(f"error: {err}\n--resume restarts from the last checkpoint in {args.out}",
-              file=sys.stderr)  # fmt: skip
-        return 3
-    run.extra["sample_seconds"] = write_pictures(run, data, args, device)
-    save_state(run, args, device)
-    save_loss_curves(run.history, run.extra, args.out / "loss_curves.png")
-    finish(run, args)
-    return 0
-
-
-def finish(run: Run, args: argparse.Namespace) -> None:
+        train_phases(run, data, args, device)
+        run.extra["sample_seconds"] = write_pictures(run, data, args, device)
+        save_state(run, args, device)
+    except (DivergenceError, loop.NonFiniteState) as err:
+        return loop.stopped(err, args.out)
+    save_loss_curves(run, args.out / "loss_curves.png")
     vq, prior = run.history["vqvae"][-1], run.history["prior"][-1]
     print(
         f"done: reconstruction BCE {vq['test_bce']:.2f} nats/image, MSE "
         f"{vq['test_mse_per_pixel']:.4f}/pixel; codebook {vq['test_codes_used']}/"
         f"{args.codebook_size} used, perplexity {vq['test_perplexity']:.1f}; prior test NLL "
         f"{prior['test_nll']:.2f} nats per code grid (independent codes "
-        f"{run.extra['unigram_nll']:.2f}); sampling {10 * args.samples_per_class} grids "
-        f"took {run.extra['sample_seconds']:.2f} s\nfiles: {args.out}/samples.png, "
-        f"reconstructions.png, loss_curves.png, metrics.json"
+        f"{run.extra['unigram_nll']:.2f}); sampling {10 * args.samples_per_class} grids took "
+        f"{run.extra['sample_seconds']:.2f} s\nfiles: {args.out}/samples.png, "
+        "reconstructions.png, loss_curves.png, metrics.json"
     )
+    return 0
 
 
 if __name__ == "__main__":
