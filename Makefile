@@ -9,7 +9,7 @@ DATA_DIR ?=
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 OUT ?= runs
 
-.PHONY: install check test lint format docs demo prior-demo colour-demo mnist bench bench-quick gpu-check clean
+.PHONY: install check test lint format docs demo prior-demo colour-demo mnist mnist-progress bench bench-quick gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ prior-demo: $(STAMP)  ## CPU-sized VQ-VAE on MNIST + class-conditional PixelCNN 
 
 mnist: $(STAMP)  ## the full 30-epoch reference run, compiled, checkpointed every 10 min (--resume continues it)
 	$(PY) examples/mnist_pixelcnn.py --resume --compile $(DATA_FLAG) --out $(OUT)/mnist
+
+mnist-progress: $(STAMP)  ## copy the reference run's metrics, loss curve and pictures (no checkpoints) into examples/results
+	$(PY) examples/run_progress.py $(OUT)/mnist examples/results/mnist-reference
 
 colour-demo: $(STAMP)  ## CPU-sized colour run on the offline photo patches (--resume continues it)
 	$(PY) examples/colour_pixelcnn.py --demo --resume --out $(OUT)/colour-demo
