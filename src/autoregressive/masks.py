@@ -40,12 +40,11 @@ from typing import Literal
 
 import torch
 
+from .distributions import COLOUR_MODES, ColourMode
 from .validation import check_choice, check_int, check_pair
 
 MaskType = Literal["A", "B"]
-ColourMode = Literal["channel", "pixel"]
 MASK_TYPES: tuple[MaskType, ...] = ("A", "B")
-COLOUR_MODES: tuple[ColourMode, ...] = ("channel", "pixel")
 _MASK_TYPES = "'A' (excludes the current pixel: first layer) or 'B' (includes it: later layers)"
 _COLOURS = (
     "'channel' (channel-wise masks: each channel of a pixel sees the earlier ones) or 'pixel' "
