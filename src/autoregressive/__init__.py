@@ -7,14 +7,14 @@ likelihoods, a naive reference sampler and an exact cached sampler.
 from ._version import __version__ as __version__
 from .cached import CachedSampler, cached_sample
 from .conditioning import Conditioning
-from .config import PRESETS, PixelCNNConfig
 from .conv import ConvKernel, ConvStepper, MaskedConv2d
-from .distributions import Bernoulli, Categorical, Distribution, DrawPlan, nats_to_bits_per_dim
+from .distributions.base import Bernoulli, Categorical, Distribution, DrawPlan, nats_to_bits_per_dim
+from .distributions.logistic_mixture import DiscretizedLogisticMixture
 from .embedding import CategoricalEmbedding
 from .gated import GatedBlock, GatedStack, gate
-from .logistic_mixture import DiscretizedLogisticMixture
 from .masks import causal_mask, channel_groups, mask_groups
-from .model import PixelCNN, build_network
+from .models.config import PRESETS, PixelCNNConfig
+from .models.pixelcnn import PixelCNN, build_network
 from .residual import ResidualBlock
 from .sampling import draw_noise, naive_sample
 from .sequential import CausalSequential

@@ -23,7 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from .conditioning import Conditioning, RowConditioning, as_conditioning
-from .distributions import Distribution, DrawPlan
+from .distributions.base import Distribution, DrawPlan
 from .sampling_checks import check_sampling
 from .stepping import Stepper, stepper_for
 from .validation import check_bool

@@ -40,7 +40,7 @@ from typing import Literal
 
 import torch
 
-from .distributions import COLOUR_MODES, ColourMode
+from .distributions.base import COLOUR_MODES, ColourMode
 from .validation import check_choice, check_int, check_pair
 
 MaskType = Literal["A", "B"]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .conditioning import Conditioning
-from .distributions import Distribution
+from .distributions.base import Distribution
 from .sampling_checks import check_noise_request, check_sampling
 
 __all__ = ["draw_noise", "naive_sample"]

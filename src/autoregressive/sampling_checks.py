@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .conditioning import Conditioning, as_conditioning
-from .distributions import Distribution, DrawPlan
+from .distributions.base import Distribution, DrawPlan
 from .memo import derived
 from .validation import check_shape, check_tensor
 

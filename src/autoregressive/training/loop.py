@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import Batch
-from ..distributions import nats_to_bits_per_dim
+from ..distributions.base import nats_to_bits_per_dim
 from .precision import Precision, full_float32
 
 __all__ = [

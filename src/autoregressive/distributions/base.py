@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .validation import check_choice, check_float, check_int, check_tensor
+from ..validation import check_choice, check_float, check_int, check_tensor
 
 __all__ = [
     "Bernoulli",

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .distributions import (
+from ..validation import check_int
+from .base import (
     _LEVELS,
     Distribution,
     DrawPlan,
@@ -37,7 +38,6 @@ from .distributions import (
     _check_temperature,
     check_integer_levels,
 )
-from .validation import check_int
 
 __all__ = ["DiscretizedLogisticMixture"]
 
