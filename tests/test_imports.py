@@ -36,15 +36,6 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "data": BOTTOM,
     "training": BOTTOM | {"distributions", "data"},
 }
-#: modules not yet moved into a sub-package: below training and data, above everything else
-UNSORTED = frozenset(
-    {
-        "cached", "conv", "embedding", "gated", "masks", "memo", "residual", "sampling",
-        "sampling_checks", "sequential", "stepping",
-    }
-)  # fmt: skip
-MAY_IMPORT |= {m: BOTTOM | UNSORTED | {"distributions"} for m in UNSORTED}
-MAY_IMPORT["models"] |= UNSORTED
 
 
 def module_names(package: Path = PACKAGE) -> dict[str, Path]:

@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cached import cached_sample
 from ..conditioning import Conditioning
-from ..conv import MaskedConv2d
 from ..distributions.base import Distribution, nats_to_bits_per_dim
-from ..embedding import CategoricalEmbedding
-from ..gated import GatedStack
-from ..residual import ResidualBlock
-from ..sampling import draw_noise, naive_sample
-from ..sequential import CausalSequential
+from ..layers.conv import MaskedConv2d
+from ..layers.embedding import CategoricalEmbedding
+from ..layers.gated import GatedStack
+from ..layers.residual import ResidualBlock
+from ..layers.sequential import CausalSequential
+from ..sampling.cached import cached_sample
+from ..sampling.naive import draw_noise, naive_sample
 from ..validation import check_int, check_pair, check_tensor
 from .config import PixelCNNConfig
 from .serialization import read_pretrained, write_pretrained
@@ -46,7 +46,7 @@ def build_network(
     ``input_embedding`` other than ``"scaled"`` a :class:`CategoricalEmbedding` comes first, and
     the first masked layer reads its ``d`` channels per data channel. Every mask has
     ``config.mask_groups`` colour groups: channel-wise, or one (pixel-wise) for a distribution
-    that models whole pixels (see :mod:`autoregressive.masks`).
+    that models whole pixels (see :mod:`autoregressive.layers.masks`).
 
     Args:
         config: the architecture.

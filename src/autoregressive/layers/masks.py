@@ -40,8 +40,8 @@ from typing import Literal
 
 import torch
 
-from .distributions.base import COLOUR_MODES, ColourMode
-from .validation import check_choice, check_int, check_pair
+from ..distributions.base import COLOUR_MODES
+from ..validation import check_choice, check_int, check_pair
 
 MaskType = Literal["A", "B"]
 MASK_TYPES: tuple[MaskType, ...] = ("A", "B")
@@ -51,7 +51,7 @@ _COLOURS = (
     "(pixel-wise: whole pixels)"
 )
 
-__all__ = ["ColourMode", "MaskType", "causal_mask", "channel_groups", "mask_groups"]
+__all__ = ["MaskType", "causal_mask", "channel_groups", "mask_groups"]
 
 
 def mask_groups(data_channels: int, colour: str = "channel") -> int:
