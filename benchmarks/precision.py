@@ -23,8 +23,13 @@ import torch
 
 from autoregressive import PixelCNN
 from autoregressive.data import BinarizedBatches, load_mnist, threshold_binarize
-from autoregressive.precision import Capabilities, choose_precision
-from autoregressive.training import NegLogLikelihood, evaluate, train_epoch
+from autoregressive.training import (
+    Capabilities,
+    NegLogLikelihood,
+    choose_precision,
+    evaluate,
+    train_epoch,
+)
 
 from .report import Column, Section, fmt_rate, fmt_ratio_stats, fmt_stats, progress
 from .settings import Settings

@@ -10,7 +10,7 @@ Data (``--dataset``):
 - ``photo-patches`` (default, offline): 32x32 patches cut from the colour photographs that ship
   in scikit-image's wheel, split by source photograph (3,858 training patches of six
   photographs, 342 test patches of two others); see
-  :func:`autoregressive.colour_data.load_photo_patches`. **Not CIFAR-10**: its bits/dim do not
+  :func:`autoregressive.data.colour.load_photo_patches`. **Not CIFAR-10**: its bits/dim do not
   compare with published CIFAR-10 figures.
 - ``cifar10``: CIFAR-10 through ``torchvision.datasets.CIFAR10`` (checksums verified; downloads
   into ``--data-dir`` where the network allows; ``--no-verify`` reads the pickles of a copy
@@ -28,7 +28,7 @@ sample epochs and the last, ``loss_curve.png`` (bits/dim per epoch) and ``metric
 Training runs in ``--precision auto`` (bf16 autocast where the device computes bf16 natively,
 float32 elsewhere); test bits/dim are always computed in float32, and no checkpoint ever holds
 a non-finite number. Uses only the public API of ``autoregressive``,
-``autoregressive.colour_data`` and ``autoregressive.training``, plus torchvision /
+``autoregressive.data.colour`` and ``autoregressive.training``, plus torchvision /
 scikit-image (data), tqdm and matplotlib; the scaffolding it shares with the other examples is
 in ``common.py``, ``loop.py`` and ``outputs.py``.
 """
@@ -46,8 +46,8 @@ from typing import Any
 import torch
 
 from autoregressive import PixelCNN, PixelCNNConfig
-from autoregressive.colour_data import ImageBatches, load_cifar10, load_photo_patches, read_cifar10
 from autoregressive.data import derive_seed
+from autoregressive.data.colour import ImageBatches, load_cifar10, load_photo_patches, read_cifar10
 from autoregressive.training import CheckpointError, DivergenceError, EpochProgress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from autoregressive.precision import PRECISIONS
+from autoregressive.training import PRECISIONS
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

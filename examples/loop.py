@@ -35,11 +35,13 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from autoregressive import PixelCNN, PixelCNNConfig
-from autoregressive.precision import Capabilities, Precision, choose_precision
 from autoregressive.training import (
+    Capabilities,
     EpochProgress,
     EpochStats,
     NegLogLikelihood,
+    Precision,
+    choose_precision,
     evaluate,
     get_rng_state,
     load_checkpoint,

@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import autoregressive
-from autoregressive.precision import Capabilities, Precision
-from autoregressive.training import EpochProgress, atomic_write
+from autoregressive.training import Capabilities, EpochProgress, Precision, atomic_write
 
 if TYPE_CHECKING:
     from loop import Run

@@ -3,9 +3,9 @@
     python examples/package_weights.py runs/mnist mnist-reference --description "..."
 
 Copies ``<run>/weights.pt`` (written by ``mnist_pixelcnn.py`` after its last epoch) to
-``src/autoregressive/weights/<name>.pt`` and records its SHA-256, the run's final test NLL,
-precision, hardware and wall time in ``src/autoregressive/weights/registry.json``. Commit both
-files; the wheel ships them.
+``src/autoregressive/models/weights/<name>.pt`` and records its SHA-256, the run's final test
+NLL, precision, hardware and wall time in ``src/autoregressive/models/weights/registry.json``.
+Commit both files; the wheel ships them.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 from autoregressive.checksums import file_sha256
-from autoregressive.pretrained import WEIGHTS_DIR, available, load_pretrained
+from autoregressive.models.pretrained import WEIGHTS_DIR, available, load_pretrained
 from autoregressive.training import load_checkpoint
 
-REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "autoregressive" / "weights"
+REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "autoregressive" / "models" / "weights"
 
 
 def entry(run: Path, name: str, description: str) -> dict:

@@ -48,11 +48,13 @@ import torch
 
 from autoregressive import PixelCNN, PixelCNNConfig
 from autoregressive.data import SeededBatches, derive_seed, load_mnist
-from autoregressive.precision import Capabilities, Precision, choose_precision
 from autoregressive.training import (
+    Capabilities,
     CheckpointError,
     DivergenceError,
     NegLogLikelihood,
+    Precision,
+    choose_precision,
     get_rng_state,
     save_checkpoint,
     set_rng_state,

@@ -150,7 +150,7 @@ def test_tiny_run_records_every_measurement(tiny_run: tuple[Path, str]) -> None:
     for row in rows:
         assert _timing_ok(row["cached"]) and _timing_ok(row["train"]) and row["cache_bytes"] > 0
 
-    from autoregressive.precision import Capabilities
+    from autoregressive.training import Capabilities
 
     rows = s["precision"]["rows"]  # compiled set-ups are left out in --tiny mode
     assert [r["variant"] for r in rows] == [

@@ -17,7 +17,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoregressive.colour_data import (
+from autoregressive.data.colour import (
     CIFAR10_CLASSES,
     CIFAR10_FOLDER,
     PHOTO_SOURCES,

@@ -11,7 +11,8 @@ import torch
 from helpers import positive_weights_
 from test_sampling import all_images
 
-from autoregressive import CachedSampler, Conditioning, PixelCNN, PixelCNNConfig, conv, draw_noise
+from autoregressive import CachedSampler, Conditioning, PixelCNN, PixelCNNConfig, draw_noise
+from autoregressive.sampling import rows as engine_rows
 
 F64 = torch.float64
 KINDS = {
@@ -78,15 +79,15 @@ def test_cached_equals_naive_under_conditioning(block, kind, t):
 def test_ring_products_are_exact_tap_by_tap_and_gathered(
     monkeypatch, block, taps_from, rows_at_once
 ):
-    """The convolutions over rows above, a row at a time (``conv.ring_product``): one product
+    """The convolutions over rows above, a row at a time (``rows.ring_product``): one product
     per kernel tap (from ``TAP_PRODUCTS_FROM`` input channels and ``TAP_PRODUCTS_FROM_ROWS``
     rows on) and its slow twin, one product of gathered windows, with every kind of
     conditioning and a completion: the naive sampler's images, in float64."""
     calls = []
-    gathered = conv.gathered_windows
-    monkeypatch.setattr(conv, "TAP_PRODUCTS_FROM", taps_from)
-    monkeypatch.setattr(conv, "TAP_PRODUCTS_FROM_ROWS", 1)  # these few rows too
-    monkeypatch.setattr(conv, "gathered_windows", lambda *a: calls.append(1) or gathered(*a))
+    gathered = engine_rows.gathered_windows
+    monkeypatch.setattr(engine_rows, "TAP_PRODUCTS_FROM", taps_from)
+    monkeypatch.setattr(engine_rows, "TAP_PRODUCTS_FROM_ROWS", 1)  # these few rows too
+    monkeypatch.setattr(engine_rows, "gathered_windows", lambda *a: calls.append(1) or gathered(*a))
     cfg = PixelCNNConfig(
         **{**BLOCKS[block], "kernel_size": 5, "input_kernel_size": 3},
         **KINDS["mixed"],

@@ -12,8 +12,7 @@ import torch
 
 from autoregressive import PixelCNN, PixelCNNConfig
 from autoregressive.data import BinarizedBatches
-from autoregressive.precision import resolve_precision
-from autoregressive.training import NegLogLikelihood, evaluate, train_epoch
+from autoregressive.training import NegLogLikelihood, evaluate, resolve_precision, train_epoch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -85,10 +85,12 @@ def test_public_docstrings_have_the_house_sections(name):
 
 @pytest.mark.parametrize("name", sorted(set(autoregressive.__all__) - set(CODE)))
 def test_public_data_has_a_doc_comment(name):
-    modules = [  # the submodule that defines it
+    modules = [  # the submodule that defines it (a package's __init__ only re-exports)
         m
         for m, mod in sys.modules.items()
-        if m.startswith("autoregressive.") and name in getattr(mod, "__all__", ())
+        if m.startswith("autoregressive.")
+        and not hasattr(mod, "__path__")
+        and name in getattr(mod, "__all__", ())
     ]
     docs = ModuleAnalyzer.for_module(modules[0]).find_attr_docs()
     assert any(attr == name for (_, attr) in docs), f"{name} needs a `#:` comment"

@@ -12,7 +12,7 @@ from autoregressive import (
     DrawPlan,
     PixelCNNConfig,
 )
-from autoregressive.masks import mask_groups
+from autoregressive.layers.masks import mask_groups
 
 # distribution, C, then the plan's steps, its slices of sub-step 1 (params, noise, channels) or
 # None for a one-step plan, value_shape, colour

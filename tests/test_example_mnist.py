@@ -156,7 +156,7 @@ def test_outputs_exist_and_are_well_formed(straight_run):
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["epoch"] == EPOCHS and ckpt["metrics"] == m["epochs"]
     # precision and hardware are recorded; auto picked what this machine computes natively
-    from autoregressive.precision import resolve_precision
+    from autoregressive.training import resolve_precision
 
     assert m["precision"]["name"] == resolve_precision("auto", "cpu").name
     assert {e["precision"] for e in m["epochs"]} == {m["precision"]["name"]}

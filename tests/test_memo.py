@@ -1,6 +1,6 @@
 """Weights folded once for the cached sampler, and never used after the weights change.
 
-``autoregressive.memo.derived`` keeps what steppers derive from a layer's weights (and the
+``autoregressive.sampling.memo.derived`` keeps what steppers derive from a layer's weights (and the
 sampler's width probe) across sampling calls. A stale value would sample from old weights, so
 every way of changing a weight must be seen: each test changes weights one way and checks that
 the cached sampler still draws the naive sampler's images, which read the weights afresh.
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from autoregressive import PixelCNN, PixelCNNConfig, cached_sample, draw_noise, naive_sample
-from autoregressive.memo import derived
+from autoregressive.sampling.memo import derived
 
 
 def test_derived_is_reused_until_a_weight_changes() -> None:

@@ -1,4 +1,4 @@
-"""Tests of autoregressive.precision and of training in bf16: the choice, the run, the report."""
+"""Tests of autoregressive.training.precision and of training in bf16: choice, run, report."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import torch
 
 from autoregressive import PixelCNN, PixelCNNConfig
 from autoregressive.data import BinarizedBatches, dynamic_binarize
-from autoregressive.precision import (
+from autoregressive.training import (
     Capabilities,
+    NegLogLikelihood,
     choose_precision,
+    evaluate,
     full_float32,
     resolve_precision,
+    train_epoch,
 )
-from autoregressive.training import NegLogLikelihood, evaluate, train_epoch
 
 CPU = torch.device("cpu")
 TINY = PixelCNNConfig(block="gated", num_blocks=2, hidden_channels=8, image_size=(8, 8))

@@ -1,4 +1,4 @@
-"""Tests of save_pretrained / from_pretrained, autoregressive.pretrained and package_weights.py."""
+"""Tests of save_pretrained / from_pretrained, models.pretrained and package_weights.py."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from autoregressive import PixelCNN, PixelCNNConfig
 from autoregressive.checkpoint import CheckpointError, load_checkpoint
 from autoregressive.checksums import file_sha256, tensors_sha256
-from autoregressive.pretrained import WEIGHTS_DIR, ChecksumError, available, load_pretrained
-from autoregressive.serialization import CONFIG_NAME, PRETRAINED_FORMAT, WEIGHTS_NAME
+from autoregressive.models.pretrained import WEIGHTS_DIR, ChecksumError, available, load_pretrained
+from autoregressive.models.serialization import CONFIG_NAME, PRETRAINED_FORMAT, WEIGHTS_NAME
 from autoregressive.training import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,10 +23,10 @@ from autoregressive import (
     PixelCNNConfig,
     ResidualBlock,
     cached_sample,
-    conv,
     draw_noise,
     naive_sample,
 )
+from autoregressive.sampling import rows as engine_rows
 
 F64 = {"dtype": torch.float64}
 
@@ -246,19 +246,21 @@ def custom_stacks(draw):
     return CausalSequential(*layers), dc, size, draw(st.integers(0, 1000))
 
 
-@pytest.mark.parametrize("taps_from", [1, conv.TAP_PRODUCTS_FROM], ids=["tap-by-tap", "default"])
+@pytest.mark.parametrize(
+    "taps_from", [1, engine_rows.TAP_PRODUCTS_FROM], ids=["tap-by-tap", "default"]
+)
 @given(custom_stacks())
 def test_cached_sampler_on_stacks_built_from_public_layers(taps_from, case):
     """Dilated and rectangular kernels; with ``taps_from=1`` every convolution over the rows
-    above multiplies tap by tap (``conv.ring_product``), else these few channels gather."""
+    above multiplies tap by tap (``rows.ring_product``), else these few channels gather."""
     net, dc, (h, w), seed = case
     perturbed(net, seed)
     noise = draw_noise((2, dc, h, w), torch.Generator().manual_seed(seed))
     naive = naive_sample(net, Bernoulli(), noise)
-    rows = 1 if taps_from == 1 else conv.TAP_PRODUCTS_FROM_ROWS
+    rows = 1 if taps_from == 1 else engine_rows.TAP_PRODUCTS_FROM_ROWS
     with (
-        mock.patch.object(conv, "TAP_PRODUCTS_FROM", taps_from),
-        mock.patch.object(conv, "TAP_PRODUCTS_FROM_ROWS", rows),
+        mock.patch.object(engine_rows, "TAP_PRODUCTS_FROM", taps_from),
+        mock.patch.object(engine_rows, "TAP_PRODUCTS_FROM_ROWS", rows),
     ):
         assert torch.equal(cached_sample(net, Bernoulli(), noise), naive)
 

@@ -25,12 +25,12 @@ from autoregressive import (
     PixelCNNConfig,
     Stepper,
     cached_sample,
-    conv,
     draw_noise,
     gate,
     naive_sample,
     stepper_for,
 )
+from autoregressive.sampling import rows as engine_rows
 
 F64 = {"dtype": torch.float64}
 
@@ -229,9 +229,9 @@ def test_cuda_graphs_on_a_cpu_network_is_an_error():
 def test_ring_product_is_a_convolution_over_the_ring_both_ways(
     monkeypatch, seed_kind, dw, taps_from
 ):
-    """``conv.ring_product`` against ``F.conv2d`` over the same rows, tap by tap and gathered."""
-    monkeypatch.setattr(conv, "TAP_PRODUCTS_FROM", taps_from)
-    monkeypatch.setattr(conv, "TAP_PRODUCTS_FROM_ROWS", taps_from)
+    """``rows.ring_product`` against ``F.conv2d`` over the same rows, tap by tap and gathered."""
+    monkeypatch.setattr(engine_rows, "TAP_PRODUCTS_FROM", taps_from)
+    monkeypatch.setattr(engine_rows, "TAP_PRODUCTS_FROM_ROWS", taps_from)
     rows, width, n, c_in, c_out, kw = 2, 5, 3, 4, 6, 3
     g = torch.Generator().manual_seed(dw)
     ring = torch.randn(rows, width + (kw - 1) * dw, n, c_in, generator=g, **F64)
@@ -246,6 +246,6 @@ def test_ring_product_is_a_convolution_over_the_ring_both_ways(
     expected = conv2d[:, :, 0].permute(2, 0, 1).reshape(width * n, c_out)  # column-major
     expected = expected if seed is None else expected + seed
     out = torch.empty(width * n, c_out, **F64)
-    result = conv.ring_product(ring, matrix, seed, width=width, dw=dw, out=out)
+    result = engine_rows.ring_product(ring, matrix, seed, width=width, dw=dw, out=out)
     assert result.data_ptr() == out.data_ptr()
     torch.testing.assert_close(result, expected)

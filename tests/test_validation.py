@@ -20,8 +20,8 @@ from error_cases import is_library_error
 from torch import nn
 
 import autoregressive as ar
-from autoregressive.colour_data import ImageBatches, cut_patches
 from autoregressive.data import BinarizedBatches, threshold_binarize
+from autoregressive.data.colour import ImageBatches, cut_patches
 from autoregressive.validation import (
     check_bool,
     check_choice,

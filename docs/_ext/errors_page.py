@@ -77,7 +77,7 @@ class LibraryErrors(SphinxDirective):
 
         # rebuild the page whenever the registry, this extension or the library changes
         package = Path(autoregressive.__file__).parent
-        for source in [TESTS / "error_cases.py", Path(__file__), *sorted(package.glob("*.py"))]:
+        for source in [TESTS / "error_cases.py", Path(__file__), *sorted(package.rglob("*.py"))]:
             self.env.note_dependency(str(source))
         out: list[nodes.Node] = []
         for area, entries in rows().items():

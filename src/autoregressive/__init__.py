@@ -5,20 +5,21 @@ likelihoods, a naive reference sampler and an exact cached sampler.
 """
 
 from ._version import __version__ as __version__
-from .cached import CachedSampler, cached_sample
 from .conditioning import Conditioning
-from .config import PRESETS, PixelCNNConfig
-from .conv import ConvKernel, ConvStepper, MaskedConv2d
-from .distributions import Bernoulli, Categorical, Distribution, DrawPlan, nats_to_bits_per_dim
-from .embedding import CategoricalEmbedding
-from .gated import GatedBlock, GatedStack, gate
-from .logistic_mixture import DiscretizedLogisticMixture
-from .masks import causal_mask, channel_groups, mask_groups
-from .model import PixelCNN, build_network
-from .residual import ResidualBlock
-from .sampling import draw_noise, naive_sample
-from .sequential import CausalSequential
-from .stepping import ElementwiseStepper, Stepper, stepper_for
+from .distributions.base import Bernoulli, Categorical, Distribution, DrawPlan, nats_to_bits_per_dim
+from .distributions.logistic_mixture import DiscretizedLogisticMixture
+from .layers.conv import MaskedConv2d
+from .layers.embedding import CategoricalEmbedding
+from .layers.gated import GatedBlock, GatedStack, gate
+from .layers.masks import causal_mask, channel_groups, mask_groups
+from .layers.residual import ResidualBlock
+from .layers.sequential import CausalSequential
+from .models.config import PRESETS, PixelCNNConfig
+from .models.pixelcnn import PixelCNN, build_network
+from .sampling.cached import CachedSampler, cached_sample
+from .sampling.conv_stepper import ConvKernel, ConvStepper
+from .sampling.naive import draw_noise, naive_sample
+from .sampling.stepping import ElementwiseStepper, Stepper, stepper_for
 
 __all__ = [
     "PRESETS",

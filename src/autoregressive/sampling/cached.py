@@ -7,9 +7,10 @@ Generating an image then costs the arithmetic of **one** forward pass, spread ov
 steps, instead of ``H * W`` forward passes.
 
 This module is only the driver: each layer computes itself one pixel at a time through the
-stepping protocol of :mod:`autoregressive.stepping` (``layer.stepper(batch, width, cond)``),
-implemented next to the layer's ``forward``. The sampler draws from the same uniform noise as
-:func:`~autoregressive.naive_sample`, so with the same generator it returns the same images.
+stepping protocol of :mod:`autoregressive.sampling.stepping` (``layer.stepper(batch, width,
+cond)``), whose hook next to the layer's ``forward`` builds a stepper of this package. The
+sampler draws from the same uniform noise as :func:`~autoregressive.naive_sample`, so with the
+same generator it returns the same images.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .conditioning import Conditioning, RowConditioning, as_conditioning
-from .distributions import Distribution, DrawPlan
-from .sampling_checks import check_sampling
+from ..conditioning import Conditioning, RowConditioning, as_conditioning
+from ..distributions.base import Distribution, DrawPlan
+from ..validation import check_bool
+from .checks import check_sampling
 from .stepping import Stepper, stepper_for
-from .validation import check_bool
 
 __all__ = ["CachedSampler", "cached_sample"]
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .stepping import Stepper
-from .validation import check_bool, check_int, check_optional_int
+from ..sampling.stepping import Stepper
+from ..validation import check_bool, check_int, check_optional_int
 
 __all__ = ["CategoricalEmbedding"]
 

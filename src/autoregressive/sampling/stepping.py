@@ -36,7 +36,7 @@ import weakref
 import torch
 from torch import nn
 
-from .validation import is_elementwise
+from ..validation import is_elementwise
 
 __all__ = ["ElementwiseStepper", "Stepper", "stepper_for"]
 

@@ -40,19 +40,18 @@ from typing import Literal
 
 import torch
 
-from .validation import check_choice, check_int, check_pair
+from ..distributions.base import COLOUR_MODES
+from ..validation import check_choice, check_int, check_pair
 
 MaskType = Literal["A", "B"]
-ColourMode = Literal["channel", "pixel"]
 MASK_TYPES: tuple[MaskType, ...] = ("A", "B")
-COLOUR_MODES: tuple[ColourMode, ...] = ("channel", "pixel")
 _MASK_TYPES = "'A' (excludes the current pixel: first layer) or 'B' (includes it: later layers)"
 _COLOURS = (
     "'channel' (channel-wise masks: each channel of a pixel sees the earlier ones) or 'pixel' "
     "(pixel-wise: whole pixels)"
 )
 
-__all__ = ["ColourMode", "MaskType", "causal_mask", "channel_groups", "mask_groups"]
+__all__ = ["MaskType", "causal_mask", "channel_groups", "mask_groups"]
 
 
 def mask_groups(data_channels: int, colour: str = "channel") -> int:

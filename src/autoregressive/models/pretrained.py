@@ -1,6 +1,6 @@
 """Pretrained weights that ship inside the package, verified by SHA-256 before they are read.
 
-The folder ``autoregressive/weights/`` holds one file per model (written by the MNIST example
+The folder ``autoregressive/models/weights/`` holds one file per model (written by the MNIST example
 as ``weights.pt``: config, weights and the final test metrics, in the checkpoint format of
 :mod:`autoregressive.checkpoint`) and ``registry.json``, which maps each name to its file, its
 SHA-256, a description and the figures it was trained to. ``examples/package_weights.py`` adds a
@@ -9,10 +9,10 @@ run's weights to the folder and the registry.
 :meth:`PixelCNN.from_pretrained <autoregressive.PixelCNN.from_pretrained>` loads a shipped model
 by name (and a directory written by ``save_pretrained``); :func:`load_pretrained` is the same
 for a name, with the weights folder as an argument. The reading itself lives in
-:mod:`autoregressive.serialization`, which the model imports; this module imports the model.
+:mod:`autoregressive.models.serialization`, which the model imports; this module imports the model.
 
 Example:
-    >>> from autoregressive.pretrained import available
+    >>> from autoregressive.models.pretrained import available
     >>> all({"file", "sha256", "test_nll"} <= set(e) for e in available().values())
     True
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .model import PixelCNN
+from .pixelcnn import PixelCNN
 from .serialization import WEIGHTS_DIR, ChecksumError, available, read_pretrained
 
 __all__ = ["WEIGHTS_DIR", "ChecksumError", "available", "load_pretrained"]

@@ -6,10 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, NoReturn
 
-from .distributions import Bernoulli, Categorical, Distribution
-from .logistic_mixture import DiscretizedLogisticMixture
-from .masks import ColourMode, mask_groups
-from .validation import check_choice, check_int, check_optional_int, check_pair
+from ..distributions.base import Bernoulli, Categorical, ColourMode, Distribution
+from ..distributions.logistic_mixture import DiscretizedLogisticMixture
+from ..layers.masks import mask_groups
+from ..validation import check_choice, check_int, check_optional_int, check_pair
 
 __all__ = ["PRESETS", "PixelCNNConfig"]
 

@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 import torch
 
-from .data import SeededBatches
-from .validation import check_int, check_tensor
+from ..validation import check_int, check_tensor
+from .batches import SeededBatches
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -205,7 +205,7 @@ def cut_patches(image: torch.Tensor, size: int = 32, stride: int = 32) -> torch.
         - output: :math:`(P, C, s, s)`
 
     Example:
-        >>> from autoregressive.colour_data import cut_patches
+        >>> from autoregressive.data.colour import cut_patches
         >>> cut_patches(torch.arange(2 * 5 * 7).view(2, 5, 7), size=2, stride=2).shape
         torch.Size([6, 2, 2, 2])
     """
@@ -308,7 +308,7 @@ class ImageBatches(SeededBatches):
         drop_last: skip a last, incomplete global batch.
 
     Example:
-        >>> from autoregressive.colour_data import ImageBatches
+        >>> from autoregressive.data.colour import ImageBatches
         >>> x = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
         >>> batches = ImageBatches(x, batch_size=4, shuffle=True)
         >>> batches.set_epoch(1)

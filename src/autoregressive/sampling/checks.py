@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .conditioning import Conditioning, as_conditioning
-from .distributions import Distribution, DrawPlan
+from ..conditioning import Conditioning, as_conditioning
+from ..distributions.base import Distribution, DrawPlan
+from ..validation import check_shape, check_tensor
 from .memo import derived
-from .validation import check_shape, check_tensor
 
 __all__ = ["check_completion", "check_noise_request", "check_sampling"]
 

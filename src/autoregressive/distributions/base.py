@@ -29,10 +29,20 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .masks import COLOUR_MODES, ColourMode
-from .validation import check_choice, check_float, check_int, check_tensor
+from ..validation import check_choice, check_float, check_int, check_tensor
 
-__all__ = ["Bernoulli", "Categorical", "Distribution", "DrawPlan", "nats_to_bits_per_dim"]
+__all__ = [
+    "Bernoulli",
+    "Categorical",
+    "ColourMode",
+    "Distribution",
+    "DrawPlan",
+    "nats_to_bits_per_dim",
+]
+
+#: how a pixel's channels are drawn: one after the other (channel-wise masks) or together
+ColourMode = Literal["channel", "pixel"]
+COLOUR_MODES: tuple[ColourMode, ...] = ("channel", "pixel")
 
 
 def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Tensor | float:

@@ -1,6 +1,4 @@
-"""Training utilities for likelihood models: a training step and epoch, evaluation, checkpoints.
-
-Kept apart from the layers: nothing in the model depends on this module.
+"""The training loop of a likelihood model: a training step and epoch, evaluation, RNG state.
 
 - :class:`NegLogLikelihood` wraps a model as a module whose ``forward`` returns the per-image
   negative log-likelihood, so that ``DistributedDataParallel`` and ``torch.compile`` can wrap
@@ -8,12 +6,8 @@ Kept apart from the layers: nothing in the model depends on this module.
 - :func:`train_step`, :func:`train_epoch` and :func:`evaluate` work the same in one process and
   under ``torch.distributed``: losses are sums over images divided by the global batch size, and
   the reported numbers are reduced over all processes. Training runs in a
-  :class:`~autoregressive.precision.Precision` (float32, or bf16 autocast where the hardware
+  :class:`~autoregressive.training.Precision` (float32, or bf16 autocast where the hardware
   computes it); evaluation always runs in float32, so reported likelihoods never depend on it.
-- :func:`save_checkpoint` writes atomically (temporary file in the same folder, ``fsync``,
-  ``os.replace``), so a crash while saving never damages the previous checkpoint;
-  :func:`load_checkpoint` reads with ``torch.load(weights_only=True)``, so a crafted file cannot
-  run code, and turns every kind of damage into a :class:`CheckpointError` that says what to do.
 - :func:`get_rng_state` / :func:`set_rng_state` capture every random number generator a run
   uses, for bit-for-bit resumption; :class:`EpochProgress` is where a pass over the batches
   stands, so that a checkpoint written mid-epoch continues the epoch exactly.
@@ -38,31 +32,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import (
-    CHECKPOINT_FORMAT,
-    CheckpointError,
-    atomic_write,
-    load_checkpoint,
-    save_checkpoint,
-)
-from .data import Batch
-from .distributions import nats_to_bits_per_dim
+from ..data import Batch
+from ..distributions.base import nats_to_bits_per_dim
 from .precision import Precision, full_float32
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
-    "CheckpointError",
     "DivergenceError",
     "EpochProgress",
     "EpochStats",
     "NegLogLikelihood",
-    "atomic_write",
     "check_step",
     "distributed_sum",
     "evaluate",
     "get_rng_state",
-    "load_checkpoint",
-    "save_checkpoint",
     "set_rng_state",
     "train_epoch",
     "train_step",
@@ -217,7 +199,7 @@ def train_step(
         batch: this process's share of the global batch.
         device: device of the model.
         precision: autocast and memory format (see
-            :func:`~autoregressive.precision.resolve_precision`); default plain float32.
+            :func:`~autoregressive.training.precision.resolve_precision`); default plain float32.
         step: the step's number, for the message of a :class:`DivergenceError`.
 
     Returns:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conditioning import Conditioning
-from .distributions import Distribution
-from .sampling_checks import check_noise_request, check_sampling
+from ..conditioning import Conditioning
+from ..distributions.base import Distribution
+from .checks import check_noise_request, check_sampling
 
 __all__ = ["draw_noise", "naive_sample"]
 

@@ -15,11 +15,11 @@ the directory is read. Each file is written atomically
 the previous pair or a detectable mismatch.
 
 :meth:`PixelCNN.from_pretrained <autoregressive.PixelCNN.from_pretrained>` reads such a
-directory, or a *shipped name*: weights inside the package (``autoregressive/weights/``), listed
-in ``registry.json`` with their SHA-256, stored as sealed checkpoints
+directory, or a *shipped name*: weights inside the package (``autoregressive/models/weights/``),
+listed in ``registry.json`` with their SHA-256, stored as sealed checkpoints
 (:func:`~autoregressive.checkpoint.save_checkpoint`, the ``weights.pt`` the MNIST example writes).
 
-Nothing here imports the model: ``model.py`` imports this module, and the caller passes the class
+Nothing here imports the model: ``pixelcnn.py`` imports this module, and the caller passes the class
 to build (:meth:`SavedModel.build`), so there is no import circle and loading a model imports
 no training or data code.
 """
@@ -38,9 +38,9 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from ._version import __version__
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint
-from .checksums import file_sha256, tensors_sha256
+from .._version import __version__
+from ..checkpoint import CheckpointError, atomic_write, load_checkpoint
+from ..checksums import file_sha256, tensors_sha256
 from .config import PixelCNNConfig
 
 __all__ = [

@@ -9,7 +9,7 @@ channel, a logistic distribution over the intensity rescaled to ``[-1, 1]``, dis
 component the channels are linearly dependent: the mean of channel ``c`` is shifted by
 ``tanh``-bounded coefficients times the values of channels ``0 .. c - 1`` of the same pixel
 (G on R, B on R and G for RGB). The network's output at a pixel therefore depends on earlier
-*pixels* only (pixel-wise masks, see :mod:`autoregressive.masks`).
+*pixels* only (pixel-wise masks, see :mod:`autoregressive.layers.masks`).
 
 Raw parameters per pixel, ``P = K * (1 + 2C + C(C-1)/2)`` of them (100 for ``K = 10``, RGB),
 laid out in this order along the channel dimension, component index fastest::
@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .distributions import (
+from ..validation import check_int
+from .base import (
     _LEVELS,
     Distribution,
     DrawPlan,
@@ -37,7 +38,6 @@ from .distributions import (
     _check_temperature,
     check_integer_levels,
 )
-from .validation import check_int
 
 __all__ = ["DiscretizedLogisticMixture"]
 

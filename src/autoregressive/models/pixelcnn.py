@@ -16,18 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cached import cached_sample
-from .conditioning import Conditioning
+from ..conditioning import Conditioning
+from ..distributions.base import Distribution, nats_to_bits_per_dim
+from ..layers.conv import MaskedConv2d
+from ..layers.embedding import CategoricalEmbedding
+from ..layers.gated import GatedStack
+from ..layers.residual import ResidualBlock
+from ..layers.sequential import CausalSequential
+from ..sampling.cached import cached_sample
+from ..sampling.naive import draw_noise, naive_sample
+from ..validation import check_int, check_pair, check_tensor
 from .config import PixelCNNConfig
-from .conv import MaskedConv2d
-from .distributions import Distribution, nats_to_bits_per_dim
-from .embedding import CategoricalEmbedding
-from .gated import GatedStack
-from .residual import ResidualBlock
-from .sampling import draw_noise, naive_sample
-from .sequential import CausalSequential
 from .serialization import read_pretrained, write_pretrained
-from .validation import check_int, check_pair, check_tensor
 
 __all__ = ["PixelCNN", "build_network"]
 
@@ -46,7 +46,7 @@ def build_network(
     ``input_embedding`` other than ``"scaled"`` a :class:`CategoricalEmbedding` comes first, and
     the first masked layer reads its ``d`` channels per data channel. Every mask has
     ``config.mask_groups`` colour groups: channel-wise, or one (pixel-wise) for a distribution
-    that models whole pixels (see :mod:`autoregressive.masks`).
+    that models whole pixels (see :mod:`autoregressive.layers.masks`).
 
     Args:
         config: the architecture.
@@ -186,7 +186,7 @@ class PixelCNN(nn.Module):
     ) -> PixelCNN:
         """A trained model: shipped with the package, or saved by :meth:`save_pretrained`.
 
-        A ``str`` that names a shipped model (see :func:`autoregressive.pretrained.available`
+        A ``str`` that names a shipped model (see :func:`autoregressive.models.pretrained.available`
         for the names and their figures) loads it after checking its SHA-256; a
         :class:`~pathlib.Path`, or any other ``str``, is a directory written by
         :meth:`save_pretrained`, whose weights are checked against the checksum and the config
@@ -203,7 +203,7 @@ class PixelCNN(nn.Module):
             TypeError: ``name_or_dir`` is not a ``str`` or a path.
             ValueError: unknown name (the message lists the known ones), or a shipped file
                 whose SHA-256 does not match the registry
-                (:class:`~autoregressive.pretrained.ChecksumError`).
+                (:class:`~autoregressive.models.pretrained.ChecksumError`).
             ~autoregressive.checkpoint.CheckpointError: (a ``ValueError``) the directory is
                 missing, is a file, or its files are missing, damaged, of another format or of
                 another model; the message says what to do.
@@ -224,8 +224,8 @@ class PixelCNN(nn.Module):
         Writes ``directory/config.json`` (the config, the format and the library version,
         the weights' SHA-256) and ``directory/model.safetensors`` (the ``state_dict``), each
         atomically, so an interrupted save never leaves a half-written file; see
-        :mod:`autoregressive.serialization`. The directory is created if needed; other files in
-        it are left alone.
+        :mod:`autoregressive.models.serialization`. The directory is created if needed; other
+        files in it are left alone.
 
         Args:
             directory: where to save, e.g. ``"runs/my-model"``.

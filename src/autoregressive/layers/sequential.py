@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .stepping import Stepper, stepper_for
+from ..sampling.stepping import Stepper, stepper_for
 
 __all__ = ["CausalSequential"]
 

@@ -1,0 +1,142 @@
+"""Seeded batches: an epoch's order is a pure function of ``(seed, epoch)``, shared among processes.
+
+Every random choice here comes from a generator seeded by ``(seed, epoch)``: an epoch's batches
+are a pure function of those two numbers, so a run resumed from a checkpoint sees exactly the
+batches an uninterrupted run would, and a run split over several processes sees the same global
+batches as a single process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..validation import check_int, check_tensor
+
+__all__ = ["Batch", "SeededBatches", "derive_seed"]
+
+
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """A 63-bit seed derived from ``seed`` and ``keys`` (e.g. an epoch and a stream name).
+
+    Different keys give unrelated streams; the same keys always give the same seed.
+
+    Args:
+        seed: the run's seed.
+        *keys: what the stream is for, e.g. ``(epoch, "batches")``.
+
+    Returns:
+        An int in ``[0, 2**63)``.
+
+    Example:
+        >>> from autoregressive.data import derive_seed
+        >>> derive_seed(0, 1, "train") == derive_seed(0, 1, "train") != derive_seed(0, 2, "train")
+        True
+    """
+    digest = hashlib.sha256(repr((int(seed), *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One process's share of a global batch.
+
+    Attributes:
+        images: binary images ``(n, C, H, W)`` of this process (``n`` may be 0 when the global
+            batch has fewer images than processes).
+        labels: their labels ``(n,)``, or ``None``.
+        total: number of images in the global batch, over all processes.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    total: int
+
+
+class SeededBatches:
+    """Batches of images whose order depends only on ``(seed, epoch)``, shared among processes.
+
+    Each epoch's order is a permutation drawn from one generator seeded with
+    ``derive_seed(seed, epoch, "batches")`` (the identity without ``shuffle``). With
+    ``world_size`` processes every process builds the same global batch and keeps its own
+    contiguous share (``torch.tensor_split``), so the union over processes is the
+    single-process batch. Subclasses change what a batch's images become in
+    :meth:`_transform`, which may draw from the same generator.
+
+    Args:
+        images: ``(N, C, H, W)``.
+        labels: ``(N,)`` labels, or ``None``.
+        batch_size: images per global batch (over all processes).
+        shuffle: draw a new order every epoch.
+        seed: base seed of the generator.
+        rank: this process's index in ``[0, world_size)``.
+        world_size: number of processes sharing each batch.
+        drop_last: skip a last, incomplete global batch.
+
+    Example:
+        >>> from autoregressive.data import SeededBatches
+        >>> batches = SeededBatches(torch.zeros(10, 1, 4, 4), batch_size=4, shuffle=True)
+        >>> [b.images.shape[0] for b in batches], len(batches)
+        ([4, 4, 2], 3)
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        check_tensor("images", images, ndim=4, like=" (N, C, H, W)")
+        if labels is not None:
+            check_tensor("labels", labels, like=f" ({images.shape[0]},)")
+            if labels.shape != images.shape[:1]:
+                raise ValueError(
+                    f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
+                )
+        batch_size = check_int("batch_size", batch_size, 1)
+        rank, world_size = check_int("rank", rank, 0), check_int("world_size", world_size, 1)
+        if rank >= world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, {world_size=}")
+        if batch_size < world_size:
+            raise ValueError(
+                f"batch_size={batch_size} is smaller than the number of processes "
+                f"({world_size}); batch_size counts images over all processes"
+            )
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order (and draws) the next iteration yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """What a global batch's images ``(B, C, H, W)`` become (themselves by default)."""
+        return x
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = self.images.shape[0]
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "batches"))
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self._transform(self.images[index], generator)  # (B, C, H, W)
+            y = self.labels[index] if self.labels is not None else None
+            # this process's contiguous share of the global batch
+            x = x.tensor_split(self.world_size)[self.rank]  # (b, C, H, W), b ~ B / world_size
+            y = y.tensor_split(self.world_size)[self.rank] if y is not None else None
+            yield Batch(x, y, total=len(index))

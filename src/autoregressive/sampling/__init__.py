@@ -1,0 +1,33 @@
+"""The sampling engine: the naive reference sampler, the exact cached sampler and its steppers.
+
+Generic machinery only: it never imports :mod:`autoregressive.layers` (a layer's ``stepper()``
+hook folds its weights and builds one of the steppers here), as torch keeps ``F.conv2d`` apart
+from ``nn.Conv2d``.
+
+- :mod:`~autoregressive.sampling.naive`: :func:`draw_noise` and :func:`naive_sample`;
+  :mod:`~autoregressive.sampling.checks`: what both samplers check at their boundary.
+- :mod:`~autoregressive.sampling.cached`: :class:`CachedSampler`, the driver.
+- :mod:`~autoregressive.sampling.stepping`: the :class:`Stepper` protocol.
+- :mod:`~autoregressive.sampling.rows`: ring buffers of input rows and the products over them.
+- :mod:`~autoregressive.sampling.conv_stepper`, :mod:`~autoregressive.sampling.residual_stepper`,
+  :mod:`~autoregressive.sampling.gated_stepper`: the steppers of the masked convolution, the
+  residual block and the gated stack.
+- :mod:`~autoregressive.sampling.memo`: values folded from weights, kept until they change.
+"""
+
+from .cached import CachedSampler, cached_sample
+from .conv_stepper import ConvKernel, ConvStepper
+from .naive import draw_noise, naive_sample
+from .stepping import ElementwiseStepper, Stepper, stepper_for
+
+__all__ = [
+    "CachedSampler",
+    "ConvKernel",
+    "ConvStepper",
+    "ElementwiseStepper",
+    "Stepper",
+    "cached_sample",
+    "draw_noise",
+    "naive_sample",
+    "stepper_for",
+]
