@@ -10,7 +10,7 @@ Kept apart from the layers and the model: nothing here imports them.
   :class:`ImageBatches`).
 """
 
-from .batches import Batch, SeededBatches, derive_seed
+from .batches import Batch, BatchOrder, SeededBatches, derive_seed
 from .mnist import (
     MNIST_FILES,
     BinarizedBatches,
@@ -24,6 +24,7 @@ from .mnist import (
 __all__ = [
     "MNIST_FILES",
     "Batch",
+    "BatchOrder",
     "BinarizedBatches",
     "IDXError",
     "SeededBatches",

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 
 from ..validation import check_int, check_tensor
 
-__all__ = ["Batch", "SeededBatches", "derive_seed"]
+__all__ = ["Batch", "BatchOrder", "SeededBatches", "derive_seed"]
 
 
 def derive_seed(seed: int, *keys: int | str) -> int:
@@ -54,6 +55,19 @@ class Batch:
     images: torch.Tensor
     labels: torch.Tensor | None
     total: int
+
+
+class BatchOrder(TypedDict, total=False):
+    """The keyword arguments of :class:`SeededBatches` that fix the order and the sharing.
+
+    Subclasses take them as ``**order`` and hand them on, so they are declared once.
+    """
+
+    shuffle: bool
+    seed: int
+    rank: int
+    world_size: int
+    drop_last: bool
 
 
 class SeededBatches:

@@ -27,12 +27,15 @@ from __future__ import annotations
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from ..validation import check_int, check_tensor
-from .batches import SeededBatches
+from .batches import BatchOrder, SeededBatches
+
+if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -301,11 +304,8 @@ class ImageBatches(SeededBatches):
         images: integer images ``(N, C, H, W)`` (e.g. ``uint8`` in ``[0, 256)``).
         labels: ``(N,)`` labels, or ``None``.
         batch_size: images per global batch (over all processes).
-        shuffle: draw a new order every epoch.
-        seed: base seed of the order.
-        rank: this process's index in ``[0, world_size)``.
-        world_size: number of processes sharing each batch.
-        drop_last: skip a last, incomplete global batch.
+        **order: ``shuffle``, ``seed``, ``rank``, ``world_size``, ``drop_last``, as for
+            :class:`~autoregressive.data.SeededBatches` (:class:`~autoregressive.data.BatchOrder`).
 
     Example:
         >>> from autoregressive.data.colour import ImageBatches
@@ -322,16 +322,9 @@ class ImageBatches(SeededBatches):
         labels: torch.Tensor | None = None,
         *,
         batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
+        **order: Unpack[BatchOrder],
     ) -> None:
-        super().__init__(
-            images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
-            world_size=world_size, drop_last=drop_last,
-        )  # fmt: skip
+        super().__init__(images, labels, batch_size=batch_size, **order)
         if images.is_floating_point() or images.dtype == torch.bool:
             raise ValueError(
                 f"images must hold integers (e.g. uint8 in [0, 256)), got {images.dtype}; "

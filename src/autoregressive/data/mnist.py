@@ -21,12 +21,15 @@ from __future__ import annotations
 import math
 import struct
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from ..validation import check_choice, check_float, check_tensor
-from .batches import SeededBatches
+from .batches import BatchOrder, SeededBatches
+
+if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
 
 __all__ = [
     "MNIST_FILES",
@@ -249,11 +252,8 @@ class BinarizedBatches(SeededBatches):
         batch_size: images per global batch (over all processes).
         binarize: ``"threshold"``, ``"dynamic"``, or ``None`` when ``images`` are binary.
         threshold: the cut of ``"threshold"``.
-        shuffle: draw a new order every epoch.
-        seed: base seed of the generators.
-        rank: this process's index in ``[0, world_size)``.
-        world_size: number of processes sharing each batch.
-        drop_last: skip a last, incomplete global batch.
+        **order: ``shuffle``, ``seed``, ``rank``, ``world_size``, ``drop_last``, as for
+            :class:`~autoregressive.data.SeededBatches` (:class:`~autoregressive.data.BatchOrder`).
 
     Example:
         >>> from autoregressive.data import BinarizedBatches
@@ -272,21 +272,14 @@ class BinarizedBatches(SeededBatches):
         batch_size: int,
         binarize: Binarization | None = "threshold",
         threshold: float = 0.5,
-        shuffle: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
+        **order: Unpack[BatchOrder],
     ) -> None:
         binarize = check_choice(
             "binarize", binarize, ("threshold", "dynamic", None),
             describe="'threshold', 'dynamic' or None",
         )  # fmt: skip
         threshold = check_float("threshold", threshold, minimum=0, below=1)
-        super().__init__(
-            images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
-            world_size=world_size, drop_last=drop_last,
-        )  # fmt: skip
+        super().__init__(images, labels, batch_size=batch_size, **order)
         if binarize is None:
             if bool(((images != 0) & (images != 1)).any()):
                 raise ValueError("binarize=None needs binary images in {0, 1}")

@@ -249,26 +249,17 @@ _DISTRIBUTIONS: dict[str, Callable[[PixelCNNConfig], Distribution]] = {
 }
 
 
+_GATED_SMALL = PixelCNNConfig(
+    block="gated", num_blocks=6, hidden_channels=32, input_kernel_size=7, kernel_size=3,
+    head_channels=64,
+)  # fmt: skip
+
 #: Named configurations. ``"reference"`` is the seed project's binarized-MNIST model: a masked
 #: 7x7 type-A input layer, 9 residual blocks of 128 channels, a 1x1 Bernoulli output layer;
 #: 488,065 parameters. ``"gated-small"`` is a Gated PixelCNN sized for CPU training;
 #: ``"gated"`` one sized for a GPU.
 PRESETS: dict[str, PixelCNNConfig] = {
     "reference": PixelCNNConfig(),
-    "gated-small": PixelCNNConfig(
-        block="gated",
-        num_blocks=6,
-        hidden_channels=32,
-        input_kernel_size=7,
-        kernel_size=3,
-        head_channels=64,
-    ),
-    "gated": PixelCNNConfig(
-        block="gated",
-        num_blocks=12,
-        hidden_channels=96,
-        input_kernel_size=7,
-        kernel_size=3,
-        head_channels=256,
-    ),
+    "gated-small": _GATED_SMALL,
+    "gated": replace(_GATED_SMALL, num_blocks=12, hidden_channels=96, head_channels=256),
 }

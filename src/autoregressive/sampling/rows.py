@@ -52,7 +52,7 @@ def ring_product(
     contiguous ``(W * N, C_in)`` slab (``ring[a, t * dw : t * dw + W]``): from
     ``TAP_PRODUCTS_FROM`` input channels and ``TAP_PRODUCTS_FROM_ROWS`` output rows on, the
     product is one ``addmm`` per tap, accumulated in place, with no copy of the overlapping
-    windows (on a 2-core CPU, 13-15% of the gated model's sampling time at batch 64). Below, a
+    windows (a copy that is a large part of a row's time at large batches). Below, a
     tap's product is too thin (``K = C_in``) or its call costs more than the copy, and the
     windows are gathered into one ``(W * N, R * kw * C_in)`` matrix first (the slow twin:
     :func:`gathered_windows`).

@@ -370,25 +370,21 @@ def train_epoch(
     Args:
         objective: see :func:`train_step`.
         optimizer: see :func:`train_step`.
-        batches: this process's :class:`~autoregressive.data.Batch` es, e.g. a
-            :class:`~autoregressive.data.BinarizedBatches` after ``set_epoch``.
+        batches: this process's batches, e.g. a :class:`~autoregressive.data.BinarizedBatches`.
         device: device of the model.
         precision: see :func:`train_step`.
         max_steps: stop after this many steps (for tests and smoke runs).
-        progress: called every ``log_every`` steps and after the last one with
-            ``(steps, images, running_nll)``: steps done, images done over all processes (an
-            estimate from this process's share), mean NLL of this process's images so far.
+        progress: called every ``log_every`` steps and after the last with ``(steps, images of
+            all processes, running mean NLL of this process's images)``.
         log_every: steps between ``progress`` calls (each call synchronises with the device).
-        start: continue a pass that stopped here (from a mid-epoch checkpoint): its first
-            ``start.steps`` batches are skipped, so ``batches`` must yield the same batches
-            as in the run that saved it (a seeded order after the same ``set_epoch``).
+        start: continue the pass from a mid-epoch checkpoint: its first ``start.steps`` batches
+            are skipped, so ``batches`` must repeat the saved run's (a seeded order).
         after_step: called after every step with where the pass stands, e.g. to save a
             mid-epoch checkpoint (each call reads the running NLL from the device).
 
     Returns:
-        The epoch's statistics; ``nll`` is the mean over all images of all processes, computed
-        with the weights of the step that saw them; ``seconds`` includes the parts of the pass
-        before ``start``.
+        The statistics; ``nll`` is the mean over all images of all processes, each scored by
+        the weights of its step; ``seconds`` includes the parts of the pass before ``start``.
 
     Raises:
         DivergenceError: a step met a non-finite loss or gradient (see :func:`train_step`).
@@ -409,13 +405,11 @@ def train_epoch(
         if after_step is not None:
             after_step(t.progress(seconds))
 
-    stats, tally = _run_pass(
-        batches, step, device=device, max_steps=max_steps, start=start, after_step=each_step
-    )
+    stats, tally = _run_pass(batches, step, device=device, max_steps=max_steps, start=start,
+                             after_step=each_step)  # fmt: skip
     if tally.steps % log_every != 0:
         report(tally)
-    if _world_size() > 1:
-        assert stats.images == tally.total, "processes disagree about the global batch sizes"
+    assert _world_size() == 1 or stats.images == tally.total, "processes disagree on batches"
     return stats
 
 
