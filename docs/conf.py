@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -68,6 +69,9 @@ autodoc_typehints_description_target = "documented_params"
 autodoc_inherit_docstrings = False  # no torch docstrings (nn.Module.forward, ...) in our pages
 autodoc_class_signature = "mixed"
 autosummary_generate = True  # a page per name listed in api.rst (tests check it lists __all__)
+# autosummary adds and rewrites pages but never deletes one: after a module moves, its old page
+# would stay and warn (not in any toctree), so every build starts from an empty folder
+shutil.rmtree(GENERATED / "api", ignore_errors=True)
 add_module_names = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
