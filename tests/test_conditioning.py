@@ -140,14 +140,14 @@ def test_the_row_replay_path_reads_each_rows_map(block):
     n, size = 3, (6, 4)
     noise = draw_noise((n, 1, *size), torch.Generator().manual_seed(0))
     cond = model.condition(**_inputs(cfg, n, size), n=n, size=size)  # type: ignore[misc]
-    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
-    eager = sampler.sample(noise, cond=cond, return_params=True)
-    with torch.no_grad():
-        stepper = sampler._stepper(n, size[1], cond)
-        rows = sampler._prepare(noise, None, True, cond)
-        sampler._sample_replayed(stepper, rows, record=lambda row: row)
-    assert torch.equal(rows.x.permute(2, 3, 0, 1), eager[0])
-    assert torch.equal(rows.params.permute(2, 3, 0, 1), eager[1])
+    eager = CachedSampler(rows_at_once=False).sample(
+        model.network, model.distribution, noise, cond=cond, return_params=True
+    )
+    replayed = CachedSampler(replay_rows=True).sample(
+        model.network, model.distribution, noise, cond=cond, return_params=True
+    )
+    assert torch.equal(replayed[0], eager[0])
+    assert torch.equal(replayed[1], eager[1])
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))

@@ -450,15 +450,15 @@ def test_the_row_replay_path_matches_the_eager_path(config):
     image = (noise * config.levels).floor()
     known = torch.zeros(size, dtype=torch.bool)
     known[:2, :3] = True
-    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
-    eager = sampler.sample(noise, cond=cond, image=image, known=known, return_params=True)
-    with torch.no_grad():  # as in sample()
-        stepper = sampler._stepper(n, size[1], cond)
-        completion = (image, known.expand(noise.shape))
-        rows = sampler._prepare(noise, completion, return_params=True, cond=cond)
-        sampler._sample_replayed(stepper, rows, record=lambda row: row)
-    assert torch.equal(rows.x.permute(2, 3, 0, 1), eager[0])
-    assert torch.equal(rows.params.permute(2, 3, 0, 1), eager[1])
+    inputs = {"cond": cond, "image": image, "known": known, "return_params": True}
+    eager = CachedSampler(rows_at_once=False).sample(
+        model.network, model.distribution, noise, **inputs
+    )
+    replayed = CachedSampler(replay_rows=True).sample(
+        model.network, model.distribution, noise, **inputs
+    )
+    assert torch.equal(replayed[0], eager[0])
+    assert torch.equal(replayed[1], eager[1])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -468,12 +468,12 @@ def test_cuda_graph_replay_matches_eager_and_naive_on_cuda(config):
     noise = draw_noise((4, config.data_channels, 9, 7), torch.Generator().manual_seed(0))
     noise = noise.cuda()
     cond = model.condition(torch.arange(4, device="cuda") % 3, 4)
-    graphed = CachedSampler(model.network, model.distribution, cuda_graphs=True)
-    eager = CachedSampler(model.network, model.distribution, cuda_graphs=False)
-    assert torch.equal(graphed.sample(noise, cond=cond), eager.sample(noise, cond=cond))
+    graphed, eager = CachedSampler(cuda_graphs=True), CachedSampler(cuda_graphs=False)
+    fast = graphed.sample(model.network, model.distribution, noise, cond=cond)
+    assert torch.equal(fast, eager.sample(model.network, model.distribution, noise, cond=cond))
     assert graphed.last_used_graph and not eager.last_used_graph
     naive = naive_sample(model.network, model.distribution, noise, cond=cond)
-    assert torch.equal(graphed.sample(noise, cond=cond), naive)
+    assert torch.equal(graphed.sample(model.network, model.distribution, noise, cond=cond), naive)
 
 
 def test_a_stack_of_public_layers_with_an_embedding_samples_exactly():

@@ -315,7 +315,7 @@ def test_samplers_return_images_or_refuse(kind, dist_name, noise, cond, which):
     elif which == "cached":
         ok, x = outcome(cached_sample, net, dist, noise, cond=cond)
     else:
-        ok, x = outcome(CachedSampler(net, dist).sample, noise, cond=cond)
+        ok, x = outcome(CachedSampler().sample, net, dist, noise, cond=cond)
     if not ok:
         return
     assert kind == "good", f"a {kind} network was accepted"

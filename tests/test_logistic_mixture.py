@@ -18,13 +18,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 from test_sampling import all_images, perturbed
+from torch import nn
 
 from autoregressive import (
     CachedSampler,
+    CausalSequential,
     DiscretizedLogisticMixture,
     MaskedConv2d,
     PixelCNN,
     PixelCNNConfig,
+    Stepper,
     draw_noise,
     mask_groups,
     naive_sample,
@@ -367,19 +370,23 @@ def test_cached_sampler_returns_the_naive_samplers_images(case):
 
 def test_cached_sampler_steps_once_per_pixel():
     model = PixelCNN(dlm_config(), **F64)
-    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
-    calls = []
-    original = sampler._stepper
+    calls: list[int] = []
 
-    def counting(*args):
-        stepper = original(*args)
-        step = stepper.step
-        stepper.step = lambda j, x: calls.append(j) or step(j, x)  # type: ignore[method-assign]
-        return stepper
+    class CountingStepper(Stepper):
+        pixelwise = True  # an identity on each pixel's parameters, after the network
 
-    sampler._stepper = counting  # type: ignore[method-assign]
+        def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
+            calls.append(j)
+            return x
+
+    class CountsSteps(nn.Identity):
+        def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
+            return CountingStepper()
+
+    network = CausalSequential(model.network, CountsSteps())
+    sampler = CachedSampler(rows_at_once=False)
     noise = draw_noise((2, 4, 3, 5), torch.Generator().manual_seed(0))  # (N, C + 1, H, W)
-    images = sampler.sample(noise)
+    images = sampler.sample(network, model.distribution, noise)
     assert images.shape == (2, 3, 3, 5) and len(calls) == 15 == sampler.last_passes
     assert torch.equal(images, naive_sample(model.network, model.distribution, noise))
 
@@ -387,10 +394,15 @@ def test_cached_sampler_steps_once_per_pixel():
 def test_teacher_forcing_matches_the_forward_pass():
     model = perturbed(PixelCNN(dlm_config(block="gated", levels=256), **F64), seed=2).eval()
     x = torch.randint(0, 256, (2, 3, 4, 5), generator=torch.Generator().manual_seed(0))
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler()
     noise = draw_noise((2, 4, 4, 5), torch.Generator().manual_seed(1))
     images, params = sampler.sample(
-        noise, image=x, known=torch.ones(x.shape, dtype=torch.bool), return_params=True
+        model.network,
+        model.distribution,
+        noise,
+        image=x,
+        known=torch.ones(x.shape, dtype=torch.bool),
+        return_params=True,
     )
     assert torch.equal(images.long(), x)
     with torch.no_grad():

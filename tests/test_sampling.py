@@ -16,9 +16,11 @@ from autoregressive import (
     Bernoulli,
     CachedSampler,
     CausalSequential,
+    Conditioning,
     GatedBlock,
     GatedStack,
     MaskedConv2d,
+    NaiveSampler,
     PixelCNN,
     PixelCNNConfig,
     ResidualBlock,
@@ -295,10 +297,16 @@ def test_teacher_forcing_matches_the_forward_pass(config):
     )
     y = torch.arange(n) if config.num_classes else None
     cond = model.condition(y, n)
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler()
     noise = draw_noise(x.shape, torch.Generator().manual_seed(5))
     images, params = sampler.sample(
-        noise, cond=cond, image=x, known=torch.ones(x.shape, dtype=torch.bool), return_params=True
+        model.network,
+        model.distribution,
+        noise,
+        cond=cond,
+        image=x,
+        known=torch.ones(x.shape, dtype=torch.bool),
+        return_params=True,
     )
     assert torch.equal(images.to(x.dtype), x)
     with torch.no_grad():
@@ -309,12 +317,12 @@ def test_teacher_forcing_matches_the_forward_pass(config):
 @pytest.mark.parametrize("preset", ["reference", "gated-small"])
 def test_cache_memory_does_not_grow_with_image_height(preset):
     model = PixelCNN.from_preset(preset, num_blocks=3)
-    sampler = CachedSampler(model.network, model.distribution)
-    sampler.sample(draw_noise((2, 1, 4, 16)))
+    sampler = CachedSampler()
+    sampler.sample(model.network, model.distribution, draw_noise((2, 1, 4, 16)))
     short = sampler.last_cache_nbytes
-    sampler.sample(draw_noise((2, 1, 64, 16)))
+    sampler.sample(model.network, model.distribution, draw_noise((2, 1, 64, 16)))
     tall = sampler.last_cache_nbytes
-    sampler.sample(draw_noise((2, 1, 4, 32)))
+    sampler.sample(model.network, model.distribution, draw_noise((2, 1, 4, 32)))
     wide = sampler.last_cache_nbytes
     assert 0 < tall <= short
     assert wide > short  # it does grow with width
@@ -346,3 +354,42 @@ def test_sample_restores_training_mode_and_returns_the_right_dtype():
     out = model.sample(2, size=(3, 3))
     assert model.training and out.dtype == torch.long and out.shape == (2, 1, 3, 3)
     assert int(out.min()) >= 0 and int(out.max()) < 4
+
+
+def test_one_sampler_object_serves_two_networks_in_turn():
+    """A sampler holds only its options: alternating networks (one conditioned, of another
+    width and distribution) gives each its own naive images."""
+    first = perturbed(PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=8), **F64), 0)
+    config = PixelCNNConfig(
+        block="gated", num_blocks=2, hidden_channels=6, num_classes=3, spatial_channels=2,
+        data_channels=3, distribution="categorical", levels=4,
+    )  # fmt: skip
+    second = perturbed(PixelCNN(config, **F64), 1)
+    cond = Conditioning(
+        vector=torch.eye(3, **F64)[[0, 2]],
+        spatial=torch.randn(2, 2, 4, 5, generator=torch.Generator().manual_seed(2), **F64),
+    )
+    cases = [
+        (first, draw_noise((2, 1, 5, 6), torch.Generator().manual_seed(3)), None),
+        (second, draw_noise((2, 3, 4, 5), torch.Generator().manual_seed(4)), cond),
+    ]
+    for sampler in [CachedSampler(), CachedSampler(rows_at_once=False), NaiveSampler()]:
+        for model, noise, c in cases + cases:
+            images = sampler.sample(model.network, model.distribution, noise, cond=c)
+            expected = naive_sample(model.network, model.distribution, noise, cond=c)
+            assert torch.equal(images, expected)
+
+
+@pytest.mark.parametrize("method", ["naive", "cached"])
+def test_both_samplers_return_the_parameters_they_drew_from(method):
+    """With ``return_params`` the naive and the cached sampler return the same parameters."""
+    model = perturbed(PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=8), **F64), 5)
+    noise = draw_noise((3, 1, 4, 5), torch.Generator().manual_seed(6))
+    sampler = NaiveSampler() if method == "naive" else CachedSampler()
+    images, params = sampler.sample(model.network, model.distribution, noise, return_params=True)
+    assert torch.equal(images, naive_sample(model.network, model.distribution, noise))
+    with torch.no_grad():
+        expected = model.network(model.distribution.preprocess(images, torch.float64))
+        torch.testing.assert_close(params, expected, rtol=1e-12, atol=1e-12)
+    if method == "naive":
+        assert sampler.last_passes == 4 * 5

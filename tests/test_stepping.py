@@ -122,11 +122,13 @@ def test_a_block_without_step_row_is_stepped_pixel_by_pixel(monkeypatch):
         MaskedConv2d(2, 1, 1, "B", **F64),
     )  # fmt: skip
     noise = draw_noise((2, 1, 4, 5), torch.Generator().manual_seed(0))
-    sampler = CachedSampler(net, Bernoulli())
-    assert torch.equal(sampler.sample(noise), naive_sample(net, Bernoulli(), noise))
+    sampler = CachedSampler()
+    assert torch.equal(
+        sampler.sample(net, Bernoulli(), noise), naive_sample(net, Bernoulli(), noise)
+    )
     assert sampler.last_passes == 4 * 5  # one step per pixel
     with pytest.raises(ValueError, match="step_row"):
-        CachedSampler(net, Bernoulli(), rows_at_once=True).sample(noise)
+        CachedSampler(rows_at_once=True).sample(net, Bernoulli(), noise)
 
 
 class NotSteppable(nn.Module):
@@ -190,14 +192,19 @@ def test_the_row_replay_path_on_fixed_buffers_matches_the_eager_path(config):
     image = (noise < 0.5).double() if bernoulli else torch.zeros(shape, **F64)
     known = torch.zeros(size, dtype=torch.bool)
     known[:2, :3] = True
-    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
-    eager = sampler.sample(noise, cond=cond, image=image, known=known, return_params=True)
-    with torch.no_grad():  # as in sample()
-        stepper = sampler._stepper(n, size[1], cond)
-        rows = sampler._prepare(noise, (image, known.expand(shape)), return_params=True)
-        sampler._sample_replayed(stepper, rows, record=lambda row: row)
-    assert torch.equal(rows.x.permute(2, 3, 0, 1), eager[0])
-    assert torch.equal(rows.params.permute(2, 3, 0, 1), eager[1])
+    inputs = {"cond": cond, "image": image, "known": known, "return_params": True}
+    eager = CachedSampler(rows_at_once=False).sample(
+        model.network, model.distribution, noise, **inputs
+    )
+    replayed = CachedSampler(replay_rows=True)
+    images, params = replayed.sample(model.network, model.distribution, noise, **inputs)
+    assert torch.equal(images, eager[0])
+    assert torch.equal(params, eager[1])
+    assert (
+        replayed.last_passes
+        == size[0] * size[1] * model.distribution.draw_plan(config.data_channels).steps
+    )
+    assert not replayed.last_used_graph
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -207,12 +214,12 @@ def test_cuda_graph_replay_matches_eager_on_cuda(block):
     model = PixelCNN(config, device="cuda", **F64)
     noise = draw_noise((4, 1, 9, 7), torch.Generator().manual_seed(0), device="cuda")
     cond = model.condition(torch.arange(4, device="cuda"), 4)
-    graphed = CachedSampler(model.network, model.distribution, cuda_graphs=True)
-    eager = CachedSampler(model.network, model.distribution, cuda_graphs=False)
-    assert torch.equal(graphed.sample(noise, cond=cond), eager.sample(noise, cond=cond))
+    graphed, eager = CachedSampler(cuda_graphs=True), CachedSampler(cuda_graphs=False)
+    fast = graphed.sample(model.network, model.distribution, noise, cond=cond)
+    assert torch.equal(fast, eager.sample(model.network, model.distribution, noise, cond=cond))
     assert graphed.last_used_graph and not eager.last_used_graph
     assert torch.equal(
-        graphed.sample(noise, cond=cond),
+        fast,
         naive_sample(model.network, model.distribution, noise, cond=cond),
     )
 
