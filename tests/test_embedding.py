@@ -23,6 +23,7 @@ from autoregressive import (
     Conditioning,
     GatedStack,
     MaskedConv2d,
+    NaiveSampler,
     PixelCNN,
     PixelCNNConfig,
     cached_sample,
@@ -202,7 +203,7 @@ CONDITIONING = [
 ]
 
 
-def conditioning_inputs(cfg: PixelCNNConfig, n: int, h: int, w: int, seed: int = 0) -> dict:
+def conditioning_inputs(cfg: PixelCNNConfig, n: int, h: int, w: int, seed: int = 0) -> Conditioning:
     """Labels, vectors and maps for ``n`` images of ``(h, w)``, as far as ``cfg`` takes them.
 
     Positive, so that with positive weights no ReLU is dead (see ``positive_weights_``).
@@ -210,12 +211,12 @@ def conditioning_inputs(cfg: PixelCNNConfig, n: int, h: int, w: int, seed: int =
     g = torch.Generator().manual_seed(seed)
     out: dict = {}
     if cfg.num_classes:
-        out["y"] = torch.arange(n) % cfg.num_classes
+        out["labels"] = torch.arange(n) % cfg.num_classes
     if cfg.vector_size:
         out["vector"] = 0.5 + torch.rand(n, cfg.vector_size, generator=g, **F64)
     if cfg.spatial_channels:
         out["spatial"] = 0.5 + torch.rand(n, cfg.spatial_channels, h, w, generator=g, **F64)
-    return out
+    return Conditioning(**out)
 
 
 def perturbation_deps(model: PixelCNN, h: int, w: int, cond: Conditioning | None) -> list:
@@ -285,10 +286,7 @@ def test_embedded_models_depend_on_exactly_the_causal_past(config, h, w):
     earlier pixels, and channels ``< g`` of its own pixel; the gated stack with no blind spot.
     Exact sets from the Jacobian behind the embedding; changing codes moves nothing else."""
     model = positive_weights_(PixelCNN(config, **F64))
-    given_ = conditioning_inputs(config, 1, h, w)
-    cond = model.condition(
-        given_.get("y"), 1, vector=given_.get("vector"), spatial=given_.get("spatial"), size=(h, w)
-    )
+    cond = model.condition(conditioning_inputs(config, 1, h, w), 1, size=(h, w))
     exact = jacobian_deps(model, h, w, cond)  # (O, H, W, C, H, W)
     moved = perturbation_deps(model, h, w, cond)
     expected = reference_deps(config, h, w)
@@ -387,10 +385,11 @@ def test_cached_sampler_returns_the_naive_samplers_codes(case):
     image = None
     if known is not None:
         g = torch.Generator().manual_seed(seed + 1)
-        image = model.sample(n, size=(h, w), generator=g, **cond)
-    kwargs = {"size": (h, w), "image": image, "known": known, "temperature": t, **cond}
-    naive = model.sample(n, generator=torch.Generator().manual_seed(seed), method="naive", **kwargs)
-    cached = model.sample(n, generator=torch.Generator().manual_seed(seed), **kwargs)
+        image = model.sample(n, cond, size=(h, w), generator=g)
+    kwargs = {"size": (h, w), "image": image, "known": known, "temperature": t}
+    g = torch.Generator().manual_seed(seed)
+    naive = model.sample(n, cond, generator=g, sampler=NaiveSampler(), **kwargs)
+    cached = model.sample(n, cond, generator=torch.Generator().manual_seed(seed), **kwargs)
     assert naive.dtype == torch.long and torch.equal(naive, cached)
     assert bool(((cached >= 0) & (cached < config.levels)).all())
     if known is not None:
@@ -417,8 +416,8 @@ def test_cached_equals_naive_for_every_block_and_embedding(embedding, block, dc)
     model = perturbed(PixelCNN(config, **F64))
     y = torch.tensor([0, 2, 1])
     draws = [
-        model.sample(3, y, size=(4, 5), generator=torch.Generator().manual_seed(7), method=m)
-        for m in ("naive", "cached")
+        model.sample(3, y, size=(4, 5), generator=torch.Generator().manual_seed(7), sampler=s)
+        for s in (NaiveSampler(), CachedSampler())
     ]
     assert torch.equal(*draws)
     assert len(draws[0].unique()) > 1  # not a degenerate draw

@@ -13,7 +13,7 @@ import math
 import pytest
 import reference as ref
 import torch
-from helpers import as_set, measured_deps, positive_weights_
+from helpers import SAMPLERS, as_set, measured_deps, positive_weights_
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
@@ -25,6 +25,7 @@ from autoregressive import (
     CausalSequential,
     DiscretizedLogisticMixture,
     MaskedConv2d,
+    NaiveSampler,
     PixelCNN,
     PixelCNNConfig,
     Stepper,
@@ -358,7 +359,7 @@ def test_cached_sampler_returns_the_naive_samplers_images(case):
         image = model.sample(n, y, size=(h, w), generator=torch.Generator().manual_seed(seed + 1))
     kwargs = {"size": (h, w), "image": image, "known": known, "temperature": t}
     naive = model.sample(
-        n, y, generator=torch.Generator().manual_seed(seed), method="naive", **kwargs
+        n, y, generator=torch.Generator().manual_seed(seed), sampler=NaiveSampler(), **kwargs
     )
     cached = model.sample(n, y, generator=torch.Generator().manual_seed(seed), **kwargs)
     assert torch.equal(naive, cached)
@@ -416,7 +417,7 @@ def test_completion_of_single_channels_is_refused():
     known[:, 0] = True  # R known, G and B not
     for method in ("cached", "naive"):
         with pytest.raises(ValueError, match="completes whole pixels"):
-            model.sample(image=image, known=known, method=method)
+            model.sample(image=image, known=known, sampler=SAMPLERS[method]())
 
 
 @pytest.mark.parametrize("method", ["naive", "cached"])
@@ -432,7 +433,9 @@ def test_sample_frequencies_match_the_likelihood(config, size, method):
     """Chi-square goodness of fit of 6000 samples against exp(log_prob), fixed seed."""
     model = perturbed(PixelCNN(config, **F64), seed=3)
     n = 6000
-    samples = model.sample(n, size=size, generator=torch.Generator().manual_seed(0), method=method)
+    samples = model.sample(
+        n, size=size, generator=torch.Generator().manual_seed(0), sampler=SAMPLERS[method]()
+    )
     images = all_images(config.data_channels, *size, config.levels)
     with torch.no_grad():
         expected = model.log_prob(images.long()).exp() * n  # (K,)
@@ -446,7 +449,11 @@ def test_tempered_samples_follow_the_tempered_likelihood(method):
     model = perturbed(PixelCNN(config, **F64), seed=4)
     n, t = 6000, 0.6
     samples = model.sample(
-        n, size=(1, 1), generator=torch.Generator().manual_seed(0), method=method, temperature=t
+        n,
+        size=(1, 1),
+        generator=torch.Generator().manual_seed(0),
+        sampler=SAMPLERS[method](),
+        temperature=t,
     )
     images = all_images(3, 1, 1, 4).long()
     with torch.no_grad():

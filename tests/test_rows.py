@@ -20,7 +20,9 @@ from autoregressive import (
     Bernoulli,
     CachedSampler,
     CausalSequential,
+    Conditioning,
     MaskedConv2d,
+    NaiveSampler,
     PixelCNN,
     PixelCNNConfig,
     Stepper,
@@ -71,26 +73,25 @@ def test_row_passes_draw_the_step_by_step_and_the_naive_images(case):
     config, n, (h, w), temperature, completion, seed = case
     model = perturbed(PixelCNN(config, **F64), seed)
     g = torch.Generator().manual_seed(seed)
-    kwargs = {
-        "y": torch.arange(n) % 3 if config.num_classes else None,
-        "vector": torch.randn(n, 2, generator=g, **F64) if config.vector_size else None,
-        "spatial": torch.randn(n, 2, h, w, generator=g, **F64) if config.spatial_channels else None,
-        "size": (h, w),
-        "temperature": temperature,
-    }
+    cond = Conditioning(
+        labels=torch.arange(n) % 3 if config.num_classes else None,
+        vector=torch.randn(n, 2, generator=g, **F64) if config.vector_size else None,
+        spatial=torch.randn(n, 2, h, w, generator=g, **F64) if config.spatial_channels else None,
+    )
+    kwargs: dict = {"size": (h, w), "temperature": temperature}
     if completion:  # whole pixels, so that the mixture can take it too
         kwargs["image"] = model.sample(
-            n,
-            generator=torch.Generator().manual_seed(seed + 1),
-            **{k: v for k, v in kwargs.items() if k != "temperature"},
+            n, cond, size=(h, w), generator=torch.Generator().manual_seed(seed + 1)
         )
         kwargs["known"] = torch.rand(n, 1, h, w, generator=g) < 0.4
     images = {
-        mode: model.sample(n, generator=torch.Generator().manual_seed(seed), **kwargs, **mode_kw)
-        for mode, mode_kw in {
-            "rows": {"rows_at_once": True},
-            "steps": {"rows_at_once": False},
-            "naive": {"method": "naive"},
+        mode: model.sample(
+            n, cond, generator=torch.Generator().manual_seed(seed), sampler=sampler, **kwargs
+        )
+        for mode, sampler in {
+            "rows": CachedSampler(rows_at_once=True),
+            "steps": CachedSampler(rows_at_once=False),
+            "naive": NaiveSampler(),
         }.items()
     }
     assert torch.equal(images["rows"], images["steps"])

@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 import torch
+from helpers import SAMPLERS
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
@@ -118,7 +119,9 @@ def test_sample_frequencies_match_the_likelihood(config, size, method):
     torch.manual_seed(3)  # the same model whatever ran before (a fixed test, not a lottery)
     model = perturbed(PixelCNN(config, **F64), seed=3)
     n = 6000
-    samples = model.sample(n, size=size, generator=torch.Generator().manual_seed(0), method=method)
+    samples = model.sample(
+        n, size=size, generator=torch.Generator().manual_seed(0), sampler=SAMPLERS[method]()
+    )
     images = all_images(config.data_channels, *size, config.levels)
     with torch.no_grad():
         expected = model.log_prob(images).exp() * n  # (K,)
@@ -183,7 +186,7 @@ def test_cached_sampler_returns_the_naive_samplers_images(case):
         image = model.sample(n, y, size=(h, w), generator=torch.Generator().manual_seed(seed + 1))
     kwargs = {"size": (h, w), "image": image, "known": known}
     naive = model.sample(
-        n, y, generator=torch.Generator().manual_seed(seed), method="naive", **kwargs
+        n, y, generator=torch.Generator().manual_seed(seed), sampler=NaiveSampler(), **kwargs
     )
     cached = model.sample(n, y, generator=torch.Generator().manual_seed(seed), **kwargs)
     assert torch.equal(naive, cached)
@@ -292,7 +295,7 @@ def test_teacher_forcing_matches_the_forward_pass(config):
         n,
         torch.arange(n) if config.num_classes else None,
         size=size,
-        method="naive" if config.data_channels > 1 else "cached",
+        sampler=NaiveSampler() if config.data_channels > 1 else CachedSampler(),
         generator=torch.Generator().manual_seed(0),
     )
     y = torch.arange(n) if config.num_classes else None

@@ -2,8 +2,9 @@
 
 As diffusers keeps a scheduler apart from the model, a sampler here is an object of its own:
 its constructor takes its options, and :meth:`Sampler.sample` takes the network, the output
-distribution and the noise that fixes the result. :class:`~autoregressive.PixelCNN.sample`
-takes one (``sampler=CachedSampler(rows_at_once=False)``, ``sampler=NaiveSampler()``).
+distribution and the noise that fixes the result.
+:meth:`PixelCNN.sample <autoregressive.PixelCNN.sample>` takes one
+(``sampler=CachedSampler(rows_at_once=False)``, ``sampler=NaiveSampler()``).
 """
 
 from __future__ import annotations
