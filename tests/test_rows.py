@@ -217,6 +217,7 @@ def test_a_layer_that_sees_its_own_pixel_fails_loudly_instead_of_looping():
         ({"replay_rows": 1}, TypeError, "replay_rows must be a bool"),
         ({"replay_rows": True, "cuda_graphs": True}, ValueError, "replay_rows=True"),
         ({"replay_rows": True, "rows_at_once": True}, ValueError, "replay_rows=True"),
+        ({"tap_products": "yes"}, TypeError, "tap_products must be None, True or False"),
     ],
 )
 def test_bad_sampler_options_are_refused(kwargs, error, match):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from unittest import mock
 
 import pytest
 import torch
@@ -29,7 +28,6 @@ from autoregressive import (
     draw_noise,
     naive_sample,
 )
-from autoregressive.sampling import rows as engine_rows
 
 F64 = {"dtype": torch.float64}
 
@@ -251,23 +249,17 @@ def custom_stacks(draw):
     return CausalSequential(*layers), dc, size, draw(st.integers(0, 1000))
 
 
-@pytest.mark.parametrize(
-    "taps_from", [1, engine_rows.TAP_PRODUCTS_FROM], ids=["tap-by-tap", "default"]
-)
+@pytest.mark.parametrize("taps", [True, None], ids=["tap-by-tap", "default"])
 @given(custom_stacks())
-def test_cached_sampler_on_stacks_built_from_public_layers(taps_from, case):
-    """Dilated and rectangular kernels; with ``taps_from=1`` every convolution over the rows
-    above multiplies tap by tap (``rows.ring_product``), else these few channels gather."""
+def test_cached_sampler_on_stacks_built_from_public_layers(taps, case):
+    """Dilated and rectangular kernels; with ``tap_products=True`` every convolution over the
+    rows above multiplies tap by tap (``rows.ring_product``), else these few channels gather."""
     net, dc, (h, w), seed = case
     perturbed(net, seed)
     noise = draw_noise((2, dc, h, w), torch.Generator().manual_seed(seed))
     naive = naive_sample(net, Bernoulli(), noise)
-    rows = 1 if taps_from == 1 else engine_rows.TAP_PRODUCTS_FROM_ROWS
-    with (
-        mock.patch.object(engine_rows, "TAP_PRODUCTS_FROM", taps_from),
-        mock.patch.object(engine_rows, "TAP_PRODUCTS_FROM_ROWS", rows),
-    ):
-        assert torch.equal(cached_sample(net, Bernoulli(), noise), naive)
+    sampler = CachedSampler(tap_products=taps)
+    assert torch.equal(sampler.sample(net, Bernoulli(), noise), naive)
 
 
 @pytest.mark.parametrize(

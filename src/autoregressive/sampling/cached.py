@@ -28,6 +28,7 @@ from ..conditioning import Conditioning, RowConditioning, as_conditioning
 from ..distributions.base import Distribution, DrawPlan
 from ..validation import check_bool
 from .checks import check_sampling
+from .rows import tap_products
 from .sampler import Sampler
 from .stepping import Stepper, stepper_for
 
@@ -122,6 +123,10 @@ class CachedSampler(Sampler):
         replay_rows: run the CUDA-graph path without a graph, on any device: warm-up rows
             eagerly, then every further row on the same fixed buffers, the recording replaced by
             the row itself. The same images; it lets the replay's bookkeeping be tested on a CPU.
+        tap_products: how a row's convolution over the rows above is multiplied
+            (:func:`~autoregressive.sampling.rows.ring_product`): ``None`` (default) by its
+            sizes, ``True`` one product per kernel tap, ``False`` one product of gathered windows
+            (its slow twin). The same images either way, to rounding.
 
     Example:
         >>> from autoregressive import PixelCNN, PixelCNNConfig, Bernoulli, draw_noise
@@ -139,8 +144,10 @@ class CachedSampler(Sampler):
         rows_at_once: bool | None = None,
         cuda_graphs: bool | None = None,
         replay_rows: bool = False,
+        tap_products: bool | None = None,
     ) -> None:
         cuda_graphs = check_bool("cuda_graphs", cuda_graphs, optional=True)
+        tap_products = check_bool("tap_products", tap_products, optional=True)
         rows_at_once = check_bool("rows_at_once", rows_at_once, optional=True)
         replay_rows = check_bool("replay_rows", replay_rows)
         if cuda_graphs and rows_at_once:
@@ -153,13 +160,14 @@ class CachedSampler(Sampler):
         self.rows_at_once = rows_at_once
         self.cuda_graphs = cuda_graphs
         self.replay_rows = replay_rows
+        self.tap_products = tap_products
         self.last_cache_nbytes = 0  #: cache bytes of the most recent call
         self.last_used_graph = False  #: whether the most recent call replayed a CUDA graph
         #: network passes of the most recent call: steps, plus whole-row passes
         self.last_passes = 0
 
     def __repr__(self) -> str:
-        options = ("rows_at_once", "cuda_graphs", "replay_rows")
+        options = ("rows_at_once", "cuda_graphs", "replay_rows", "tap_products")
         return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in options)})"
 
     def _at_once(self, stepper: Stepper, batch: int) -> bool | None:
@@ -230,7 +238,8 @@ class CachedSampler(Sampler):
         replayed = (graphs or self.replay_rows) and height > WARMUP_ROWS
         self.last_used_graph = graphs and replayed
         run = _Run(network, distribution)
-        with torch.inference_mode():  # no autograd bookkeeping: ~15% of a small step's cost
+        # inference mode: no autograd bookkeeping (~15% of a small step's cost)
+        with torch.inference_mode(), tap_products(self.tap_products):
             stepper = run._stepper(n, width, parts)
             self.last_cache_nbytes = stepper.cache_nbytes()
             rows = run._prepare(noise, completion, return_params, parts)
