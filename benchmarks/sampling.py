@@ -208,7 +208,10 @@ def _measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.de
         "cached_s": _median(cached),
         "cached_per_image_s": _median(cached) / n,
         "cached_per_step_s": _median(cached) / steps_total,
-        "aten_calls_per_step": count_aten_calls(lambda: sampler.sample(noise)) / steps_total,
+        "aten_calls_per_step": count_aten_calls(
+            lambda: sampler.sample(model.network, model.distribution, noise)
+        )
+        / steps_total,
         "naive_steps": steps,
         "naive_steps_total": steps_total,
         "naive_k_steps": naive_k,

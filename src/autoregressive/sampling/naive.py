@@ -122,7 +122,8 @@ class NaiveSampler(Sampler):
         param = next(network.parameters())
         plan = distribution.draw_plan(channels)
         x = torch.zeros(shape, dtype=param.dtype, device=param.device)  # (N, C, H, W)
-        params = x.new_zeros(n, distribution.num_params(channels), height, width)
+        size = distribution.num_params(channels)
+        params = x.new_zeros(n, size, height, width) if return_params else None
         if completion is not None:
             x = torch.where(completion[1], completion[0].to(x.dtype), x)
         noise = distribution.prepare_noise(noise)
@@ -137,13 +138,14 @@ class NaiveSampler(Sampler):
                     raw = network(distribution.preprocess(x, param.dtype), cond)  # (N, C*P, H, W)
                     self.last_passes += 1
                     raw_s = raw[:, plan.param_slice(s), i, j]  # (N, P)
-                    params[:, plan.param_slice(s), i, j] = raw_s
+                    if params is not None:
+                        params[:, plan.param_slice(s), i, j] = raw_s
                     u = noise[:, plan.noise_slice(s), i, j].reshape(n, *plan.noise_shape)
                     value = distribution.draw(raw_s, u).reshape(n, -1)
                     if given is not None:
                         value = torch.where(given, x[:, out, i, j], value)
                     x[:, out, i, j] = value  # (N, C / S)
-        return (x, params) if return_params else x
+        return x if params is None else (x, params)
 
 
 def naive_sample(
