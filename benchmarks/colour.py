@@ -180,7 +180,7 @@ def _sampling_row(model: PixelCNN, n: int, s: Settings, device: torch.device) ->
     noise = draw_noise((n, dist.noise_channels(3), h, w), torch.Generator().manual_seed(n))
     noise = noise.to(device)
     x = _images(n, (h, w), device)
-    sampler = CachedSampler(model.network, dist)
+    sampler = CachedSampler()
     steps_total = dist.draw_plan(3).steps * h * w  # a pixel, or a sub-pixel, per step
 
     def forward() -> None:
@@ -188,7 +188,12 @@ def _sampling_row(model: PixelCNN, n: int, s: Settings, device: torch.device) ->
             model(x)
 
     fwd = measure(forward, device, warmup=s.warmup, repeats=s.repeats)
-    cached = measure(lambda: sampler.sample(noise), device, warmup=s.warmup, repeats=s.repeats)
+    cached = measure(
+        lambda: sampler.sample(model.network, dist, noise),
+        device,
+        warmup=s.warmup,
+        repeats=s.repeats,
+    )
     steps = min(s.naive_steps, steps_total)
     naive_k = time_naive_steps(model, noise, steps, s, device)
     naive_s = float(naive_k["median"]) * steps_total / steps

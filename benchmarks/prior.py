@@ -83,7 +83,7 @@ def _measure_grid(
     noise = draw_noise(shape, torch.Generator().manual_seed(side)).to(device)
     codes = torch.randint(0, cfg.levels, shape, generator=torch.Generator().manual_seed(0))
     codes = codes.to(device)
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler()
 
     def forward() -> None:
         with torch.no_grad():
@@ -91,7 +91,9 @@ def _measure_grid(
 
     reps = {"warmup": settings.warmup, "repeats": settings.repeats}
     fwd = measure(forward, device, **reps)
-    cached = measure(lambda: sampler.sample(noise, cond=cond), device, **reps)
+    cached = measure(
+        lambda: sampler.sample(model.network, model.distribution, noise, cond=cond), device, **reps
+    )
     naive = _time_naive(model, noise, cond, settings, device)
     return {
         "grid": f"{side}x{side}",
@@ -102,7 +104,9 @@ def _measure_grid(
         "forward_s": _median(fwd),
         "cached_s": _median(cached),
         "cached_over_forward": _median(cached) / _median(fwd),
-        "aten_calls_per_step": count_aten_calls(lambda: sampler.sample(noise, cond=cond))
+        "aten_calls_per_step": count_aten_calls(
+            lambda: sampler.sample(model.network, model.distribution, noise, cond=cond)
+        )
         / (side * side),
         **naive,
         "speedup": naive["naive_s"] / _median(cached),

@@ -157,7 +157,7 @@ def _measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.de
     """One table row: forward, cached and naive sampling of ``n`` images by ``model``."""
     h, w = settings.image_size
     c = model.config.data_channels
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler()
     steps_total = c * h * w
     steps = min(settings.naive_steps, steps_total)
     noise = draw_noise((n, c, h, w), torch.Generator().manual_seed(n)).to(device)
@@ -168,15 +168,15 @@ def _measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.de
             model(x)
 
     reps = {"warmup": settings.warmup, "repeats": settings.repeats}
-    stepper = CachedSampler(model.network, model.distribution, rows_at_once=False)
+    stepper = CachedSampler(rows_at_once=False)
     fns = {
         "forward": forward,
-        "cached": lambda: sampler.sample(noise),
-        "steps": lambda: stepper.sample(noise),
+        "cached": lambda: sampler.sample(model.network, model.distribution, noise),
+        "steps": lambda: stepper.sample(model.network, model.distribution, noise),
     }
     if _graphs_optional(device):  # the default replays rows as CUDA graphs: time without too
-        eager = CachedSampler(model.network, model.distribution, cuda_graphs=False)
-        fns["eager"] = lambda: eager.sample(noise)
+        eager = CachedSampler(cuda_graphs=False)
+        fns["eager"] = lambda: eager.sample(model.network, model.distribution, noise)
     timed = measure_interleaved(fns, device, **reps)  # alternating: drifting load hits all
     fwd, cached, cached_steps = timed["forward"], timed["cached"], timed["steps"]
     cached_eager = timed.get("eager")
@@ -208,7 +208,10 @@ def _measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.de
         "cached_s": _median(cached),
         "cached_per_image_s": _median(cached) / n,
         "cached_per_step_s": _median(cached) / steps_total,
-        "aten_calls_per_step": count_aten_calls(lambda: sampler.sample(noise)) / steps_total,
+        "aten_calls_per_step": count_aten_calls(
+            lambda: sampler.sample(model.network, model.distribution, noise)
+        )
+        / steps_total,
         "naive_steps": steps,
         "naive_steps_total": steps_total,
         "naive_k_steps": naive_k,

@@ -52,7 +52,7 @@ def run(settings: Settings, device: torch.device) -> Section:
         for axis, cfg, size in points:
             torch.manual_seed(0)
             model = PixelCNN(cfg, device=device)
-            sampler = CachedSampler(model.network, model.distribution)
+            sampler = CachedSampler()
             noise = draw_noise(
                 (sb, cfg.data_channels, size, size), torch.Generator().manual_seed(0)
             )
@@ -64,7 +64,11 @@ def run(settings: Settings, device: torch.device) -> Section:
                     model(x)
 
             model.eval()
-            cached = measure(lambda s=sampler, z=noise: s.sample(z), device, **reps)
+            cached = measure(
+                lambda s=sampler, m=model, z=noise: s.sample(m.network, m.distribution, z),
+                device,
+                **reps,
+            )
             fwd = measure(forward, device, **reps)
             model.train()
             xt = torch.randint(0, 2, (tb, cfg.data_channels, size, size), device=device).float()

@@ -303,13 +303,14 @@ CASES: list[Case] = [
     ),
     Case(
         SAMPLE,
-        "PixelCNN(PixelCNNConfig(num_blocks=1)).sample(1, size=(2, 2), rows_at_once=1)",
+        "PixelCNN(PixelCNNConfig(num_blocks=1)).sample(1, size=(2, 2), "
+        "sampler=CachedSampler(rows_at_once=1))",
         TypeError,
         r"rows_at_once must be None, True or False, got 1",
     ),
     Case(
         SAMPLE,
-        "PixelCNN(PixelCNNConfig(num_blocks=1)).sample(1, cuda_graphs=True, rows_at_once=True)",
+        "CachedSampler(cuda_graphs=True, rows_at_once=True)",
         ValueError,
         r"choose cuda_graphs=True or rows_at_once=True, not both",
     ),
@@ -323,23 +324,23 @@ CASES: list[Case] = [
     ),
     Case(
         MODEL,
-        "conditioned().log_prob(torch.zeros(2, 1, 4, 4), torch.zeros(2).long(), "
-        "vector=torch.zeros(2, 4))",
+        "conditioned().log_prob(torch.zeros(2, 1, 4, 4), "
+        "Conditioning(labels=torch.zeros(2).long(), vector=torch.zeros(2, 4)))",
         ValueError,
-        r"conditioned on a spatial map: pass spatial of shape \(2, 2, 4, 4\)",
+        r"conditioned on a spatial map: pass Conditioning\(spatial=...\) of shape \(2, 2, 4, 4\)",
     ),
     Case(
         MODEL,
-        "conditioned().sample(2, torch.zeros(2).long(), size=(4, 4), vector=torch.zeros(2, 4), "
-        "spatial=torch.zeros(2, 2, 5, 5))",
+        "conditioned().sample(2, Conditioning(labels=torch.zeros(2).long(), "
+        "vector=torch.zeros(2, 4), spatial=torch.zeros(2, 2, 5, 5)), size=(4, 4))",
         ValueError,
         r"spatial must have shape \(2, 2, 4, 4\), got \(2, 2, 5, 5\)",
     ),
     Case(
         MODEL,
-        "PixelCNN().log_prob(torch.zeros(2, 1, 4, 4), vector=torch.zeros(2, 4))",
+        "PixelCNN().log_prob(torch.zeros(2, 1, 4, 4), Conditioning(vector=torch.zeros(2, 4)))",
         ValueError,
-        r"takes no vector \(vector_size=None\): do not pass vector",
+        r"takes no vector \(vector_size=None\): leave Conditioning.vector unset",
     ),
     Case(
         MODEL,
@@ -348,6 +349,19 @@ CASES: list[Case] = [
         r"DiscretizedLogisticMixture model needs integer pixel values in \[0, 4\)",
     ),
     Case(MODEL, "PixelCNN().sample('3')", TypeError, r"n must be an int, got str"),
+    Case(
+        MODEL,
+        "PixelCNN().sample(2, sampler='naive')",
+        TypeError,
+        r"sampler must be a Sampler, e\.g\. CachedSampler\(\) or NaiveSampler\(\)",
+    ),
+    Case(
+        MODEL,
+        "conditioned().network(torch.zeros(2, 1, 4, 4), "
+        "Conditioning(labels=torch.zeros(2).long()))",
+        ValueError,
+        r"takes no labels: a layer or a sampler takes Conditioning\(vector=..., spatial=...\)",
+    ),
     Case(MODEL, "PixelCNN().sample(2, size=[4])", TypeError, r"size must be an int or a pair"),
     Case(MODEL, "PixelCNN()(torch.zeros(1, 1, 0, 5))", ValueError, r"at least one row and one"),
     # checkpoints: every damaged byte, old files

@@ -10,6 +10,11 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
+from autoregressive import CachedSampler, NaiveSampler, Sampler
+
+#: the samplers by name with their default options, for tests parametrized over both
+SAMPLERS: dict[str, Callable[[], Sampler]] = {"naive": NaiveSampler, "cached": CachedSampler}
+
 
 def positive_weights_(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every parameter a small positive value (about 1 / fan-in).

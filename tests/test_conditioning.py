@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import positive_weights_
+from helpers import SAMPLERS, positive_weights_
 from test_sampling import all_images
 
-from autoregressive import CachedSampler, Conditioning, PixelCNN, PixelCNNConfig, draw_noise
+from autoregressive import (
+    CachedSampler,
+    Conditioning,
+    NaiveSampler,
+    PixelCNN,
+    PixelCNNConfig,
+    Sampler,
+    draw_noise,
+)
 from autoregressive.sampling import rows as engine_rows
 
 F64 = torch.float64
@@ -27,17 +35,26 @@ BLOCKS = {
 }
 
 
-def _inputs(cfg: PixelCNNConfig, n: int, size: tuple[int, int], seed: int = 0) -> dict:
-    """Random conditioning of every kind ``cfg`` takes, as the keywords of the model's methods."""
+def _inputs(cfg: PixelCNNConfig, n: int, size: tuple[int, int], seed: int = 0) -> Conditioning:
+    """Random conditioning of every kind ``cfg`` takes: the ``cond`` of the model's methods."""
     g = torch.Generator().manual_seed(seed)
     kw: dict = {}
     if cfg.num_classes:
-        kw["y"] = torch.randint(0, cfg.num_classes, (n,), generator=g)
+        kw["labels"] = torch.randint(0, cfg.num_classes, (n,), generator=g)
     if cfg.vector_size:
         kw["vector"] = torch.randn(n, cfg.vector_size, generator=g, dtype=F64)
     if cfg.spatial_channels:
         kw["spatial"] = torch.randn(n, cfg.spatial_channels, *size, generator=g, dtype=F64)
-    return kw
+    return Conditioning(**kw)
+
+
+def _other(cond: Conditioning, classes: int | None) -> Conditioning:
+    """Other labels, vectors and maps than ``cond``'s."""
+    return Conditioning(
+        vector=None if cond.vector is None else cond.vector * -3.0,
+        spatial=None if cond.spatial is None else cond.spatial * -3.0,
+        labels=None if cond.labels is None else (cond.labels + 1) % (classes or 1),
+    )
 
 
 def _model(cfg: PixelCNNConfig, seed: int = 0) -> PixelCNN:
@@ -57,14 +74,15 @@ def test_cached_equals_naive_under_conditioning(block, kind, t):
 
     def draw(method: str, seed: int = 0, **extra: object) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
-        return model.sample(n, generator=g, method=method, temperature=t, **kw, **extra)  # type: ignore[arg-type]
+        sampler = SAMPLERS[method]()
+        return model.sample(n, kw, generator=g, sampler=sampler, temperature=t, **extra)  # type: ignore[arg-type]
 
     fast = draw("cached")
     assert torch.equal(fast, draw("naive"))
     assert 0 < fast.float().mean() < 1, "saturated: a weak test"
     # the conditioning matters: other vectors / maps / labels, other likelihoods
-    other = {k: ((v + 1) % cfg.num_classes if k == "y" else v * -3.0) for k, v in kw.items()}
-    assert not torch.allclose(model.log_prob(fast, **kw), model.log_prob(fast, **other))
+    other = _other(kw, cfg.num_classes)
+    assert not torch.allclose(model.log_prob(fast, kw), model.log_prob(fast, other))
     # completion: the top rows given
     known = torch.zeros(size, dtype=torch.bool)
     known[:2] = True
@@ -74,19 +92,15 @@ def test_cached_equals_naive_under_conditioning(block, kind, t):
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))
-@pytest.mark.parametrize("taps_from", [1, 10**6], ids=["tap-by-tap", "gathered"])
+@pytest.mark.parametrize("taps", [True, False], ids=["tap-by-tap", "gathered"])
 @pytest.mark.parametrize("rows_at_once", [False, True])
-def test_ring_products_are_exact_tap_by_tap_and_gathered(
-    monkeypatch, block, taps_from, rows_at_once
-):
+def test_ring_products_are_exact_tap_by_tap_and_gathered(monkeypatch, block, taps, rows_at_once):
     """The convolutions over rows above, a row at a time (``rows.ring_product``): one product
-    per kernel tap (from ``TAP_PRODUCTS_FROM`` input channels and ``TAP_PRODUCTS_FROM_ROWS``
-    rows on) and its slow twin, one product of gathered windows, with every kind of
-    conditioning and a completion: the naive sampler's images, in float64."""
+    per kernel tap (``CachedSampler(tap_products=True)``) and its slow twin, one product of
+    gathered windows, with every kind of conditioning and a completion: the naive sampler's
+    images, in float64."""
     calls = []
-    gathered = engine_rows.gathered_windows
-    monkeypatch.setattr(engine_rows, "TAP_PRODUCTS_FROM", taps_from)
-    monkeypatch.setattr(engine_rows, "TAP_PRODUCTS_FROM_ROWS", 1)  # these few rows too
+    gathered = engine_rows.gathered_windows  # a spy on the slow twin: which way ran
     monkeypatch.setattr(engine_rows, "gathered_windows", lambda *a: calls.append(1) or gathered(*a))
     cfg = PixelCNNConfig(
         **{**BLOCKS[block], "kernel_size": 5, "input_kernel_size": 3},
@@ -100,13 +114,13 @@ def test_ring_products_are_exact_tap_by_tap_and_gathered(
     known[1, :4] = True
     image = (torch.rand(n, 1, *size, generator=torch.Generator().manual_seed(1)) < 0.5).double()
 
-    def draw(method: str, **extra: object) -> torch.Tensor:
+    def draw(sampler: Sampler) -> torch.Tensor:
         g = torch.Generator().manual_seed(0)
-        return model.sample(n, generator=g, method=method, image=image, known=known, **kw, **extra)
+        return model.sample(n, kw, generator=g, sampler=sampler, image=image, known=known)
 
-    fast = draw("cached", rows_at_once=rows_at_once)
-    assert bool(calls) == (taps_from > 1), "the other way ran"
-    assert torch.equal(fast, draw("naive"))
+    fast = draw(CachedSampler(rows_at_once=rows_at_once, tap_products=taps))
+    assert bool(calls) == (not taps), "the other way ran"
+    assert torch.equal(fast, draw(NaiveSampler()))
     assert 0 < fast.float().mean() < 1, "saturated: a weak test"
 
 
@@ -126,9 +140,9 @@ def test_colour_with_a_map_cached_equals_naive(block, distribution):
     model = _model(cfg, seed=3)
     kw = _inputs(cfg, 3, cfg.image_size, seed=3)
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
-    cached = model.sample(3, generator=g(), temperature=1.4, **kw)
+    cached = model.sample(3, kw, generator=g(), temperature=1.4)
     assert torch.equal(
-        cached, model.sample(3, generator=g(), method="naive", temperature=1.4, **kw)
+        cached, model.sample(3, kw, generator=g(), sampler=NaiveSampler(), temperature=1.4)
     )
 
 
@@ -139,15 +153,15 @@ def test_the_row_replay_path_reads_each_rows_map(block):
     model = _model(cfg)
     n, size = 3, (6, 4)
     noise = draw_noise((n, 1, *size), torch.Generator().manual_seed(0))
-    cond = model.condition(**_inputs(cfg, n, size), n=n, size=size)  # type: ignore[misc]
-    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
-    eager = sampler.sample(noise, cond=cond, return_params=True)
-    with torch.no_grad():
-        stepper = sampler._stepper(n, size[1], cond)
-        rows = sampler._prepare(noise, None, True, cond)
-        sampler._sample_replayed(stepper, rows, record=lambda row: row)
-    assert torch.equal(rows.x.permute(2, 3, 0, 1), eager[0])
-    assert torch.equal(rows.params.permute(2, 3, 0, 1), eager[1])
+    cond = model.condition(_inputs(cfg, n, size), n, size=size)
+    eager = CachedSampler(rows_at_once=False).sample(
+        model.network, model.distribution, noise, cond=cond, return_params=True
+    )
+    replayed = CachedSampler(replay_rows=True).sample(
+        model.network, model.distribution, noise, cond=cond, return_params=True
+    )
+    assert torch.equal(replayed[0], eager[0])
+    assert torch.equal(replayed[1], eager[1])
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))
@@ -158,7 +172,7 @@ def test_the_conditioning_reaches_every_output(block):
     model = positive_weights_(PixelCNN(cfg, dtype=F64))
     h, w = 4, 3
     x = torch.ones(1, 1, h, w, dtype=F64)
-    base = model.condition(**_inputs(cfg, 1, (h, w)), n=1, size=(h, w))  # type: ignore[misc]
+    base = model.condition(_inputs(cfg, 1, (h, w)), 1, size=(h, w))
     assert base is not None and base.vector is not None and base.spatial is not None
     vector, spatial = base.vector.abs(), base.spatial.abs()
 
@@ -181,34 +195,71 @@ def test_likelihood_sums_to_one_under_conditioning(block, t):
     x = all_images(1, 2, 2, 3)  # (81, 1, 2, 2)
     n = x.shape[0]
     one = _inputs(cfg, 1, (2, 2), seed=2)
-    kw = {k: v.expand(n, *v.shape[1:]) for k, v in one.items()}
-    cond = model.condition(kw.pop("y"), n, size=(2, 2), **kw)
+    parts = (one.vector, one.spatial, one.labels)
+    cond = model.condition(
+        Conditioning(*(None if t is None else t.expand(n, *t.shape[1:]) for t in parts)),
+        n,
+        size=(2, 2),
+    )
     raw = model.network(model.distribution.preprocess(x, F64), cond)
     log_p = model.distribution.with_temperature(t).log_prob(raw, x)
     assert abs(log_p.exp().sum().item() - 1.0) < 1e-9
 
 
-def test_log_prob_takes_the_same_keywords_as_sample():
+def test_log_prob_takes_the_same_cond_as_sample():
     cfg = PixelCNNConfig(**BLOCKS["gated"], **KINDS["mixed"])
     model = _model(cfg)
-    kw = _inputs(cfg, 2, (3, 3))
-    x = model.sample(2, size=(3, 3), **kw)
-    lp = model.log_prob(x, **kw)
+    cond = _inputs(cfg, 2, (3, 3))
+    x = model.sample(2, cond, size=(3, 3))
+    lp = model.log_prob(x, cond)
     assert lp.shape == (2,) and bool(torch.isfinite(lp).all())
-    assert torch.allclose(model.bits_per_dim(x, **kw), -lp / (9 * torch.log(torch.tensor(2.0))))
-    assert model(x, **kw).shape == x.shape
+    assert torch.allclose(model.bits_per_dim(x, cond), -lp / (9 * torch.log(torch.tensor(2.0))))
+    assert model(x, cond).shape == x.shape
+
+
+def test_labels_alone_are_a_tensor_or_a_conditioning():
+    model = _model(PixelCNNConfig(**BLOCKS["gated"], **KINDS["class"]))
+    y = torch.tensor([2, 0])
+    x = model.sample(2, y, size=(3, 4), generator=torch.Generator().manual_seed(0))
+    same = model.sample(
+        2, Conditioning(labels=y), size=(3, 4), generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(x, same)
+    assert torch.equal(model.log_prob(x, y), model.log_prob(x, Conditioning(labels=y)))
+    with pytest.raises(TypeError, match=r"cond must be class labels \(N,\), a Conditioning"):
+        model.log_prob(x, [2, 0])  # type: ignore[arg-type]
+
+
+def test_layers_and_samplers_refuse_labels():
+    """Labels are for the model's boundary: a layer or a sampler given them says what to do."""
+    model = _model(PixelCNNConfig(**BLOCKS["residual"], **KINDS["class"]))
+    x = torch.zeros(2, 1, 3, 4, dtype=F64)
+    labels = Conditioning(labels=torch.tensor([2, 0]))
+    with pytest.raises(ValueError, match="takes no labels"):
+        model.network(x, labels)
+    with pytest.raises(ValueError, match="takes no labels"):
+        CachedSampler().sample(model.network, model.distribution, draw_noise((2, 1, 3, 4)),
+                               cond=labels)  # fmt: skip
+    cond = model.condition(labels, 2)
+    assert cond is not None and cond.labels is None and cond.vector is not None
+    assert torch.equal(cond.vector, torch.eye(3, dtype=F64)[[2, 0]])
+    model.network(x, cond)  # the layers' conditioning
 
 
 MIXED = PixelCNNConfig(num_blocks=1, hidden_channels=4, **KINDS["mixed"])
-GOOD = {"y": torch.zeros(2).long(), "vector": torch.zeros(2, 4), "spatial": torch.zeros(2, 3, 4, 4)}
+GOOD = {
+    "labels": torch.zeros(2).long(),
+    "vector": torch.zeros(2, 4),
+    "spatial": torch.zeros(2, 3, 4, 4),
+}
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"vector": None}, r"pass vector of shape \(2, 4\)"),
-        ({"spatial": None}, r"pass spatial of shape \(2, 3, 4, 4\)"),
-        ({"y": None}, r"pass labels y of shape \(2,\)"),
+        ({"vector": None}, r"pass Conditioning\(vector=...\) of shape \(2, 4\)"),
+        ({"spatial": None}, r"pass Conditioning\(spatial=...\) of shape \(2, 3, 4, 4\)"),
+        ({"labels": None}, r"pass labels of shape \(2,\)"),
         ({"vector": torch.zeros(2, 5)}, r"vector must have shape \(2, 4\), got \(2, 5\)"),
         ({"vector": torch.zeros(3, 4)}, r"vector must have shape \(2, 4\), got \(3, 4\)"),
         ({"spatial": torch.zeros(2, 3, 5, 4)}, r"shape \(2, 3, 4, 4\), got \(2, 3, 5, 4\)"),
@@ -220,20 +271,20 @@ GOOD = {"y": torch.zeros(2).long(), "vector": torch.zeros(2, 4), "spatial": torc
 @pytest.mark.parametrize("method", ["log_prob", "forward", "sample"])
 def test_bad_conditioning_names_the_expected_shape(change, message, method):
     model = PixelCNN(MIXED)
-    kw = {**GOOD, **change}
+    cond = Conditioning(**{**GOOD, **change})
     x = torch.zeros(2, 1, 4, 4)
     with pytest.raises(ValueError, match=message):
         if method == "sample":
-            model.sample(2, size=(4, 4), **kw)
+            model.sample(2, cond, size=(4, 4))
         else:
-            getattr(model, method)(x, **kw)
+            getattr(model, method)(x, cond)
 
 
 @pytest.mark.parametrize("name", ["vector", "spatial"])
 def test_conditioning_given_to_a_model_that_takes_none_is_refused(name):
     model = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4))
-    with pytest.raises(ValueError, match=rf"takes no {name} \(.*=None\): do not pass {name}"):
-        model.log_prob(torch.zeros(2, 1, 4, 4), **{name: GOOD[name][:, :, ...]})
+    with pytest.raises(ValueError, match=rf"takes no {name} \(.*=None\): leave Conditioning"):
+        model.log_prob(torch.zeros(2, 1, 4, 4), Conditioning(**{name: GOOD[name]}))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoregressive import PixelCNN, PixelCNNConfig
+from autoregressive import (
+    CachedSampler,
+    Conditioning,
+    NaiveSampler,
+    PixelCNN,
+    PixelCNNConfig,
+    Sampler,
+)
 from autoregressive.data import BinarizedBatches
 from autoregressive.training import NegLogLikelihood, evaluate, resolve_precision, train_epoch
 
@@ -44,14 +51,14 @@ def test_graph_replay_equals_eager_cached_and_naive_on_cuda(name):
     model = _model(cfg)
     y = torch.arange(4, device=CUDA) % cfg.num_classes if cfg.num_classes else None
 
-    def draw(**kwargs: object) -> torch.Tensor:
+    def draw(sampler: Sampler) -> torch.Tensor:
         g = torch.Generator(CUDA).manual_seed(1)
-        return model.sample(4, y, generator=g, **kwargs)
+        return model.sample(4, y, generator=g, sampler=sampler)
 
-    graphs = draw(method="cached", cuda_graphs=True)
+    graphs = draw(CachedSampler(cuda_graphs=True))
     assert graphs.device.type == "cuda"
-    assert torch.equal(graphs, draw(method="cached", cuda_graphs=False))
-    assert torch.equal(graphs, draw(method="naive"))
+    assert torch.equal(graphs, draw(CachedSampler(cuda_graphs=False)))
+    assert torch.equal(graphs, draw(NaiveSampler()))
 
 
 @pytest.mark.parametrize("block", ["residual", "gated"])
@@ -63,19 +70,19 @@ def test_graph_replay_with_vectors_and_maps_on_cuda(block):
     )  # fmt: skip
     model = _model(cfg)
     g = torch.Generator(CUDA).manual_seed(2)
-    kw = {
-        "vector": torch.randn(4, 4, device=CUDA, generator=g, dtype=torch.float64),
-        "spatial": torch.randn(4, 2, 7, 6, device=CUDA, generator=g, dtype=torch.float64),
-    }
-    y = torch.arange(4, device=CUDA) % 3
+    cond = Conditioning(
+        vector=torch.randn(4, 4, device=CUDA, generator=g, dtype=torch.float64),
+        spatial=torch.randn(4, 2, 7, 6, device=CUDA, generator=g, dtype=torch.float64),
+        labels=torch.arange(4, device=CUDA) % 3,
+    )
 
-    def draw(**kwargs: object) -> torch.Tensor:
+    def draw(sampler: Sampler) -> torch.Tensor:
         gen = torch.Generator(CUDA).manual_seed(1)
-        return model.sample(4, y, generator=gen, temperature=0.8, **kw, **kwargs)  # type: ignore[arg-type]
+        return model.sample(4, cond, generator=gen, temperature=0.8, sampler=sampler)
 
-    graphs = draw(method="cached", cuda_graphs=True)
-    assert torch.equal(graphs, draw(method="cached", cuda_graphs=False))
-    assert torch.equal(graphs, draw(method="naive"))
+    graphs = draw(CachedSampler(cuda_graphs=True))
+    assert torch.equal(graphs, draw(CachedSampler(cuda_graphs=False)))
+    assert torch.equal(graphs, draw(NaiveSampler()))
 
 
 def test_completion_on_cuda_keeps_the_known_pixels():

@@ -20,6 +20,7 @@ from torch import nn
 
 from autoregressive import (
     CausalSequential,
+    Conditioning,
     GatedBlock,
     GatedStack,
     MaskedConv2d,
@@ -182,7 +183,7 @@ def _conditioning(model: PixelCNN, h: int, w: int):
     y = torch.tensor([1]) if c.num_classes else None
     vector = torch.rand(1, c.vector_size, **F64) + 0.5 if c.vector_size else None
     spatial = torch.rand(1, c.spatial_channels, h, w, **F64) + 0.5 if c.spatial_channels else None
-    return model.condition(y, 1, vector=vector, spatial=spatial, size=(h, w))
+    return model.condition(Conditioning(vector, spatial, y), 1, size=(h, w))
 
 
 @given(pixelcnn_configs())

@@ -23,6 +23,7 @@ from autoregressive import (
     Conditioning,
     GatedStack,
     MaskedConv2d,
+    NaiveSampler,
     PixelCNN,
     PixelCNNConfig,
     cached_sample,
@@ -202,7 +203,7 @@ CONDITIONING = [
 ]
 
 
-def conditioning_inputs(cfg: PixelCNNConfig, n: int, h: int, w: int, seed: int = 0) -> dict:
+def conditioning_inputs(cfg: PixelCNNConfig, n: int, h: int, w: int, seed: int = 0) -> Conditioning:
     """Labels, vectors and maps for ``n`` images of ``(h, w)``, as far as ``cfg`` takes them.
 
     Positive, so that with positive weights no ReLU is dead (see ``positive_weights_``).
@@ -210,12 +211,12 @@ def conditioning_inputs(cfg: PixelCNNConfig, n: int, h: int, w: int, seed: int =
     g = torch.Generator().manual_seed(seed)
     out: dict = {}
     if cfg.num_classes:
-        out["y"] = torch.arange(n) % cfg.num_classes
+        out["labels"] = torch.arange(n) % cfg.num_classes
     if cfg.vector_size:
         out["vector"] = 0.5 + torch.rand(n, cfg.vector_size, generator=g, **F64)
     if cfg.spatial_channels:
         out["spatial"] = 0.5 + torch.rand(n, cfg.spatial_channels, h, w, generator=g, **F64)
-    return out
+    return Conditioning(**out)
 
 
 def perturbation_deps(model: PixelCNN, h: int, w: int, cond: Conditioning | None) -> list:
@@ -285,10 +286,7 @@ def test_embedded_models_depend_on_exactly_the_causal_past(config, h, w):
     earlier pixels, and channels ``< g`` of its own pixel; the gated stack with no blind spot.
     Exact sets from the Jacobian behind the embedding; changing codes moves nothing else."""
     model = positive_weights_(PixelCNN(config, **F64))
-    given_ = conditioning_inputs(config, 1, h, w)
-    cond = model.condition(
-        given_.get("y"), 1, vector=given_.get("vector"), spatial=given_.get("spatial"), size=(h, w)
-    )
+    cond = model.condition(conditioning_inputs(config, 1, h, w), 1, size=(h, w))
     exact = jacobian_deps(model, h, w, cond)  # (O, H, W, C, H, W)
     moved = perturbation_deps(model, h, w, cond)
     expected = reference_deps(config, h, w)
@@ -387,10 +385,11 @@ def test_cached_sampler_returns_the_naive_samplers_codes(case):
     image = None
     if known is not None:
         g = torch.Generator().manual_seed(seed + 1)
-        image = model.sample(n, size=(h, w), generator=g, **cond)
-    kwargs = {"size": (h, w), "image": image, "known": known, "temperature": t, **cond}
-    naive = model.sample(n, generator=torch.Generator().manual_seed(seed), method="naive", **kwargs)
-    cached = model.sample(n, generator=torch.Generator().manual_seed(seed), **kwargs)
+        image = model.sample(n, cond, size=(h, w), generator=g)
+    kwargs = {"size": (h, w), "image": image, "known": known, "temperature": t}
+    g = torch.Generator().manual_seed(seed)
+    naive = model.sample(n, cond, generator=g, sampler=NaiveSampler(), **kwargs)
+    cached = model.sample(n, cond, generator=torch.Generator().manual_seed(seed), **kwargs)
     assert naive.dtype == torch.long and torch.equal(naive, cached)
     assert bool(((cached >= 0) & (cached < config.levels)).all())
     if known is not None:
@@ -417,8 +416,8 @@ def test_cached_equals_naive_for_every_block_and_embedding(embedding, block, dc)
     model = perturbed(PixelCNN(config, **F64))
     y = torch.tensor([0, 2, 1])
     draws = [
-        model.sample(3, y, size=(4, 5), generator=torch.Generator().manual_seed(7), method=m)
-        for m in ("naive", "cached")
+        model.sample(3, y, size=(4, 5), generator=torch.Generator().manual_seed(7), sampler=s)
+        for s in (NaiveSampler(), CachedSampler())
     ]
     assert torch.equal(*draws)
     assert len(draws[0].unique()) > 1  # not a degenerate draw
@@ -450,15 +449,15 @@ def test_the_row_replay_path_matches_the_eager_path(config):
     image = (noise * config.levels).floor()
     known = torch.zeros(size, dtype=torch.bool)
     known[:2, :3] = True
-    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
-    eager = sampler.sample(noise, cond=cond, image=image, known=known, return_params=True)
-    with torch.no_grad():  # as in sample()
-        stepper = sampler._stepper(n, size[1], cond)
-        completion = (image, known.expand(noise.shape))
-        rows = sampler._prepare(noise, completion, return_params=True, cond=cond)
-        sampler._sample_replayed(stepper, rows, record=lambda row: row)
-    assert torch.equal(rows.x.permute(2, 3, 0, 1), eager[0])
-    assert torch.equal(rows.params.permute(2, 3, 0, 1), eager[1])
+    inputs = {"cond": cond, "image": image, "known": known, "return_params": True}
+    eager = CachedSampler(rows_at_once=False).sample(
+        model.network, model.distribution, noise, **inputs
+    )
+    replayed = CachedSampler(replay_rows=True).sample(
+        model.network, model.distribution, noise, **inputs
+    )
+    assert torch.equal(replayed[0], eager[0])
+    assert torch.equal(replayed[1], eager[1])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -468,12 +467,12 @@ def test_cuda_graph_replay_matches_eager_and_naive_on_cuda(config):
     noise = draw_noise((4, config.data_channels, 9, 7), torch.Generator().manual_seed(0))
     noise = noise.cuda()
     cond = model.condition(torch.arange(4, device="cuda") % 3, 4)
-    graphed = CachedSampler(model.network, model.distribution, cuda_graphs=True)
-    eager = CachedSampler(model.network, model.distribution, cuda_graphs=False)
-    assert torch.equal(graphed.sample(noise, cond=cond), eager.sample(noise, cond=cond))
+    graphed, eager = CachedSampler(cuda_graphs=True), CachedSampler(cuda_graphs=False)
+    fast = graphed.sample(model.network, model.distribution, noise, cond=cond)
+    assert torch.equal(fast, eager.sample(model.network, model.distribution, noise, cond=cond))
     assert graphed.last_used_graph and not eager.last_used_graph
     naive = naive_sample(model.network, model.distribution, noise, cond=cond)
-    assert torch.equal(graphed.sample(noise, cond=cond), naive)
+    assert torch.equal(graphed.sample(model.network, model.distribution, noise, cond=cond), naive)
 
 
 def test_a_stack_of_public_layers_with_an_embedding_samples_exactly():

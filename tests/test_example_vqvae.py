@@ -22,7 +22,7 @@ from test_data import write_mnist
 for _module in ("torchvision", "tqdm", "matplotlib", "vector_quantize_pytorch"):
     pytest.importorskip(_module)  # the `examples` extra
 
-from autoregressive import PixelCNN  # noqa: E402
+from autoregressive import NaiveSampler, PixelCNN  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "vqvae_prior.py"
@@ -169,7 +169,7 @@ def test_every_input_embedding_scores_and_samples(embedding):
     y = torch.arange(4)
     codes = prior.sample(4, y, size=(7, 7), generator=torch.Generator().manual_seed(1))
     naive = prior.sample(
-        4, y, size=(7, 7), generator=torch.Generator().manual_seed(1), method="naive"
+        4, y, size=(7, 7), generator=torch.Generator().manual_seed(1), sampler=NaiveSampler()
     )
     assert torch.equal(codes, naive)
     assert torch.isfinite(prior.log_prob(codes, y)).all()
@@ -178,9 +178,9 @@ def test_every_input_embedding_scores_and_samples(embedding):
 @pytest.mark.parametrize(
     ("y", "match"),
     [
-        (None, r"class-conditional: pass labels y of shape \(3,\)"),
-        (torch.zeros(3, 1, dtype=torch.long), r"y must have shape \(3,\)"),
-        (torch.zeros(2, dtype=torch.long), r"y must have shape \(3,\)"),
+        (None, r"class-conditional: pass labels of shape \(3,\)"),
+        (torch.zeros(3, 1, dtype=torch.long), r"labels must have shape \(3,\)"),
+        (torch.zeros(2, dtype=torch.long), r"labels must have shape \(3,\)"),
         (torch.zeros(3), "integer tensor"),
         (torch.tensor([0, 10, 1]), r"labels must lie in \[0, 10\)"),
     ],

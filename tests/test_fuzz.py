@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 from error_cases import is_library_error
+from helpers import SAMPLERS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -31,9 +32,11 @@ from autoregressive import (
     CachedSampler,
     Categorical,
     CausalSequential,
+    Conditioning,
     GatedBlock,
     GatedStack,
     MaskedConv2d,
+    NaiveSampler,
     PixelCNN,
     PixelCNNConfig,
     ResidualBlock,
@@ -122,7 +125,7 @@ def test_config_is_valid_or_refused(fields):
     y = None if cfg.num_classes is None else torch.zeros(2, dtype=torch.long)
     v = None if cfg.vector_size is None else torch.zeros(2, cfg.vector_size)
     s = None if cfg.spatial_channels is None else torch.zeros(2, cfg.spatial_channels, 3, 3)
-    assert model.log_prob(x, y, vector=v, spatial=s).shape == (2,)
+    assert model.log_prob(x, Conditioning(v, s, y)).shape == (2,)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -267,10 +270,10 @@ def test_model_scores_or_refuses(model, x, y, which):
     ints(-1, 3),
     tensors,
     st.one_of(st.none(), st.tuples(ints(-1, 3), ints(-1, 3)), st.just([2, 2])),
-    st.sampled_from(["cached", "naive", "fast"]),
+    st.sampled_from([CachedSampler(), NaiveSampler(), "fast", CachedSampler]),
 )
-def test_model_samples_or_refuses(model, n, y, size, method):
-    ok, out = outcome(model.sample, n, y, size=size, method=method)
+def test_model_samples_or_refuses(model, n, y, size, sampler):
+    ok, out = outcome(model.sample, n, y, size=size, sampler=sampler)
     if ok:
         assert out.shape[:2] == (n, model.config.data_channels)
         assert bool(((out >= 0) & (out < model.distribution.params_per_channel + 1)).all())
@@ -315,7 +318,7 @@ def test_samplers_return_images_or_refuse(kind, dist_name, noise, cond, which):
     elif which == "cached":
         ok, x = outcome(cached_sample, net, dist, noise, cond=cond)
     else:
-        ok, x = outcome(CachedSampler(net, dist).sample, noise, cond=cond)
+        ok, x = outcome(CachedSampler().sample, net, dist, noise, cond=cond)
     if not ok:
         return
     assert kind == "good", f"a {kind} network was accepted"
@@ -438,7 +441,7 @@ def test_public_callables_return_or_refuse(name, args):
 @given(anything, anything, st.sampled_from(["cached", "naive"]))
 def test_completion_requests_return_or_refuse(image, known, method):
     model = TINY_CAT
-    ok, out = outcome(model.sample, None, image=image, known=known, method=method)
+    ok, out = outcome(model.sample, None, image=image, known=known, sampler=SAMPLERS[method]())
     if ok:
         assert out.shape == image.shape
 
@@ -477,8 +480,12 @@ def test_checkpoint_paths_load_or_refuse(path, map_location):
 )
 def test_sampling_options_work_or_refuse(model, generator, method, cuda_graphs):
     y = torch.zeros(2, dtype=torch.long) if model is TINY else None
-    kwargs = {"generator": generator, "method": method, "cuda_graphs": cuda_graphs}
-    ok, out = outcome(model.sample, 2, y, size=(2, 3), **kwargs)
+
+    def sample() -> torch.Tensor:
+        sampler = NaiveSampler() if method == "naive" else CachedSampler(cuda_graphs=cuda_graphs)
+        return model.sample(2, y, size=(2, 3), generator=generator, sampler=sampler)
+
+    ok, out = outcome(sample)
     if ok:
         assert out.shape == (2, model.config.data_channels, 2, 3)
 

@@ -13,18 +13,22 @@ import math
 import pytest
 import reference as ref
 import torch
-from helpers import as_set, measured_deps, positive_weights_
+from helpers import SAMPLERS, as_set, measured_deps, positive_weights_
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 from test_sampling import all_images, perturbed
+from torch import nn
 
 from autoregressive import (
     CachedSampler,
+    CausalSequential,
     DiscretizedLogisticMixture,
     MaskedConv2d,
+    NaiveSampler,
     PixelCNN,
     PixelCNNConfig,
+    Stepper,
     draw_noise,
     mask_groups,
     naive_sample,
@@ -355,7 +359,7 @@ def test_cached_sampler_returns_the_naive_samplers_images(case):
         image = model.sample(n, y, size=(h, w), generator=torch.Generator().manual_seed(seed + 1))
     kwargs = {"size": (h, w), "image": image, "known": known, "temperature": t}
     naive = model.sample(
-        n, y, generator=torch.Generator().manual_seed(seed), method="naive", **kwargs
+        n, y, generator=torch.Generator().manual_seed(seed), sampler=NaiveSampler(), **kwargs
     )
     cached = model.sample(n, y, generator=torch.Generator().manual_seed(seed), **kwargs)
     assert torch.equal(naive, cached)
@@ -367,19 +371,23 @@ def test_cached_sampler_returns_the_naive_samplers_images(case):
 
 def test_cached_sampler_steps_once_per_pixel():
     model = PixelCNN(dlm_config(), **F64)
-    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
-    calls = []
-    original = sampler._stepper
+    calls: list[int] = []
 
-    def counting(*args):
-        stepper = original(*args)
-        step = stepper.step
-        stepper.step = lambda j, x: calls.append(j) or step(j, x)  # type: ignore[method-assign]
-        return stepper
+    class CountingStepper(Stepper):
+        pixelwise = True  # an identity on each pixel's parameters, after the network
 
-    sampler._stepper = counting  # type: ignore[method-assign]
+        def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
+            calls.append(j)
+            return x
+
+    class CountsSteps(nn.Identity):
+        def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
+            return CountingStepper()
+
+    network = CausalSequential(model.network, CountsSteps())
+    sampler = CachedSampler(rows_at_once=False)
     noise = draw_noise((2, 4, 3, 5), torch.Generator().manual_seed(0))  # (N, C + 1, H, W)
-    images = sampler.sample(noise)
+    images = sampler.sample(network, model.distribution, noise)
     assert images.shape == (2, 3, 3, 5) and len(calls) == 15 == sampler.last_passes
     assert torch.equal(images, naive_sample(model.network, model.distribution, noise))
 
@@ -387,10 +395,15 @@ def test_cached_sampler_steps_once_per_pixel():
 def test_teacher_forcing_matches_the_forward_pass():
     model = perturbed(PixelCNN(dlm_config(block="gated", levels=256), **F64), seed=2).eval()
     x = torch.randint(0, 256, (2, 3, 4, 5), generator=torch.Generator().manual_seed(0))
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler()
     noise = draw_noise((2, 4, 4, 5), torch.Generator().manual_seed(1))
     images, params = sampler.sample(
-        noise, image=x, known=torch.ones(x.shape, dtype=torch.bool), return_params=True
+        model.network,
+        model.distribution,
+        noise,
+        image=x,
+        known=torch.ones(x.shape, dtype=torch.bool),
+        return_params=True,
     )
     assert torch.equal(images.long(), x)
     with torch.no_grad():
@@ -404,7 +417,7 @@ def test_completion_of_single_channels_is_refused():
     known[:, 0] = True  # R known, G and B not
     for method in ("cached", "naive"):
         with pytest.raises(ValueError, match="completes whole pixels"):
-            model.sample(image=image, known=known, method=method)
+            model.sample(image=image, known=known, sampler=SAMPLERS[method]())
 
 
 @pytest.mark.parametrize("method", ["naive", "cached"])
@@ -420,7 +433,9 @@ def test_sample_frequencies_match_the_likelihood(config, size, method):
     """Chi-square goodness of fit of 6000 samples against exp(log_prob), fixed seed."""
     model = perturbed(PixelCNN(config, **F64), seed=3)
     n = 6000
-    samples = model.sample(n, size=size, generator=torch.Generator().manual_seed(0), method=method)
+    samples = model.sample(
+        n, size=size, generator=torch.Generator().manual_seed(0), sampler=SAMPLERS[method]()
+    )
     images = all_images(config.data_channels, *size, config.levels)
     with torch.no_grad():
         expected = model.log_prob(images.long()).exp() * n  # (K,)
@@ -434,7 +449,11 @@ def test_tempered_samples_follow_the_tempered_likelihood(method):
     model = perturbed(PixelCNN(config, **F64), seed=4)
     n, t = 6000, 0.6
     samples = model.sample(
-        n, size=(1, 1), generator=torch.Generator().manual_seed(0), method=method, temperature=t
+        n,
+        size=(1, 1),
+        generator=torch.Generator().manual_seed(0),
+        sampler=SAMPLERS[method](),
+        temperature=t,
     )
     images = all_images(3, 1, 1, 4).long()
     with torch.no_grad():

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from autoregressive import PRESETS, PixelCNN, PixelCNNConfig, nats_to_bits_per_dim
+from autoregressive import PRESETS, Conditioning, PixelCNN, PixelCNNConfig, nats_to_bits_per_dim
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -99,9 +99,9 @@ WITH_VECTOR = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4, vector_si
 @pytest.mark.parametrize(
     ("model", "inputs"),
     [
-        (BERNOULLI, {"x": [[0.0]], "y": LABELS}),
-        (BERNOULLI, {"x": GOOD, "y": [0, 1]}),
-        (WITH_VECTOR, {"x": GOOD, "vector": [[0.0] * 4] * 2}),
+        (BERNOULLI, {"x": [[0.0]], "cond": LABELS}),
+        (BERNOULLI, {"x": GOOD, "cond": Conditioning(labels=[0, 1])}),  # type: ignore[arg-type]
+        (WITH_VECTOR, {"x": GOOD, "cond": Conditioning(vector=[[0.0] * 4] * 2)}),  # type: ignore[arg-type]
     ],
     ids=["x", "y", "vector"],
 )
@@ -110,11 +110,16 @@ def test_inputs_that_are_not_tensors_raise_type_errors(model, inputs):
         model.log_prob(**inputs)
 
 
+def test_a_sampler_that_is_not_a_sampler_is_a_type_error():
+    model = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4))
+    with pytest.raises(TypeError, match=r"sampler must be a Sampler, e\.g\. CachedSampler\(\)"):
+        model.sample(2, sampler="fast")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"n": 0}, "positive number of images"),
-        ({"n": 2, "method": "fast"}, "method must be 'cached' or 'naive'"),
         ({"n": 2, "size": (0, 3)}, "H, W >= 1"),
         ({"image": GOOD}, "both `image` and `known`"),
         ({"image": GOOD, "known": torch.ones(3, 4, 4, dtype=torch.bool)}, "does not broadcast"),

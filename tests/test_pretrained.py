@@ -17,7 +17,7 @@ import torch
 from error_cases import is_library_error
 from safetensors.torch import load_file, save_file
 
-from autoregressive import PixelCNN, PixelCNNConfig
+from autoregressive import Conditioning, PixelCNN, PixelCNNConfig
 from autoregressive.checkpoint import CheckpointError, load_checkpoint
 from autoregressive.checksums import file_sha256, tensors_sha256
 from autoregressive.models.pretrained import WEIGHTS_DIR, ChecksumError, available, load_pretrained
@@ -180,19 +180,20 @@ CONFIGS = {
 }
 
 
-def _inputs(config: PixelCNNConfig, n: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A batch of ``n`` valid images and the conditioning ``config`` asks for."""
+def _inputs(config: PixelCNNConfig, n: int = 3, seed: int = 0) -> dict[str, object]:
+    """A batch of ``n`` valid images ``x`` and the conditioning ``cond`` ``config`` asks for."""
     g = torch.Generator().manual_seed(seed)
     levels = 2 if config.distribution == "bernoulli" else config.levels
     x = torch.randint(0, levels, (n, config.data_channels, *SIZE), generator=g)
-    inputs = {"x": x.float() if config.distribution == "bernoulli" else x}
+    parts = {}
     if config.num_classes is not None:
-        inputs["y"] = torch.randint(0, config.num_classes, (n,), generator=g)
+        parts["labels"] = torch.randint(0, config.num_classes, (n,), generator=g)
     if config.vector_size is not None:
-        inputs["vector"] = torch.randn(n, config.vector_size, generator=g)
+        parts["vector"] = torch.randn(n, config.vector_size, generator=g)
     if config.spatial_channels is not None:
-        inputs["spatial"] = torch.randn(n, config.spatial_channels, *SIZE, generator=g)
-    return inputs
+        parts["spatial"] = torch.randn(n, config.spatial_channels, *SIZE, generator=g)
+    x = x.float() if config.distribution == "bernoulli" else x
+    return {"x": x, "cond": Conditioning(**parts) if parts else None}
 
 
 def _model(config: PixelCNNConfig, seed: int = 0, **factory) -> PixelCNN:

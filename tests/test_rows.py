@@ -20,7 +20,9 @@ from autoregressive import (
     Bernoulli,
     CachedSampler,
     CausalSequential,
+    Conditioning,
     MaskedConv2d,
+    NaiveSampler,
     PixelCNN,
     PixelCNNConfig,
     Stepper,
@@ -71,26 +73,25 @@ def test_row_passes_draw_the_step_by_step_and_the_naive_images(case):
     config, n, (h, w), temperature, completion, seed = case
     model = perturbed(PixelCNN(config, **F64), seed)
     g = torch.Generator().manual_seed(seed)
-    kwargs = {
-        "y": torch.arange(n) % 3 if config.num_classes else None,
-        "vector": torch.randn(n, 2, generator=g, **F64) if config.vector_size else None,
-        "spatial": torch.randn(n, 2, h, w, generator=g, **F64) if config.spatial_channels else None,
-        "size": (h, w),
-        "temperature": temperature,
-    }
+    cond = Conditioning(
+        labels=torch.arange(n) % 3 if config.num_classes else None,
+        vector=torch.randn(n, 2, generator=g, **F64) if config.vector_size else None,
+        spatial=torch.randn(n, 2, h, w, generator=g, **F64) if config.spatial_channels else None,
+    )
+    kwargs: dict = {"size": (h, w), "temperature": temperature}
     if completion:  # whole pixels, so that the mixture can take it too
         kwargs["image"] = model.sample(
-            n,
-            generator=torch.Generator().manual_seed(seed + 1),
-            **{k: v for k, v in kwargs.items() if k != "temperature"},
+            n, cond, size=(h, w), generator=torch.Generator().manual_seed(seed + 1)
         )
         kwargs["known"] = torch.rand(n, 1, h, w, generator=g) < 0.4
     images = {
-        mode: model.sample(n, generator=torch.Generator().manual_seed(seed), **kwargs, **mode_kw)
-        for mode, mode_kw in {
-            "rows": {"rows_at_once": True},
-            "steps": {"rows_at_once": False},
-            "naive": {"method": "naive"},
+        mode: model.sample(
+            n, cond, generator=torch.Generator().manual_seed(seed), sampler=sampler, **kwargs
+        )
+        for mode, sampler in {
+            "rows": CachedSampler(rows_at_once=True),
+            "steps": CachedSampler(rows_at_once=False),
+            "naive": NaiveSampler(),
         }.items()
     }
     assert torch.equal(images["rows"], images["steps"])
@@ -138,9 +139,10 @@ def test_a_convolutions_step_row_is_its_steps_at_every_column(case):
 def test_a_row_whose_pixels_are_all_known_takes_one_pass_and_gives_the_forward_pass():
     model = perturbed(PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=8), **F64), 0)
     x = model.sample(3, size=(5, 6), generator=torch.Generator().manual_seed(0))
-    sampler = CachedSampler(model.network, model.distribution, rows_at_once=True)
+    sampler = CachedSampler(rows_at_once=True)
     noise = draw_noise(x.shape, torch.Generator().manual_seed(1))
-    images, params = sampler.sample(noise, image=x, known=torch.ones_like(x, dtype=torch.bool),
+    images, params = sampler.sample(model.network, model.distribution, noise, image=x,
+                                    known=torch.ones_like(x, dtype=torch.bool),
                                     return_params=True)  # fmt: skip
     assert torch.equal(images, x)
     assert sampler.last_passes == 5  # one per row: the guess is the known row
@@ -151,15 +153,23 @@ def test_a_row_whose_pixels_are_all_known_takes_one_pass_and_gives_the_forward_p
 
 def test_by_default_small_batches_take_row_passes_and_large_ones_steps():
     model = perturbed(PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=8), **F64), 1)
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler()
     steps = 6 * 7
-    small = sampler.sample(draw_noise((2, 1, 6, 7), torch.Generator().manual_seed(0)))
+    small = sampler.sample(
+        model.network,
+        model.distribution,
+        draw_noise((2, 1, 6, 7), torch.Generator().manual_seed(0)),
+    )
     assert 6 <= sampler.last_passes < steps  # at least one pass per row, fewer than the steps
-    sampler.sample(draw_noise((17, 1, 6, 7), torch.Generator().manual_seed(0)))
+    sampler.sample(
+        model.network,
+        model.distribution,
+        draw_noise((17, 1, 6, 7), torch.Generator().manual_seed(0)),
+    )
     assert sampler.last_passes == steps  # one step per pixel: above the default's batch
-    stepped = CachedSampler(model.network, model.distribution, rows_at_once=False)
-    assert torch.equal(stepped.sample(draw_noise((2, 1, 6, 7), torch.Generator().manual_seed(0))),
-                       small)  # fmt: skip
+    stepped = CachedSampler(rows_at_once=False)
+    noise = draw_noise((2, 1, 6, 7), torch.Generator().manual_seed(0))
+    assert torch.equal(stepped.sample(model.network, model.distribution, noise), small)
     assert stepped.last_passes == steps
 
 
@@ -189,9 +199,13 @@ class _Flip(nn.Module):
 
 
 def test_a_layer_that_sees_its_own_pixel_fails_loudly_instead_of_looping():
-    sampler = CachedSampler(CausalSequential(_Flip()), Bernoulli(), rows_at_once=True)
+    sampler = CachedSampler(rows_at_once=True)
     with pytest.raises(RuntimeError, match="fixed point"):
-        sampler.sample(draw_noise((1, 1, 2, 3), torch.Generator().manual_seed(0)))
+        sampler.sample(
+            CausalSequential(_Flip()),
+            Bernoulli(),
+            draw_noise((1, 1, 2, 3), torch.Generator().manual_seed(0)),
+        )
 
 
 @pytest.mark.parametrize(
@@ -200,12 +214,15 @@ def test_a_layer_that_sees_its_own_pixel_fails_loudly_instead_of_looping():
         ({"rows_at_once": "yes"}, TypeError, "rows_at_once must be None, True or False"),
         ({"cuda_graphs": 1}, TypeError, "cuda_graphs must be None, True or False"),
         ({"cuda_graphs": True, "rows_at_once": True}, ValueError, "not both"),
+        ({"replay_rows": 1}, TypeError, "replay_rows must be a bool"),
+        ({"replay_rows": True, "cuda_graphs": True}, ValueError, "replay_rows=True"),
+        ({"replay_rows": True, "rows_at_once": True}, ValueError, "replay_rows=True"),
+        ({"tap_products": "yes"}, TypeError, "tap_products must be None, True or False"),
     ],
 )
 def test_bad_sampler_options_are_refused(kwargs, error, match):
-    model = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4))
     with pytest.raises(error, match=match):
-        CachedSampler(model.network, model.distribution, **kwargs)
+        CachedSampler(**kwargs)
 
 
 def test_naive_and_row_samplers_agree_on_a_deeper_model_with_many_passes():
@@ -215,7 +232,7 @@ def test_naive_and_row_samplers_agree_on_a_deeper_model_with_many_passes():
     )
     model = perturbed(PixelCNN(config, **F64), 3, scale=1.0)
     noise = draw_noise((2, 3, 4, 6), torch.Generator().manual_seed(4))
-    sampler = CachedSampler(model.network, model.distribution, rows_at_once=True)
-    rows = sampler.sample(noise)
+    sampler = CachedSampler(rows_at_once=True)
+    rows = sampler.sample(model.network, model.distribution, noise)
     assert sampler.last_passes > 2 * 4  # more than draw-and-confirm in some row
     assert torch.equal(rows, naive_sample(model.network, model.distribution, noise))

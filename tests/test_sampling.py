@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from unittest import mock
 
 import pytest
 import torch
+from helpers import SAMPLERS
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
@@ -16,9 +16,11 @@ from autoregressive import (
     Bernoulli,
     CachedSampler,
     CausalSequential,
+    Conditioning,
     GatedBlock,
     GatedStack,
     MaskedConv2d,
+    NaiveSampler,
     PixelCNN,
     PixelCNNConfig,
     ResidualBlock,
@@ -26,7 +28,6 @@ from autoregressive import (
     draw_noise,
     naive_sample,
 )
-from autoregressive.sampling import rows as engine_rows
 
 F64 = {"dtype": torch.float64}
 
@@ -116,7 +117,9 @@ def test_sample_frequencies_match_the_likelihood(config, size, method):
     torch.manual_seed(3)  # the same model whatever ran before (a fixed test, not a lottery)
     model = perturbed(PixelCNN(config, **F64), seed=3)
     n = 6000
-    samples = model.sample(n, size=size, generator=torch.Generator().manual_seed(0), method=method)
+    samples = model.sample(
+        n, size=size, generator=torch.Generator().manual_seed(0), sampler=SAMPLERS[method]()
+    )
     images = all_images(config.data_channels, *size, config.levels)
     with torch.no_grad():
         expected = model.log_prob(images).exp() * n  # (K,)
@@ -181,7 +184,7 @@ def test_cached_sampler_returns_the_naive_samplers_images(case):
         image = model.sample(n, y, size=(h, w), generator=torch.Generator().manual_seed(seed + 1))
     kwargs = {"size": (h, w), "image": image, "known": known}
     naive = model.sample(
-        n, y, generator=torch.Generator().manual_seed(seed), method="naive", **kwargs
+        n, y, generator=torch.Generator().manual_seed(seed), sampler=NaiveSampler(), **kwargs
     )
     cached = model.sample(n, y, generator=torch.Generator().manual_seed(seed), **kwargs)
     assert torch.equal(naive, cached)
@@ -246,23 +249,17 @@ def custom_stacks(draw):
     return CausalSequential(*layers), dc, size, draw(st.integers(0, 1000))
 
 
-@pytest.mark.parametrize(
-    "taps_from", [1, engine_rows.TAP_PRODUCTS_FROM], ids=["tap-by-tap", "default"]
-)
+@pytest.mark.parametrize("taps", [True, None], ids=["tap-by-tap", "default"])
 @given(custom_stacks())
-def test_cached_sampler_on_stacks_built_from_public_layers(taps_from, case):
-    """Dilated and rectangular kernels; with ``taps_from=1`` every convolution over the rows
-    above multiplies tap by tap (``rows.ring_product``), else these few channels gather."""
+def test_cached_sampler_on_stacks_built_from_public_layers(taps, case):
+    """Dilated and rectangular kernels; with ``tap_products=True`` every convolution over the
+    rows above multiplies tap by tap (``rows.ring_product``), else these few channels gather."""
     net, dc, (h, w), seed = case
     perturbed(net, seed)
     noise = draw_noise((2, dc, h, w), torch.Generator().manual_seed(seed))
     naive = naive_sample(net, Bernoulli(), noise)
-    rows = 1 if taps_from == 1 else engine_rows.TAP_PRODUCTS_FROM_ROWS
-    with (
-        mock.patch.object(engine_rows, "TAP_PRODUCTS_FROM", taps_from),
-        mock.patch.object(engine_rows, "TAP_PRODUCTS_FROM_ROWS", rows),
-    ):
-        assert torch.equal(cached_sample(net, Bernoulli(), noise), naive)
+    sampler = CachedSampler(tap_products=taps)
+    assert torch.equal(sampler.sample(net, Bernoulli(), noise), naive)
 
 
 @pytest.mark.parametrize(
@@ -290,15 +287,21 @@ def test_teacher_forcing_matches_the_forward_pass(config):
         n,
         torch.arange(n) if config.num_classes else None,
         size=size,
-        method="naive" if config.data_channels > 1 else "cached",
+        sampler=NaiveSampler() if config.data_channels > 1 else CachedSampler(),
         generator=torch.Generator().manual_seed(0),
     )
     y = torch.arange(n) if config.num_classes else None
     cond = model.condition(y, n)
-    sampler = CachedSampler(model.network, model.distribution)
+    sampler = CachedSampler()
     noise = draw_noise(x.shape, torch.Generator().manual_seed(5))
     images, params = sampler.sample(
-        noise, cond=cond, image=x, known=torch.ones(x.shape, dtype=torch.bool), return_params=True
+        model.network,
+        model.distribution,
+        noise,
+        cond=cond,
+        image=x,
+        known=torch.ones(x.shape, dtype=torch.bool),
+        return_params=True,
     )
     assert torch.equal(images.to(x.dtype), x)
     with torch.no_grad():
@@ -309,12 +312,12 @@ def test_teacher_forcing_matches_the_forward_pass(config):
 @pytest.mark.parametrize("preset", ["reference", "gated-small"])
 def test_cache_memory_does_not_grow_with_image_height(preset):
     model = PixelCNN.from_preset(preset, num_blocks=3)
-    sampler = CachedSampler(model.network, model.distribution)
-    sampler.sample(draw_noise((2, 1, 4, 16)))
+    sampler = CachedSampler()
+    sampler.sample(model.network, model.distribution, draw_noise((2, 1, 4, 16)))
     short = sampler.last_cache_nbytes
-    sampler.sample(draw_noise((2, 1, 64, 16)))
+    sampler.sample(model.network, model.distribution, draw_noise((2, 1, 64, 16)))
     tall = sampler.last_cache_nbytes
-    sampler.sample(draw_noise((2, 1, 4, 32)))
+    sampler.sample(model.network, model.distribution, draw_noise((2, 1, 4, 32)))
     wide = sampler.last_cache_nbytes
     assert 0 < tall <= short
     assert wide > short  # it does grow with width
@@ -346,3 +349,42 @@ def test_sample_restores_training_mode_and_returns_the_right_dtype():
     out = model.sample(2, size=(3, 3))
     assert model.training and out.dtype == torch.long and out.shape == (2, 1, 3, 3)
     assert int(out.min()) >= 0 and int(out.max()) < 4
+
+
+def test_one_sampler_object_serves_two_networks_in_turn():
+    """A sampler holds only its options: alternating networks (one conditioned, of another
+    width and distribution) gives each its own naive images."""
+    first = perturbed(PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=8), **F64), 0)
+    config = PixelCNNConfig(
+        block="gated", num_blocks=2, hidden_channels=6, num_classes=3, spatial_channels=2,
+        data_channels=3, distribution="categorical", levels=4,
+    )  # fmt: skip
+    second = perturbed(PixelCNN(config, **F64), 1)
+    cond = Conditioning(
+        vector=torch.eye(3, **F64)[[0, 2]],
+        spatial=torch.randn(2, 2, 4, 5, generator=torch.Generator().manual_seed(2), **F64),
+    )
+    cases = [
+        (first, draw_noise((2, 1, 5, 6), torch.Generator().manual_seed(3)), None),
+        (second, draw_noise((2, 3, 4, 5), torch.Generator().manual_seed(4)), cond),
+    ]
+    for sampler in [CachedSampler(), CachedSampler(rows_at_once=False), NaiveSampler()]:
+        for model, noise, c in cases + cases:
+            images = sampler.sample(model.network, model.distribution, noise, cond=c)
+            expected = naive_sample(model.network, model.distribution, noise, cond=c)
+            assert torch.equal(images, expected)
+
+
+@pytest.mark.parametrize("method", ["naive", "cached"])
+def test_both_samplers_return_the_parameters_they_drew_from(method):
+    """With ``return_params`` the naive and the cached sampler return the same parameters."""
+    model = perturbed(PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=8), **F64), 5)
+    noise = draw_noise((3, 1, 4, 5), torch.Generator().manual_seed(6))
+    sampler = NaiveSampler() if method == "naive" else CachedSampler()
+    images, params = sampler.sample(model.network, model.distribution, noise, return_params=True)
+    assert torch.equal(images, naive_sample(model.network, model.distribution, noise))
+    with torch.no_grad():
+        expected = model.network(model.distribution.preprocess(images, torch.float64))
+        torch.testing.assert_close(params, expected, rtol=1e-12, atol=1e-12)
+    if method == "naive":
+        assert sampler.last_passes == 4 * 5

@@ -122,11 +122,13 @@ def test_a_block_without_step_row_is_stepped_pixel_by_pixel(monkeypatch):
         MaskedConv2d(2, 1, 1, "B", **F64),
     )  # fmt: skip
     noise = draw_noise((2, 1, 4, 5), torch.Generator().manual_seed(0))
-    sampler = CachedSampler(net, Bernoulli())
-    assert torch.equal(sampler.sample(noise), naive_sample(net, Bernoulli(), noise))
+    sampler = CachedSampler()
+    assert torch.equal(
+        sampler.sample(net, Bernoulli(), noise), naive_sample(net, Bernoulli(), noise)
+    )
     assert sampler.last_passes == 4 * 5  # one step per pixel
     with pytest.raises(ValueError, match="step_row"):
-        CachedSampler(net, Bernoulli(), rows_at_once=True).sample(noise)
+        CachedSampler(rows_at_once=True).sample(net, Bernoulli(), noise)
 
 
 class NotSteppable(nn.Module):
@@ -190,14 +192,19 @@ def test_the_row_replay_path_on_fixed_buffers_matches_the_eager_path(config):
     image = (noise < 0.5).double() if bernoulli else torch.zeros(shape, **F64)
     known = torch.zeros(size, dtype=torch.bool)
     known[:2, :3] = True
-    sampler = CachedSampler(model.network, model.distribution, rows_at_once=False)
-    eager = sampler.sample(noise, cond=cond, image=image, known=known, return_params=True)
-    with torch.no_grad():  # as in sample()
-        stepper = sampler._stepper(n, size[1], cond)
-        rows = sampler._prepare(noise, (image, known.expand(shape)), return_params=True)
-        sampler._sample_replayed(stepper, rows, record=lambda row: row)
-    assert torch.equal(rows.x.permute(2, 3, 0, 1), eager[0])
-    assert torch.equal(rows.params.permute(2, 3, 0, 1), eager[1])
+    inputs = {"cond": cond, "image": image, "known": known, "return_params": True}
+    eager = CachedSampler(rows_at_once=False).sample(
+        model.network, model.distribution, noise, **inputs
+    )
+    replayed = CachedSampler(replay_rows=True)
+    images, params = replayed.sample(model.network, model.distribution, noise, **inputs)
+    assert torch.equal(images, eager[0])
+    assert torch.equal(params, eager[1])
+    assert (
+        replayed.last_passes
+        == size[0] * size[1] * model.distribution.draw_plan(config.data_channels).steps
+    )
+    assert not replayed.last_used_graph
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -207,12 +214,12 @@ def test_cuda_graph_replay_matches_eager_on_cuda(block):
     model = PixelCNN(config, device="cuda", **F64)
     noise = draw_noise((4, 1, 9, 7), torch.Generator().manual_seed(0), device="cuda")
     cond = model.condition(torch.arange(4, device="cuda"), 4)
-    graphed = CachedSampler(model.network, model.distribution, cuda_graphs=True)
-    eager = CachedSampler(model.network, model.distribution, cuda_graphs=False)
-    assert torch.equal(graphed.sample(noise, cond=cond), eager.sample(noise, cond=cond))
+    graphed, eager = CachedSampler(cuda_graphs=True), CachedSampler(cuda_graphs=False)
+    fast = graphed.sample(model.network, model.distribution, noise, cond=cond)
+    assert torch.equal(fast, eager.sample(model.network, model.distribution, noise, cond=cond))
     assert graphed.last_used_graph and not eager.last_used_graph
     assert torch.equal(
-        graphed.sample(noise, cond=cond),
+        fast,
         naive_sample(model.network, model.distribution, noise, cond=cond),
     )
 
@@ -225,13 +232,9 @@ def test_cuda_graphs_on_a_cpu_network_is_an_error():
 
 @pytest.mark.parametrize("seed_kind", ["none", "bias", "per row"])
 @pytest.mark.parametrize("dw", [1, 2])
-@pytest.mark.parametrize("taps_from", [1, 10**6], ids=["tap-by-tap", "gathered"])
-def test_ring_product_is_a_convolution_over_the_ring_both_ways(
-    monkeypatch, seed_kind, dw, taps_from
-):
+@pytest.mark.parametrize("taps", [True, False], ids=["tap-by-tap", "gathered"])
+def test_ring_product_is_a_convolution_over_the_ring_both_ways(seed_kind, dw, taps):
     """``rows.ring_product`` against ``F.conv2d`` over the same rows, tap by tap and gathered."""
-    monkeypatch.setattr(engine_rows, "TAP_PRODUCTS_FROM", taps_from)
-    monkeypatch.setattr(engine_rows, "TAP_PRODUCTS_FROM_ROWS", taps_from)
     rows, width, n, c_in, c_out, kw = 2, 5, 3, 4, 6, 3
     g = torch.Generator().manual_seed(dw)
     ring = torch.randn(rows, width + (kw - 1) * dw, n, c_in, generator=g, **F64)
@@ -246,6 +249,6 @@ def test_ring_product_is_a_convolution_over_the_ring_both_ways(
     expected = conv2d[:, :, 0].permute(2, 0, 1).reshape(width * n, c_out)  # column-major
     expected = expected if seed is None else expected + seed
     out = torch.empty(width * n, c_out, **F64)
-    result = engine_rows.ring_product(ring, matrix, seed, width=width, dw=dw, out=out)
+    result = engine_rows.ring_product(ring, matrix, seed, width=width, dw=dw, out=out, taps=taps)
     assert result.data_ptr() == out.data_ptr()
     torch.testing.assert_close(result, expected)

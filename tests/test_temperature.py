@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import SAMPLERS
 from test_sampling import all_images, perturbed
 
 from autoregressive import Bernoulli, Categorical, PixelCNN, PixelCNNConfig
@@ -44,7 +45,7 @@ def test_cached_and_naive_agree_at_any_temperature(name, t):
 
     def draw(method: str, **kw: object) -> torch.Tensor:
         g = torch.Generator().manual_seed(3)
-        return model.sample(6, y, generator=g, method=method, temperature=t, **kw)
+        return model.sample(6, y, generator=g, sampler=SAMPLERS[method](), temperature=t, **kw)
 
     assert torch.equal(draw("cached"), draw("naive"))
     image = draw("naive")

@@ -18,7 +18,8 @@ from .models.config import PRESETS, PixelCNNConfig
 from .models.pixelcnn import PixelCNN, build_network
 from .sampling.cached import CachedSampler, cached_sample
 from .sampling.conv_stepper import ConvKernel, ConvStepper
-from .sampling.naive import draw_noise, naive_sample
+from .sampling.naive import NaiveSampler, draw_noise, naive_sample
+from .sampling.sampler import Sampler
 from .sampling.stepping import ElementwiseStepper, Stepper, stepper_for
 
 __all__ = [
@@ -38,9 +39,11 @@ __all__ = [
     "GatedBlock",
     "GatedStack",
     "MaskedConv2d",
+    "NaiveSampler",
     "PixelCNN",
     "PixelCNNConfig",
     "ResidualBlock",
+    "Sampler",
     "Stepper",
     "build_network",
     "cached_sample",

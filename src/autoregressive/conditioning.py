@@ -1,4 +1,4 @@
-"""What a conditional layer is given besides the image: a vector, a spatial map, or both.
+"""What a model or a conditional layer is given besides the image: labels, a vector, a map.
 
 The Gated PixelCNN paper (van den Oord et al., 2016, https://arxiv.org/abs/1606.05328, eq. 4
 and 5) conditions every gate on a vector ``h`` (a class, an embedding) through ``V^T h`` and on
@@ -7,6 +7,11 @@ convolution ``V * s``. Layers take either as one argument ``cond``:
 
 - a tensor ``(N, D)``: a conditioning vector (what every layer accepted so far);
 - a :class:`Conditioning`: a vector, a map ``(N, C_map, H, W)``, or both.
+
+A model (:class:`~autoregressive.PixelCNN`) takes one argument ``cond`` at its boundary too:
+class labels ``(N,)``, or a :class:`Conditioning` whose ``labels``, ``vector`` and ``spatial``
+travel together; it checks them once and hands its layers a :class:`Conditioning` without
+labels (they become the one-hot start of the vector). A layer given labels refuses them.
 
 The map is *given*, not generated, so its value at any position may influence any output. For
 cached sampling the sampler hands each layer's stepper a :class:`RowConditioning` instead: the
@@ -19,58 +24,68 @@ layer takes must be given, of its width; a part it does not take must be absent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
 from .validation import check_tensor
 
-__all__ = ["Conditioning", "RowConditioning", "as_conditioning", "check_cond"]
+__all__ = ["Conditioning", "RowConditioning", "as_conditioning", "check_cond", "refuse_labels"]
 
 
 @dataclass(frozen=True)
 class Conditioning:
-    r"""A conditioning vector and/or a spatial map for a batch of images.
+    r"""Class labels, a conditioning vector and/or a spatial map for a batch of images.
+
+    Labels are for a model's boundary (:class:`~autoregressive.PixelCNN` turns them into the
+    one-hot start of the vector); layers take the vector and the map only.
 
     Args:
         vector: ``(N, D)`` floating-point, or ``None``.
         spatial: ``(N, C_map, H, W)`` floating-point, aligned with the images, or ``None``.
+        labels: ``(N,)`` integer class labels, or ``None``.
 
     Example:
         >>> c = Conditioning(vector=torch.zeros(2, 3), spatial=torch.zeros(2, 4, 5, 5))
         >>> c.batch, c.first(3).spatial.shape
         (2, torch.Size([3, 4, 5, 5]))
+        >>> Conditioning(labels=torch.tensor([3, 7]), vector=torch.zeros(2, 3)).batch
+        2
     """
 
     vector: torch.Tensor | None = None
     spatial: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     @property
     def batch(self) -> int | None:
-        """``N``, from whichever part is given (``None`` if neither is)."""
-        for t in (self.vector, self.spatial):
+        """``N``, from whichever part is given (``None`` if none is)."""
+        for t in (self.vector, self.spatial, self.labels):
             if isinstance(t, torch.Tensor) and t.dim() > 0:
                 return t.shape[0]
         return None
 
     def first(self, n: int) -> Conditioning:
         """The first item's conditioning repeated ``n`` times (for probes of ``n`` images)."""
-        return Conditioning(*(None if t is None else _repeat_first(t, n) for t in self._parts()))
+        return self._map(lambda t: _repeat_first(t, n))
 
     def crop(self, rows: int) -> Conditioning:
-        """The first ``rows`` rows of the map (for probes of fewer rows); the vector as it is."""
+        """The first ``rows`` rows of the map (for probes of fewer rows); the rest as it is."""
         spatial = None if self.spatial is None else self.spatial[:, :, :rows]
-        return Conditioning(self.vector, spatial)
+        return replace(self, spatial=spatial)
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> Conditioning:
-        """Both parts moved to ``device`` and cast to ``dtype``, as by ``Tensor.to``."""
-        moved = (None if t is None else t.to(device=device, dtype=dtype) for t in self._parts())
-        return Conditioning(*moved)
+        """Every part moved to ``device``; the vector and the map cast to ``dtype`` too."""
+        moved = self._map(lambda t: t.to(device=device, dtype=dtype))
+        labels = None if self.labels is None else self.labels.to(device)
+        return replace(moved, labels=labels)
 
-    def _parts(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        return self.vector, self.spatial
+    def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> Conditioning:
+        parts = (self.vector, self.spatial, self.labels)
+        return Conditioning(*(None if t is None else f(t) for t in parts))
 
 
 def _repeat_first(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -161,6 +176,7 @@ def check_cond(
         ValueError: a part missing, unexpected, or of the wrong shape or dtype.
     """
     parts = as_conditioning(cond)
+    refuse_labels(parts, owner)
     vector = None if parts is None else parts.vector
     spatial = None if parts is None else parts.spatial
     _check_part(vector, cond_channels, owner, "cond_channels", "vector", batch)
@@ -171,6 +187,16 @@ def check_cond(
             f"{spatial_channels}, {size[0]}, {size[1]}), got {tuple(spatial.shape)}"
         )
     return vector, spatial
+
+
+def refuse_labels(cond: Conditioning | None, owner: str) -> None:
+    """Raise ``ValueError`` if ``cond`` holds labels: they are for a model's boundary only."""
+    if cond is not None and cond.labels is not None:
+        raise ValueError(
+            f"{owner} takes no labels: a layer or a sampler takes Conditioning(vector=..., "
+            "spatial=...); labels are for a model (PixelCNN makes them one-hot vectors), so "
+            "pass model.condition(cond, n) or the vectors F.one_hot(labels, classes)"
+        )
 
 
 def _check_part(

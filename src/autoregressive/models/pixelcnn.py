@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..conditioning import Conditioning
-from ..distributions.base import Distribution, nats_to_bits_per_dim
+from ..distributions.base import nats_to_bits_per_dim
 from ..layers.conv import MaskedConv2d
 from ..layers.embedding import CategoricalEmbedding
 from ..layers.gated import GatedStack
 from ..layers.residual import ResidualBlock
 from ..layers.sequential import CausalSequential
-from ..sampling.cached import cached_sample
-from ..sampling.naive import draw_noise, naive_sample
+from ..sampling.cached import CachedSampler
+from ..sampling.naive import draw_noise
+from ..sampling.sampler import Sampler
 from ..validation import check_int, check_pair, check_tensor
 from .config import PixelCNNConfig
 from .serialization import read_pretrained, write_pretrained
@@ -136,11 +136,13 @@ class PixelCNN(nn.Module):
 
     Shape:
         - ``x``: :math:`(N, C, H, W)`, binary for Bernoulli, integers in ``[0, levels)`` for
-          categorical and logistic mixture; ``y``: :math:`(N,)` integer labels when
-          ``num_classes`` is set; ``vector``: :math:`(N, D)` when ``vector_size`` is set;
-          ``spatial``: :math:`(N, C_{map}, H, W)` when ``spatial_channels`` is set. Every method
-          (``forward``, ``log_prob``, ``bits_per_dim``, ``sample``) takes them under these
-          names, in any combination the config declares.
+          categorical and logistic mixture.
+        - ``cond``: labels :math:`(N,)` (integers) when ``num_classes`` is set, or a
+          :class:`~autoregressive.Conditioning` of ``labels`` :math:`(N,)`, ``vector``
+          :math:`(N, D)` when ``vector_size`` is set and ``spatial`` :math:`(N, C_{map}, H, W)`
+          when ``spatial_channels`` is set, in any combination the config declares. Every
+          method (``forward``, ``log_prob``, ``bits_per_dim``, ``sample``) takes it as ``cond``
+          and converts it once (:meth:`condition`).
         - ``forward``: Bernoulli logits :math:`(N, C, H, W)`, categorical logits
           :math:`(N, C, L, H, W)`, logistic-mixture parameters :math:`(N, P, H, W)` (see
           :class:`~autoregressive.DiscretizedLogisticMixture`); the last two dimensions are
@@ -282,34 +284,48 @@ class PixelCNN(nn.Module):
 
     def condition(
         self,
-        y: torch.Tensor | None,
+        cond: torch.Tensor | Conditioning | None,
         n: int,
         *,
-        vector: torch.Tensor | None = None,
-        spatial: torch.Tensor | None = None,
         size: tuple[int, int] | None = None,
     ) -> Conditioning | None:
-        """Validate the conditioning of ``n`` images and return what the network takes.
+        """Check the model-level conditioning of ``n`` images; return what the network takes.
+
+        The one boundary every method goes through: ``cond`` is converted here, once.
 
         Args:
-            y: labels ``(N,)`` (class-conditional models).
+            cond: class labels ``(N,)``, a :class:`Conditioning` of ``labels`` ``(N,)``,
+                ``vector`` ``(N, vector_size)`` and/or ``spatial``
+                ``(N, spatial_channels, H, W)``, as the config declares, or ``None``.
             n: number of images ``N``.
-            vector: conditioning vectors ``(N, vector_size)``.
-            spatial: conditioning maps ``(N, spatial_channels, H, W)``.
             size: the images' ``(H, W)``, which the maps must have.
 
         Returns:
-            ``None`` for an unconditional model, else a :class:`Conditioning` whose vector is the
-            one-hot labels followed by ``vector`` ``(N, num_classes + vector_size)`` and whose
-            map is ``spatial``, on the model's device and dtype.
+            ``None`` for an unconditional model, else the layers' :class:`Conditioning` (no
+            labels): its vector is the one-hot labels followed by ``vector``
+            ``(N, num_classes + vector_size)``, its map ``spatial``, on the model's device and
+            dtype.
+
+        Raises:
+            TypeError: ``cond`` is not a tensor of labels, a :class:`Conditioning` or ``None``.
+            ValueError: a part missing, unexpected or of the wrong shape or values.
         """
+        if cond is None or isinstance(cond, Conditioning):
+            given = cond or Conditioning()
+        elif isinstance(cond, torch.Tensor):
+            given = Conditioning(labels=cond)
+        else:
+            raise TypeError(
+                "cond must be class labels (N,), a Conditioning(labels=..., vector=..., "
+                f"spatial=...) or None, got {type(cond).__name__}"
+            )
         c = self.config
-        labels = self._labels(y, n)
-        vector = self._part("vector", vector, c.vector_size, (n, c.vector_size))
+        labels = self._labels(given.labels, n)
+        vector = self._part("vector", given.vector, c.vector_size, (n, c.vector_size))
         if c.spatial_channels is not None and size is None:
-            raise ValueError("condition(spatial=...) needs the images' size=(H, W)")
+            raise ValueError("condition(cond, n) of a map needs the images' size=(H, W)")
         map_shape = (n, c.spatial_channels, *(size or ()))
-        spatial = self._part("spatial", spatial, c.spatial_channels, map_shape)
+        spatial = self._part("spatial", given.spatial, c.spatial_channels, map_shape)
         vectors = [t for t in (labels, vector) if t is not None]
         if not vectors and spatial is None:
             return None
@@ -320,15 +336,20 @@ class PixelCNN(nn.Module):
         k = self.config.num_classes
         if k is None:
             if y is not None:
-                raise ValueError("this model takes no labels (num_classes=None): do not pass y")
+                raise ValueError(
+                    "this model takes no labels (num_classes=None): do not pass them in cond"
+                )
             return None
         if y is None:
-            raise ValueError(f"this model is class-conditional: pass labels y of shape ({n},)")
-        y = check_tensor("y", y, like=f" ({n},) of class labels")
+            raise ValueError(
+                f"this model is class-conditional: pass labels of shape ({n},) as cond, or "
+                "Conditioning(labels=...)"
+            )
+        y = check_tensor("labels", y, like=f" ({n},) of class labels")
         if y.is_floating_point() or y.dtype == torch.bool:
-            raise ValueError("y must be an integer tensor of class labels, e.g. torch.long")
+            raise ValueError("labels must be an integer tensor of class labels, e.g. torch.long")
         if y.shape != (n,):
-            raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
+            raise ValueError(f"labels must have shape ({n},), got {tuple(y.shape)}")
         checked = self.validate_args and not torch.compiler.is_compiling()
         if checked and (bool((y < 0).any()) or bool((y >= k).any())):
             raise ValueError(f"labels must lie in [0, {k}), got min {y.min()} and max {y.max()}")
@@ -342,12 +363,17 @@ class PixelCNN(nn.Module):
         field = "vector_size" if name == "vector" else "spatial_channels"
         if width is None:
             if t is not None:
-                raise ValueError(f"this model takes no {name} ({field}=None): do not pass {name}")
+                raise ValueError(
+                    f"this model takes no {name} ({field}=None): leave Conditioning.{name} unset"
+                )
             return None
         want = "(" + ", ".join(map(str, shape)) + ")"
         if t is None:
             kind = "vector" if name == "vector" else "spatial map"
-            raise ValueError(f"this model is conditioned on a {kind}: pass {name} of shape {want}")
+            raise ValueError(
+                f"this model is conditioned on a {kind}: pass Conditioning({name}=...) of "
+                f"shape {want} as cond"
+            )
         t = check_tensor(name, t, floating=True, like=f" of shape {want}")
         if tuple(t.shape) != shape:
             raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
@@ -358,52 +384,30 @@ class PixelCNN(nn.Module):
         return t.to(device=param.device, dtype=param.dtype)
 
     # ------------------------------------------------------------ likelihood
-    def _raw(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor | None,
-        vector: torch.Tensor | None,
-        spatial: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def _raw(self, x: torch.Tensor, cond: torch.Tensor | Conditioning | None) -> torch.Tensor:
         self.check_input(x)
-        size = (x.shape[2], x.shape[3])
-        cond = self.condition(y, x.shape[0], vector=vector, spatial=spatial, size=size)
+        parts = self.condition(cond, x.shape[0], size=(x.shape[2], x.shape[3]))
         dtype = self._param().dtype
-        return self.network(self.distribution.preprocess(x, dtype), cond)  # (N, C*P, H, W)
+        return self.network(self.distribution.preprocess(x, dtype), parts)  # (N, C*P, H, W)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor | None = None,
-        *,
-        vector: torch.Tensor | None = None,
-        spatial: torch.Tensor | None = None,
+        self, x: torch.Tensor, cond: torch.Tensor | Conditioning | None = None
     ) -> torch.Tensor:
         """The output distribution's parameters (logits) at every pixel; see the class Shape."""
-        raw = self._raw(x, y, vector, spatial)
+        raw = self._raw(x, cond)
         return self.distribution.shape_params(raw, self.config.data_channels)
 
     def log_prob(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor | None = None,
-        *,
-        vector: torch.Tensor | None = None,
-        spatial: torch.Tensor | None = None,
+        self, x: torch.Tensor, cond: torch.Tensor | Conditioning | None = None
     ) -> torch.Tensor:
         """Log-likelihood of each image in nats, ``(N, C, H, W) -> (N,)``."""
-        return self.distribution.log_prob(self._raw(x, y, vector, spatial), x)
+        return self.distribution.log_prob(self._raw(x, cond), x)
 
     def bits_per_dim(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor | None = None,
-        *,
-        vector: torch.Tensor | None = None,
-        spatial: torch.Tensor | None = None,
+        self, x: torch.Tensor, cond: torch.Tensor | Conditioning | None = None
     ) -> torch.Tensor:
         """Negative log-likelihood of each image in bits per dimension, ``(N,)``."""
-        nats = -self.log_prob(x, y, vector=vector, spatial=spatial)
+        nats = -self.log_prob(x, cond)
         return nats_to_bits_per_dim(nats, math.prod(x.shape[1:]))  # type: ignore[return-value]
 
     # --------------------------------------------------------------- sampling
@@ -411,81 +415,67 @@ class PixelCNN(nn.Module):
     def sample(
         self,
         n: int | None = None,
-        y: torch.Tensor | None = None,
+        cond: torch.Tensor | Conditioning | None = None,
         *,
         size: tuple[int, int] | None = None,
-        generator: torch.Generator | None = None,
-        method: Literal["cached", "naive"] = "cached",
+        temperature: float = 1.0,
         image: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
-        cuda_graphs: bool | None = None,
-        rows_at_once: bool | None = None,
-        temperature: float = 1.0,
-        vector: torch.Tensor | None = None,
-        spatial: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampler: Sampler | None = None,
     ) -> torch.Tensor:
         """Draw ``n`` images, or complete ``image`` where ``known`` is ``False``.
 
-        Both methods consume the same noise (one uniform number per sub-pixel, one more per
+        Every sampler consumes the same noise (one uniform number per sub-pixel, one more per
         pixel for a logistic mixture's component, drawn up front from ``generator``), so with
-        the same seed they return the same images.
+        the same seed :class:`~autoregressive.CachedSampler` and
+        :class:`~autoregressive.NaiveSampler` return the same images.
 
         Args:
             n: number of images (taken from ``image`` when completing).
-            y: labels ``(n,)`` for a class-conditional model.
+            cond: labels ``(n,)`` for a class-conditional model, or a
+                :class:`~autoregressive.Conditioning` of ``labels``, ``vector``
+                ``(n, vector_size)`` and ``spatial`` ``(n, spatial_channels, H, W)`` as the
+                config declares.
             size: ``(H, W)``; default ``config.image_size`` (or ``image``'s size).
-            generator: source of randomness (on the model's device or the CPU).
-            method: ``"cached"`` (fast, default) or ``"naive"`` (one forward pass per sub-pixel,
-                or per pixel for a logistic mixture).
+            temperature: divide the logits by it (1: the model as trained, exactly; below 1
+                sharpens, above 1 flattens). The samplers still agree for the same seed.
             image: an image batch ``(n, C, H, W)`` to complete.
             known: bool mask broadcastable to ``image``'s shape, ``True`` where pixels are given
                 (whole pixels for a logistic mixture, which draws a pixel's channels together).
-            cuda_graphs: for ``method="cached"``, replay rows as CUDA graphs (default: when the
-                model is on a CUDA device; ``False`` opts out).
-            rows_at_once: for ``method="cached"``, find each row by whole-row passes (default:
-                for small batches on the CPU); see :class:`~autoregressive.CachedSampler`.
-            temperature: divide the logits by it (1: the model as trained, exactly; below 1
-                sharpens, above 1 flattens). Both methods still agree for the same seed.
-            vector: conditioning vectors ``(n, vector_size)`` when the config sets it.
-            spatial: conditioning maps ``(n, spatial_channels, H, W)`` when the config sets it.
+            generator: source of randomness (on the model's device or the CPU).
+            sampler: how to sample, with its own options: default ``CachedSampler()`` (fast,
+                exact); ``NaiveSampler()`` runs the network once per sub-pixel (per pixel for a
+                logistic mixture); e.g. ``CachedSampler(cuda_graphs=False)``.
 
         Returns:
             Images ``(n, C, H, W)``: float ``{0, 1}`` for Bernoulli, ``long`` for categorical
             and logistic mixture.
         """
-        if method not in ("cached", "naive"):
-            raise ValueError(f"method must be 'cached' or 'naive', got {method!r}")
+        if sampler is None:
+            sampler = CachedSampler()
+        elif not isinstance(sampler, Sampler):
+            raise TypeError(
+                "sampler must be a Sampler, e.g. CachedSampler() or NaiveSampler(), got "
+                f"{type(sampler).__name__}"
+            )
         param = self._param()
         n, (height, width) = self._sample_size(n, size, image)
         if known is not None and not isinstance(known, torch.Tensor):
             raise TypeError(f"known must be a bool tensor, got {type(known).__name__}")
-        cond = self.condition(y, n, vector=vector, spatial=spatial, size=(height, width))
+        parts = self.condition(cond, n, size=(height, width))
         dist = self.distribution
         dist = dist if temperature == 1.0 else dist.with_temperature(temperature)
         channels = dist.noise_channels(self.config.data_channels)  # C, or C + 1 for a mixture
         noise = draw_noise((n, channels, height, width), generator, device=param.device)
         image, known = (t if t is None else t.to(param.device) for t in (image, known))
-        sampler = cached_sample if method == "cached" else naive_sample
-        inputs: dict[str, Any] = {"cond": cond, "image": image, "known": known}
-        if method == "cached":
-            inputs |= {"cuda_graphs": cuda_graphs, "rows_at_once": rows_at_once}
-        x = self._in_eval_mode(sampler, dist, noise, inputs)
-        return x.to(self.distribution.output_dtype(x.dtype))
-
-    def _in_eval_mode(
-        self,
-        sampler: Callable[..., torch.Tensor],
-        dist: Distribution,
-        noise: torch.Tensor,
-        inputs: dict[str, Any],
-    ) -> torch.Tensor:
-        """``sampler(network, dist, noise, **inputs)`` in eval mode, the training mode restored."""
         was_training = self.training
         self.eval()
         try:
-            return sampler(self.network, dist, noise, **inputs)
+            x = sampler.sample(self.network, dist, noise, cond=parts, image=image, known=known)
         finally:
             self.train(was_training)
+        return x.to(self.distribution.output_dtype(x.dtype))
 
     def _sample_size(
         self, n: int | None, size: object, image: torch.Tensor | None

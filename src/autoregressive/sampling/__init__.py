@@ -4,7 +4,9 @@ Generic machinery only: it never imports :mod:`autoregressive.layers` (a layer's
 hook folds its weights and builds one of the steppers here), as torch keeps ``F.conv2d`` apart
 from ``nn.Conv2d``.
 
-- :mod:`~autoregressive.sampling.naive`: :func:`draw_noise` and :func:`naive_sample`;
+- :mod:`~autoregressive.sampling.sampler`: :class:`Sampler`, what every sampler is: an object
+  that holds its options, whose ``sample(network, distribution, noise, ...)`` draws images.
+- :mod:`~autoregressive.sampling.naive`: :func:`draw_noise` and :class:`NaiveSampler`;
   :mod:`~autoregressive.sampling.checks`: what both samplers check at their boundary.
 - :mod:`~autoregressive.sampling.cached`: :class:`CachedSampler`, the driver.
 - :mod:`~autoregressive.sampling.stepping`: the :class:`Stepper` protocol.
@@ -17,7 +19,8 @@ from ``nn.Conv2d``.
 
 from .cached import CachedSampler, cached_sample
 from .conv_stepper import ConvKernel, ConvStepper
-from .naive import draw_noise, naive_sample
+from .naive import NaiveSampler, draw_noise, naive_sample
+from .sampler import Sampler
 from .stepping import ElementwiseStepper, Stepper, stepper_for
 
 __all__ = [
@@ -25,6 +28,8 @@ __all__ = [
     "ConvKernel",
     "ConvStepper",
     "ElementwiseStepper",
+    "NaiveSampler",
+    "Sampler",
     "Stepper",
     "cached_sample",
     "draw_noise",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Literal, overload
 
 import torch
 from einops import rearrange
@@ -27,6 +28,8 @@ from ..conditioning import Conditioning, RowConditioning, as_conditioning
 from ..distributions.base import Distribution, DrawPlan
 from ..validation import check_bool
 from .checks import check_sampling
+from .rows import tap_products
+from .sampler import Sampler
 from .stepping import Stepper, stepper_for
 
 __all__ = ["CachedSampler", "cached_sample"]
@@ -78,8 +81,12 @@ def _record_cuda_graph(row: Callable[[], object]) -> Callable[[], object]:
     return graph.replay
 
 
-class CachedSampler:
+class CachedSampler(Sampler):
     """Samples from a causal network with per-layer row caches; see :func:`cached_sample`.
+
+    The sampler holds only its options: one object samples any network and distribution,
+    passed to :meth:`sample` (values folded from a network's weights are kept with the network,
+    see :mod:`~autoregressive.sampling.memo`).
 
     Every module of the network must implement the stepping protocol
     (:func:`~autoregressive.stepper_for`): :class:`~autoregressive.CausalSequential`,
@@ -107,44 +114,61 @@ class CachedSampler:
     :attr:`last_passes` counts the passes.
 
     Args:
-        network: the causal network, ``(N, C, H, W) -> (N, C * P, H, W)``.
-        distribution: the output distribution.
-        cuda_graphs: replay rows as CUDA graphs: ``None`` (default) on CUDA devices, ``False``
-            never, ``True`` always (a ``ValueError`` if the network is not on a CUDA device).
-        rows_at_once: find rows by whole-row passes: ``None`` (default) when not replaying CUDA
-            graphs and the batch is at most ``ROWS_AT_ONCE_MAX_BATCH`` (16), for as long as a row
+        rows_at_once: find rows by whole-row passes: ``None`` (default) when not replaying rows
+            and the batch is at most ``ROWS_AT_ONCE_MAX_BATCH`` (16), for as long as a row
             takes at most half the passes of stepping it; ``True`` always (every layer's stepper
             must implement ``step_row``); ``False`` never, one step per sub-pixel.
+        cuda_graphs: replay rows as CUDA graphs: ``None`` (default) on CUDA devices, ``False``
+            never, ``True`` always (a ``ValueError`` if the network is not on a CUDA device).
+        replay_rows: run the CUDA-graph path without a graph, on any device: warm-up rows
+            eagerly, then every further row on the same fixed buffers, the recording replaced by
+            the row itself. The same images; it lets the replay's bookkeeping be tested on a CPU.
+        tap_products: how a row's convolution over the rows above is multiplied
+            (:func:`~autoregressive.sampling.rows.ring_product`): ``None`` (default) by its
+            sizes, ``True`` one product per kernel tap, ``False`` one product of gathered windows
+            (its slow twin). The same images either way, to rounding.
 
     Example:
         >>> from autoregressive import PixelCNN, PixelCNNConfig, Bernoulli, draw_noise
         >>> model = PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=16))
-        >>> sampler = CachedSampler(model.network, Bernoulli())
-        >>> sampler.sample(draw_noise((3, 1, 5, 5))).shape
+        >>> sampler = CachedSampler(rows_at_once=False)
+        >>> sampler.sample(model.network, Bernoulli(), draw_noise((3, 1, 5, 5))).shape
         torch.Size([3, 1, 5, 5])
+        >>> sampler.last_passes  # one step per pixel
+        25
     """
 
     def __init__(
         self,
-        network: nn.Module,
-        distribution: Distribution,
         *,
-        cuda_graphs: bool | None = None,
         rows_at_once: bool | None = None,
+        cuda_graphs: bool | None = None,
+        replay_rows: bool = False,
+        tap_products: bool | None = None,
     ) -> None:
         cuda_graphs = check_bool("cuda_graphs", cuda_graphs, optional=True)
+        tap_products = check_bool("tap_products", tap_products, optional=True)
         rows_at_once = check_bool("rows_at_once", rows_at_once, optional=True)
+        replay_rows = check_bool("replay_rows", replay_rows)
         if cuda_graphs and rows_at_once:
             raise ValueError("choose cuda_graphs=True or rows_at_once=True, not both")
-        self.network = network
-        self.distribution = distribution
+        if replay_rows and (cuda_graphs or rows_at_once):
+            raise ValueError(
+                "replay_rows=True replays rows without a CUDA graph, step by step: leave "
+                "cuda_graphs and rows_at_once unset (or False)"
+            )
+        self.rows_at_once = rows_at_once
         self.cuda_graphs = cuda_graphs
+        self.replay_rows = replay_rows
+        self.tap_products = tap_products
         self.last_cache_nbytes = 0  #: cache bytes of the most recent call
         self.last_used_graph = False  #: whether the most recent call replayed a CUDA graph
-        self.rows_at_once = rows_at_once
         #: network passes of the most recent call: steps, plus whole-row passes
         self.last_passes = 0
-        self._spatial_row: torch.Tensor | None = None  # (N, W, C_map): the map's current row
+
+    def __repr__(self) -> str:
+        options = ("rows_at_once", "cuda_graphs", "replay_rows", "tap_products")
+        return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in options)})"
 
     def _at_once(self, stepper: Stepper, batch: int) -> bool | None:
         """Whether rows are found by whole-row passes: True, False or None (while they pay)."""
@@ -158,6 +182,96 @@ class CachedSampler:
         if self.rows_at_once is not None:
             return self.rows_at_once
         return None if batch <= ROWS_AT_ONCE_MAX_BATCH else False
+
+    @overload
+    def sample(
+        self,
+        network: nn.Module,
+        distribution: Distribution,
+        noise: torch.Tensor,
+        *,
+        cond: torch.Tensor | Conditioning | None = ...,
+        image: torch.Tensor | None = ...,
+        known: torch.Tensor | None = ...,
+        return_params: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def sample(
+        self,
+        network: nn.Module,
+        distribution: Distribution,
+        noise: torch.Tensor,
+        *,
+        cond: torch.Tensor | Conditioning | None = ...,
+        image: torch.Tensor | None = ...,
+        known: torch.Tensor | None = ...,
+        return_params: Literal[True],
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @torch.no_grad()
+    def sample(
+        self,
+        network: nn.Module,
+        distribution: Distribution,
+        noise: torch.Tensor,
+        *,
+        cond: torch.Tensor | Conditioning | None = None,
+        image: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
+        return_params: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Draw images from ``noise``; the arguments are those of :func:`cached_sample`.
+
+        With ``return_params=True`` also returns the raw parameters ``(N, C * P, H, W)`` the
+        sampler computed for each sub-pixel (teacher forcing, when every pixel is known).
+        """
+        completion = check_sampling(network, distribution, noise, cond, image, known)
+        n, _, height, width = noise.shape
+        device = next(network.parameters()).device
+        graphs = self.cuda_graphs
+        if graphs is None:
+            graphs = device.type == "cuda" and not (self.rows_at_once or self.replay_rows)
+        if graphs and device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, not {device}")
+        parts = as_conditioning(cond)
+        replayed = (graphs or self.replay_rows) and height > WARMUP_ROWS
+        self.last_used_graph = graphs and replayed
+        run = _Run(network, distribution)
+        # inference mode: no autograd bookkeeping (~15% of a small step's cost)
+        with torch.inference_mode(), tap_products(self.tap_products):
+            stepper = run._stepper(n, width, parts)
+            self.last_cache_nbytes = stepper.cache_nbytes()
+            rows = run._prepare(noise, completion, return_params, parts)
+            if replayed:
+                record = _record_cuda_graph if graphs else _run_row
+                run._sample_replayed(stepper, rows, record)
+            else:
+                run._sample_eager(stepper, rows, self._at_once(stepper, n))
+        self.last_passes = run.last_passes
+        # copies made outside inference mode: ordinary tensors, usable with autograd
+        images = rearrange(rows.x, "h w n c -> n c h w").clone(
+            memory_format=torch.contiguous_format
+        )
+        if rows.params is not None:
+            params = rearrange(rows.params, "h w n k -> n k h w")
+            return images, params.clone(memory_format=torch.contiguous_format)
+        return images
+
+
+def _run_row(row: Callable[[], object]) -> Callable[[], object]:
+    """The stand-in for a recording (``replay_rows``): replaying it runs the row itself."""
+    return row
+
+
+class _Run:
+    """One call of :meth:`CachedSampler.sample`: its network, distribution and map-row buffer."""
+
+    def __init__(self, network: nn.Module, distribution: Distribution) -> None:
+        self.network = network
+        self.distribution = distribution
+        self.last_passes = 0
+        self._spatial_row: torch.Tensor | None = None  # (N, W, C_map): the map's current row
 
     def _stepper(self, batch: int, width: int, cond: Conditioning | None) -> Stepper:
         vector = None if cond is None else cond.vector
@@ -175,7 +289,6 @@ class CachedSampler:
                 "layers only (such as a CategoricalEmbedding); this one starts with "
                 f"{type(first).__name__}"
             )
-        self.last_cache_nbytes = stepper.cache_nbytes()
         return stepper
 
     def _row(
@@ -285,7 +398,7 @@ class CachedSampler:
         self,
         stepper: Stepper,
         rows: _Rows,
-        record: Callable[[Callable[[], object]], Callable[[], object]] = _record_cuda_graph,
+        record: Callable[[Callable[[], object]], Callable[[], object]],
     ) -> None:
         """Warm-up rows eagerly, then one row recorded on fixed buffers and replayed for the rest.
 
@@ -304,47 +417,6 @@ class CachedSampler:
             replay()
             rows[i].copy_(static)
         self.last_passes = steps * rows.x.shape[0]
-
-    @torch.no_grad()
-    def sample(
-        self,
-        noise: torch.Tensor,
-        *,
-        cond: torch.Tensor | Conditioning | None = None,
-        image: torch.Tensor | None = None,
-        known: torch.Tensor | None = None,
-        return_params: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Draw images from ``noise``; the arguments are those of :func:`cached_sample`.
-
-        With ``return_params=True`` also returns the raw parameters ``(N, C * P, H, W)`` the
-        sampler computed for each sub-pixel (teacher forcing, when every pixel is known).
-        """
-        completion = check_sampling(self.network, self.distribution, noise, cond, image, known)
-        n, _, height, width = noise.shape
-        device = next(self.network.parameters()).device
-        graphs = self.cuda_graphs
-        if graphs is None:
-            graphs = device.type == "cuda" and not self.rows_at_once
-        if graphs and device.type != "cuda":
-            raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, not {device}")
-        parts = as_conditioning(cond)
-        self.last_used_graph = graphs and height > WARMUP_ROWS
-        with torch.inference_mode():  # no autograd bookkeeping: ~15% of a small step's cost
-            stepper = self._stepper(n, width, parts)
-            rows = self._prepare(noise, completion, return_params, parts)
-            if self.last_used_graph:
-                self._sample_replayed(stepper, rows)
-            else:
-                self._sample_eager(stepper, rows, self._at_once(stepper, n))
-        # copies made outside inference mode: ordinary tensors, usable with autograd
-        images = rearrange(rows.x, "h w n c -> n c h w").clone(
-            memory_format=torch.contiguous_format
-        )
-        if rows.params is not None:
-            params = rearrange(rows.params, "h w n k -> n k h w")
-            return images, params.clone(memory_format=torch.contiguous_format)
-        return images
 
     def _prepare(
         self,
@@ -398,6 +470,8 @@ def cached_sample(
 ) -> torch.Tensor:
     """Sample with per-layer caches: the naive sampler's images at about one forward pass's cost.
 
+    A convenience for ``CachedSampler(rows_at_once=..., cuda_graphs=...).sample(...)``.
+
     Args:
         network: a causal network (see :class:`CachedSampler` for what it may contain).
         distribution: the output distribution.
@@ -428,9 +502,5 @@ def cached_sample(
         >>> torch.equal(fast, naive_sample(model.network, model.distribution, noise))
         True
     """
-    sampler = CachedSampler(
-        network, distribution, cuda_graphs=cuda_graphs, rows_at_once=rows_at_once
-    )
-    out = sampler.sample(noise, cond=cond, image=image, known=known)
-    assert isinstance(out, torch.Tensor)
-    return out
+    sampler = CachedSampler(rows_at_once=rows_at_once, cuda_graphs=cuda_graphs)
+    return sampler.sample(network, distribution, noise, cond=cond, image=image, known=known)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..conditioning import Conditioning, as_conditioning
+from ..conditioning import Conditioning, as_conditioning, refuse_labels
 from ..distributions.base import Distribution, DrawPlan
 from ..validation import check_shape, check_tensor
 from .memo import derived
@@ -140,6 +140,7 @@ def _check_sampling_cond(
     """The conditioning's batch and map size against the noise's, and taken by some layer."""
     if cond is None:
         return
+    refuse_labels(cond, "a sampler")
     n, _, height, width = shape
     for part, attr in ((cond.vector, "cond_channels"), (cond.spatial, "spatial_channels")):
         if part is None:

@@ -1,4 +1,4 @@
-"""Noise and the naive reference sampler.
+"""Noise and the naive reference sampler, :class:`NaiveSampler`.
 
 Every sampler in this library draws all of its randomness up front as one tensor of uniform
 numbers, one per sub-pixel (plus one per pixel for the component of a mixture:
@@ -10,14 +10,17 @@ against.
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 from torch import nn
 
 from ..conditioning import Conditioning
 from ..distributions.base import Distribution
 from .checks import check_noise_request, check_sampling
+from .sampler import Sampler
 
-__all__ = ["draw_noise", "naive_sample"]
+__all__ = ["NaiveSampler", "draw_noise", "naive_sample"]
 
 
 def draw_noise(
@@ -46,7 +49,105 @@ def draw_noise(
     return noise.to(device) if device is not None else noise
 
 
-@torch.no_grad()
+class NaiveSampler(Sampler):
+    """Samples by running the whole network once per sub-step of every pixel (the reference).
+
+    The sub-steps are those of ``distribution.draw_plan(C)``: one per channel, or one per pixel
+    for a distribution that draws a pixel's channels together (a logistic mixture). It takes no
+    options; :attr:`last_passes` counts the network passes of the most recent call. See
+    :meth:`~autoregressive.sampling.sampler.Sampler.sample` for the arguments: the network is
+    called as ``network(x, cond)`` on preprocessed images; it must be causal (checked on a few
+    probes before sampling).
+
+    Example:
+        >>> net = CausalSequential(MaskedConv2d(1, 8, 3, "A"), nn.ReLU(), MaskedConv2d(8, 1, 1))
+        >>> noise = draw_noise((2, 1, 4, 4), torch.Generator().manual_seed(0))
+        >>> sampler = NaiveSampler()
+        >>> x = sampler.sample(net, Bernoulli(), noise)
+        >>> x.shape, sampler.last_passes
+        (torch.Size([2, 1, 4, 4]), 16)
+    """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    @overload
+    def sample(
+        self,
+        network: nn.Module,
+        distribution: Distribution,
+        noise: torch.Tensor,
+        *,
+        cond: torch.Tensor | Conditioning | None = ...,
+        image: torch.Tensor | None = ...,
+        known: torch.Tensor | None = ...,
+        return_params: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def sample(
+        self,
+        network: nn.Module,
+        distribution: Distribution,
+        noise: torch.Tensor,
+        *,
+        cond: torch.Tensor | Conditioning | None = ...,
+        image: torch.Tensor | None = ...,
+        known: torch.Tensor | None = ...,
+        return_params: Literal[True],
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @torch.no_grad()
+    def sample(
+        self,
+        network: nn.Module,
+        distribution: Distribution,
+        noise: torch.Tensor,
+        *,
+        cond: torch.Tensor | Conditioning | None = None,
+        image: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
+        return_params: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Draw images from ``noise``; see :meth:`Sampler.sample`.
+
+        With ``return_params`` every sub-step runs the network, known ones included.
+        """
+        completion = check_sampling(
+            network, distribution, noise, cond, image, known, causality=True
+        )
+        n, _, height, width = noise.shape
+        channels = distribution.image_channels(noise.shape[1])
+        shape = (n, channels, height, width)
+        param = next(network.parameters())
+        plan = distribution.draw_plan(channels)
+        x = torch.zeros(shape, dtype=param.dtype, device=param.device)  # (N, C, H, W)
+        size = distribution.num_params(channels)
+        params = x.new_zeros(n, size, height, width) if return_params else None
+        if completion is not None:
+            x = torch.where(completion[1], completion[0].to(x.dtype), x)
+        noise = distribution.prepare_noise(noise)
+        self.last_passes = 0
+        for i in range(height):
+            for j in range(width):
+                for s in range(plan.steps):
+                    out = plan.channel_slice(s)  # the channels this sub-step writes
+                    given = None if completion is None else completion[1][:, out, i, j]
+                    if given is not None and not return_params and bool(given.all()):
+                        continue
+                    raw = network(distribution.preprocess(x, param.dtype), cond)  # (N, C*P, H, W)
+                    self.last_passes += 1
+                    raw_s = raw[:, plan.param_slice(s), i, j]  # (N, P)
+                    if params is not None:
+                        params[:, plan.param_slice(s), i, j] = raw_s
+                    u = noise[:, plan.noise_slice(s), i, j].reshape(n, *plan.noise_shape)
+                    value = distribution.draw(raw_s, u).reshape(n, -1)
+                    if given is not None:
+                        value = torch.where(given, x[:, out, i, j], value)
+                    x[:, out, i, j] = value  # (N, C / S)
+        return x if params is None else (x, params)
+
+
 def naive_sample(
     network: nn.Module,
     distribution: Distribution,
@@ -58,8 +159,7 @@ def naive_sample(
 ) -> torch.Tensor:
     """Sample by running the whole network once per sub-step of every pixel (the slow reference).
 
-    The sub-steps are those of ``distribution.draw_plan(C)``: one per channel, or one per pixel
-    for a distribution that draws a pixel's channels together (a logistic mixture).
+    A convenience for ``NaiveSampler().sample(...)``.
 
     Args:
         network: a causal network, called as ``network(x, cond)`` on preprocessed images, that
@@ -82,27 +182,4 @@ def naive_sample(
         >>> x.shape, torch.equal(x, cached_sample(net, Bernoulli(), noise))
         (torch.Size([2, 1, 4, 4]), True)
     """
-    completion = check_sampling(network, distribution, noise, cond, image, known, causality=True)
-    n, _, height, width = noise.shape
-    channels = distribution.image_channels(noise.shape[1])
-    shape = (n, channels, height, width)
-    param = next(network.parameters())
-    plan = distribution.draw_plan(channels)
-    x = torch.zeros(shape, dtype=param.dtype, device=param.device)  # (N, C, H, W)
-    if completion is not None:
-        x = torch.where(completion[1], completion[0].to(x.dtype), x)
-    noise = distribution.prepare_noise(noise)
-    for i in range(height):
-        for j in range(width):
-            for s in range(plan.steps):
-                out = plan.channel_slice(s)  # the channels this sub-step writes
-                given = None if completion is None else completion[1][:, out, i, j]  # (N, C/S)
-                if given is not None and bool(given.all()):
-                    continue
-                raw = network(distribution.preprocess(x, param.dtype), cond)  # (N, C*P, H, W)
-                u = noise[:, plan.noise_slice(s), i, j].reshape(n, *plan.noise_shape)
-                value = distribution.draw(raw[:, plan.param_slice(s), i, j], u).reshape(n, -1)
-                if given is not None:
-                    value = torch.where(given, x[:, out, i, j], value)
-                x[:, out, i, j] = value  # (N, C / S)
-    return x
+    return NaiveSampler().sample(network, distribution, noise, cond=cond, image=image, known=known)

@@ -8,6 +8,10 @@ torch's convolutions only, never a layer of this package.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import torch
 from torch import nn
 
@@ -20,6 +24,7 @@ __all__ = [
     "ring_product",
     "row_seed",
     "shift_up",
+    "tap_products",
 ]
 
 
@@ -36,6 +41,30 @@ def shift_up(ring: torch.Tensor) -> None:
 TAP_PRODUCTS_FROM = 16
 TAP_PRODUCTS_FROM_ROWS = 1024
 
+#: how :func:`ring_product` multiplies while a sampler runs: ``None`` by the sizes above
+_TAPS: ContextVar[bool | None] = ContextVar("tap_products", default=None)
+
+
+@contextlib.contextmanager
+def tap_products(taps: bool | None) -> Iterator[None]:
+    """Choose how :func:`ring_product` multiplies within the block.
+
+    Tap by tap (``True``), over gathered windows (``False``) or as the sizes say (``None``):
+    how ``CachedSampler(tap_products=...)`` reaches the steppers, for the duration of one call,
+    without a change to the stepping protocol.
+
+    Example:
+        >>> ring, matrix = torch.ones(1, 4, 2, 3), torch.ones(6, 5)
+        >>> with tap_products(True):
+        ...     ring_product(ring, matrix, None, width=3).shape
+        torch.Size([6, 5])
+    """
+    token = _TAPS.set(taps)
+    try:
+        yield
+    finally:
+        _TAPS.reset(token)
+
 
 def ring_product(
     ring: torch.Tensor,
@@ -45,6 +74,7 @@ def ring_product(
     width: int,
     dw: int = 1,
     out: torch.Tensor | None = None,
+    taps: bool | None = None,
 ) -> torch.Tensor:
     """``seed + windows @ matrix`` for a whole row: a convolution over a ring of input rows.
 
@@ -65,21 +95,26 @@ def ring_product(
         width: ``W``.
         dw: the horizontal dilation.
         out: ``(W * N, C_out)`` to write to.
+        taps: multiply tap by tap (``True``) or over gathered windows (``False``); ``None``
+            (default): as :func:`tap_products` says, else by the sizes above.
 
     Returns:
         ``(W * N, C_out)``, column-major: row ``w * N + n`` is image ``n`` at column ``w``.
     """
     rows, _, n, c_in = ring.shape
-    if c_in < TAP_PRODUCTS_FROM or width * n < TAP_PRODUCTS_FROM_ROWS:
+    by_tap = _TAPS.get() if taps is None else taps
+    if by_tap is None:
+        by_tap = c_in >= TAP_PRODUCTS_FROM and width * n >= TAP_PRODUCTS_FROM_ROWS
+    if not by_tap:
         windows = gathered_windows(ring, width, matrix.shape[0] // (rows * c_in), dw)
         return _product(windows, matrix, seed, out)
-    taps = matrix.split(c_in)  # (C_in, C_out) per tap, in the matrix's order
-    kw = len(taps) // rows
+    per_tap = matrix.split(c_in)  # (C_in, C_out) per tap, in the matrix's order
+    kw = len(per_tap) // rows
     slabs = [
         ring[a, t * dw : t * dw + width].view(-1, c_in) for a in range(rows) for t in range(kw)
     ]
-    result = _product(slabs[0], taps[0], seed, out)
-    for slab, tap in zip(slabs[1:], taps[1:], strict=True):
+    result = _product(slabs[0], per_tap[0], seed, out)
+    for slab, tap in zip(slabs[1:], per_tap[1:], strict=True):
         result.addmm_(slab, tap)
     return result
 
