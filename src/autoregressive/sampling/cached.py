@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Literal, overload
 
 import torch
 from einops import rearrange
@@ -183,43 +182,16 @@ class CachedSampler(Sampler):
             return self.rows_at_once
         return None if batch <= ROWS_AT_ONCE_MAX_BATCH else False
 
-    @overload
-    def sample(
-        self,
-        network: nn.Module,
-        distribution: Distribution,
-        noise: torch.Tensor,
-        *,
-        cond: torch.Tensor | Conditioning | None = ...,
-        image: torch.Tensor | None = ...,
-        known: torch.Tensor | None = ...,
-        return_params: Literal[False] = ...,
-    ) -> torch.Tensor: ...
-
-    @overload
-    def sample(
-        self,
-        network: nn.Module,
-        distribution: Distribution,
-        noise: torch.Tensor,
-        *,
-        cond: torch.Tensor | Conditioning | None = ...,
-        image: torch.Tensor | None = ...,
-        known: torch.Tensor | None = ...,
-        return_params: Literal[True],
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
     @torch.no_grad()
-    def sample(
+    def _draw(
         self,
         network: nn.Module,
         distribution: Distribution,
         noise: torch.Tensor,
-        *,
-        cond: torch.Tensor | Conditioning | None = None,
-        image: torch.Tensor | None = None,
-        known: torch.Tensor | None = None,
-        return_params: bool = False,
+        cond: torch.Tensor | Conditioning | None,
+        image: torch.Tensor | None,
+        known: torch.Tensor | None,
+        return_params: bool,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Draw images from ``noise``; the arguments are those of :func:`cached_sample`.
 

@@ -10,8 +10,6 @@ against.
 
 from __future__ import annotations
 
-from typing import Literal, overload
-
 import torch
 from torch import nn
 
@@ -71,43 +69,16 @@ class NaiveSampler(Sampler):
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    @overload
-    def sample(
-        self,
-        network: nn.Module,
-        distribution: Distribution,
-        noise: torch.Tensor,
-        *,
-        cond: torch.Tensor | Conditioning | None = ...,
-        image: torch.Tensor | None = ...,
-        known: torch.Tensor | None = ...,
-        return_params: Literal[False] = ...,
-    ) -> torch.Tensor: ...
-
-    @overload
-    def sample(
-        self,
-        network: nn.Module,
-        distribution: Distribution,
-        noise: torch.Tensor,
-        *,
-        cond: torch.Tensor | Conditioning | None = ...,
-        image: torch.Tensor | None = ...,
-        known: torch.Tensor | None = ...,
-        return_params: Literal[True],
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
     @torch.no_grad()
-    def sample(
+    def _draw(
         self,
         network: nn.Module,
         distribution: Distribution,
         noise: torch.Tensor,
-        *,
-        cond: torch.Tensor | Conditioning | None = None,
-        image: torch.Tensor | None = None,
-        known: torch.Tensor | None = None,
-        return_params: bool = False,
+        cond: torch.Tensor | Conditioning | None,
+        image: torch.Tensor | None,
+        known: torch.Tensor | None,
+        return_params: bool,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Draw images from ``noise``; see :meth:`Sampler.sample`.
 

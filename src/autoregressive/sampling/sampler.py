@@ -66,7 +66,6 @@ class Sampler(ABC):
         return_params: Literal[True],
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    @abstractmethod
     def sample(
         self,
         network: nn.Module,
@@ -96,3 +95,17 @@ class Sampler(ABC):
         Returns:
             The images in the network's dtype, and with ``return_params`` the parameters.
         """
+        return self._draw(network, distribution, noise, cond, image, known, return_params)
+
+    @abstractmethod
+    def _draw(
+        self,
+        network: nn.Module,
+        distribution: Distribution,
+        noise: torch.Tensor,
+        cond: torch.Tensor | Conditioning | None,
+        image: torch.Tensor | None,
+        known: torch.Tensor | None,
+        return_params: bool,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """What a sampler implements: :meth:`sample` with its arguments, already named."""
