@@ -6,8 +6,10 @@ Gated PixelCNN: van den Oord et al., 2016, https://arxiv.org/abs/1606.05328.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -452,13 +454,7 @@ class PixelCNN(nn.Module):
             Images ``(n, C, H, W)``: float ``{0, 1}`` for Bernoulli, ``long`` for categorical
             and logistic mixture.
         """
-        if sampler is None:
-            sampler = CachedSampler()
-        elif not isinstance(sampler, Sampler):
-            raise TypeError(
-                "sampler must be a Sampler, e.g. CachedSampler() or NaiveSampler(), got "
-                f"{type(sampler).__name__}"
-            )
+        sampler = _sampler_or_default(sampler)
         param = self._param()
         n, (height, width) = self._sample_size(n, size, image)
         if known is not None and not isinstance(known, torch.Tensor):
@@ -469,12 +465,8 @@ class PixelCNN(nn.Module):
         channels = dist.noise_channels(self.config.data_channels)  # C, or C + 1 for a mixture
         noise = draw_noise((n, channels, height, width), generator, device=param.device)
         image, known = (t if t is None else t.to(param.device) for t in (image, known))
-        was_training = self.training
-        self.eval()
-        try:
+        with _eval_mode(self):
             x = sampler.sample(self.network, dist, noise, cond=parts, image=image, known=known)
-        finally:
-            self.train(was_training)
         return x.to(self.distribution.output_dtype(x.dtype))
 
     def _sample_size(
@@ -493,3 +485,26 @@ class PixelCNN(nn.Module):
         if height < 1 or width < 1:
             raise ValueError(f"size must be (H, W) with H, W >= 1, got {size}")
         return n, (height, width)
+
+
+def _sampler_or_default(sampler: Sampler | None) -> Sampler:
+    """``sampler``, or a default :class:`~autoregressive.CachedSampler`; ``TypeError`` else."""
+    if sampler is None:
+        return CachedSampler()
+    if not isinstance(sampler, Sampler):
+        raise TypeError(
+            "sampler must be a Sampler, e.g. CachedSampler() or NaiveSampler(), got "
+            f"{type(sampler).__name__}"
+        )
+    return sampler
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode within the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
