@@ -259,9 +259,10 @@ class BinarizedBatches(SeededBatches):
         >>> from autoregressive.data import BinarizedBatches
         >>> x = torch.rand(10, 1, 4, 4)
         >>> batches = BinarizedBatches(x, batch_size=4, binarize="dynamic", shuffle=True)
-        >>> batches.set_epoch(1)
-        >>> [b.images.shape[0] for b in batches], len(batches)
-        ([4, 4, 2], 3)
+        >>> batches.set_epoch(1)  # the epoch's draw: binary images, a new order
+        >>> first = next(iter(batches)).images
+        >>> first.shape, set(first.unique().tolist()) <= {0.0, 1.0}
+        (torch.Size([4, 1, 4, 4]), True)
     """
 
     def __init__(
