@@ -213,15 +213,22 @@ CASES: list[Case] = [
     ),
     Case(
         LAYER,
-        "ResidualBlock(8)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 3))",
+        "ResidualBlock(8)(torch.zeros(1, 8, 4, 4), Conditioning(torch.zeros(1, 3)))",
         ValueError,
         r"takes no conditioning vector \(cond_channels=None\) but got one",
     ),
     Case(
         LAYER,
-        "ResidualBlock(8, cond_channels=3)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 5))",
+        "ResidualBlock(8, cond_channels=3)(torch.zeros(1, 8, 4, 4), "
+        "Conditioning(torch.zeros(1, 5)))",
         ValueError,
         r"vector must have shape \(1, 3\), got \(1, 5\)",
+    ),
+    Case(
+        LAYER,
+        "ResidualBlock(8, cond_channels=3)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 3))",
+        TypeError,
+        r"got a tensor: wrap a vector as Conditioning\(vector=v\)",
     ),
     Case(
         LAYER,
@@ -277,7 +284,7 @@ CASES: list[Case] = [
     ),
     Case(
         SAMPLE,
-        f"cached_sample(net(), Bernoulli(), {NOISE}, cond=torch.zeros(2, 3))",
+        f"cached_sample(net(), Bernoulli(), {NOISE}, cond=Conditioning(torch.zeros(2, 3)))",
         ValueError,
         r"takes no such conditioning \(no layer has cond_channels\)",
     ),
