@@ -40,7 +40,10 @@ class Case:
 
 # ------------------------------------------------------------------ helpers the cases call
 def _net(first: str = "A", out: int = 1) -> nn.Module:
-    return CausalSequential(MaskedConv2d(1, 4, 3, first), nn.ReLU(), MaskedConv2d(4, out, 1))
+    """A small network, seeded: a mask-B one must show its leak to the causality probe."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return CausalSequential(MaskedConv2d(1, 4, 3, first), nn.ReLU(), MaskedConv2d(4, out, 1))
 
 
 def conditioned() -> autoregressive.PixelCNN:

@@ -32,6 +32,7 @@ class ConditionProjection(nn.Module):
         dtype: dtype of the parameters.
 
     Example:
+        >>> from autoregressive.layers import ConditionProjection
         >>> proj = ConditionProjection(3, 2, 8)
         >>> cond = Conditioning(vector=torch.zeros(4, 3), spatial=torch.zeros(4, 2, 5, 5))
         >>> proj(cond).shape
