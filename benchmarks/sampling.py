@@ -50,7 +50,7 @@ class _StopAfter(nn.Module):
         self.limit = limit
         self.calls = 0
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
         if self.calls >= self.limit:
             raise _Stop
         self.calls += 1

@@ -40,7 +40,10 @@ class Case:
 
 # ------------------------------------------------------------------ helpers the cases call
 def _net(first: str = "A", out: int = 1) -> nn.Module:
-    return CausalSequential(MaskedConv2d(1, 4, 3, first), nn.ReLU(), MaskedConv2d(4, out, 1))
+    """A small network, seeded: a mask-B one must show its leak to the causality probe."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return CausalSequential(MaskedConv2d(1, 4, 3, first), nn.ReLU(), MaskedConv2d(4, out, 1))
 
 
 def conditioned() -> autoregressive.PixelCNN:
@@ -213,15 +216,22 @@ CASES: list[Case] = [
     ),
     Case(
         LAYER,
-        "ResidualBlock(8)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 3))",
+        "ResidualBlock(8)(torch.zeros(1, 8, 4, 4), Conditioning(torch.zeros(1, 3)))",
         ValueError,
         r"takes no conditioning vector \(cond_channels=None\) but got one",
     ),
     Case(
         LAYER,
-        "ResidualBlock(8, cond_channels=3)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 5))",
+        "ResidualBlock(8, cond_channels=3)(torch.zeros(1, 8, 4, 4), "
+        "Conditioning(torch.zeros(1, 5)))",
         ValueError,
         r"vector must have shape \(1, 3\), got \(1, 5\)",
+    ),
+    Case(
+        LAYER,
+        "ResidualBlock(8, cond_channels=3)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 3))",
+        TypeError,
+        r"got a tensor: wrap a vector as Conditioning\(vector=v\)",
     ),
     Case(
         LAYER,
@@ -277,7 +287,7 @@ CASES: list[Case] = [
     ),
     Case(
         SAMPLE,
-        f"cached_sample(net(), Bernoulli(), {NOISE}, cond=torch.zeros(2, 3))",
+        f"cached_sample(net(), Bernoulli(), {NOISE}, cond=Conditioning(torch.zeros(2, 3)))",
         ValueError,
         r"takes no such conditioning \(no layer has cond_channels\)",
     ),

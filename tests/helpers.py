@@ -10,7 +10,7 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from autoregressive import CachedSampler, NaiveSampler, Sampler
+from autoregressive import CachedSampler, Conditioning, NaiveSampler, Sampler
 
 #: the samplers by name with their default options, for tests parametrized over both
 SAMPLERS: dict[str, Callable[[], Sampler]] = {"naive": NaiveSampler, "cached": CachedSampler}
@@ -32,7 +32,7 @@ def positive_weights_(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def measured_deps(
-    network: nn.Module, shape: tuple[int, int, int], cond: torch.Tensor | None = None
+    network: nn.Module, shape: tuple[int, int, int], cond: Conditioning | None = None
 ) -> torch.Tensor:
     """Boolean ``(C_out, H, W, C, H, W)``: which input sub-pixels each output depends on."""
     c, h, w = shape

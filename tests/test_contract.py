@@ -12,6 +12,7 @@ from torch import nn
 
 from autoregressive import (
     CausalSequential,
+    Conditioning,
     GatedBlock,
     GatedStack,
     MaskedConv2d,
@@ -33,12 +34,13 @@ MODULES = {
     ),
     "ResidualBlock": (
         lambda dt: ResidualBlock(8, 3, cond_channels=4, dtype=dt),
-        lambda m, dt: m(_x(8).to(dt), torch.ones(2, 4, dtype=dt)),
+        lambda m, dt: m(_x(8).to(dt), Conditioning(vector=torch.ones(2, 4, dtype=dt))),
     ),
     "GatedBlock": (
         lambda dt: GatedBlock(3, 6, (3, 5), "A", 3, cond_channels=2, dtype=dt),
         lambda m, dt: torch.cat(
-            [t for t in m(_x(3).to(dt), _x(3).to(dt), torch.ones(2, 2, dtype=dt))], 1
+            [t for t in m(_x(3).to(dt), _x(3).to(dt), Conditioning(torch.ones(2, 2, dtype=dt)))],
+            1,
         ),
     ),
     "GatedStack": (

@@ -112,7 +112,7 @@ def test_residual_network_dependencies(case):
     for kernel, dilation in blocks:
         deps = ref.residual_block(deps, h, w, dc, kernel, dilation)
     deps = ref.masked_conv(deps, h, w, dc, (1, 1), "B")
-    c = torch.tensor([[0.3, 0.7]], dtype=torch.float64) if cond else None
+    c = Conditioning(torch.tensor([[0.3, 0.7]], dtype=torch.float64)) if cond else None
     check_against_reference(net, (dc, h, w), deps, dc, c)
 
 
@@ -149,7 +149,7 @@ def test_gated_network_dependencies_have_no_blind_spot(case):
     positive_weights_(net)
     deps = ref.gated_stack(ref.image_deps(h, w, dc), h, w, dc, kernels)
     deps = ref.masked_conv(deps, h, w, dc, (1, 1), "B")
-    c = torch.tensor([[0.3, 0.7]], dtype=torch.float64) if cond else None
+    c = Conditioning(torch.tensor([[0.3, 0.7]], dtype=torch.float64)) if cond else None
     check_against_reference(net, (dc, h, w), deps, dc, c)
     if kernels[0][1] == 1:
         return  # a first block 1 pixel wide lets no pixel of the current row in: not a full field

@@ -3,10 +3,9 @@
 The Gated PixelCNN paper (van den Oord et al., 2016, https://arxiv.org/abs/1606.05328, eq. 4
 and 5) conditions every gate on a vector ``h`` (a class, an embedding) through ``V^T h`` and on
 a map ``s`` aligned with the image (the upper level of a VQ-VAE-2, a segmentation) through a 1x1
-convolution ``V * s``. Layers take either as one argument ``cond``:
-
-- a tensor ``(N, D)``: a conditioning vector (what every layer accepted so far);
-- a :class:`Conditioning`: a vector, a map ``(N, C_map, H, W)``, or both.
+convolution ``V * s``. Layers take both as one argument ``cond``, a :class:`Conditioning`
+holding a vector ``(N, D)``, a map ``(N, C_map, H, W)``, or both (``None`` for neither); a bare
+tensor is refused with the hint to wrap it, ``Conditioning(vector=v)``.
 
 A model (:class:`~autoregressive.PixelCNN`) takes one argument ``cond`` at its boundary too:
 class labels ``(N,)``, or a :class:`Conditioning` whose ``labels``, ``vector`` and ``spatial``
@@ -31,7 +30,13 @@ import torch
 
 from .validation import check_tensor
 
-__all__ = ["Conditioning", "RowConditioning", "as_conditioning", "check_cond", "refuse_labels"]
+__all__ = [
+    "Conditioning",
+    "RowConditioning",
+    "check_cond",
+    "check_conditioning",
+    "refuse_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -111,50 +116,47 @@ class RowConditioning:
     spatial_row: torch.Tensor | None = None
 
 
-def as_conditioning(cond: object) -> Conditioning | None:
-    """``cond`` as a :class:`Conditioning` (a bare tensor is a vector); ``None`` stays ``None``.
+def check_conditioning(cond: object, owner: str) -> Conditioning | None:
+    """``cond`` itself after checking that it is a :class:`Conditioning` or ``None``.
+
+    The check of a layer's or a sampler's public entry; a bare tensor is refused with the hint
+    to wrap it, so that every layer below sees one type.
 
     Raises:
-        TypeError: ``cond`` is neither ``None``, a tensor nor a :class:`Conditioning`.
+        TypeError: ``cond`` is neither ``None`` nor a :class:`Conditioning`.
 
     Example:
-        >>> as_conditioning(torch.ones(2, 3)).vector.shape
-        torch.Size([2, 3])
+        >>> try:
+        ...     check_conditioning(torch.ones(2, 3), "a layer")
+        ... except TypeError as err:
+        ...     print(str(err).split(": ")[-1])
+        wrap a vector as Conditioning(vector=v)
     """
     if cond is None or isinstance(cond, Conditioning):
         return cond
     if isinstance(cond, torch.Tensor):
-        return Conditioning(vector=cond)
+        raise TypeError(
+            f"{owner}: cond must be a Conditioning or None, got a tensor: wrap a vector as "
+            "Conditioning(vector=v)"
+        )
     raise TypeError(
-        "cond must be None, a conditioning vector (N, D) or a Conditioning(vector=..., "
-        f"spatial=...), got {type(cond).__name__}"
-    )
-
-
-def row_parts(cond: object) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``(vector, spatial_row)`` of a stepper's ``cond`` (a :class:`RowConditioning`, a vector)."""
-    if isinstance(cond, RowConditioning):
-        return cond.vector, cond.spatial_row
-    if cond is None or isinstance(cond, torch.Tensor):
-        return cond, None
-    raise TypeError(
-        "a stepper's cond must be None, a vector (N, D) or a RowConditioning, got "
+        f"{owner}: cond must be a Conditioning(vector=..., spatial=...) or None, got "
         f"{type(cond).__name__}"
     )
 
 
 def check_cond(
-    cond: object,
+    cond: Conditioning | None,
     cond_channels: int | None,
     owner: str,
     batch: int | None = None,
     *,
     spatial_channels: int | None = None,
     size: tuple[int, ...] | None = None,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Split ``cond`` into ``(vector, spatial)`` after checking both against a layer.
+) -> Conditioning | None:
+    """``cond`` after checking its type and both its parts against a layer.
 
-    ``cond`` is ``None``, a vector ``(N, cond_channels)`` or a :class:`Conditioning`; a part the
+    ``cond`` is ``None`` or a :class:`Conditioning`; a part the
     layer does not take must be absent and a part it takes must be present. ``N`` must be
     ``batch`` and the map's ``(H, W)`` must be ``size`` when those are given. Only shapes and
     dtypes are read (no device sync).
@@ -168,14 +170,14 @@ def check_cond(
         size: the images' ``(H, W)``.
 
     Returns:
-        The vector ``(N, cond_channels)`` and the map ``(N, spatial_channels, H, W)``, each
-        ``None`` when the layer does not take it.
+        ``cond``: its vector ``(N, cond_channels)`` and map ``(N, spatial_channels, H, W)``
+        are each ``None`` when the layer does not take it.
 
     Raises:
         TypeError: ``cond`` or one of its parts is of the wrong kind.
         ValueError: a part missing, unexpected, or of the wrong shape or dtype.
     """
-    parts = as_conditioning(cond)
+    parts = check_conditioning(cond, owner)
     refuse_labels(parts, owner)
     vector = None if parts is None else parts.vector
     spatial = None if parts is None else parts.spatial
@@ -186,7 +188,7 @@ def check_cond(
             f"{owner}: the spatial map must have the images' size: shape ({batch or 'N'}, "
             f"{spatial_channels}, {size[0]}, {size[1]}), got {tuple(spatial.shape)}"
         )
-    return vector, spatial
+    return parts
 
 
 def refuse_labels(cond: Conditioning | None, owner: str) -> None:

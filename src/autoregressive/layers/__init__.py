@@ -8,6 +8,8 @@ builds its stepper from :mod:`autoregressive.sampling`, which never imports a la
 - :mod:`~autoregressive.layers.residual`: PixelCNN's :class:`ResidualBlock`.
 - :mod:`~autoregressive.layers.gated`: Gated PixelCNN's :class:`GatedBlock` and
   :class:`GatedStack`.
+- :mod:`~autoregressive.layers.projection`: :class:`ConditionProjection`, the conditioning's
+  projection into a block.
 - :mod:`~autoregressive.layers.embedding`: :class:`CategoricalEmbedding`.
 - :mod:`~autoregressive.layers.sequential`: :class:`CausalSequential`.
 """
@@ -16,12 +18,14 @@ from .conv import MaskedConv2d
 from .embedding import CategoricalEmbedding
 from .gated import GatedBlock, GatedStack, gate
 from .masks import causal_mask, channel_groups, mask_groups
+from .projection import ConditionProjection
 from .residual import ResidualBlock
 from .sequential import CausalSequential
 
 __all__ = [
     "CategoricalEmbedding",
     "CausalSequential",
+    "ConditionProjection",
     "GatedBlock",
     "GatedStack",
     "MaskedConv2d",

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..conditioning import RowConditioning
 from ..sampling.conv_stepper import ConvKernel, ConvStepper
 from ..sampling.memo import derived
 from ..sampling.rows import bias_or_zeros, matrix_and_bias
@@ -145,7 +146,7 @@ class MaskedConv2d(nn.Conv2d):
             s += f", data_channels={self.data_channels}"
         return s
 
-    def stepper(self, batch: int, width: int, cond: object = None) -> ConvStepper:
+    def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> ConvStepper:
         """A :class:`ConvStepper` for cached sampling (``cond`` is unused)."""
         bias = self.bias.detach() if self.bias is not None else None
         kernel = derived(  # the same arrangement every call, until the weights change

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..conditioning import RowConditioning
 from ..sampling.stepping import Stepper
 from ..validation import check_bool, check_int, check_optional_int
 
@@ -130,7 +131,7 @@ class CategoricalEmbedding(nn.Module):
             s += f", data_channels={self.data_channels}"
         return s + ("" if self.learned else ", learned=False")
 
-    def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
+    def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> Stepper:
         """A pixelwise stepper for cached sampling: ``(N, C)`` codes to ``(N, C * d)``.
 
         Example:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..conditioning import check_cond
+from ..conditioning import Conditioning, RowConditioning, check_cond
 from ..sampling.conv_stepper import ConvKernel
 from ..sampling.gated_stepper import GatedBlockWeights, GatedStackStepper
 from ..sampling.memo import derived
@@ -40,6 +40,7 @@ from ..sampling.stepping import Stepper
 from ..validation import check_bool, check_int, check_optional_int, check_tensor
 from .conv import MaskedConv2d, pointwise_matrix
 from .masks import check_kernel_size, check_mask_type
+from .projection import ConditionProjection
 
 __all__ = ["GatedBlock", "GatedStack", "fold_gated_block", "gate"]
 
@@ -106,9 +107,9 @@ class GatedBlock(nn.Module):
         dtype: dtype of the parameters.
 
     Shape:
-        - Input: ``v`` and ``h`` :math:`(N, C_{in}, H, W)`; ``cond`` a vector
-          :math:`(N, C_{cond})` or a :class:`~autoregressive.Conditioning` (vector and/or map
-          :math:`(N, C_{map}, H, W)`)
+        - Input: ``v`` and ``h`` :math:`(N, C_{in}, H, W)`; ``cond`` a
+          :class:`~autoregressive.Conditioning` (vector :math:`(N, C_{cond})` and/or map
+          :math:`(N, C_{map}, H, W)`) or ``None``
         - Output: ``(v, h, skip)``, each :math:`(N, C, H, W)`; ``h`` is ``None`` when
           ``horizontal_output=False``
 
@@ -165,13 +166,9 @@ class GatedBlock(nn.Module):
             else None
         )
         self.skip = MaskedConv2d(channels, channels, 1, "B", data_channels, **factory)
-        # V^T h and V * s of the paper, into the vertical and the horizontal gate
-        self.cond_v: nn.Linear | None
-        self.cond_h: nn.Linear | None
-        self.spatial_v: nn.Conv2d | None
-        self.spatial_h: nn.Conv2d | None
-        self.cond_v, self.cond_h = _linears(cond_channels, 2 * channels, factory)
-        self.spatial_v, self.spatial_h = _pointwise_convs(spatial_channels, 2 * channels, factory)
+        # V^T h + V * s of the paper, into the vertical and the horizontal gate
+        self.cond_v = ConditionProjection(cond_channels, spatial_channels, 2 * channels, **factory)
+        self.cond_h = ConditionProjection(cond_channels, spatial_channels, 2 * channels, **factory)
 
     def vertical_pre(self, v: torch.Tensor) -> torch.Tensor:
         """Vertical convolution before the gate, ``(N, C_in, H, W) -> (N, 2C, H, W)``.
@@ -183,38 +180,31 @@ class GatedBlock(nn.Module):
         padded = F.pad(v, (kw // 2, kw // 2, kh // 2, 0))  # (N, C_in, H + kh//2, W + 2*(kw//2))
         return self.v_conv(padded)[:, :, :height]  # mask A yields H + 1 rows: drop the last
 
-    def cond_biases(self, vector: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The biases ``(N, 2C)`` that the vector ``(N, C_cond)`` adds inside both gates."""
-        if self.cond_v is None or self.cond_h is None or vector is None:
-            return None
-        return self.cond_v(vector), self.cond_h(vector)
+    def cond_biases(self, cond: RowConditioning | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The biases ``(N, 2C)`` that the vector adds inside both gates, for a stepper."""
+        vector = None if cond is None else cond.vector
+        v_bias, h_bias = self.cond_v.vector_bias(vector), self.cond_h.vector_bias(vector)
+        return None if v_bias is None or h_bias is None else (v_bias, h_bias)
 
     def forward(
-        self, v: torch.Tensor, h: torch.Tensor, cond: object = None
+        self, v: torch.Tensor, h: torch.Tensor, cond: Conditioning | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        vector, spatial = check_cond(
+        cond = check_cond(
             cond, self.cond_channels, "GatedBlock", v.shape[0],
             spatial_channels=self.spatial_channels, size=tuple(v.shape[2:]),
         )  # fmt: skip
-        return self._forward(v, h, vector, spatial)
+        return self._forward(v, h, cond)
 
     def _forward(
-        self,
-        v: torch.Tensor,
-        h: torch.Tensor,
-        vector: torch.Tensor | None,
-        spatial: torch.Tensor | None,
+        self, v: torch.Tensor, h: torch.Tensor, cond: Conditioning | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """:meth:`forward` with the conditioning checked and split (by the block or its stack)."""
+        """:meth:`forward` with the conditioning checked (by the block or its stack)."""
         v_pre = self.vertical_pre(v)  # (N, 2C, H, W)
         h_pre = self.h_conv(h) + self.link(v_pre)  # (N, 2C, H, W)
-        biases = self.cond_biases(vector)
-        if biases is not None:
-            v_pre = v_pre + biases[0][:, :, None, None]
-            h_pre = h_pre + biases[1][:, :, None, None]
-        if self.spatial_v is not None and self.spatial_h is not None:
-            v_pre = v_pre + self.spatial_v(spatial)  # (N, 2C, H, W): V * s
-            h_pre = h_pre + self.spatial_h(spatial)
+        v_bias, h_bias = self.cond_v(cond), self.cond_h(cond)  # V^T h + V * s, or None
+        if v_bias is not None and h_bias is not None:
+            v_pre = v_pre + v_bias
+            h_pre = h_pre + h_bias
         h_gated = _gate(h_pre)  # (N, C, H, W)
         h_new = None
         if self.h_out is not None:
@@ -253,26 +243,6 @@ def _check_block(
             f"a mask-B gated block is residual: in_channels ({in_channels}) must equal "
             f"channels ({channels})"
         )
-
-
-def _linears(
-    width: int | None, out: int, factory: dict[str, Any]
-) -> tuple[nn.Linear, nn.Linear] | tuple[None, None]:
-    """Two bias-free projections ``(N, width) -> (N, out)``, or none when ``width`` is None."""
-    if not width:
-        return None, None
-    return (nn.Linear(width, out, bias=False, **factory),
-            nn.Linear(width, out, bias=False, **factory))  # fmt: skip
-
-
-def _pointwise_convs(
-    width: int | None, out: int, factory: dict[str, Any]
-) -> tuple[nn.Conv2d, nn.Conv2d] | tuple[None, None]:
-    """Two bias-free 1x1 convolutions ``(N, width, H, W) -> (N, out, H, W)``, or none."""
-    if not width:
-        return None, None
-    return (nn.Conv2d(width, out, 1, bias=False, **factory),
-            nn.Conv2d(width, out, 1, bias=False, **factory))  # fmt: skip
 
 
 class GatedStack(nn.Module):
@@ -342,27 +312,28 @@ class GatedStack(nn.Module):
         self.in_channels, self.channels = first.in_channels, first.channels
         self.cond_channels, self.spatial_channels = first.cond_channels, first.spatial_channels
 
-    def forward(self, x: torch.Tensor, cond: object = None) -> torch.Tensor:
-        vector, spatial = check_cond(  # once for all the blocks
+    def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
+        cond = check_cond(  # once for all the blocks
             cond, self.cond_channels, "GatedStack", x.shape[0],
             spatial_channels=self.spatial_channels, size=tuple(x.shape[2:]),
         )  # fmt: skip
         v, h = x, x
         skips = torch.zeros((), dtype=x.dtype, device=x.device)
         for block in self.blocks:  # h is None after the last block only
-            v, h_out, skip = cast(GatedBlock, block)._forward(v, h, vector, spatial)
+            v, h_out, skip = cast(GatedBlock, block)._forward(v, h, cond)
             h = cast(torch.Tensor, h_out)
             skips = skips + skip  # (N, C, H, W)
         return skips
 
-    def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
+    def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> Stepper:
         """The stack's stepper for cached sampling: its blocks' weights folded, once per weights."""
         blocks = [cast(GatedBlock, b) for b in self.blocks]
         weights = [derived(b, "stepper", functools.partial(fold_gated_block, b)) for b in blocks]
         kw = blocks[0].kernel_size[1]  # colour: does the first block see earlier channels?
         centre = bool(blocks[0].h_conv.mask[:, :, 0, kw // 2].any())
-        cond_biases = [b.cond_biases for b in blocks]
-        return GatedStackStepper(weights, cond_biases, batch, width, cond, centre=centre)
+        biases = [b.cond_biases(cond) for b in blocks]
+        row = None if cond is None or self.spatial_channels is None else cond.spatial_row
+        return GatedStackStepper(weights, biases, batch, width, row, centre=centre)
 
 
 def _gate_order(channels: int) -> torch.Tensor:
@@ -400,10 +371,9 @@ def fold_gated_block(block: GatedBlock) -> GatedBlockWeights:
         v_link = v_matrix @ link_matrix
         link_seed = link_seed + v_bias @ link_matrix
     spatial: tuple[torch.Tensor, torch.Tensor] | None = None  # (C_map, 2C) each
-    if block.spatial_v is not None and block.spatial_h is not None:
-        maps = (block.spatial_v.weight, block.spatial_h.weight)  # (2C, C_map, 1, 1)
-        v_map, h_map = (fold(m.detach()[:, :, 0, 0].t()).contiguous() for m in maps)
-        spatial = (v_map, h_map)
+    v_map, h_map = block.cond_v.spatial_matrix(), block.cond_h.spatial_matrix()
+    if v_map is not None and h_map is not None:
+        spatial = (fold(v_map).contiguous(), fold(h_map).contiguous())
     out_matrix = pointwise_matrix(block.h_out) if block.h_out is not None else None
     skip_rows = pointwise_matrix(block.skip)  # (C + 1, C)
     return GatedBlockWeights(

@@ -11,13 +11,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..conditioning import check_cond
+from ..conditioning import Conditioning, RowConditioning, check_cond
 from ..sampling.memo import derived
 from ..sampling.residual_stepper import ResidualStepper
 from ..sampling.stepping import Stepper, stepper_for
 from ..validation import check_elementwise, check_int, check_optional_int
 from .conv import MaskedConv2d, pointwise_matrix
 from .masks import check_kernel_size
+from .projection import ConditionProjection
 
 __all__ = ["ResidualBlock"]
 
@@ -45,8 +46,8 @@ class ResidualBlock(nn.Module):
         dtype: dtype of the parameters.
 
     Shape:
-        - Input: :math:`(N, C, H, W)`; ``cond`` a vector :math:`(N, C_{cond})` or a
-          :class:`~autoregressive.Conditioning` (vector and/or map :math:`(N, C_{map}, H, W)`)
+        - Input: :math:`(N, C, H, W)`; ``cond`` a :class:`~autoregressive.Conditioning`
+          (vector :math:`(N, C_{cond})` and/or map :math:`(N, C_{map}, H, W)`) or ``None``
         - Output: :math:`(N, C, H, W)`
 
     Example:
@@ -95,28 +96,17 @@ class ResidualBlock(nn.Module):
         )
         self.act3 = act_layer()
         self.conv3 = MaskedConv2d(mid, channels, 1, "B", data_channels, **factory)
-        self.cond_proj = (
-            nn.Linear(cond_channels, mid, bias=False, **factory) if cond_channels else None
-        )
-        self.spatial_proj = (
-            nn.Conv2d(spatial_channels, mid, 1, bias=False, **factory) if spatial_channels else None
-        )
+        self.cond = ConditionProjection(cond_channels, spatial_channels, mid, **factory)
 
-    def cond_bias(self, vector: torch.Tensor | None) -> torch.Tensor | None:
-        """Project the vector ``(N, C_cond)`` to the bias ``(N, C // 2)`` added inside."""
-        return None if self.cond_proj is None or vector is None else self.cond_proj(vector)
-
-    def forward(self, x: torch.Tensor, cond: object = None) -> torch.Tensor:
-        vector, spatial = check_cond(
+    def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
+        cond = check_cond(
             cond, self.cond_channels, "ResidualBlock", x.shape[0],
             spatial_channels=self.spatial_channels, size=tuple(x.shape[2:]),
         )  # fmt: skip
         h = self.conv1(self.act1(x))  # (N, C/2, H, W)
-        bias = self.cond_bias(vector)
+        bias = self.cond(cond)  # (N, C/2, 1, 1) or (N, C/2, H, W): V^T h + V * s
         if bias is not None:
-            h = h + bias[:, :, None, None]
-        if self.spatial_proj is not None:
-            h = h + self.spatial_proj(spatial)  # (N, C/2, H, W): V * s
+            h = h + bias
         h = self.conv2(self.act2(h))
         h = self.conv3(self.act3(h))  # (N, C, H, W)
         return x + h
@@ -125,17 +115,15 @@ class ResidualBlock(nn.Module):
         s = f"channels={self.channels}, cond_channels={self.cond_channels}"
         return s + (f", spatial_channels={self.spatial_channels}" if self.spatial_channels else "")
 
-    def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
+    def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> Stepper:
         """A stepper computing the block one pixel at a time, for cached sampling."""
         acts = (self.act1, self.act2, self.act3)
-        spatial = None  # the map's 1x1 weight (C_map, C/2)
-        if self.spatial_proj is not None:
-            spatial = self.spatial_proj.weight.detach()[:, :, 0, 0].t()
+        bias, spatial, row = self.cond.fold(cond)  # (N, C/2), (C_map, C/2), (N, W, C_map)
         return ResidualStepper(
             [stepper_for(a, batch, width, cond) for a in acts],
             self.conv1.stepper(batch, width),
             self.conv2.stepper(batch, width),
             derived(self.conv3, "matrix", lambda: pointwise_matrix(self.conv3)),
-            batch=batch, width=width, cond=cond, cond_bias=self.cond_bias,
-            spatial_matrix=spatial, relu=all(type(a) is nn.ReLU for a in acts),
+            batch=batch, width=width, cond_bias=bias, spatial_matrix=spatial, spatial_row=row,
+            relu=all(type(a) is nn.ReLU for a in acts),
         )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..conditioning import Conditioning, RowConditioning, check_conditioning
 from ..sampling.stepping import Stepper, stepper_for
 
 __all__ = ["CausalSequential"]
@@ -23,8 +24,8 @@ class CausalSequential(nn.Sequential):
         *args: the modules, in order, as for ``nn.Sequential`` (or one ``OrderedDict`` of them).
 
     Shape:
-        - Input: :math:`(N, C_{in}, H, W)`; ``cond`` a vector :math:`(N, C_{cond})`, a
-          :class:`~autoregressive.Conditioning` or ``None``
+        - Input: :math:`(N, C_{in}, H, W)`; ``cond`` a :class:`~autoregressive.Conditioning`
+          or ``None``
         - Output: :math:`(N, C_{out}, H, W)`
 
     Example:
@@ -35,12 +36,13 @@ class CausalSequential(nn.Sequential):
         torch.Size([2, 1, 6, 6])
     """
 
-    def forward(self, x: torch.Tensor, cond: object = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:  # type: ignore[override]
+        cond = check_conditioning(cond, "CausalSequential")
         for module in self:
             x = module(x, cond) if getattr(module, "conditional", False) else module(x)
         return x
 
-    def stepper(self, batch: int, width: int, cond: object = None) -> Stepper:
+    def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> Stepper:
         """A stepper that steps the modules in order, for cached sampling."""
         if len(self) == 0:
             raise ValueError("cannot sample from an empty network")

@@ -23,12 +23,12 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..conditioning import Conditioning, RowConditioning, as_conditioning
+from ..conditioning import Conditioning, RowConditioning
 from ..distributions.base import Distribution, DrawPlan
 from ..validation import check_bool
 from .checks import check_sampling
 from .rows import tap_products
-from .sampler import Sampler
+from .sampler import Sampler, SampleRequest
 from .stepping import Stepper, stepper_for
 
 __all__ = ["CachedSampler", "cached_sample"]
@@ -183,22 +183,14 @@ class CachedSampler(Sampler):
         return None if batch <= ROWS_AT_ONCE_MAX_BATCH else False
 
     @torch.no_grad()
-    def _draw(
-        self,
-        network: nn.Module,
-        distribution: Distribution,
-        noise: torch.Tensor,
-        cond: torch.Tensor | Conditioning | None,
-        image: torch.Tensor | None,
-        known: torch.Tensor | None,
-        return_params: bool,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def _draw(self, request: SampleRequest) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Draw images from ``noise``; the arguments are those of :func:`cached_sample`.
 
         With ``return_params=True`` also returns the raw parameters ``(N, C * P, H, W)`` the
         sampler computed for each sub-pixel (teacher forcing, when every pixel is known).
         """
-        completion = check_sampling(network, distribution, noise, cond, image, known)
+        completion = check_sampling(request)
+        network, noise, parts = request.network, request.noise, request.cond
         n, _, height, width = noise.shape
         device = next(network.parameters()).device
         graphs = self.cuda_graphs
@@ -206,15 +198,14 @@ class CachedSampler(Sampler):
             graphs = device.type == "cuda" and not (self.rows_at_once or self.replay_rows)
         if graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, not {device}")
-        parts = as_conditioning(cond)
         replayed = (graphs or self.replay_rows) and height > WARMUP_ROWS
         self.last_used_graph = graphs and replayed
-        run = _Run(network, distribution)
+        run = _Run(network, request.distribution)
         # inference mode: no autograd bookkeeping (~15% of a small step's cost)
         with torch.inference_mode(), tap_products(self.tap_products):
             stepper = run._stepper(n, width, parts)
             self.last_cache_nbytes = stepper.cache_nbytes()
-            rows = run._prepare(noise, completion, return_params, parts)
+            rows = run._prepare(noise, completion, request.return_params, parts)
             if replayed:
                 record = _record_cuda_graph if graphs else _run_row
                 run._sample_replayed(stepper, rows, record)
@@ -434,7 +425,7 @@ def cached_sample(
     distribution: Distribution,
     noise: torch.Tensor,
     *,
-    cond: torch.Tensor | Conditioning | None = None,
+    cond: Conditioning | None = None,
     image: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
     cuda_graphs: bool | None = None,
@@ -449,8 +440,8 @@ def cached_sample(
         distribution: the output distribution.
         noise: uniform noise ``(N, C', H, W)`` from :func:`~autoregressive.draw_noise`, with
             ``C' = distribution.noise_channels(C)`` (``C``, or ``C + 1`` for a mixture).
-        cond: conditioning vectors ``(N, C_cond)``, a :class:`~autoregressive.Conditioning`
-            (vectors and/or maps ``(N, C_map, H, W)``), or ``None``.
+        cond: a :class:`~autoregressive.Conditioning` (vectors ``(N, C_cond)`` and/or maps
+            ``(N, C_map, H, W)``) or ``None``.
         image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
         known: bool mask broadcastable to ``(N, C, H, W)``, ``True`` where ``image`` is given.
         cuda_graphs: replay rows as CUDA graphs (default: on CUDA devices); see
@@ -463,8 +454,7 @@ def cached_sample(
         :func:`~autoregressive.naive_sample`'s for the same noise.
 
     Shape:
-        - ``noise``: :math:`(N, C', H, W)`; ``cond``: :math:`(N, C_{cond})` or a
-          :class:`~autoregressive.Conditioning`
+        - ``noise``: :math:`(N, C', H, W)`; ``cond``: a :class:`~autoregressive.Conditioning`
         - Output: :math:`(N, C, H, W)`
 
     Example:

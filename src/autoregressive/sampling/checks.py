@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..conditioning import Conditioning, as_conditioning, refuse_labels
+from ..conditioning import Conditioning, refuse_labels
 from ..distributions.base import Distribution, DrawPlan
 from ..validation import check_shape, check_tensor
 from .memo import derived
+from .sampler import SampleRequest
 
 __all__ = ["check_completion", "check_noise_request", "check_sampling"]
 
@@ -36,16 +37,7 @@ def check_noise_request(shape: Any, generator: Any) -> tuple[int, ...]:
     return check_shape("shape", shape)
 
 
-def check_sampling(
-    network: nn.Module,
-    distribution: Distribution,
-    noise: torch.Tensor,
-    cond: torch.Tensor | Conditioning | None,
-    image: torch.Tensor | None = None,
-    known: torch.Tensor | None = None,
-    *,
-    causality: bool = False,
-) -> Completion:
+def check_sampling(request: SampleRequest, *, causality: bool = False) -> Completion:
     """Check a sampler's arguments before it spends ``H * W`` steps on them.
 
     The network is run once on a zero image of the noise's width and at most two rows (which
@@ -65,15 +57,19 @@ def check_sampling(
             shape, a network of the wrong width or one that sees the current pixel, a
             completion request that does not fit.
     """
+    network, distribution, noise, cond = (
+        request.network, request.distribution, request.noise, request.cond
+    )  # fmt: skip
     if not isinstance(network, nn.Module) or next(network.parameters(), None) is None:
         raise TypeError("network must be an nn.Module with parameters, e.g. PixelCNN.network")
     if not isinstance(distribution, Distribution):
         raise TypeError(f"distribution must be a Distribution, got {type(distribution).__name__}")
     _check_noise(noise)
-    _check_sampling_cond(network, as_conditioning(cond), tuple(noise.shape))
+    _check_sampling_cond(network, cond, tuple(noise.shape))
     n, _, height, width = noise.shape
     shape = (n, distribution.image_channels(noise.shape[1]), height, width)  # the images'
-    completion = check_completion(image, known, shape, distribution.draw_plan(shape[1]))
+    plan = distribution.draw_plan(shape[1])
+    completion = check_completion(request.image, request.known, shape, plan)
     if causality:
         _check_causal(network, distribution, shape, cond)
     else:
@@ -123,14 +119,13 @@ def check_completion(
     return image, known
 
 
-def _kinds(cond: torch.Tensor | Conditioning | None) -> tuple[object, ...]:
+def _kinds(cond: Conditioning | None) -> tuple[object, ...]:
     """What the probe reads of ``cond``: each part's shape after ``N``, dtype and device."""
-    parts = as_conditioning(cond)
-    if parts is None:
+    if cond is None:
         return ()
     return tuple(
         None if t is None else (tuple(t.shape[1:]), t.dtype, t.device)
-        for t in (parts.vector, parts.spatial)
+        for t in (cond.vector, cond.spatial)
     )
 
 
@@ -178,14 +173,13 @@ def _probe(
     network: nn.Module,
     dist: Distribution,
     x: torch.Tensor,
-    cond: torch.Tensor | Conditioning | None,
+    cond: Conditioning | None,
 ) -> torch.Tensor:
     """The network's output for data ``x`` ``(B, C, H, W)``, after checking its width."""
     b, c, h, w = x.shape
     param = next(network.parameters())
     inp = dist.preprocess(x.to(param.device), param.dtype)
-    parts = as_conditioning(cond)
-    cond = None if parts is None else parts.first(b).crop(h).to(param.device)
+    cond = None if cond is None else cond.first(b).crop(h).to(param.device)
     with torch.no_grad():
         try:
             out = network(inp, cond)
@@ -228,7 +222,7 @@ def _check_causal(
     network: nn.Module,
     dist: Distribution,
     shape: tuple[int, ...],
-    cond: torch.Tensor | Conditioning | None,
+    cond: Conditioning | None,
 ) -> None:
     """Refuse a network whose prediction of a sub-pixel or an earlier one sees that sub-pixel."""
     x, chan, pos = _causal_probe(dist, shape)

@@ -11,21 +11,19 @@ horizontal one pixel by pixel; nothing here reads a layer.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..conditioning import row_parts
 from .conv_stepper import ConvKernel, ConvStepper
 from .rows import ring_product, row_seed, shift_up
 from .stepping import Stepper
 
 __all__ = ["CondBiases", "GatedBlockWeights", "GatedStackStepper"]
 
-#: a block's projection of the conditioning vector ``(N, C_cond)`` (or ``None``) to the biases
-#: ``(N, 2C)`` of its two gates, or ``None``
-CondBiases = Callable[[torch.Tensor | None], tuple[torch.Tensor, torch.Tensor] | None]
+#: a block's biases ``(N, 2C)`` of its two gates from the conditioning vector, or ``None``
+CondBiases = tuple[torch.Tensor, torch.Tensor] | None
 
 
 @dataclass(frozen=True)
@@ -94,8 +92,9 @@ class _GatedBlockStepper:
     - ``self.skip(h_gated)``: ``skip_rows = [W_skip; b_skip]``, summed over blocks by the
       stack's one product;
     - ``gate(v_pre)`` with the ``cond`` bias of ``v_pre``: the next block's vertical row;
-    - a conditioning map's ``spatial_h(s)`` and ``spatial_v(s)``: :meth:`_add_spatial`, once per
-      row from the sampler's buffer of the map's current row, into the seed and into ``v_pre``.
+    - a conditioning map's ``V * s`` in ``cond_h(cond)`` and ``cond_v(cond)``:
+      :meth:`_add_spatial`, once per row from the sampler's buffer of the map's current row,
+      into the seed and into ``v_pre``.
 
     The per-row tensors are column-major, ``(W, N, ...)``: the ring ``(rows, pad + W + pad, N,
     C_in)``, so that one kernel tap's inputs for the whole row are one contiguous slab
@@ -108,8 +107,8 @@ class _GatedBlockStepper:
         f: GatedBlockWeights,
         batch: int,
         width: int,
-        cond: object,
-        cond_biases: CondBiases,
+        biases: CondBiases,
+        spatial_row: torch.Tensor | None,
         features: torch.Tensor,
     ) -> None:
         c, (kh, kw), c_in = f.channels, f.kernel_size, f.in_channels
@@ -119,8 +118,7 @@ class _GatedBlockStepper:
         self.v_matrix, self.v_bias, self.link_matrix = f.v_matrix, f.v_bias, f.link_matrix
         self.v_link = f.v_link  # the stack's last block: link(v_pre) in one product
         self.out_matrix, self.skip_rows, self.spatial_mats = f.out_matrix, f.skip_rows, f.spatial
-        vector, self.spatial_row = row_parts(cond)
-        biases = cond_biases(vector)
+        self.spatial_row = spatial_row  # (N, W, C_map): the sampler's buffer of the map's row
         seed, like = f.link_seed, f.v_bias  # seed: (2C,)
         self.v_cond = None if biases is None else f.fold(biases[0])  # (N, 2C)
         if biases is not None:  # (W * N, 2C): the cond bias of h_pre, per column and image
@@ -182,7 +180,7 @@ class _GatedBlockStepper:
     def _add_spatial(
         self, which: int, t: torch.Tensor, out: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``t`` plus the map's current row through ``spatial_v`` (0) or ``spatial_h`` (1)."""
+        """``t`` plus the map's current row through ``cond_v``'s map (0) or ``cond_h``'s (1)."""
         if self.spatial_mats is None or self.spatial_row is None:
             return t
         row = self.spatial_row.transpose(0, 1).reshape(-1, self.spatial_row.shape[2])
@@ -237,9 +235,10 @@ class GatedStackStepper(Stepper):
     """A :class:`~autoregressive.GatedStack` for cached sampling: block steppers, one skip product.
 
     Built by the stack's ``stepper()`` from each block's :class:`GatedBlockWeights`, each block's
-    projection of the conditioning vector (``cond_biases``: the vector ``(N, C_cond)`` or
-    ``None`` to the biases ``(N, 2C)`` of both gates, or ``None``) and whether the first block
-    reads earlier channels of the current pixel (``centre``, colour).
+    biases ``(N, 2C)`` of both gates from the conditioning vector (``biases``, ``None`` for
+    none), the sampler's buffer of the conditioning map's current row ``(N, W, C_map)``
+    (``spatial_row``, or ``None``) and whether the first block reads earlier channels of the
+    current pixel (``centre``, colour).
 
     Every block writes ``h_gated`` and a column of ones into its slice of one buffer
     ``(N, blocks * (C + 1))``, so the summed skip outputs (biases included) are one ``mm``.
@@ -251,10 +250,10 @@ class GatedStackStepper(Stepper):
     def __init__(
         self,
         blocks: Sequence[GatedBlockWeights],
-        cond_biases: Sequence[CondBiases],
+        biases: Sequence[CondBiases],
         batch: int,
         width: int,
-        cond: object,
+        spatial_row: torch.Tensor | None,
         *,
         centre: bool,
     ) -> None:
@@ -264,8 +263,8 @@ class GatedStackStepper(Stepper):
         features[:, :, -1] = 1
         self.features = features.view(batch, count * (c + 1))
         self.blocks = [
-            _GatedBlockStepper(b, batch, width, cond, bias, features[:, k])
-            for k, (b, bias) in enumerate(zip(blocks, cond_biases, strict=True))
+            _GatedBlockStepper(b, batch, width, bias, spatial_row, features[:, k])
+            for k, (b, bias) in enumerate(zip(blocks, biases, strict=True))
         ]
         for block, following in zip(self.blocks[:-1], self.blocks[1:], strict=True):
             block.next_conv = following.h_conv

@@ -16,7 +16,7 @@ from torch import nn
 from ..conditioning import Conditioning
 from ..distributions.base import Distribution
 from .checks import check_noise_request, check_sampling
-from .sampler import Sampler
+from .sampler import Sampler, SampleRequest
 
 __all__ = ["NaiveSampler", "draw_noise", "naive_sample"]
 
@@ -70,23 +70,14 @@ class NaiveSampler(Sampler):
         return f"{type(self).__name__}()"
 
     @torch.no_grad()
-    def _draw(
-        self,
-        network: nn.Module,
-        distribution: Distribution,
-        noise: torch.Tensor,
-        cond: torch.Tensor | Conditioning | None,
-        image: torch.Tensor | None,
-        known: torch.Tensor | None,
-        return_params: bool,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def _draw(self, request: SampleRequest) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Draw images from ``noise``; see :meth:`Sampler.sample`.
 
         With ``return_params`` every sub-step runs the network, known ones included.
         """
-        completion = check_sampling(
-            network, distribution, noise, cond, image, known, causality=True
-        )
+        completion = check_sampling(request, causality=True)
+        network, distribution, noise = request.network, request.distribution, request.noise
+        cond, return_params = request.cond, request.return_params
         n, _, height, width = noise.shape
         channels = distribution.image_channels(noise.shape[1])
         shape = (n, channels, height, width)
@@ -124,7 +115,7 @@ def naive_sample(
     distribution: Distribution,
     noise: torch.Tensor,
     *,
-    cond: torch.Tensor | Conditioning | None = None,
+    cond: Conditioning | None = None,
     image: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -138,8 +129,8 @@ def naive_sample(
         distribution: the output distribution.
         noise: uniform noise ``(N, C', H, W)`` from :func:`draw_noise`, with
             ``C' = distribution.noise_channels(C)``; fixes the result.
-        cond: conditioning vectors ``(N, C_cond)``, a :class:`~autoregressive.Conditioning`
-            (vectors and/or maps ``(N, C_map, H, W)``), or ``None``.
+        cond: a :class:`~autoregressive.Conditioning` (vectors ``(N, C_cond)`` and/or maps
+            ``(N, C_map, H, W)``) or ``None``.
         image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
         known: bool mask broadcastable to ``(N, C, H, W)``: ``True`` where ``image`` is given.
 

@@ -7,11 +7,10 @@ van den Oord et al., *Pixel Recurrent Neural Networks*, 2016, https://arxiv.org/
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from ..conditioning import row_parts
 from .conv_stepper import ConvStepper
 from .rows import row_seed
 from .stepping import Stepper
@@ -31,8 +30,9 @@ class ResidualStepper(Stepper):
 
     Built by the block's ``stepper()`` from what it computes with: the steppers of its three
     activations and of its first two convolutions, the last 1x1 convolution as ``[W^T; b]``
-    (``matrix3``), the projection of the conditioning vector (``cond_bias``), the conditioning
-    map's 1x1 weight ``(C_map, C/2)`` (``spatial_matrix``) and whether the activations are all
+    (``matrix3``), the conditioning vector's bias ``(N, C/2)`` (``cond_bias``), the conditioning
+    map's 1x1 weight ``(C_map, C/2)`` (``spatial_matrix``), the sampler's buffer of the map's
+    current row ``(N, W, C_map)`` (``spatial_row``) and whether the activations are all
     ``ReLU`` (``relu``: fused products).
 
     The conditioning vector's bias is folded into the first convolution's bias (``seeds``); a
@@ -51,16 +51,16 @@ class ResidualStepper(Stepper):
         *,
         batch: int,
         width: int,
-        cond: object,
-        cond_bias: Callable[[torch.Tensor | None], torch.Tensor | None],
+        cond_bias: torch.Tensor | None,
         spatial_matrix: torch.Tensor | None,
+        spatial_row: torch.Tensor | None,
         relu: bool,
     ) -> None:
         self.acts = list(acts)
         self.conv1 = conv1
         self.conv2 = conv2
-        vector, self.spatial_row = row_parts(cond)
-        bias = cond_bias(vector)  # (N, C/2) or None
+        self.spatial_row = spatial_row
+        bias = cond_bias  # (N, C/2) or None
         b1 = self.conv1.bias  # forward's `h = h + bias`, folded into conv1's bias
         bias = b1 if bias is None else (bias if b1 is None else bias + b1)
         self.seeds: list[torch.Tensor | None] = [bias] * width

@@ -10,15 +10,33 @@ distribution and the noise that fixes the result.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Literal, overload
 
 import torch
 from torch import nn
 
-from ..conditioning import Conditioning
+from ..conditioning import Conditioning, check_conditioning
 from ..distributions.base import Distribution
 
-__all__ = ["Sampler"]
+__all__ = ["SampleRequest", "Sampler"]
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """The arguments of one :meth:`Sampler.sample` call, as its hook ``_draw`` receives them.
+
+    Built once by :meth:`Sampler.sample` after checking the kind of ``cond``; see there for
+    each field.
+    """
+
+    network: nn.Module
+    distribution: Distribution
+    noise: torch.Tensor
+    cond: Conditioning | None
+    image: torch.Tensor | None
+    known: torch.Tensor | None
+    return_params: bool
 
 
 class Sampler(ABC):
@@ -47,7 +65,7 @@ class Sampler(ABC):
         distribution: Distribution,
         noise: torch.Tensor,
         *,
-        cond: torch.Tensor | Conditioning | None = ...,
+        cond: Conditioning | None = ...,
         image: torch.Tensor | None = ...,
         known: torch.Tensor | None = ...,
         return_params: Literal[False] = ...,
@@ -60,7 +78,7 @@ class Sampler(ABC):
         distribution: Distribution,
         noise: torch.Tensor,
         *,
-        cond: torch.Tensor | Conditioning | None = ...,
+        cond: Conditioning | None = ...,
         image: torch.Tensor | None = ...,
         known: torch.Tensor | None = ...,
         return_params: Literal[True],
@@ -72,7 +90,7 @@ class Sampler(ABC):
         distribution: Distribution,
         noise: torch.Tensor,
         *,
-        cond: torch.Tensor | Conditioning | None = None,
+        cond: Conditioning | None = None,
         image: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
         return_params: bool = False,
@@ -84,8 +102,9 @@ class Sampler(ABC):
             distribution: the output distribution.
             noise: uniform noise from :func:`~autoregressive.draw_noise`, with
                 ``C' = distribution.noise_channels(C)``; fixes the result.
-            cond: conditioning vectors ``(N, C_cond)``, a layer-level
-                :class:`~autoregressive.Conditioning` (vectors and/or maps), or ``None``.
+            cond: a layer-level :class:`~autoregressive.Conditioning` (vectors ``(N, C_cond)``
+                and/or maps ``(N, C_map, H, W)``) or ``None``; a bare tensor is refused (wrap a
+                vector as ``Conditioning(vector=v)``).
             image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
             known: bool mask broadcastable to ``(N, C, H, W)``, ``True`` where ``image`` is
                 given.
@@ -95,17 +114,11 @@ class Sampler(ABC):
         Returns:
             The images in the network's dtype, and with ``return_params`` the parameters.
         """
-        return self._draw(network, distribution, noise, cond, image, known, return_params)
+        cond = check_conditioning(cond, type(self).__name__)
+        return self._draw(
+            SampleRequest(network, distribution, noise, cond, image, known, return_params)
+        )
 
     @abstractmethod
-    def _draw(
-        self,
-        network: nn.Module,
-        distribution: Distribution,
-        noise: torch.Tensor,
-        cond: torch.Tensor | Conditioning | None,
-        image: torch.Tensor | None,
-        known: torch.Tensor | None,
-        return_params: bool,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """What a sampler implements: :meth:`sample` with its arguments, already named."""
+    def _draw(self, request: SampleRequest) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """What a sampler implements: :meth:`sample` with its arguments in one request."""

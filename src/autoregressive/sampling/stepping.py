@@ -36,6 +36,7 @@ import weakref
 import torch
 from torch import nn
 
+from ..conditioning import RowConditioning
 from ..validation import is_elementwise
 
 __all__ = ["ElementwiseStepper", "Stepper", "stepper_for"]
@@ -146,7 +147,7 @@ def _is_pixelwise(module: nn.Module) -> bool:
     return _probed[module]
 
 
-def stepper_for(module: nn.Module, batch: int, width: int, cond: object) -> Stepper:
+def stepper_for(module: nn.Module, batch: int, width: int, cond: RowConditioning | None) -> Stepper:
     """The :class:`Stepper` that computes ``module`` one pixel at a time.
 
     Args:
