@@ -304,3 +304,28 @@ def test_cond_channels_is_labels_then_vector():
     assert PixelCNNConfig(num_classes=3, vector_size=4).cond_channels == 7
     assert PixelCNNConfig(spatial_channels=2).cond_channels is None
     assert PixelCNNConfig(spatial_channels=2).conditional
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_checkpoints_of_the_older_projection_layout_still_load(block):
+    """Blocks saved before their projections were ConditionProjection modules load unchanged."""
+    cfg = PixelCNNConfig(**BLOCKS[block], **KINDS["mixed"])
+    model = _model(cfg)
+    new_to_old = {
+        "cond.vector.weight": "cond_proj.weight",
+        "cond.spatial.weight": "spatial_proj.weight",
+        **{f"cond_{g}.vector.weight": f"cond_{g}.weight" for g in "vh"},
+        **{f"cond_{g}.spatial.weight": f"spatial_{g}.weight" for g in "vh"},
+    }
+    old = {}
+    for key, value in model.state_dict().items():
+        for new, was in new_to_old.items():
+            key = key.replace(new, was) if key.endswith(new) else key
+        old[key] = value
+    assert old.keys() != model.state_dict().keys(), "the test must rename something"
+    loaded = PixelCNN(cfg, dtype=F64)
+    loaded.load_state_dict(old)  # strict: every key placed, none left over
+    n, size = 2, cfg.image_size
+    x = torch.randint(0, 2, (n, 1, *size), generator=torch.Generator().manual_seed(0)).to(F64)
+    cond = _inputs(cfg, n, size)
+    assert torch.equal(loaded.log_prob(x, cond), model.log_prob(x, cond))

@@ -40,7 +40,7 @@ from ..sampling.stepping import Stepper
 from ..validation import check_bool, check_int, check_optional_int, check_tensor
 from .conv import MaskedConv2d, pointwise_matrix
 from .masks import check_kernel_size, check_mask_type
-from .projection import ConditionProjection
+from .projection import ConditionProjection, load_renamed
 
 __all__ = ["GatedBlock", "GatedStack", "fold_gated_block", "gate"]
 
@@ -121,6 +121,13 @@ class GatedBlock(nn.Module):
     """
 
     conditional: ClassVar[bool] = True
+
+    #: keys of checkpoints saved before the projections were :class:`ConditionProjection` s
+    _RENAMED: ClassVar[dict[str, str]] = {
+        f"{old}_{gate}.weight": f"cond_{gate}.{new}.weight"
+        for old, new in (("cond", "vector"), ("spatial", "spatial"))
+        for gate in "vh"
+    }
 
     def __init__(
         self,
@@ -212,6 +219,10 @@ class GatedBlock(nn.Module):
             if self.mask_type == "B":
                 h_new = h + h_new
         return _gate(v_pre), h_new, self.skip(h_gated)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        load_renamed(state_dict, prefix, self._RENAMED)  # checkpoints of the older layout
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def extra_repr(self) -> str:
         s = (

@@ -6,6 +6,7 @@ https://arxiv.org/abs/1606.05328 (eq. 4 and 5).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from ..conditioning import Conditioning, RowConditioning
 
-__all__ = ["ConditionProjection"]
+__all__ = ["ConditionProjection", "load_renamed"]
 
 
 class ConditionProjection(nn.Module):
@@ -89,3 +90,15 @@ class ConditionProjection(nn.Module):
         vector = None if cond is None else cond.vector
         row = None if cond is None or self.spatial is None else cond.spatial_row
         return self.vector_bias(vector), self.spatial_matrix(), row
+
+
+def load_renamed(state_dict: dict[str, Any], prefix: str, renamed: Mapping[str, str]) -> None:
+    """Move each ``prefix + old`` key of a ``state_dict`` being loaded to ``prefix + new``.
+
+    Blocks call it from ``_load_from_state_dict`` so that checkpoints saved before their
+    projections became :class:`ConditionProjection` modules still load (same tensors, new
+    names). A key already under its new name is left alone.
+    """
+    for old, new in renamed.items():
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)

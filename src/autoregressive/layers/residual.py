@@ -18,7 +18,7 @@ from ..sampling.stepping import Stepper, stepper_for
 from ..validation import check_elementwise, check_int, check_optional_int
 from .conv import MaskedConv2d, pointwise_matrix
 from .masks import check_kernel_size
-from .projection import ConditionProjection
+from .projection import ConditionProjection, load_renamed
 
 __all__ = ["ResidualBlock"]
 
@@ -57,6 +57,12 @@ class ResidualBlock(nn.Module):
     """
 
     conditional: ClassVar[bool] = True
+
+    #: keys of checkpoints saved before the projections were :class:`ConditionProjection` s
+    _RENAMED: ClassVar[dict[str, str]] = {
+        "cond_proj.weight": "cond.vector.weight",
+        "spatial_proj.weight": "cond.spatial.weight",
+    }
 
     def __init__(
         self,
@@ -110,6 +116,10 @@ class ResidualBlock(nn.Module):
         h = self.conv2(self.act2(h))
         h = self.conv3(self.act3(h))  # (N, C, H, W)
         return x + h
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        load_renamed(state_dict, prefix, self._RENAMED)  # checkpoints of the older layout
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def extra_repr(self) -> str:
         s = f"channels={self.channels}, cond_channels={self.cond_channels}"
