@@ -9,7 +9,6 @@ flags call the script's ``main`` in this process: they stop before any training.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -17,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from example_scripts import LINUX, NO_CUDA, bad, load_script, main_caller
 from test_colour_data import write_cifar10
 
 for _module in ("torchvision", "tqdm", "matplotlib"):  # the `examples` extra
@@ -132,15 +131,6 @@ def test_runs_on_the_photo_patches(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- start-up checks
-NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-LINUX = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-
-
-def bad(*flags: str, names: str | None = None, marks=()):
-    """A case: bad flags and the flag the message must name (the first by default)."""
-    return pytest.param(list(flags), names or flags[0], marks=marks, id=" ".join(flags))
-
-
 #: Bad flags (added after tiny_flags; the last value of a flag wins) and the flag the message
 #: must name. ``{file}`` stands for an existing file. The data has 20 training and 4 test images.
 BAD_FLAGS = [
@@ -183,27 +173,13 @@ BAD_FLAGS = [
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("colour_pixelcnn", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture
-def call_main(capsys: pytest.CaptureFixture[str]):
+def call_main(capsys):
     """``main(argv)`` of the script in this process: ``(exit code, stderr)``."""
-    script, threads = _load_script(), torch.get_num_threads()
-
-    def call(argv: list[str]) -> tuple[int, str]:
-        try:
-            code = script.main(argv)
-        except SystemExit as exit_:
-            code = exit_.code
-        return code, capsys.readouterr().err
-
-    yield call
-    torch.set_num_threads(threads)  # --threads of a run that got past parsing
+    yield from main_caller(SCRIPT, capsys)
 
 
 @pytest.mark.parametrize(("flags", "flag"), BAD_FLAGS)

@@ -8,7 +8,6 @@ tmp_path. The prior's conditioning checks are exercised on the model the script 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from example_scripts import LINUX, NO_CUDA, bad, load_script, main_caller
 from test_data import write_mnist
 
 for _module in ("torchvision", "tqdm", "matplotlib", "vector_quantize_pytorch"):
@@ -49,11 +49,7 @@ def run_script(args: list[str], expect: int = 0) -> subprocess.CompletedProcess:
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("vqvae_prior", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
@@ -251,15 +247,6 @@ def test_resume_accepts_a_checkpoint_from_before_a_config_field_existed():
 
 
 # ---------------------------------------------------------------------- start-up checks
-NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-LINUX = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-
-
-def bad(*flags: str, names: str | None = None, marks=()):
-    """A case: bad flags and the flag the message must name (the first by default)."""
-    return pytest.param(list(flags), names or flags[0], marks=marks, id=" ".join(flags))
-
-
 #: Bad flags (added after tiny_flags; the last value of a flag wins) and the flag the message
 #: must name. ``{file}`` stands for an existing file. The data has 256 training, 64 test images.
 BAD_FLAGS = [
@@ -307,17 +294,7 @@ BAD_FLAGS = [
 @pytest.fixture
 def call_main(capsys):
     """``main(argv)`` of the script in this process: ``(exit code, stderr)``."""
-    script, threads = _load_script(), torch.get_num_threads()
-
-    def call(argv: list[str]) -> tuple[int, str]:
-        try:
-            code = script.main(argv)
-        except SystemExit as exit_:
-            code = exit_.code
-        return code, capsys.readouterr().err
-
-    yield call
-    torch.set_num_threads(threads)  # --threads of a run that got past parsing
+    yield from main_caller(SCRIPT, capsys)
 
 
 @pytest.mark.parametrize(("flags", "flag"), BAD_FLAGS)
