@@ -154,11 +154,11 @@ def test_the_row_replay_path_reads_each_rows_map(block):
     n, size = 3, (6, 4)
     noise = draw_noise((n, 1, *size), torch.Generator().manual_seed(0))
     cond = model.condition(_inputs(cfg, n, size), n, size=size)
-    eager = CachedSampler(rows_at_once=False).sample(
-        model.network, model.distribution, noise, cond=cond, return_params=True
+    eager = CachedSampler(rows_at_once=False).sample_with_params(
+        model.network, model.distribution, noise, cond=cond
     )
-    replayed = CachedSampler(replay_rows=True).sample(
-        model.network, model.distribution, noise, cond=cond, return_params=True
+    replayed = CachedSampler(replay_rows=True).sample_with_params(
+        model.network, model.distribution, noise, cond=cond
     )
     assert torch.equal(replayed[0], eager[0])
     assert torch.equal(replayed[1], eager[1])

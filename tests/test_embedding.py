@@ -449,11 +449,11 @@ def test_the_row_replay_path_matches_the_eager_path(config):
     image = (noise * config.levels).floor()
     known = torch.zeros(size, dtype=torch.bool)
     known[:2, :3] = True
-    inputs = {"cond": cond, "image": image, "known": known, "return_params": True}
-    eager = CachedSampler(rows_at_once=False).sample(
+    inputs = {"cond": cond, "image": image, "known": known}
+    eager = CachedSampler(rows_at_once=False).sample_with_params(
         model.network, model.distribution, noise, **inputs
     )
-    replayed = CachedSampler(replay_rows=True).sample(
+    replayed = CachedSampler(replay_rows=True).sample_with_params(
         model.network, model.distribution, noise, **inputs
     )
     assert torch.equal(replayed[0], eager[0])

@@ -397,13 +397,12 @@ def test_teacher_forcing_matches_the_forward_pass():
     x = torch.randint(0, 256, (2, 3, 4, 5), generator=torch.Generator().manual_seed(0))
     sampler = CachedSampler()
     noise = draw_noise((2, 4, 4, 5), torch.Generator().manual_seed(1))
-    images, params = sampler.sample(
+    images, params = sampler.sample_with_params(
         model.network,
         model.distribution,
         noise,
         image=x,
         known=torch.ones(x.shape, dtype=torch.bool),
-        return_params=True,
     )
     assert torch.equal(images.long(), x)
     with torch.no_grad():

@@ -141,9 +141,9 @@ def test_a_row_whose_pixels_are_all_known_takes_one_pass_and_gives_the_forward_p
     x = model.sample(3, size=(5, 6), generator=torch.Generator().manual_seed(0))
     sampler = CachedSampler(rows_at_once=True)
     noise = draw_noise(x.shape, torch.Generator().manual_seed(1))
-    images, params = sampler.sample(model.network, model.distribution, noise, image=x,
-                                    known=torch.ones_like(x, dtype=torch.bool),
-                                    return_params=True)  # fmt: skip
+    images, params = sampler.sample_with_params(
+        model.network, model.distribution, noise, image=x, known=torch.ones_like(x).bool()
+    )
     assert torch.equal(images, x)
     assert sampler.last_passes == 5  # one per row: the guess is the known row
     with torch.no_grad():

@@ -294,14 +294,13 @@ def test_teacher_forcing_matches_the_forward_pass(config):
     cond = model.condition(y, n)
     sampler = CachedSampler()
     noise = draw_noise(x.shape, torch.Generator().manual_seed(5))
-    images, params = sampler.sample(
+    images, params = sampler.sample_with_params(
         model.network,
         model.distribution,
         noise,
         cond=cond,
         image=x,
         known=torch.ones(x.shape, dtype=torch.bool),
-        return_params=True,
     )
     assert torch.equal(images.to(x.dtype), x)
     with torch.no_grad():
@@ -377,11 +376,11 @@ def test_one_sampler_object_serves_two_networks_in_turn():
 
 @pytest.mark.parametrize("method", ["naive", "cached"])
 def test_both_samplers_return_the_parameters_they_drew_from(method):
-    """With ``return_params`` the naive and the cached sampler return the same parameters."""
+    """With ``sample_with_params`` the naive and the cached sampler return the same parameters."""
     model = perturbed(PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=8), **F64), 5)
     noise = draw_noise((3, 1, 4, 5), torch.Generator().manual_seed(6))
     sampler = NaiveSampler() if method == "naive" else CachedSampler()
-    images, params = sampler.sample(model.network, model.distribution, noise, return_params=True)
+    images, params = sampler.sample_with_params(model.network, model.distribution, noise)
     assert torch.equal(images, naive_sample(model.network, model.distribution, noise))
     with torch.no_grad():
         expected = model.network(model.distribution.preprocess(images, torch.float64))

@@ -192,12 +192,12 @@ def test_the_row_replay_path_on_fixed_buffers_matches_the_eager_path(config):
     image = (noise < 0.5).double() if bernoulli else torch.zeros(shape, **F64)
     known = torch.zeros(size, dtype=torch.bool)
     known[:2, :3] = True
-    inputs = {"cond": cond, "image": image, "known": known, "return_params": True}
-    eager = CachedSampler(rows_at_once=False).sample(
+    inputs = {"cond": cond, "image": image, "known": known}
+    eager = CachedSampler(rows_at_once=False).sample_with_params(
         model.network, model.distribution, noise, **inputs
     )
     replayed = CachedSampler(replay_rows=True)
-    images, params = replayed.sample(model.network, model.distribution, noise, **inputs)
+    images, params = replayed.sample_with_params(model.network, model.distribution, noise, **inputs)
     assert torch.equal(images, eager[0])
     assert torch.equal(params, eager[1])
     assert (

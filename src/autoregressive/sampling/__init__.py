@@ -5,7 +5,8 @@ hook folds its weights and builds one of the steppers here), as torch keeps ``F.
 from ``nn.Conv2d``.
 
 - :mod:`~autoregressive.sampling.sampler`: :class:`Sampler`, what every sampler is: an object
-  that holds its options, whose ``sample(network, distribution, noise, ...)`` draws images.
+  that holds its options, whose ``sample(network, distribution, noise, ...)`` draws images
+  (``sample_with_params`` also returns the parameters).
 - :mod:`~autoregressive.sampling.naive`: :func:`draw_noise` and :class:`NaiveSampler`;
   :mod:`~autoregressive.sampling.checks`: what both samplers check at their boundary.
 - :mod:`~autoregressive.sampling.cached`: :class:`CachedSampler`, the driver.
@@ -20,7 +21,7 @@ from ``nn.Conv2d``.
 from .cached import CachedSampler, cached_sample
 from .conv_stepper import ConvKernel, ConvStepper
 from .naive import NaiveSampler, draw_noise, naive_sample
-from .sampler import Sampler
+from .sampler import SampleInputs, Sampler
 from .stepping import ElementwiseStepper, Stepper, stepper_for
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ConvStepper",
     "ElementwiseStepper",
     "NaiveSampler",
+    "SampleInputs",
     "Sampler",
     "Stepper",
     "cached_sample",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 from einops import rearrange
@@ -28,8 +29,11 @@ from ..distributions.base import Distribution, DrawPlan
 from ..validation import check_bool
 from .checks import check_sampling
 from .rows import tap_products
-from .sampler import Sampler, SampleRequest
+from .sampler import SampleInputs, Sampler, SampleRequest
 from .stepping import Stepper, stepper_for
+
+if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
 
 __all__ = ["CachedSampler", "cached_sample"]
 
@@ -183,12 +187,8 @@ class CachedSampler(Sampler):
         return None if batch <= ROWS_AT_ONCE_MAX_BATCH else False
 
     @torch.no_grad()
-    def _draw(self, request: SampleRequest) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Draw images from ``noise``; the arguments are those of :func:`cached_sample`.
-
-        With ``return_params=True`` also returns the raw parameters ``(N, C * P, H, W)`` the
-        sampler computed for each sub-pixel (teacher forcing, when every pixel is known).
-        """
+    def _draw(self, request: SampleRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draw images from ``noise``, and the parameters if asked (see ``Sampler._draw``)."""
         completion = check_sampling(request)
         network, noise, parts = request.network, request.noise, request.cond
         n, _, height, width = noise.shape
@@ -201,7 +201,7 @@ class CachedSampler(Sampler):
         replayed = (graphs or self.replay_rows) and height > WARMUP_ROWS
         self.last_used_graph = graphs and replayed
         run = _Run(network, request.distribution)
-        # inference mode: no autograd bookkeeping (~15% of a small step's cost)
+        # inference mode: no autograd bookkeeping on the many small operations of a step
         with torch.inference_mode(), tap_products(self.tap_products):
             stepper = run._stepper(n, width, parts)
             self.last_cache_nbytes = stepper.cache_nbytes()
@@ -216,10 +216,10 @@ class CachedSampler(Sampler):
         images = rearrange(rows.x, "h w n c -> n c h w").clone(
             memory_format=torch.contiguous_format
         )
-        if rows.params is not None:
-            params = rearrange(rows.params, "h w n k -> n k h w")
-            return images, params.clone(memory_format=torch.contiguous_format)
-        return images
+        if rows.params is None:
+            return images, None
+        params = rearrange(rows.params, "h w n k -> n k h w")
+        return images, params.clone(memory_format=torch.contiguous_format)
 
 
 def _run_row(row: Callable[[], object]) -> Callable[[], object]:
@@ -425,11 +425,9 @@ def cached_sample(
     distribution: Distribution,
     noise: torch.Tensor,
     *,
-    cond: Conditioning | None = None,
-    image: torch.Tensor | None = None,
-    known: torch.Tensor | None = None,
     cuda_graphs: bool | None = None,
     rows_at_once: bool | None = None,
+    **inputs: Unpack[SampleInputs],
 ) -> torch.Tensor:
     """Sample with per-layer caches: the naive sampler's images at about one forward pass's cost.
 
@@ -440,14 +438,12 @@ def cached_sample(
         distribution: the output distribution.
         noise: uniform noise ``(N, C', H, W)`` from :func:`~autoregressive.draw_noise`, with
             ``C' = distribution.noise_channels(C)`` (``C``, or ``C + 1`` for a mixture).
-        cond: a :class:`~autoregressive.Conditioning` (vectors ``(N, C_cond)`` and/or maps
-            ``(N, C_map, H, W)``) or ``None``.
-        image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
-        known: bool mask broadcastable to ``(N, C, H, W)``, ``True`` where ``image`` is given.
         cuda_graphs: replay rows as CUDA graphs (default: on CUDA devices); see
             :class:`CachedSampler`.
         rows_at_once: find each row by whole-row passes (default: for small batches on the
             CPU); see :class:`CachedSampler`.
+        inputs: ``cond``, ``image`` and ``known`` (:class:`SampleInputs`), as for
+            :meth:`Sampler.sample`.
 
     Returns:
         Images ``(N, C, H, W)`` in the network's dtype, equal to
@@ -465,4 +461,4 @@ def cached_sample(
         True
     """
     sampler = CachedSampler(rows_at_once=rows_at_once, cuda_graphs=cuda_graphs)
-    return sampler.sample(network, distribution, noise, cond=cond, image=image, known=known)
+    return sampler.sample(network, distribution, noise, **inputs)

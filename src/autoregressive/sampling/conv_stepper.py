@@ -165,6 +165,15 @@ class ConvStepper(Stepper):
             return [self.bias] * self.width
         return list(self.seed_rows.unbind(0))
 
+    def input_slot(self, j: int) -> torch.Tensor:
+        """Where column ``j``'s input is kept, ``(N, C_in)``, for the layer that produces it.
+
+        The stepper of a block that owns this convolution may write the input there directly
+        (as the ``out=`` of the product that makes it) and then call :meth:`compute`, instead
+        of handing it to :meth:`step`, which would copy it.
+        """
+        return self.inputs[j]
+
     def begin_row(self, i: int) -> None:
         if self.ring is None:
             return
@@ -252,9 +261,8 @@ class ConvStepper(Stepper):
         if seed is None:
             y = torch.mm(x, self.matrix, out=out)
             return y.clamp_min_(0) if relu else y
-        if relu:  # one call: relu(addmm), bitwise the same as the two calls
-            return torch._addmm_activation(seed, x, self.matrix, out=out)
-        return torch.addmm(seed, x, self.matrix, out=out)
+        y = torch.addmm(seed, x, self.matrix, out=out)
+        return y.clamp_min_(0) if relu else y
 
     def cache_nbytes(self) -> int:
         tensors = [self.row] + ([self.ring, self.seed_rows] if self.ring is not None else [])

@@ -88,7 +88,7 @@ class _GatedBlockStepper:
     - ``h_pre = self.h_conv(h) + ...``: :meth:`step`, ``addmm(link_row[j], window, h_conv)``;
     - ``h_gated = gate(h_pre)``: ``sigmoid``, ``neg_`` and ``addcmul`` into ``features``;
     - ``h_new = h + self.h_out(h_gated)``: ``addmm(h, [features, 1], [W_out; b_out])``,
-      written straight into the next block's cache;
+      written where the stack says (:meth:`step`'s ``out``: the next block's input slot);
     - ``self.skip(h_gated)``: ``skip_rows = [W_skip; b_skip]``, summed over blocks by the
       stack's one product;
     - ``gate(v_pre)`` with the ``cond`` bias of ``v_pre``: the next block's vertical row;
@@ -136,7 +136,6 @@ class _GatedBlockStepper:
         self.ring = like.new_zeros(kh // 2 + 1, width + kw - 1, batch, c_in)  # rows of v
         self.features = features  # (N, C + 1): h_gated, then a column of ones
         self.gated = features[:, :c]  # (N, C)
-        self.next_conv: ConvStepper | None = None  # the next block's h_conv: h_new goes there
 
     def _vertical(
         self, matrix: torch.Tensor, seed: torch.Tensor, out: torch.Tensor | None = None
@@ -186,18 +185,25 @@ class _GatedBlockStepper:
         row = self.spatial_row.transpose(0, 1).reshape(-1, self.spatial_row.shape[2])
         return torch.addmm(t, row, self.spatial_mats[which], out=out)  # (W * N, 2C)
 
-    def step(self, j: int) -> None:
-        """The horizontal stack at column ``j``: fills ``features`` and the next block's input."""
+    def input_slot(self, j: int) -> torch.Tensor:
+        """Where the horizontal input ``h`` ``(N, C_in)`` at column ``j`` is kept."""
+        return self.h_conv.input_slot(j)
+
+    def step(self, j: int, out: torch.Tensor | None) -> None:
+        """The horizontal stack at column ``j``: fills ``features``, and ``h_new`` into ``out``.
+
+        ``out`` ``(N, C)`` is the next block's :meth:`input_slot`; ``None`` for the last block,
+        whose horizontal output is unused.
+        """
         self.h_conv.compute(j, seed=self.links[j], out=self.pre).sigmoid_()  # sigmoid([2a | b])
         s_b = self.pre_b.neg_()  # -sigmoid(b); s_b - 2 sigmoid(2a) s_b is the gate
         torch.addcmul(s_b, self.pre_a, s_b, value=-2, out=self.gated)  # tanh(a) sigmoid(b)
-        if self.out_matrix is None or self.next_conv is None:
+        if self.out_matrix is None or out is None:
             return
-        target = self.next_conv.inputs[j]  # (N, C) in the next block's cache
         if self.residual:  # h + h_out(h_gated)
-            torch.addmm(self.h_conv.inputs[j], self.features, self.out_matrix, out=target)
+            torch.addmm(self.input_slot(j), self.features, self.out_matrix, out=out)
         else:
-            torch.mm(self.features, self.out_matrix, out=target)
+            torch.mm(self.features, self.out_matrix, out=out)
 
     def step_row(self, h: torch.Tensor, features: torch.Tensor, start: int) -> torch.Tensor | None:
         """:meth:`step` at columns ``start ..``: ``h`` ``(N, M, C_in)`` to ``h_new`` ``(N, M, C)``.
@@ -266,8 +272,8 @@ class GatedStackStepper(Stepper):
             _GatedBlockStepper(b, batch, width, bias, spatial_row, features[:, k])
             for k, (b, bias) in enumerate(zip(blocks, biases, strict=True))
         ]
-        for block, following in zip(self.blocks[:-1], self.blocks[1:], strict=True):
-            block.next_conv = following.h_conv
+        #: (block, the block its horizontal output feeds, or None for the last)
+        self.chain = list(zip(self.blocks, [*self.blocks[1:], None], strict=True))
         self.skip_matrix = torch.cat([b.skip_rows for b in self.blocks])  # (blocks * (C+1), C)
         self.centre = centre  # colour: the first block sees earlier channels of the current pixel
         self.batch, self.width, self.channels = batch, width, c
@@ -298,9 +304,9 @@ class GatedStackStepper(Stepper):
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         if self.centre:  # colour: the first block sees earlier channels of this pixel
-            self.blocks[0].h_conv.inputs[j].copy_(x)
-        for block in self.blocks:
-            block.step(j)
+            self.blocks[0].h_conv.write(j, x)
+        for block, following in self.chain:
+            block.step(j, None if following is None else following.input_slot(j))
         return torch.mm(self.features, self.skip_matrix)  # (N, C): the summed skip outputs
 
     def write(self, j: int, x: torch.Tensor) -> None:

@@ -10,13 +10,17 @@ against.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from ..conditioning import Conditioning
 from ..distributions.base import Distribution
 from .checks import check_noise_request, check_sampling
-from .sampler import Sampler, SampleRequest
+from .sampler import SampleInputs, Sampler, SampleRequest
+
+if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
 
 __all__ = ["NaiveSampler", "draw_noise", "naive_sample"]
 
@@ -70,10 +74,10 @@ class NaiveSampler(Sampler):
         return f"{type(self).__name__}()"
 
     @torch.no_grad()
-    def _draw(self, request: SampleRequest) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Draw images from ``noise``; see :meth:`Sampler.sample`.
+    def _draw(self, request: SampleRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draw images from ``noise``, and the parameters if asked (see ``Sampler._draw``).
 
-        With ``return_params`` every sub-step runs the network, known ones included.
+        With the parameters asked for, every sub-step runs the network, known ones included.
         """
         completion = check_sampling(request, causality=True)
         network, distribution, noise = request.network, request.distribution, request.noise
@@ -107,17 +111,14 @@ class NaiveSampler(Sampler):
                     if given is not None:
                         value = torch.where(given, x[:, out, i, j], value)
                     x[:, out, i, j] = value  # (N, C / S)
-        return x if params is None else (x, params)
+        return x, params
 
 
 def naive_sample(
     network: nn.Module,
     distribution: Distribution,
     noise: torch.Tensor,
-    *,
-    cond: Conditioning | None = None,
-    image: torch.Tensor | None = None,
-    known: torch.Tensor | None = None,
+    **inputs: Unpack[SampleInputs],
 ) -> torch.Tensor:
     """Sample by running the whole network once per sub-step of every pixel (the slow reference).
 
@@ -129,10 +130,9 @@ def naive_sample(
         distribution: the output distribution.
         noise: uniform noise ``(N, C', H, W)`` from :func:`draw_noise`, with
             ``C' = distribution.noise_channels(C)``; fixes the result.
-        cond: a :class:`~autoregressive.Conditioning` (vectors ``(N, C_cond)`` and/or maps
-            ``(N, C_map, H, W)``) or ``None``.
-        image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
-        known: bool mask broadcastable to ``(N, C, H, W)``: ``True`` where ``image`` is given.
+        inputs: ``cond``, ``image`` and ``known``
+            (:class:`~autoregressive.sampling.SampleInputs`), as for
+            :meth:`~autoregressive.sampling.Sampler.sample`.
 
     Returns:
         The images ``(N, C, H, W)`` in the network's dtype (integer values for categorical).
@@ -144,4 +144,4 @@ def naive_sample(
         >>> x.shape, torch.equal(x, cached_sample(net, Bernoulli(), noise))
         (torch.Size([2, 1, 4, 4]), True)
     """
-    return NaiveSampler().sample(network, distribution, noise, cond=cond, image=image, known=known)
+    return NaiveSampler().sample(network, distribution, noise, **inputs)

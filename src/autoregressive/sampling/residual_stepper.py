@@ -91,7 +91,7 @@ class ResidualStepper(Stepper):
             torch.addmm(self.base, s, self.spatial_matrix, out=self.seed_rows.view(n * w, -1))
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
-        view = self.conv2.inputs[j]  # (N, C/2) in the kxk convolution's cache
+        view = self.conv2.input_slot(j)  # (N, C/2) in the kxk convolution's cache
         if self.relu:  # matrix product and ReLU in one call, into the buffer that reads them
             self.conv1.product(torch.relu(x), self.seeds[j], out=view, relu=True)
             self.conv2.compute(j, out=self.hidden_values, relu=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 from torch import nn
@@ -19,7 +19,22 @@ from torch import nn
 from ..conditioning import Conditioning, check_conditioning
 from ..distributions.base import Distribution
 
-__all__ = ["SampleRequest", "Sampler"]
+if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
+
+__all__ = ["SampleInputs", "SampleRequest", "Sampler"]
+
+
+class SampleInputs(TypedDict, total=False):
+    """The keyword arguments of :meth:`Sampler.sample` besides the noise, as one type.
+
+    :meth:`Sampler.sample_with_params`, :func:`~autoregressive.cached_sample` and
+    :func:`~autoregressive.naive_sample` take them as ``**inputs``.
+    """
+
+    cond: Conditioning | None  # vectors (N, C_cond) and/or maps (N, C_map, H, W)
+    image: torch.Tensor | None  # (N, C, H, W): with known, the pixels kept
+    known: torch.Tensor | None  # bool, broadcastable to (N, C, H, W): True where image given
 
 
 @dataclass(frozen=True)
@@ -58,32 +73,6 @@ class Sampler(ABC):
     #: network passes of the most recent call (steps, or whole-row passes)
     last_passes: int = 0
 
-    @overload
-    def sample(
-        self,
-        network: nn.Module,
-        distribution: Distribution,
-        noise: torch.Tensor,
-        *,
-        cond: Conditioning | None = ...,
-        image: torch.Tensor | None = ...,
-        known: torch.Tensor | None = ...,
-        return_params: Literal[False] = ...,
-    ) -> torch.Tensor: ...
-
-    @overload
-    def sample(
-        self,
-        network: nn.Module,
-        distribution: Distribution,
-        noise: torch.Tensor,
-        *,
-        cond: Conditioning | None = ...,
-        image: torch.Tensor | None = ...,
-        known: torch.Tensor | None = ...,
-        return_params: Literal[True],
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
     def sample(
         self,
         network: nn.Module,
@@ -93,8 +82,7 @@ class Sampler(ABC):
         cond: Conditioning | None = None,
         image: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
-        return_params: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    ) -> torch.Tensor:
         """Draw images ``(N, C, H, W)`` from ``noise`` ``(N, C', H, W)``.
 
         Args:
@@ -108,17 +96,48 @@ class Sampler(ABC):
             image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
             known: bool mask broadcastable to ``(N, C, H, W)``, ``True`` where ``image`` is
                 given.
-            return_params: also return the raw parameters ``(N, C * P, H, W)`` computed for
-                each sub-pixel (teacher forcing, when every pixel is known).
 
         Returns:
-            The images in the network's dtype, and with ``return_params`` the parameters.
+            The images in the network's dtype.
         """
         cond = check_conditioning(cond, type(self).__name__)
-        return self._draw(
-            SampleRequest(network, distribution, noise, cond, image, known, return_params)
-        )
+        request = SampleRequest(network, distribution, noise, cond, image, known, False)
+        return self._draw(request)[0]
+
+    def sample_with_params(
+        self,
+        network: nn.Module,
+        distribution: Distribution,
+        noise: torch.Tensor,
+        **inputs: Unpack[SampleInputs],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sample`, also returning the raw parameters ``(N, C * P, H, W)``.
+
+        The parameters are those computed for each sub-pixel as it was drawn; when every pixel
+        is known this is teacher forcing, and they equal one forward pass of the network.
+
+        Args:
+            network: as for :meth:`sample`.
+            distribution: as for :meth:`sample`.
+            noise: as for :meth:`sample`.
+            inputs: ``cond``, ``image`` and ``known``, as for :meth:`sample`.
+
+        Returns:
+            ``(images, params)``: images ``(N, C, H, W)``, parameters ``(N, C * P, H, W)``.
+        """
+        cond = check_conditioning(inputs.get("cond"), type(self).__name__)
+        image, known = inputs.get("image"), inputs.get("known")
+        request = SampleRequest(network, distribution, noise, cond, image, known, True)
+        images, params = self._draw(request)
+        if params is None:
+            raise RuntimeError(f"{type(self).__name__}._draw returned no parameters; see Sampler")
+        return images, params
 
     @abstractmethod
-    def _draw(self, request: SampleRequest) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """What a sampler implements: :meth:`sample` with its arguments in one request."""
+    def _draw(self, request: SampleRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What a sampler implements: the images of one request, and its parameters.
+
+        Returns:
+            The images ``(N, C, H, W)``, and the raw parameters ``(N, C * P, H, W)`` if
+            ``request.return_params`` (else ``None``).
+        """
