@@ -307,7 +307,7 @@ CASES: list[Case] = [
     Case(
         SAMPLE,
         "dlm().sample(image=torch.zeros(1, 3, 2, 2), known=torch.tensor([True, False, False])"
-        ".view(3, 1, 1).expand(3, 2, 2))",
+        ".view(1, 3, 1, 1).expand(1, 3, 2, 2))",
         ValueError,
         r"completes whole pixels",
     ),
@@ -374,6 +374,19 @@ CASES: list[Case] = [
     ),
     Case(MODEL, "PixelCNN().sample(2, size=[4])", TypeError, r"size must be an int or a pair"),
     Case(MODEL, "PixelCNN()(torch.zeros(1, 1, 0, 5))", ValueError, r"at least one row and one"),
+    Case(MODEL, "PixelCNN().sample(2, temperature=True)", TypeError, r"temperature must be a posi"),
+    Case(
+        MODEL,
+        "PixelCNN().sample(2, temperature=torch.tensor([0.5, 2.0]))",
+        TypeError,
+        r"temperature must be a positive float, got a tensor",
+    ),
+    Case(
+        MODEL,
+        "dlm().sample(image=torch.zeros(3, 3, 2, 2), known=torch.ones(3, 2, 2, dtype=torch.bool))",
+        ValueError,
+        r"for a 3-D mask say which it is: known\[:, None\] masks each image",
+    ),
     # checkpoints: every damaged byte, old files
     Case(
         CKPT,

@@ -188,3 +188,24 @@ def test_config_normalises_its_fields_so_that_it_hashes_and_round_trips():
 def test_config_field_errors_name_the_field_and_type(changes, error, message):
     with pytest.raises(error, match=message):
         PixelCNNConfig(**changes)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.float32])
+def test_8_bit_images_of_any_integer_dtype_score_as_long_ones(dtype):
+    """The library's loaders return uint8: its 256 levels do not fit the dtype's own range."""
+    cfg = PixelCNNConfig(
+        data_channels=3, distribution="categorical", levels=256, num_blocks=1, hidden_channels=6
+    )
+    model = PixelCNN(cfg, dtype=torch.float64)
+    x = torch.randint(0, 256, (2, 3, 4, 4), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.log_prob(x.to(dtype)), model.log_prob(x))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 256\).*max 256"):
+        model.log_prob(torch.full((1, 3, 2, 2), 256, dtype=torch.int16))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_labels_of_any_integer_dtype_act_as_long_labels(dtype):
+    model = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4, num_classes=3))
+    x = torch.randint(0, 2, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0)).float()
+    y = torch.tensor([0, 2, 1])
+    assert torch.equal(model.log_prob(x, y.to(dtype)), model.log_prob(x, y))

@@ -111,7 +111,6 @@ def test_every_shipped_model_matches_its_checksum(name):
     assert PixelCNN.from_pretrained(name).config.data_channels == 1
 
 
-@pytest.mark.slow
 @pytest.mark.slow  # scores the 10,000 test images
 @pytest.mark.skipif(not (REAL_MNIST / "MNIST" / "raw").is_dir(), reason="needs ../shared MNIST")
 @pytest.mark.parametrize("name", [n for n in sorted(available()) if n.startswith("mnist")])

@@ -350,10 +350,13 @@ def check_integer_levels(x: torch.Tensor, levels: int, owner: str) -> None:
             f"a {owner} model needs integer pixel values in [0, {levels}), got "
             f"non-integer floats; quantise them, e.g. (x * {levels - 1}).round().long()"
         )
-    if bool((x < 0).any()) or bool((x >= levels).any()):
+    if x.numel() == 0:
+        return
+    low, high = x.min().item(), x.max().item()  # Python numbers: levels may not fit the dtype
+    if low < 0 or high >= levels:
         raise ValueError(
-            f"pixel values must lie in [0, {levels}) for levels={levels}, got "
-            f"min {x.min().item()} and max {x.max().item()}"
+            f"pixel values must lie in [0, {levels}) for levels={levels}, got min {low} and "
+            f"max {high}"
         )
 
 

@@ -27,7 +27,7 @@ from ..layers.sequential import CausalSequential
 from ..sampling.cached import CachedSampler
 from ..sampling.naive import draw_noise
 from ..sampling.sampler import Sampler
-from ..validation import check_int, check_pair, check_tensor
+from ..validation import check_float, check_int, check_pair, check_tensor
 from .config import PixelCNNConfig
 from .serialization import read_pretrained, write_pretrained
 
@@ -353,10 +353,11 @@ class PixelCNN(nn.Module):
         if y.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {tuple(y.shape)}")
         checked = self.validate_args and not torch.compiler.is_compiling()
-        if checked and (bool((y < 0).any()) or bool((y >= k).any())):
+        if checked and n > 0 and (y.min().item() < 0 or y.max().item() >= k):
             raise ValueError(f"labels must lie in [0, {k}), got min {y.min()} and max {y.max()}")
         param = self._param()
-        return F.one_hot(y.to(param.device), k).to(param.dtype)  # (N, classes)
+        labels = y.to(device=param.device, dtype=torch.long)  # one_hot takes int64 only
+        return F.one_hot(labels, k).to(param.dtype)  # (N, classes)
 
     def _part(
         self, name: str, t: torch.Tensor | None, width: int | None, shape: tuple
@@ -443,7 +444,8 @@ class PixelCNN(nn.Module):
             temperature: divide the logits by it (1: the model as trained, exactly; below 1
                 sharpens, above 1 flattens). The samplers still agree for the same seed.
             image: an image batch ``(n, C, H, W)`` to complete.
-            known: bool mask broadcastable to ``image``'s shape, ``True`` where pixels are given
+            known: bool mask ``(H, W)`` or 4-D broadcastable to ``image``'s shape (e.g.
+                ``(n, 1, H, W)`` per image), ``True`` where pixels are given
                 (whole pixels for a logistic mixture, which draws a pixel's channels together).
             generator: source of randomness (on the model's device or the CPU).
             sampler: how to sample, with its own options: default ``CachedSampler()`` (fast,
@@ -455,6 +457,7 @@ class PixelCNN(nn.Module):
             and logistic mixture.
         """
         sampler = _sampler_or_default(sampler)
+        temperature = check_float("temperature", temperature, positive=True, owner="sample")
         param = self._param()
         n, (height, width) = self._sample_size(n, size, image)
         if known is not None and not isinstance(known, torch.Tensor):

@@ -103,6 +103,12 @@ def check_completion(
     check_tensor("known", known, dtype=torch.bool)
     if image.shape != shape:
         raise ValueError(f"image must have shape {tuple(shape)}, got {tuple(image.shape)}")
+    if known.dim() not in (2, 4):  # (C, H, W) and (N, H, W) would broadcast alike
+        raise ValueError(
+            f"known must be (H, W) or 4-D like (N, C, H, W), (N, 1, H, W) or (1, C, H, W), got "
+            f"shape {tuple(known.shape)}; for a 3-D mask say which it is: known[:, None] "
+            "masks each image, known[None] each channel"
+        )
     try:
         known = known.to(image.device).expand(shape)
     except RuntimeError:

@@ -34,7 +34,7 @@ class SampleInputs(TypedDict, total=False):
 
     cond: Conditioning | None  # vectors (N, C_cond) and/or maps (N, C_map, H, W)
     image: torch.Tensor | None  # (N, C, H, W): with known, the pixels kept
-    known: torch.Tensor | None  # bool, broadcastable to (N, C, H, W): True where image given
+    known: torch.Tensor | None  # bool (H, W) or 4-D, broadcast to (N, C, H, W): True = given
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,8 @@ class Sampler(ABC):
                 and/or maps ``(N, C_map, H, W)``) or ``None``; a bare tensor is refused (wrap a
                 vector as ``Conditioning(vector=v)``).
             image: with ``known``, an image ``(N, C, H, W)`` whose known pixels are kept.
-            known: bool mask broadcastable to ``(N, C, H, W)``, ``True`` where ``image`` is
-                given.
+            known: bool mask ``(H, W)`` or 4-D broadcastable to ``(N, C, H, W)``, ``True``
+                where ``image`` is given.
 
         Returns:
             The images in the network's dtype.
