@@ -325,6 +325,12 @@ CASES: list[Case] = [
         r"choose cuda_graphs=True or rows_at_once=True, not both",
     ),
     # model inputs
+    Case(
+        CFG,
+        "PixelCNNConfig(distribution='categorical', levels=10**9)",
+        ValueError,
+        r"levels=1,000,000,000 is too many for a categorical output",
+    ),
     Case(MODEL, "PixelCNN('reference')", TypeError, r"config must be a PixelCNNConfig"),
     Case(
         MODEL,

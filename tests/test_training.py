@@ -492,3 +492,58 @@ def test_divergence_error_names_step_loss_and_rate():
     err = DivergenceError(7, math.nan, math.inf, 0.5)
     assert (err.step, err.lr) == (7, 0.5)
     assert "step 7" in str(err) and "loss nan" in str(err) and "learning rate 0.5" in str(err)
+
+
+# ------------------------------------------------------------------- what the helpers refuse
+def test_the_model_passed_as_the_objective_is_refused_before_any_step():
+    model = tiny_model()
+    before = [p.clone() for p in model.parameters()]
+    x = dynamic_binarize(intensities(4), torch.Generator().manual_seed(1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"the objective is the model itself.*NegLogLikelihood"):
+        train_step(model, opt, (x, None), device=CPU)
+    with pytest.raises(ValueError, match=r"one negative log-likelihood per image, shape \(4,\)"):
+        train_step(lambda x, y: NegLogLikelihood(model)(x).sum(), opt, x, device=CPU)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_pairs_and_tensors_from_a_data_loader_train_and_score_as_batches():
+    x = dynamic_binarize(intensities(12), torch.Generator().manual_seed(1))
+    runs = {}
+    for kind in ("batches", "pairs", "tensors"):
+        model = tiny_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        if kind == "batches":
+            data = list(BinarizedBatches(x, batch_size=4, binarize=None))
+        elif kind == "pairs":
+            data = list(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), 4))
+        else:
+            data = list(x.split(4))
+        trained = train_epoch(NegLogLikelihood(model), opt, data, device=CPU)
+        runs[kind] = (trained.nll, evaluate(model, data, device=CPU).nll)
+    assert runs["pairs"] == runs["batches"] == runs["tensors"]
+    with pytest.raises(TypeError, match=r"a batch must be an autoregressive.data.Batch"):
+        evaluate(tiny_model(), [{"images": x}], device=CPU)
+
+
+@pytest.mark.parametrize("helper", ["train_epoch", "evaluate"])
+def test_an_empty_data_set_is_an_error_not_a_nan(helper):
+    model = tiny_model()
+    empty = BinarizedBatches(torch.zeros(0, 1, 8, 8), batch_size=4, binarize=None)
+    with pytest.raises(ValueError, match=r"the pass saw no images \(0 batches\)"):
+        if helper == "evaluate":
+            evaluate(model, empty, device=CPU)
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            train_epoch(NegLogLikelihood(model), opt, empty, device=CPU)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_evaluate_scores_a_low_precision_model_in_float32(dtype):
+    x = dynamic_binarize(intensities(8), torch.Generator().manual_seed(1))
+    low = tiny_model().to(dtype)  # the same seed: the same weights, rounded
+    batches = BinarizedBatches(x, batch_size=4, binarize=None)
+    rounded = tiny_model().to(dtype).float()  # the rounded weights, computed in float32
+    expected = evaluate(rounded, batches, device=CPU).nll
+    assert evaluate(low, batches, device=CPU).nll == pytest.approx(expected, abs=1e-5)
+    assert next(low.parameters()).dtype == dtype  # the model itself is left as it was

@@ -71,6 +71,13 @@ class PixelCNNConfig:
         """The constraints between fields."""
         if self.distribution != "bernoulli" and self.levels < 2:
             fail(f"levels must be >= 2 for a {self.distribution} output, got {self.levels}")
+        if self.distribution == "categorical" and self.levels > MAX_CATEGORICAL_LEVELS:
+            fail(
+                f"levels={self.levels:,} is too many for a categorical output, whose last layer "
+                f"has hidden_channels x data_channels x levels weights; use at most "
+                f"{MAX_CATEGORICAL_LEVELS:,} (16 bits), or distribution='logistic_mixture', "
+                "whose size does not grow with levels"
+            )
         if self.num_blocks < (1 if self.block == "gated" else 0):
             fail(f"num_blocks={self.num_blocks} is too small for block={self.block!r}")
         groups = self.mask_groups
@@ -216,6 +223,10 @@ class PixelCNNConfig:
         if not isinstance(name, str) or name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return replace(PRESETS[name], **changes)
+
+
+#: the most values per channel a categorical output may have (its weights grow with them)
+MAX_CATEGORICAL_LEVELS = 2**16
 
 
 def fail(msg: str) -> NoReturn:

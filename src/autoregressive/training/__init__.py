@@ -22,10 +22,12 @@ from ..checkpoint import (
     save_checkpoint,
 )
 from .loop import (
+    BatchLike,
     DivergenceError,
     EpochProgress,
     EpochStats,
     NegLogLikelihood,
+    as_batch,
     check_step,
     distributed_sum,
     evaluate,
@@ -47,6 +49,7 @@ from .precision import (
 __all__ = [
     "CHECKPOINT_FORMAT",
     "PRECISIONS",
+    "BatchLike",
     "Capabilities",
     "CheckpointError",
     "DivergenceError",
@@ -54,6 +57,7 @@ __all__ = [
     "EpochStats",
     "NegLogLikelihood",
     "Precision",
+    "as_batch",
     "atomic_write",
     "check_step",
     "choose_precision",

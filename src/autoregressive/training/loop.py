@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import itertools
 import math
@@ -36,11 +37,16 @@ from ..data import Batch
 from ..distributions.base import nats_to_bits_per_dim
 from .precision import Precision, full_float32
 
+#: what the training helpers take as a batch (see :func:`as_batch`)
+BatchLike = Batch | tuple[torch.Tensor | None, ...] | list[torch.Tensor] | torch.Tensor
+
 __all__ = [
+    "BatchLike",
     "DivergenceError",
     "EpochProgress",
     "EpochStats",
     "NegLogLikelihood",
+    "as_batch",
     "check_step",
     "distributed_sum",
     "evaluate",
@@ -178,7 +184,7 @@ def check_step(
 def train_step(
     objective: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batch: Batch,
+    batch: BatchLike,
     *,
     device: torch.device,
     precision: Precision | None = None,
@@ -196,7 +202,8 @@ def train_step(
     Args:
         objective: :class:`NegLogLikelihood`, possibly wrapped in DDP or ``torch.compile``.
         optimizer: the optimizer of the model's parameters.
-        batch: this process's share of the global batch.
+        batch: this process's share of the global batch: a :class:`~autoregressive.data.Batch`,
+            or in one process an ``(images, labels)`` pair or bare images (see :func:`as_batch`).
         device: device of the model.
         precision: autocast and memory format (see
             :func:`~autoregressive.training.precision.resolve_precision`); default plain float32.
@@ -208,10 +215,14 @@ def train_step(
     Raises:
         DivergenceError: the loss or a gradient is not finite; the weights are left as they
             were.
+        ValueError: ``objective`` does not return one NLL per image (e.g. the model itself
+            was passed: wrap it as ``NegLogLikelihood(model)``).
     """
+    batch = as_batch(batch)
     x, y = _to_device(batch, device, precision)
     with precision.autocast(device) if precision else contextlib.nullcontext():
         nll = objective(x, y)  # (n,)
+    _check_objective_output(objective, nll, x.shape[0])
     total = nll.float().sum()
     loss = total * (_world_size() / batch.total)
     optimizer.zero_grad(set_to_none=True)
@@ -219,6 +230,55 @@ def train_step(
     check_step(total, optimizer, step)
     optimizer.step()
     return total.detach()
+
+
+def _check_objective_output(objective: nn.Module, nll: object, n: int) -> None:
+    """Raise ``ValueError`` unless the objective returned one value per image, ``(n,)``."""
+    if isinstance(nll, torch.Tensor) and nll.shape == (n,):
+        return
+    got = f"shape {tuple(nll.shape)}" if isinstance(nll, torch.Tensor) else type(nll).__name__
+    inner = getattr(objective, "module", objective)  # under DistributedDataParallel
+    if hasattr(inner, "log_prob"):
+        raise ValueError(
+            f"the objective is the model itself: its forward returns {got}, not one negative "
+            f"log-likelihood per image ({n},); pass NegLogLikelihood(model) as the objective"
+        )
+    raise ValueError(
+        f"the objective must return one negative log-likelihood per image, shape ({n},), got "
+        f"{got}; e.g. NegLogLikelihood(model)"
+    )
+
+
+def as_batch(batch: BatchLike) -> Batch:
+    """``batch`` as a :class:`~autoregressive.data.Batch`.
+
+    Besides a ``Batch``, a single process takes what a ``torch.utils.data.DataLoader`` yields:
+    an ``(images, labels)`` pair or bare images ``(n, C, H, W)``, as a whole global batch.
+    Under ``torch.distributed`` only a ``Batch`` says how large the global batch is.
+
+    Raises:
+        TypeError: anything else, or a pair or tensor under ``torch.distributed``.
+    """
+    if isinstance(batch, Batch):
+        return batch
+    parts = (batch,) if isinstance(batch, torch.Tensor) else batch
+    if not (
+        isinstance(parts, tuple | list)
+        and len(parts) in (1, 2)
+        and isinstance(parts[0], torch.Tensor)
+        and (len(parts) == 1 or parts[1] is None or isinstance(parts[1], torch.Tensor))
+    ):
+        raise TypeError(
+            "a batch must be an autoregressive.data.Batch, an (images, labels) pair of tensors "
+            f"(labels may be None) or an image tensor (n, C, H, W), got {type(batch).__name__}"
+        )
+    if _world_size() > 1:
+        raise TypeError(
+            "under torch.distributed a batch must be an autoregressive.data.Batch, which says "
+            "how large the global batch is: use SeededBatches(..., rank=, world_size=)"
+        )
+    images, labels = parts[0], (parts[1] if len(parts) == 2 else None)
+    return Batch(images, labels, images.shape[0])
 
 
 def _to_device(
@@ -312,7 +372,7 @@ class _Tally:
 
 
 def _run_pass(
-    batches: Iterable[Batch],
+    batches: Iterable[BatchLike],
     score: Callable[[Batch, int], torch.Tensor],
     *,
     device: torch.device,
@@ -329,9 +389,10 @@ def _run_pass(
     """
     begin = time.perf_counter()
     tally = _Tally.starting(start, device)
-    for batch in itertools.islice(batches, tally.steps, None):
+    for given in itertools.islice(batches, tally.steps, None):
         if max_steps is not None and tally.steps >= max_steps:
             break
+        batch = as_batch(given)
         tally.nll += score(batch, tally.steps + 1)
         tally.steps += 1
         tally.local += batch.images.shape[0]
@@ -341,10 +402,15 @@ def _run_pass(
             after_step(tally, time.perf_counter() - begin)
     seconds = tally.earlier + time.perf_counter() - begin
     summed, images = distributed_sum([tally.nll, tally.local], device)
+    if not images:
+        raise ValueError(
+            f"the pass saw no images ({tally.steps} batches): the data set is empty, or "
+            "max_steps=0; there is no likelihood to report"
+        )
     dims = _max_over_processes(tally.dims, device)
     stats = EpochStats(
-        nll=summed / images if images else math.nan,
-        bits_per_dim=float(nats_to_bits_per_dim(summed / images, dims)) if images else math.nan,
+        nll=summed / images,
+        bits_per_dim=float(nats_to_bits_per_dim(summed / images, dims)),
         images=int(images),
         seconds=seconds,
         images_per_second=images / seconds if seconds > 0 else math.nan,
@@ -355,7 +421,7 @@ def _run_pass(
 def train_epoch(
     objective: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batches: Iterable[Batch],
+    batches: Iterable[BatchLike],
     *,
     device: torch.device,
     precision: Precision | None = None,
@@ -388,6 +454,8 @@ def train_epoch(
 
     Raises:
         DivergenceError: a step met a non-finite loss or gradient (see :func:`train_step`).
+        ValueError: the batches held no images, or the objective's output is not one NLL per
+            image.
     """
 
     def report(t: _Tally) -> None:
@@ -416,7 +484,7 @@ def train_epoch(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    batches: Iterable[Batch],
+    batches: Iterable[BatchLike],
     *,
     device: torch.device,
     max_steps: int | None = None,
@@ -425,9 +493,11 @@ def evaluate(
     """Mean negative log-likelihood of a dataset, in nats and bits per dimension.
 
     Always computed in float32 (no autocast, whatever precision the model trained in; no TF32
-    in cuDNN's convolutions) and summed in float64, so that reported likelihoods never depend
-    on the training precision. Under ``torch.distributed`` each process scores its share and
-    the sums are reduced, so the result is the mean over the whole dataset on every process.
+    in cuDNN's convolutions; a model whose weights are in a lower precision, such as
+    ``model.bfloat16()``, is scored through a float32 copy) and summed in float64, so that
+    reported likelihoods never depend on the training precision. Under ``torch.distributed``
+    each process scores its share and the sums are reduced, so the result is the mean over
+    the whole dataset on every process.
 
     Args:
         model: a model with ``log_prob(x, y)`` (not a DDP wrapper); switched to eval mode and
@@ -441,13 +511,17 @@ def evaluate(
 
     Returns:
         The statistics; ``images_per_second`` is the scoring throughput.
+
+    Raises:
+        ValueError: the batches held no images.
     """
+    scored = _in_float32(model)
 
     def score(batch: Batch, step: int) -> torch.Tensor:
         x, y = _to_device(batch, device, None)
         if x.shape[0] == 0:
             return torch.zeros((), dtype=torch.float64, device=device)
-        return -model.log_prob(x, y).double().sum()  # type: ignore[operator]
+        return -scored.log_prob(x, y).double().sum()  # type: ignore[operator]
 
     def report(t: _Tally, seconds: float) -> None:
         if progress is not None:
@@ -455,12 +529,23 @@ def evaluate(
 
     was_training = model.training
     model.eval()
+    scored.eval()
     try:
         with full_float32(device):
             return _run_pass(batches, score, device=device, max_steps=max_steps,
                              after_step=report)[0]  # fmt: skip
     finally:
         model.train(was_training)
+
+
+def _in_float32(model: nn.Module) -> nn.Module:
+    """``model``, or a float32 copy of it if a floating weight or buffer is in less precision."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    low = any(t.is_floating_point() and t.dtype in _BELOW_FLOAT32 for t in tensors)
+    return copy.deepcopy(model).float() if low else model
+
+
+_BELOW_FLOAT32 = frozenset({torch.float16, torch.bfloat16})
 
 
 # --------------------------------------------------------------------------- random state
