@@ -194,6 +194,12 @@ CASES: list[Case] = [
         ValueError,
         r"levels must be >= 2, got 1 \(2 \*\* bits",
     ),
+    Case(
+        CFG,
+        "PixelCNNConfig(distribution='categorical', levels=10**9)",
+        ValueError,
+        r"levels=1,000,000,000 is too many for a categorical output",
+    ),
     # layers: arguments and settings changed after construction
     Case(LAYER, "MaskedConv2d(True, 8, 3)", TypeError, r"in_channels must be an int, got bool"),
     Case(LAYER, "MaskedConv2d(1, 8, 4)", ValueError, r"kernel_size must be odd"),
@@ -324,13 +330,14 @@ CASES: list[Case] = [
         ValueError,
         r"choose cuda_graphs=True or rows_at_once=True, not both",
     ),
-    # model inputs
     Case(
-        CFG,
-        "PixelCNNConfig(distribution='categorical', levels=10**9)",
+        SAMPLE,
+        "naive_sample(CausalSequential(MaskedConv2d(1, 4, 3, 'A'), nn.Dropout(), "
+        f"MaskedConv2d(4, 1, 1)), Bernoulli(), {NOISE})",
         ValueError,
-        r"levels=1,000,000,000 is too many for a categorical output",
+        r"is in training mode, where it does not compute the model's distribution",
     ),
+    # model inputs
     Case(MODEL, "PixelCNN('reference')", TypeError, r"config must be a PixelCNNConfig"),
     Case(
         MODEL,

@@ -234,3 +234,23 @@ def test_image_batches_reject_bad_arguments(kwargs: dict, error: type, match: st
     args = {"images": torch.zeros(2, 3, 4, 4, dtype=torch.uint8), "batch_size": 2, **kwargs}
     with pytest.raises(error, match=match):
         ImageBatches(**args)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('ran').write_text('code ran')",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_read_cifar10_reads_any_protocol_and_refuses_code(tmp_path, protocol, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    written = write_cifar10(tmp_path)
+    data, labels = written["test_batch"]
+    path = tmp_path / CIFAR10_FOLDER / "test_batch"
+    path.write_bytes(pickle.dumps({"labels": labels, "data": data}, protocol=protocol))
+    expected = _expected(written, ["test_batch"])[0]
+    assert torch.equal(read_cifar10(tmp_path, train=False)[0], expected)
+    path.write_bytes(pickle.dumps({"labels": labels, "data": _RunsCode()}, protocol=protocol))
+    with pytest.raises(ValueError, match=r"not a CIFAR-10 batch file: it names \w+\.exec"):
+        read_cifar10(tmp_path, train=False)
+    assert not (tmp_path / "ran").exists()

@@ -122,7 +122,8 @@ def test_a_sampler_that_is_not_a_sampler_is_a_type_error():
         ({"n": 0}, "positive number of images"),
         ({"n": 2, "size": (0, 3)}, "H, W >= 1"),
         ({"image": GOOD}, "both `image` and `known`"),
-        ({"image": GOOD, "known": torch.ones(3, 4, 4, dtype=torch.bool)}, "does not broadcast"),
+        ({"image": GOOD, "known": torch.ones(3, 1, 4, 4, dtype=torch.bool)}, "does not broadcast"),
+        ({"image": GOOD, "known": torch.ones(2, 4, 4, dtype=torch.bool)}, "for a 3-D mask say"),
         ({"image": GOOD, "known": torch.ones(4, 4)}, "bool tensor"),
         (
             {"image": torch.full((2, 1, 4, 4), 2.0), "known": torch.ones(4, 4, dtype=torch.bool)},

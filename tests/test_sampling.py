@@ -327,7 +327,9 @@ def test_cache_memory_does_not_grow_with_image_height(preset):
 def test_cached_sampler_rejects_networks_it_cannot_step():
     net = CausalSequential(MaskedConv2d(1, 4, 3, "A"), nn.BatchNorm2d(4), MaskedConv2d(4, 1, 1))
     with pytest.raises(ValueError, match="cannot step a BatchNorm2d"):
-        cached_sample(net, Bernoulli(), draw_noise((1, 1, 3, 3)))
+        cached_sample(net.eval(), Bernoulli(), draw_noise((1, 1, 3, 3)))
+    with pytest.raises(ValueError, match="training mode"):
+        cached_sample(net.train(), Bernoulli(), draw_noise((1, 1, 3, 3)))
     not_causal_first = CausalSequential(ResidualBlock(2), MaskedConv2d(2, 1, 1))
     with pytest.raises(ValueError, match=r"first layer|expects input of shape"):
         cached_sample(not_causal_first, Bernoulli(), draw_noise((1, 1, 3, 3)))

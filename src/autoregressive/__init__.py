@@ -17,10 +17,12 @@ from .layers.sequential import CausalSequential
 from .models.config import PRESETS, PixelCNNConfig
 from .models.pixelcnn import PixelCNN, build_network
 from .sampling.cached import CachedSampler, cached_sample
+from .sampling.checks import check_causal
 from .sampling.conv_stepper import ConvKernel, ConvStepper
 from .sampling.naive import NaiveSampler, draw_noise, naive_sample
 from .sampling.sampler import Sampler
 from .sampling.stepping import ElementwiseStepper, Stepper, stepper_for
+from .sampling.verify import check_stepper
 
 __all__ = [
     "PRESETS",
@@ -49,6 +51,8 @@ __all__ = [
     "cached_sample",
     "causal_mask",
     "channel_groups",
+    "check_causal",
+    "check_stepper",
     "draw_noise",
     "gate",
     "mask_groups",

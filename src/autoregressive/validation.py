@@ -28,6 +28,7 @@ from torch import nn
 __all__ = [
     "check_bool",
     "check_choice",
+    "check_device",
     "check_elementwise",
     "check_float",
     "check_int",
@@ -252,6 +253,46 @@ def check_bool(
         return value
     want = "None, True or False" if optional else "a bool, True or False"
     raise TypeError(_owned(owner, f"{name} must be {want}, got {value!r}"))
+
+
+def check_device(name: str, value: Any, *, owner: str | None = None) -> torch.device | None:
+    """``value`` as a ``torch.device`` that this machine has, or ``None`` for the default.
+
+    Args:
+        name: the argument, as the message names it.
+        value: ``None``, a ``torch.device`` or a string such as ``"cpu"`` or ``"cuda:1"``.
+        owner: the class or function the argument belongs to, to prefix the message.
+
+    Raises:
+        TypeError: ``value`` is not ``None``, a string or a device.
+        ValueError: a string torch does not read as a device, or a CUDA or MPS device this
+            machine does not have.
+
+    Example:
+        >>> check_device("device", "cpu")
+        device(type='cpu')
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str | torch.device):
+        raise TypeError(_owned(owner, f"{name} must be a torch.device or str, got {_shown(value)}"))
+    try:
+        device = torch.device(value)
+    except RuntimeError as err:
+        raise ValueError(
+            _owned(owner, f"{name}={value!r} is not a device: use e.g. 'cpu', 'cuda' or 'cuda:0'")
+        ) from err
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ValueError(
+            _owned(owner, f"{name}={value!r}, but this machine has {count} CUDA device(s); "
+                   "use device='cpu' (or check the driver with torch.cuda.is_available())")
+        )  # fmt: skip
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(_owned(owner, f"{name}={value!r}, but MPS is not available; use 'cpu'"))
+    return device
 
 
 def check_tensor(

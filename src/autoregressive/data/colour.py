@@ -162,13 +162,43 @@ def read_cifar10(root: str | Path, *, train: bool = True) -> tuple[torch.Tensor,
     return torch.cat(images), torch.cat(labels)
 
 
+#: the NumPy functions that rebuild arrays and scalars from their bytes, under numpy.core
+_NUMPY_NAMES = (
+    ("multiarray", "_reconstruct"),
+    ("multiarray", "scalar"),
+    ("numeric", "_frombuffer"),
+)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, numbers and NumPy arrays, and nothing that runs code.
+
+    A CIFAR-10 batch holds nothing else; any other class a pickle names (which unpickling
+    would import and call) is refused with :class:`pickle.UnpicklingError`.
+    """
+
+    _ALLOWED = frozenset(
+        (f"numpy.{core}.{module}", name)
+        for core in ("core", "_core")  # NumPy 1 and 2
+        for module, name in _NUMPY_NAMES
+    ) | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # protocol 2: bytes
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"it names {module}.{name}, which a CIFAR-10 batch never holds (refused unread: "
+            "unpickling it could run code)"
+        )
+
+
 def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch file: ``(n, 3, 32, 32)`` uint8 images and ``(n,)`` labels, checked."""
     import numpy as np  # a dependency of torchvision and scikit-image, as the pickles need
 
     with path.open("rb") as f:
         try:
-            entry: Any = pickle.load(f, encoding="latin1")
+            entry: Any = _ArraysOnly(f, encoding="latin1").load()
         except (pickle.UnpicklingError, EOFError, ValueError) as err:
             raise ValueError(f"{path} is not a CIFAR-10 batch file: {err}") from err
     if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:

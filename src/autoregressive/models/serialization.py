@@ -41,6 +41,7 @@ from torch import nn
 from .._version import __version__
 from ..checkpoint import CheckpointError, atomic_write, load_checkpoint
 from ..checksums import file_sha256, tensors_sha256
+from ..validation import check_device
 from .config import PixelCNNConfig
 
 __all__ = [
@@ -85,7 +86,35 @@ def available(folder: str | Path = WEIGHTS_DIR) -> dict[str, dict[str, Any]]:
         True
     """
     path = Path(folder) / "registry.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        registry = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ChecksumError(f"{path} is damaged ({err}); reinstall the package") from err
+    _check_registry(registry, path)
+    return registry
+
+
+#: what every entry of ``registry.json`` holds at least
+_ENTRY_KEYS = ("file", "sha256")
+
+
+def _check_registry(registry: object, path: Path) -> None:
+    """Raise :class:`ChecksumError` unless ``registry`` maps names to entries with the keys."""
+    if not isinstance(registry, dict):
+        raise ChecksumError(
+            f"{path} must map names to entries, got a {type(registry).__name__}; reinstall the "
+            "package"
+        )
+    for name, entry in registry.items():
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) for k in _ENTRY_KEYS
+        ):
+            raise ChecksumError(
+                f"{path}: the entry {name!r} must be an object with the strings "
+                f"{', '.join(_ENTRY_KEYS)}, got {entry!r}; reinstall the package"
+            )
 
 
 # ----------------------------------------------------------------------------------- saving
@@ -221,6 +250,7 @@ class SavedModel:
                 fit the config (names and shapes listed), or their SHA-256 differs from the one
                 the directory recorded.
         """
+        device = check_device("device", device, owner="from_pretrained")
         model = model_class(self.config, device=device, dtype=self.dtype)
         self._check_fits(model.state_dict())
         if self.sha256 is not None and tensors_sha256(self.weights) != self.sha256:

@@ -8,7 +8,8 @@ from ``nn.Conv2d``.
   that holds its options, whose ``sample(network, distribution, noise, ...)`` draws images
   (``sample_with_params`` also returns the parameters).
 - :mod:`~autoregressive.sampling.naive`: :func:`draw_noise` and :class:`NaiveSampler`;
-  :mod:`~autoregressive.sampling.checks`: what both samplers check at their boundary.
+  :mod:`~autoregressive.sampling.checks`: what both samplers check at their boundary;
+  :mod:`~autoregressive.sampling.verify`: whether a network's steppers agree with its forward.
 - :mod:`~autoregressive.sampling.cached`: :class:`CachedSampler`, the driver.
 - :mod:`~autoregressive.sampling.stepping`: the :class:`Stepper` protocol.
 - :mod:`~autoregressive.sampling.rows`: ring buffers of input rows and the products over them.
@@ -19,10 +20,12 @@ from ``nn.Conv2d``.
 """
 
 from .cached import CachedSampler, cached_sample
+from .checks import check_causal
 from .conv_stepper import ConvKernel, ConvStepper
 from .naive import NaiveSampler, draw_noise, naive_sample
 from .sampler import SampleInputs, Sampler
 from .stepping import ElementwiseStepper, Stepper, stepper_for
+from .verify import check_stepper
 
 __all__ = [
     "CachedSampler",
@@ -34,6 +37,8 @@ __all__ = [
     "Sampler",
     "Stepper",
     "cached_sample",
+    "check_causal",
+    "check_stepper",
     "draw_noise",
     "naive_sample",
     "stepper_for",

@@ -1,11 +1,13 @@
 """What the samplers check before they spend ``H * W`` steps: noise, network, conditioning.
 
 Both samplers (:func:`~autoregressive.naive_sample`, :class:`~autoregressive.CachedSampler`)
-make one call, :func:`check_sampling`, at their boundary. It checks the arguments' kinds and
-shapes (with :mod:`autoregressive.validation`), the noise's range, the conditioning against the
-network, a completion request against the distribution's draw plan, and runs the network on a
-probe: on two rows to compare its output width with the distribution's, or (for the naive
-sampler) on a few random images and their one-sub-pixel edits to check that it is causal.
+make one call, :func:`check_sampling`, at their boundary, so they accept and refuse the same
+networks. It checks the arguments' kinds and shapes (with :mod:`autoregressive.validation`),
+the noise's range, the conditioning against the network, a completion request against the
+distribution's draw plan, that no module whose forward depends on the training mode is in it,
+and runs the network on a probe: a few random images and their one-sub-pixel edits, to compare
+its output width with the distribution's and to check that it is causal for the
+distribution's draw plan (once per weights and shapes).
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from ..validation import check_shape, check_tensor
 from .memo import derived
 from .sampler import SampleRequest
 
-__all__ = ["check_completion", "check_noise_request", "check_sampling"]
+__all__ = [
+    "check_causal",
+    "check_completion",
+    "check_eval_mode",
+    "check_noise_request",
+    "check_sampling",
+]
 
 #: ``(image, known)`` broadcast to the images' shape, or ``None`` when nothing is given
 Completion = tuple[torch.Tensor, torch.Tensor] | None
@@ -37,15 +45,14 @@ def check_noise_request(shape: Any, generator: Any) -> tuple[int, ...]:
     return check_shape("shape", shape)
 
 
-def check_sampling(request: SampleRequest, *, causality: bool = False) -> Completion:
+def check_sampling(request: SampleRequest) -> Completion:
     """Check a sampler's arguments before it spends ``H * W`` steps on them.
 
-    The network is run once on a zero image of the noise's width and at most two rows (which
-    also runs every layer's own checks) to compare its output width with the distribution's
-    ``C * P``, once per network, distribution and shapes while its tensors stay the same; with
-    ``causality`` instead once on 8 random images and 8 copies that each differ in one
-    sub-pixel, to check that no prediction for that sub-pixel or an earlier one moves (a cheap
-    check, not a proof).
+    The network is run on 8 random images of the noise's size and 8 copies that each differ
+    in one sub-pixel (which also runs every layer's own checks), to compare its output width
+    with the distribution's ``C * P`` and to check that no prediction for that sub-pixel or an
+    earlier one moves (:func:`check_causal`: a cheap check, not a proof). The probe runs once
+    per network, weights, distribution and shapes.
 
     Returns:
         The completion request, ``(image, known)`` with ``known`` broadcast to the images'
@@ -54,8 +61,8 @@ def check_sampling(request: SampleRequest, *, causality: bool = False) -> Comple
     Raises:
         TypeError: an argument of the wrong kind.
         ValueError: noise of the wrong shape or outside ``[0, 1)``, conditioning of the wrong
-            shape, a network of the wrong width or one that sees the current pixel, a
-            completion request that does not fit.
+            shape, a network of the wrong width, one that sees the current pixel or one with
+            a BatchNorm or Dropout in training mode, a completion request that does not fit.
     """
     network, distribution, noise, cond = (
         request.network, request.distribution, request.noise, request.cond
@@ -70,18 +77,47 @@ def check_sampling(request: SampleRequest, *, causality: bool = False) -> Comple
     shape = (n, distribution.image_channels(noise.shape[1]), height, width)  # the images'
     plan = distribution.draw_plan(shape[1])
     completion = check_completion(request.image, request.known, shape, plan)
-    if causality:
-        _check_causal(network, distribution, shape, cond)
-    else:
-        rows = min(height, 2)  # enough to run every layer, a fraction of a forward pass
-        x = torch.zeros((1, shape[1], rows, width))
-        size = distribution.num_params(shape[1])
-        key = ("probe", type(distribution), size, x.shape, _kinds(cond))
-        # the output's shape does not depend on the weights' values: compare which tensors
-        derived(
-            network, key, lambda: _probe(network, distribution, x, cond) is not None, values=False
-        )
+    check_eval_mode(network)
+    checked = derived(network, "causal", set)  # the probes passed with these weights
+    probe = (type(distribution), distribution.num_params(shape[1]), shape[1:], _kinds(cond))
+    if probe not in checked:
+        check_causal(network, distribution, shape, cond)
+        checked.add(probe)
     return completion
+
+
+#: modules whose forward depends on the training mode: batch statistics, random drops
+_TRAIN_MODE_MODULES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+
+
+def check_eval_mode(network: nn.Module) -> None:
+    """Refuse a network with a BatchNorm or Dropout in training mode (sampling needs ``eval()``).
+
+    In training mode a BatchNorm mixes the images of a batch (and updates its running
+    statistics) and a Dropout drops features at random: neither computes the model's
+    distribution, and the first is not even causal.
+
+    Raises:
+        ValueError: naming the first such module; the fix is ``network.eval()``.
+    """
+    for name, module in network.named_modules():
+        if module.training and isinstance(module, _TRAIN_MODE_MODULES):
+            raise ValueError(
+                f"the network's {name or 'top module'} ({type(module).__name__}) is in training "
+                "mode, where it does not compute the model's distribution (batch statistics, "
+                "random drops); call network.eval() before sampling (PixelCNN.sample does)"
+            )
 
 
 def check_completion(
@@ -224,13 +260,37 @@ def _causal_probe(dist: Distribution, shape: tuple[int, ...]) -> tuple[torch.Ten
     return x, chan, pos
 
 
-def _check_causal(
+def check_causal(
     network: nn.Module,
     dist: Distribution,
     shape: tuple[int, ...],
-    cond: Conditioning | None,
+    cond: Conditioning | None = None,
 ) -> None:
-    """Refuse a network whose prediction of a sub-pixel or an earlier one sees that sub-pixel."""
+    """Refuse a network whose prediction of a sub-pixel or an earlier one sees that sub-pixel.
+
+    The probe: 8 random images of ``shape``'s channels and size, and 8 copies that each differ
+    in one random sub-pixel; no output that predicts that sub-pixel, or one drawn before it
+    (by ``dist``'s draw plan: a pixel's channels one by one, or together), may move. A cheap
+    check for a network of one's own, not a proof (the library's layers are proved causal by
+    the test suite); the samplers run it before sampling.
+
+    Args:
+        network: called as ``network(x, cond)`` on preprocessed images ``(B, C, H, W)``.
+        dist: the output distribution.
+        shape: ``(N, C, H, W)`` of the images to sample (``N`` is not used).
+        cond: a :class:`~autoregressive.Conditioning` for the network, or ``None``.
+
+    Raises:
+        ValueError: the network is not causal, or its output width is not
+            ``dist.num_params(C)``.
+
+    Example:
+        >>> net = CausalSequential(MaskedConv2d(1, 4, 3, "B"), MaskedConv2d(4, 1, 1, "B"))
+        >>> check_causal(net, Bernoulli(), (1, 1, 5, 5))
+        Traceback (most recent call last):
+        ...
+        ValueError: the network is not causal: ...
+    """
     x, chan, pos = _causal_probe(dist, shape)
     out = _probe(network, dist, x, cond)  # (2B, C * P, H, W)
     delta = (out[_PROBES:] - out[:_PROBES]).abs().flatten(2).cpu()  # (B, C * P, H * W)

@@ -79,7 +79,7 @@ class NaiveSampler(Sampler):
 
         With the parameters asked for, every sub-step runs the network, known ones included.
         """
-        completion = check_sampling(request, causality=True)
+        completion = check_sampling(request)
         network, distribution, noise = request.network, request.distribution, request.noise
         cond, return_params = request.cond, request.return_params
         n, _, height, width = noise.shape
