@@ -23,6 +23,7 @@ import autoregressive
 from autoregressive import CausalSequential, MaskedConv2d, PixelCNN, PixelCNNConfig
 from autoregressive.checksums import file_sha256
 from autoregressive.data import BinarizedBatches, IDXError, load_mnist, read_idx
+from autoregressive.models.pretrained import ChecksumError, load_pretrained
 from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
 
 PACKAGE = Path(autoregressive.__file__).parent
@@ -85,6 +86,12 @@ def checkpoint(tmp: Path, flip_at: int | None = None, seal: bool = True) -> Path
     return path
 
 
+def registry(tmp: Path, text: str) -> Path:
+    """A weights folder in ``tmp`` whose ``registry.json`` holds ``text``."""
+    (tmp / "registry.json").write_text(text)
+    return tmp
+
+
 def mnist(tmp: Path, images: int = 3, labels: int = 3, magic: int = 0x0803, cut: int = 0) -> Path:
     """A folder with MNIST IDX files of ``images`` 4x4 images and ``labels`` labels."""
     raw = tmp / "MNIST" / "raw"
@@ -107,6 +114,8 @@ NAMESPACE: dict[str, object] = {
     "conditioned": conditioned,
     "checkpoint": checkpoint,
     "mnist": mnist,
+    "registry": registry,
+    "load_pretrained": load_pretrained,
     "load_checkpoint": load_checkpoint,
     "file_sha256": file_sha256,
     "load_mnist": load_mnist,
@@ -414,6 +423,30 @@ CASES: list[Case] = [
         r"has no SHA-256 checksum .*require_checksum=False",
     ),
     Case(CKPT, "load_checkpoint(tmp / 'absent.pt')", CheckpointError, r"no checkpoint at"),
+    Case(
+        CKPT,
+        "load_pretrained('mnist-demo', folder=registry(tmp, '{not json'))",
+        ChecksumError,
+        r"registry.json is damaged .*reinstall the package",
+    ),
+    Case(
+        CKPT,
+        """load_pretrained('x', folder=registry(tmp, '{"x": {"file": "x.pt"}}'))""",
+        ChecksumError,
+        r"the entry 'x' must be an object with the strings file, sha256",
+    ),
+    Case(
+        CKPT,
+        "PixelCNN.from_pretrained('mnist-demo', device='cuda:7')",
+        ValueError,
+        r"device='cuda:7', but this machine has \d CUDA device",
+    ),
+    Case(
+        CKPT,
+        "PixelCNN.from_pretrained('mnist-demo', device='gpu')",
+        ValueError,
+        r"device='gpu' is not a device: use e.g. 'cpu', 'cuda' or 'cuda:0'",
+    ),
     Case(CKPT, "file_sha256(tmp / 'absent.pt')", ValueError, r"no file at"),
     # MNIST files: header, sizes, counts, named
     Case(
