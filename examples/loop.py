@@ -458,6 +458,7 @@ def train_one_epoch(
     bar shows ``postfix(running loss)``.
     """
     batches.set_epoch(epoch)
+    run.model.train()  # scoring the last epoch may have left it in eval mode
     start, run.partial = run.partial, None
     steps = steps_of(batches, args.limit_train_batches)
     bar, progress = progress_bar(steps, desc or f"epoch {epoch}", start, postfix)
