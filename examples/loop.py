@@ -219,11 +219,15 @@ def new_run(
     device: torch.device,
     run_keys: tuple[str, ...],
     wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda objective: objective,
+    *,
+    lr: float | None = None,
+    name: str = "config",
 ) -> Run[PixelCNN]:
     """A PixelCNN, Adam and the NLL in the ``--precision`` chosen for ``device``, seeded.
 
     ``wrap`` wraps the objective (DDP, ``torch.compile``); ``run_keys`` name the flags that,
-    with the config, a checkpoint must match to be resumed.
+    with the config (under ``name``), a checkpoint must match to be resumed. Adam's learning
+    rate is ``lr``, by default ``--lr``.
     """
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -232,8 +236,8 @@ def new_run(
     # The batches are checked when they are built; on a GPU, skip the checks (device syncs).
     model = PixelCNN(config, device=device, validate_args=device.type != "cuda")
     model = model.to(memory_format=precision.memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    identity = {"config": dataclasses.asdict(config), **{k: getattr(args, k) for k in run_keys}}
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr if lr is None else lr)
+    identity = {name: dataclasses.asdict(config), **{k: getattr(args, k) for k in run_keys}}
     return Run(model, optimizer, wrap(NegLogLikelihood(model)), precision, identity)
 
 

@@ -31,10 +31,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from autoregressive.training import EpochStats
+from autoregressive.training import Capabilities, EpochStats, choose_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
 import common
+from loop import Run
 from outputs import save_grid
 
 
@@ -283,6 +284,15 @@ class Loss(nn.Module):
         return {"epoch": epoch, **train, "train_seconds": stats.seconds,
                 "train_images_per_second": stats.images_per_second, **test,
                 "eval_seconds": time.perf_counter() - start}  # fmt: skip
+
+
+def new_run(args: argparse.Namespace, device: torch.device, identity: dict[str, Any]) -> Run:
+    """The VQ-VAE of the flags of :func:`add_flags`, Adam and :class:`Loss`, in float32."""
+    vqvae = VQVAE(args.codebook_size, args.code_dim, args.vq_channels, args.ema_decay,
+                  args.dead_code_threshold).to(device)  # fmt: skip
+    optimizer = torch.optim.Adam(vqvae.parameters(), lr=args.vq_lr)
+    fp32 = choose_precision("fp32", Capabilities.detect(device))
+    return Run(vqvae, optimizer, Loss(vqvae, args.commitment), fp32, identity)
 
 
 def describe(m: dict[str, Any], codebook_size: int) -> str:

@@ -36,7 +36,6 @@ matplotlib and vector-quantize-pytorch; the scaffolding it shares with the other
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import math
 import sys
@@ -49,16 +48,13 @@ from typing import Any, cast
 
 import torch
 
-from autoregressive import PixelCNN, PixelCNNConfig
+from autoregressive import PixelCNNConfig
 from autoregressive.data import SeededBatches, derive_seed, load_mnist
 from autoregressive.training import (
-    Capabilities,
     CheckpointError,
     DivergenceError,
     EpochProgress,
     EpochStats,
-    NegLogLikelihood,
-    choose_precision,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
@@ -68,11 +64,6 @@ import outputs
 import vqvae as vq
 from vqvae import VQVAE, baselines, codebook_use, save_reconstructions  # noqa: F401 (the tests)
 
-REPO = Path(__file__).resolve().parents[1]
-#: MNIST as laid out for this project's developers and CI (read only; used when present).
-SHARED_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
-#: Where MNIST goes otherwise: a git-ignored folder in the checkout.
-LOCAL_DATA_DIR = REPO / "data" / "mnist"
 CLASSES = 10
 EMBEDDINGS = ("learned", "onehot", "scaled")
 #: The flag that sets each field of the prior's config.
@@ -86,9 +77,8 @@ CONFIG_FLAGS = {
 }
 
 
-def default_data_dir() -> Path:
-    """``../shared/data/mnist`` when it holds MNIST's raw files, else ``data/mnist``."""
-    return SHARED_DATA_DIR if (SHARED_DATA_DIR / "MNIST" / "raw").is_dir() else LOCAL_DATA_DIR
+#: ``--data-dir`` by default: ``../shared/data/mnist`` when it holds MNIST, else ``data/mnist``.
+default_data_dir = common.default_mnist_dir
 
 
 #: The full run: the whole training set, a wider VQ-VAE, a deeper prior, longer training.
@@ -260,27 +250,8 @@ def prior_config(args: argparse.Namespace, grid: tuple[int, int] = (7, 7)) -> Pi
 
 def build_phases(args: argparse.Namespace, device: torch.device) -> loop.Phases:
     """The VQ-VAE's run (float32) and then the prior's, seeded by ``--seed``."""
-    torch.manual_seed(args.seed)
-    model = VQVAE(
-        args.codebook_size,
-        args.code_dim,
-        args.vq_channels,
-        args.ema_decay,
-        args.dead_code_threshold,
-    ).to(device)
-    capabilities = Capabilities.detect(device)
-    precision = choose_precision(args.precision, capabilities)
-    config = prior_config(args)
-    prior = PixelCNN(config, device=device, validate_args=device.type != "cuda")
-    prior = prior.to(memory_format=precision.memory_format)
-    identity = {"prior": dataclasses.asdict(config), **{k: getattr(args, k) for k in RUN_KEYS}}
-    vq_optimizer = torch.optim.Adam(model.parameters(), lr=args.vq_lr)
-    prior_optimizer = torch.optim.Adam(prior.parameters(), lr=args.prior_lr)
-    fp32, objective = choose_precision("fp32", capabilities), vq.Loss(model, args.commitment)
-    return loop.Phases({
-        "vqvae": loop.Run(model, vq_optimizer, objective, fp32, identity),
-        "prior": loop.Run(prior, prior_optimizer, NegLogLikelihood(prior), precision, identity),
-    })  # fmt: skip
+    prior = loop.new_run(prior_config(args), args, device, RUN_KEYS, lr=args.prior_lr, name="prior")
+    return loop.Phases({"vqvae": vq.new_run(args, device, prior.identity), "prior": prior})
 
 
 def vq_loss(phases: loop.Phases) -> vq.Loss:
