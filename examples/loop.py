@@ -162,7 +162,7 @@ class Run(Generic[ModelT]):
 
     model: ModelT
     optimizer: torch.optim.Optimizer
-    objective: torch.nn.Module  # the NLL, possibly wrapped in DDP and torch.compile
+    objective: torch.nn.Module  # the loss per image (the NLL), maybe wrapped in DDP, compiled
     precision: Precision
     identity: dict[str, Any]  # what a checkpoint must match to be resumed (RUN_KEYS, config)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -415,7 +415,7 @@ def load_phases(checkpoint: dict[str, Any], phases: Phases) -> str:
     set_rng_state(checkpoint["rng"])
     progress = dict(checkpoint.get("progress") or {})
     if not progress:
-        return ", ".join(f"{name} epoch {run.start}" for name, run in phases.runs.items())
+        return "the end of " + ", ".join(f"{n} epoch {r.start}" for n, r in phases.runs.items())
     name = progress.pop("phase")
     run = phases.runs[name]
     run.partial = EpochProgress.from_dict(progress)

@@ -163,6 +163,26 @@ def test_a_kill_mid_vqvae_epoch_resumes_bit_identical(synthetic, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_checkpoint_saved_only_at_epoch_ends_still_resumes(synthetic, finished_run, tmp_path):
+    """The earlier layout (the VQ-VAE's optimizer under ``vq_optimizer``, no ``progress``, no
+    wall times, no sums) resumes after its last epoch, as an uninterrupted run goes on."""
+    from autoregressive.training import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "earlier"
+    run_script([*tiny_flags(synthetic, out), "--prior-epochs", "1"])
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    ckpt["vq_optimizer"] = ckpt.pop("vqvae_optimizer")
+    del ckpt["progress"], ckpt["extra"]["vqvae_sums"]
+    for record in [*ckpt["history"]["vqvae"], *ckpt["history"]["prior"]]:
+        del record["epoch_seconds"]
+    save_checkpoint(out / "checkpoint.pt", ckpt)
+    log = run_script([*tiny_flags(synthetic, out), "--resume"]).stdout
+    assert "resumed from" in log and "prior epoch 2:" in log and "prior epoch 1:" not in log
+    resumed, straight = metrics(out)["history"]["prior"], metrics(finished_run)["history"]["prior"]
+    assert [e["test_nll"] for e in resumed] == [e["test_nll"] for e in straight]
+
+
+@pytest.mark.slow
 def test_resume_refuses_a_different_run(synthetic, finished_run, tmp_path):
     out = tmp_path / "other"
     out.mkdir()
@@ -293,6 +313,8 @@ BAD_FLAGS = [
     bad("--seed", "-1"),
     bad("--device", "cuda", marks=NO_CUDA),
     bad("--threads", "0"),
+    bad("--checkpoint-minutes", "-1"),
+    bad("--checkpoint-minutes", "nan"),
     bad("--codebook-size", "1"),
     bad("--code-dim", "0"),
     bad("--vq-channels", "1"),
