@@ -329,6 +329,19 @@ def add_training_flags(p: argparse.ArgumentParser, ref: Callable[[str], str]) ->
     g.add_argument("--limit-train-batches", type=positive_int, help=limit)
 
 
+#: The checkout the examples belong to.
+REPO = Path(__file__).resolve().parents[1]
+#: MNIST as laid out for this project's developers and CI (read only; used when present).
+SHARED_MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+#: Where MNIST goes otherwise: a git-ignored folder in the checkout.
+LOCAL_MNIST_DIR = REPO / "data" / "mnist"
+
+
+def default_mnist_dir(shared: Path = SHARED_MNIST_DIR, local: Path = LOCAL_MNIST_DIR) -> Path:
+    """``shared`` when it holds MNIST's raw files, else ``local``: where ``--data-dir`` points."""
+    return shared if (shared / "MNIST" / "raw").is_dir() else local
+
+
 #: ``--data-dir`` of the MNIST examples.
 MNIST_DIR_HELP = (
     "folder holding MNIST/raw/ (torchvision layout); default: ../shared/data/mnist beside the "

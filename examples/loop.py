@@ -6,12 +6,14 @@ state is saved after every epoch and, every ``--checkpoint-minutes``, mid-epoch
 (:class:`MidEpochCheckpoints`), so that ``--resume`` (:func:`resume_run`) continues from the
 step it holds, with the batches, running sums and random state of an uninterrupted run.
 Nothing non-finite is ever saved (:class:`NonFiniteState`): a diverging run keeps its last good
-checkpoint.
+checkpoint. A script that trains several models one after the other (the VQ-VAE, then its
+prior) runs :func:`train_epochs` once for each, with a :class:`Phase` that says how many epochs
+it has and how one is scored.
 
-The checkpoint holds ``epoch`` (the last finished one), ``progress`` (how far the next one
-came, or ``None``), ``model``, ``optimizer``, ``rng``, ``metrics`` (one record per finished
-epoch), ``initial_test_nll``, ``pictures``, ``run`` (what a resumed run must match) and
-``args``.
+The checkpoint of a single run (:func:`save_run`) holds ``epoch`` (the last finished one),
+``progress`` (how far the next one came, or ``None``), ``model``, ``optimizer``, ``rng``,
+``metrics`` (one record per finished epoch), ``initial_test_nll``, ``pictures``, ``run`` (what a
+resumed run must match) and ``args``; that of runs in phases, :func:`save_phases`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -56,6 +58,8 @@ from common import pick_device
 from outputs import describe, eta, plain_args, run_summary, write_json
 
 Log = Callable[..., None]
+#: What a run trains: a PixelCNN, or another model (the VQ-VAE of the prior example).
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 
 # ---------------------------------------------------------------------------- progress bars
@@ -153,12 +157,12 @@ def stopped(err: Exception, out: Path, hint: str = "") -> int:
 
 # ------------------------------------------------------------------------------------- runs
 @dataclass
-class Run:
+class Run(Generic[ModelT]):
     """Everything that trains, and what has been recorded so far."""
 
-    model: PixelCNN
+    model: ModelT
     optimizer: torch.optim.Optimizer
-    objective: torch.nn.Module  # the NLL, possibly wrapped in DDP and torch.compile
+    objective: torch.nn.Module  # the loss per image (the NLL), maybe wrapped in DDP, compiled
     precision: Precision
     identity: dict[str, Any]  # what a checkpoint must match to be resumed (RUN_KEYS, config)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -215,11 +219,15 @@ def new_run(
     device: torch.device,
     run_keys: tuple[str, ...],
     wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda objective: objective,
-) -> Run:
+    *,
+    lr: float | None = None,
+    name: str = "config",
+) -> Run[PixelCNN]:
     """A PixelCNN, Adam and the NLL in the ``--precision`` chosen for ``device``, seeded.
 
     ``wrap`` wraps the objective (DDP, ``torch.compile``); ``run_keys`` name the flags that,
-    with the config, a checkpoint must match to be resumed.
+    with the config (under ``name``), a checkpoint must match to be resumed. Adam's learning
+    rate is ``lr``, by default ``--lr``.
     """
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -228,8 +236,8 @@ def new_run(
     # The batches are checked when they are built; on a GPU, skip the checks (device syncs).
     model = PixelCNN(config, device=device, validate_args=device.type != "cuda")
     model = model.to(memory_format=precision.memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    identity = {"config": dataclasses.asdict(config), **{k: getattr(args, k) for k in run_keys}}
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr if lr is None else lr)
+    identity = {name: dataclasses.asdict(config), **{k: getattr(args, k) for k in run_keys}}
     return Run(model, optimizer, wrap(NegLogLikelihood(model)), precision, identity)
 
 
@@ -315,12 +323,19 @@ def check_resumable(
         )
 
 
-def check_not_past(path: Path, done: int, flag: str, limit: int, what: str = "epoch") -> None:
-    """Refuse to resume a checkpoint after ``done`` epochs with ``flag`` asking for fewer."""
+def check_not_past(
+    path: Path, done: int, flag: str, limit: int, what: str = "epoch", partial: bool = False
+) -> None:
+    """Refuse to resume a checkpoint after ``done`` epochs with ``flag`` asking for fewer.
+
+    ``partial``: the checkpoint is within epoch ``done + 1``, whose weights are past epoch
+    ``done``'s, so that epoch counts too.
+    """
+    done, where = (done + 1, "within") if partial else (done, "after")
     if done > limit:
         raise ValueError(
-            f"--resume: {path} is after {what} {done}, past {flag} {limit}; pass {flag} {done} "
-            "or more to continue it, or another --out to start a new run"
+            f"--resume: {path} is {where} {what} {done}, past {flag} {limit}; pass {flag} "
+            f"{done} or more to continue it, or another --out to start a new run"
         )
 
 
@@ -331,20 +346,105 @@ def resume_run(run: Run, args: argparse.Namespace, device: torch.device, log: Lo
         return
     path = args.out / "checkpoint.pt"
     check_resumable(checkpoint, run.identity)
-    check_not_past(path, int(checkpoint["epoch"]), "--epochs", args.epochs)
+    partial = checkpoint.get("progress")  # absent in checkpoints saved only at epoch ends
+    check_not_past(path, int(checkpoint["epoch"]), "--epochs", args.epochs, partial=bool(partial))
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     set_rng_state(checkpoint["rng"])
     run.history, run.start = list(checkpoint["metrics"]), int(checkpoint["epoch"])
     run.initial, run.pictures = checkpoint.get("initial_test_nll"), list(checkpoint["pictures"])
-    partial = checkpoint.get("progress")  # absent in checkpoints saved only at epoch ends
     run.partial = EpochProgress.from_dict(partial) if partial else None
     where = f"step {run.partial.steps} of epoch {run.start + 1}" if run.partial else (
         f"the end of epoch {run.start}")  # fmt: skip
     log(f"resumed from {path} at {where}")
 
 
+# ---------------------------------------------------------------------------- runs in phases
+@dataclass
+class Phases:
+    """Runs that train one after the other into one checkpoint (a VQ-VAE, then a prior).
+
+    Attributes:
+        runs: the runs by name, in the order they train; they share one ``identity``.
+        extra: what the script measures besides the epochs' records (saved with them).
+    """
+
+    runs: dict[str, Run]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def history(self) -> dict[str, list[dict[str, Any]]]:
+        """Each run's records, one per finished epoch."""
+        return {name: run.history for name, run in self.runs.items()}
+
+
+def save_phases(
+    phases: Phases, args: argparse.Namespace, progress: tuple[str, EpochProgress] | None
+) -> None:
+    """``<out>/checkpoint.pt`` of runs in phases; ``progress``: a run and how far its epoch came.
+
+    The checkpoint holds each run's model under its name and its optimizer under
+    ``<name>_optimizer``, ``progress`` (the run's ``name`` under ``phase``, or ``None``),
+    ``history``, ``extra``, ``rng``, ``run`` and ``args``.
+
+    Raises:
+        NonFiniteState: the state holds a NaN or infinity (the last checkpoint is kept).
+    """
+    path, state = args.out / "checkpoint.pt", {}
+    for name, run in phases.runs.items():
+        state |= {name: run.model.state_dict(), f"{name}_optimizer": run.optimizer.state_dict()}
+    check_finite(state, path)
+    where = {"phase": progress[0], **progress[1].to_dict()} if progress else None
+    identity = next(iter(phases.runs.values())).identity
+    save_checkpoint(path, {**state, "progress": where, "history": phases.history,
+                           "extra": phases.extra, "rng": get_rng_state(), "run": identity,
+                           "args": plain_args(args)})  # fmt: skip
+
+
+def load_phases(checkpoint: dict[str, Any], phases: Phases) -> str:
+    """Load a checkpoint of :func:`save_phases` into ``phases``; returns where it stands.
+
+    A checkpoint without ``progress`` continues after the last epoch of each run.
+    """
+    for name, run in phases.runs.items():
+        run.model.load_state_dict(checkpoint[name])
+        run.optimizer.load_state_dict(checkpoint[f"{name}_optimizer"])
+        run.history = list(checkpoint["history"][name])
+        run.start = len(run.history)
+    phases.extra = dict(checkpoint["extra"])
+    set_rng_state(checkpoint["rng"])
+    progress = dict(checkpoint.get("progress") or {})
+    if not progress:
+        return "the end of " + ", ".join(f"{n} epoch {r.start}" for n, r in phases.runs.items())
+    name = progress.pop("phase")
+    run = phases.runs[name]
+    run.partial = EpochProgress.from_dict(progress)
+    return f"step {run.partial.steps} of {name} epoch {run.start + 1}"
+
+
 # ----------------------------------------------------------------------------------- epochs
+Record = Callable[[int, EpochStats], dict[str, Any]]
+
+
+@dataclass
+class Phase:
+    """The epochs :func:`train_epochs` runs: how many, what they are called, how each is scored.
+
+    Attributes:
+        epochs: the phase's last epoch.
+        name: what progress bars and log lines call one of its epochs.
+        record: ``record(epoch, stats)`` scores a trained epoch (``stats``: its training pass)
+            and returns the epoch's record; ``None``: the test NLL of ``data.test``
+            (:func:`nll_record`).
+        describe: the log line of a record.
+    """
+
+    epochs: int
+    name: str = "epoch"
+    record: Record | None = None
+    describe: Callable[[dict[str, Any]], str] = describe
+
+
 def train_one_epoch(
     run: Run,
     batches: Any,
@@ -354,16 +454,18 @@ def train_one_epoch(
     *,
     save: Callable[[EpochProgress], None] | None,
     postfix: Postfix = loss,
+    desc: str = "",
 ) -> EpochStats:
-    """Train epoch ``epoch`` (from where a resumed run stopped) with a progress bar.
+    """Train epoch ``epoch`` (from where a resumed run stopped) with a progress bar ``desc``.
 
     ``save(progress)`` runs every ``--checkpoint-minutes`` mid-epoch (``None``: never); the
     bar shows ``postfix(running loss)``.
     """
     batches.set_epoch(epoch)
+    run.model.train()  # scoring the last epoch may have left it in eval mode
     start, run.partial = run.partial, None
     steps = steps_of(batches, args.limit_train_batches)
-    bar, progress = progress_bar(steps, f"epoch {epoch}/{args.epochs}", start, postfix)
+    bar, progress = progress_bar(steps, desc or f"epoch {epoch}", start, postfix)
     try:
         return train_epoch(
             run.objective,
@@ -381,20 +483,16 @@ def train_one_epoch(
         bar.close()
 
 
-def run_epoch(
+def nll_record(
     run: Run,
-    train: Any,
     test: Any,
-    epoch: int,
-    args: argparse.Namespace,
+    limit: int | None,
     device: torch.device,
-    *,
-    save: Callable[[EpochProgress], None] | None,
-    postfix: Postfix = loss,
+    epoch: int,
+    stats: EpochStats,
 ) -> dict[str, Any]:
-    """Train epoch ``epoch`` (:func:`train_one_epoch`), score the test set (fp32): the record."""
-    stats = train_one_epoch(run, train, epoch, args, device, save=save, postfix=postfix)
-    score = score_test_set(run.model, test, device, args.limit_test_batches)
+    """Score ``test`` (fp32, at most ``limit`` batches); the record of a trained epoch."""
+    score = score_test_set(run.model, test, device, limit)
     return {
         "epoch": epoch,
         "train_nll": stats.nll,
@@ -416,31 +514,38 @@ def train_epochs(
     device: torch.device,
     *,
     save: Callable[[int, EpochProgress | None], None],
-    pictures: Callable[[int, dict[str, Any]], list[str]],
+    pictures: Callable[[int, dict[str, Any]], list[str]] | None = None,
     log: Log = print,
     postfix: Postfix = loss,
+    phase: Phase | None = None,
 ) -> None:
-    """The epochs from where the run stands to ``--epochs``.
+    """The epochs from where the run stands to the phase's last (default: ``--epochs``).
 
     Each is trained on ``data.train`` (its progress bar shows ``postfix(running loss)``) and
-    scored on ``data.test`` (:func:`run_epoch`), pictured at the sample epochs and the last
-    (``pictures(epoch, record)`` returns the file names), recorded and saved:
+    scored (``phase.record``; by default on ``data.test``), pictured at the sample epochs and
+    the last (``pictures(epoch, record)`` returns the file names), recorded and saved:
     ``save(epoch, progress)`` saves the state after ``epoch`` and ``progress`` into the next,
     at each epoch's end (``progress`` is ``None``) and every ``--checkpoint-minutes``. Only
     single-process runs save mid-epoch: each process of a distributed run holds its own share
     of the running sums.
     """
-    for epoch in range(run.start + 1, args.epochs + 1):
+    phase = phase or Phase(args.epochs)
+    record = phase.record or functools.partial(
+        nll_record, run, data.test, args.limit_test_batches, device
+    )
+    for epoch in range(run.start + 1, phase.epochs + 1):
         started = time.perf_counter() - (run.partial.seconds if run.partial else 0.0)
         mid = functools.partial(save, epoch - 1) if world_size() == 1 else None
-        record = run_epoch(
-            run, data.train, data.test, epoch, args, device, save=mid, postfix=postfix
+        desc = f"{phase.name} {epoch}/{phase.epochs}"
+        stats = train_one_epoch(
+            run, data.train, epoch, args, device, save=mid, postfix=postfix, desc=desc
         )
-        log(describe(record))
-        if epoch in set(args.sample_epochs) | {args.epochs}:
-            run.pictures += pictures(epoch, record)
-        record["epoch_seconds"] = time.perf_counter() - started
-        run.history.append(record)
+        m = record(epoch, stats)
+        log(phase.describe(m))
+        if pictures is not None and epoch in set(args.sample_epochs) | {phase.epochs}:
+            run.pictures += pictures(epoch, m)
+        m["epoch_seconds"] = time.perf_counter() - started
+        run.history.append(m)
         save(epoch, None)
-        if epoch < args.epochs:
-            log(eta(run.history, args.epochs))
+        if epoch < phase.epochs:
+            log(eta(run.history, phase.epochs))

@@ -62,16 +62,12 @@ import loop
 import outputs
 from loop import Run
 
-REPO = Path(__file__).resolve().parents[1]
-#: MNIST as laid out for this project's developers and CI (read only; used when present).
-SHARED_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
-#: Where MNIST goes otherwise: a git-ignored folder in the checkout.
-LOCAL_DATA_DIR = REPO / "data" / "mnist"
+SHARED_DATA_DIR, LOCAL_DATA_DIR = common.SHARED_MNIST_DIR, common.LOCAL_MNIST_DIR
 
 
 def default_data_dir() -> Path:
     """``../shared/data/mnist`` when it holds MNIST's raw files, else ``data/mnist``."""
-    return SHARED_DATA_DIR if (SHARED_DATA_DIR / "MNIST" / "raw").is_dir() else LOCAL_DATA_DIR
+    return common.default_mnist_dir(SHARED_DATA_DIR, LOCAL_DATA_DIR)
 
 
 #: The seed project's reference run (``make mnist``).

@@ -4,7 +4,8 @@
   (:func:`complete_bottom_halves`) and per-epoch curves (:func:`save_curves`), each a PNG
   written atomically (a crash never leaves half a picture); matplotlib is imported only when
   something is drawn, on its non-interactive Agg backend;
-- ``metrics.json``: :func:`run_summary` (what every run reports), :func:`write_json` (atomic,
+- ``metrics.json``: :func:`run_summary` (what every run reports; :func:`phases_summary` for runs
+  in phases), :func:`write_json` (atomic,
   non-finite numbers as ``null``), :func:`plain_args` and :func:`hardware`;
 - log lines: how a run starts (:func:`header`), each epoch (:func:`describe`) with the time
   left (:func:`eta`), and how it ends (:func:`done`).
@@ -29,7 +30,7 @@ import autoregressive
 from autoregressive.training import Capabilities, EpochProgress, Precision, atomic_write
 
 if TYPE_CHECKING:
-    from loop import Run
+    from loop import Phases, Run
 
 #: The checkout: paths in ``metrics.json`` and checkpoints are written relative to it.
 REPO = Path(__file__).resolve().parents[1]
@@ -280,6 +281,38 @@ def run_summary(
     }
 
 
+def phases_summary(
+    phases: Phases,
+    args: argparse.Namespace,
+    device: torch.device,
+    progress: tuple[str, EpochProgress] | None,
+) -> dict[str, Any]:
+    """What ``metrics.json`` of runs in phases holds: each run's last record and history, its
+    parameters and seconds (with ``phases.extra``'s ``*_seconds``), how far the epoch in
+    progress came, and the set-up."""
+    runs = phases.runs
+    seconds = {f"{name}_{kind}": sum(m[f"{kind}_seconds"] for m in run.history)
+               for name, run in runs.items() for kind in ("train", "eval")}  # fmt: skip
+    seconds |= {k: v for k, v in phases.extra.items() if k.endswith("_seconds")}
+    current = None
+    if progress is not None:
+        name, p = progress
+        current = {"phase": name, "epoch": len(runs[name].history) + 1, "steps": p.steps,
+                   "train_seconds": p.seconds}  # fmt: skip
+    return {
+        **{name: run.history[-1] if run.history else None for name, run in runs.items()},
+        "in_progress": current,
+        "parameters": {
+            name: sum(p.numel() for p in run.model.parameters()) for name, run in runs.items()
+        },
+        "seconds": seconds | {"total": sum(seconds.values())},
+        "hardware": hardware(device),
+        "autoregressive": autoregressive.__version__,
+        "args": plain_args(args),
+        "history": phases.history,
+    }
+
+
 # --------------------------------------------------------------------------------- log lines
 def describe(m: dict[str, Any]) -> str:
     """An epoch's record in one line."""
@@ -292,8 +325,9 @@ def describe(m: dict[str, Any]) -> str:
 
 
 def eta(history: list[dict[str, Any]], epochs: int) -> str:
-    """The time left, at the mean pace of the last three epochs."""
-    recent = [m["epoch_seconds"] for m in history[-3:]]
+    """The time left, at the mean pace of the last three epochs (their training and scoring time
+    where a record lacks its wall time)."""
+    recent = [m.get("epoch_seconds", m["train_seconds"] + m["eval_seconds"]) for m in history[-3:]]
     left = (epochs - history[-1]["epoch"]) * sum(recent) / len(recent)
     done = time.strftime("%a %H:%M", time.localtime(time.time() + left))
     hours, minutes = divmod(round(left / 60), 60)

@@ -11,30 +11,53 @@ first batch and restarts of dead codes (entries whose EMA usage falls below
 ``dead_code_threshold`` are replaced by encoder outputs of the current batch). Gradients pass
 the quantizer by the straight-through estimator of the paper (``rotation_trick=False``).
 
-Also here: an epoch of its training (binary cross-entropy on the intensities plus the weighted
-commitment loss), what is measured of it (reconstruction error, codebook use) and the two
-baselines a prior over its codes must beat.
+Also here: its command-line flags, its training objective (binary cross-entropy on the
+intensities plus the weighted commitment loss, per image, for the library's ``train_epoch``),
+what is measured of it (reconstruction error, codebook use) and the two baselines a prior over
+its codes must beat.
 """
 
 from __future__ import annotations
 
-import itertools
+import argparse
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from autoregressive.data import Batch
-from autoregressive.training import check_step
+from autoregressive.training import Capabilities, EpochStats, choose_precision
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `loop` also when loaded by path
-from loop import progress_bar
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
+import common
+from loop import Run
 from outputs import save_grid
+
+
+def add_flags(g: argparse._ArgumentGroup, ref: Callable[[str], str]) -> None:
+    """The VQ-VAE's flags: codebook, width, optimisation, commitment weight, EMA, restarts."""
+    at_least_2, positive = common.int_at_least(2), common.positive_int
+    non_negative = common.non_negative_float
+    entries, width = "codebook entries (prior levels)", "dimension of a codebook vector"
+    g.add_argument("--codebook-size", type=at_least_2, default=64, help=entries)
+    g.add_argument("--code-dim", type=positive, default=16, help=width)
+    width = f"encoder/decoder width, >= 2 ({ref('vq_channels')})"
+    g.add_argument("--vq-channels", type=at_least_2, help=width)
+    g.add_argument("--vq-epochs", type=positive, help=f"VQ-VAE epochs ({ref('vq_epochs')})")
+    lr = "Adam learning rate of the VQ-VAE"
+    g.add_argument("--vq-lr", type=common.positive_float, default=2e-3, help=lr)
+    g.add_argument("--vq-batch-size", type=positive, default=64, help="images per VQ-VAE step")
+    beta = "commitment loss weight (beta)"
+    g.add_argument("--commitment", type=non_negative, default=0.25, help=beta)
+    decay = common.finite_float(above=0, below=1)
+    g.add_argument("--ema-decay", type=decay, default=0.95, help="EMA decay of the codebook")
+    restart = "restart codebook entries whose EMA count of assigned vectors falls below this"
+    g.add_argument("--dead-code-threshold", type=non_negative, default=1.0, help=restart)
 
 
 class ResBlock(nn.Module):
@@ -148,6 +171,22 @@ def encode_all(vqvae: VQVAE, x: torch.Tensor, batch: int, device: torch.device) 
     return torch.cat(codes).unsqueeze(1)  # (N, 1, 7, 7): one data channel
 
 
+def encode_sets(
+    vqvae: VQVAE, train_x: torch.Tensor, test_x: torch.Tensor, batch: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Code grids ``(N, 1, 7, 7)`` of a training and a test set, and figures of them.
+
+    The figures: the seconds encoding took, the number of images of each set (``train``,
+    ``test``), the training codes' codebook use and the :func:`baselines`.
+    """
+    start = time.perf_counter()
+    train, test = (encode_all(vqvae, x, batch, device) for x in (train_x, test_x))
+    k = vqvae.quantizer.codebook_size
+    figures = {"encode_seconds": time.perf_counter() - start, **baselines(train, test, k)}
+    figures |= {"train_codebook": codebook_use(train, k), "train": len(train), "test": len(test)}
+    return train, test, figures
+
+
 def reconstruction_errors(logits: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per image: binary cross-entropy (nats) and squared error, ``(N,)`` each."""
     bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
@@ -197,50 +236,73 @@ def baselines(train_codes: torch.Tensor, test_codes: torch.Tensor, k: int) -> di
     }
 
 
-def train_epoch(
-    vqvae: VQVAE,
-    optimizer: torch.optim.Optimizer,
-    batches: Iterable[Batch],
-    *,
-    steps: int,
-    commitment: float,
-    device: torch.device,
-    desc: str,
-) -> dict[str, float]:
-    """Train on the first ``steps`` batches with a progress bar ``desc``; the epoch's record.
+class Loss(nn.Module):
+    """The VQ-VAE's training objective per image, the form the library's ``train_epoch`` takes.
 
-    The loss is the binary cross-entropy per pixel plus ``commitment`` times the commitment
-    loss. Records the mean BCE (nats per image), the mean commitment loss, the seconds taken
-    and the images per second.
+    An image's loss is its binary cross-entropy per pixel plus ``commitment`` times the batch's
+    commitment loss, so a batch's mean is the paper's loss. The module also sums the epoch's
+    BCE and commitment loss (``sums``) for the epoch's record; a mid-epoch checkpoint keeps
+    them, so that a resumed epoch reports what an uninterrupted one does.
 
-    Raises:
-        DivergenceError: a step met a non-finite loss or gradient (the library's
-            ``check_step``: the optimizer has not stepped).
+    Shape:
+        ``x``: :math:`(B, 1, 28, 28)` intensities in ``[0, 1]``; returns :math:`(B,)`.
     """
-    bar, progress = progress_bar(steps, desc, postfix=lambda bce: {"bce": f"{bce:.1f}"})
-    sums, images, start = [0.0, 0.0], 0, time.perf_counter()
-    vqvae.train()
-    for step, batch in enumerate(itertools.islice(batches, steps)):
-        x = batch.images.to(device)  # (B, 1, 28, 28)
-        logits, _, commit = vqvae(x)
-        bce = F.binary_cross_entropy_with_logits(logits, x)  # mean per pixel
-        loss = bce + commitment * commit
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        check_step(loss, optimizer, step + 1)  # no step on a NaN: DivergenceError
-        optimizer.step()
-        sums[0] += bce.item() * x[0].numel()
-        sums[1] += commit.item()
-        images += x.shape[0]
-        progress(step + 1, images, sums[0] / (step + 1))
-    bar.close()
-    seconds = time.perf_counter() - start
-    return {
-        "train_bce": sums[0] / steps,
-        "train_commitment": sums[1] / steps,
-        "train_seconds": seconds,
-        "train_images_per_second": images / seconds,
-    }
+
+    def __init__(self, vqvae: VQVAE, commitment: float) -> None:
+        super().__init__()
+        self.vqvae, self.commitment = vqvae, commitment
+        self.sums = dict.fromkeys(("bce", "commitment", "images"), 0.0)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of each image of ``x``; the labels ``y`` are not used."""
+        logits, _, commit = self.vqvae(x)  # (B, 1, 28, 28), _, ()
+        bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        self.sums["bce"] += bce.detach().sum().item()  # nats, summed over images
+        self.sums["commitment"] += commit.item() * x.shape[0]
+        self.sums["images"] += x.shape[0]
+        return bce / x[0].numel() + self.commitment * commit  # (B,)
+
+    def running(self, key: str = "bce") -> float:
+        """The epoch's mean of ``key`` per image so far."""
+        return self.sums[key] / self.sums["images"] if self.sums["images"] else math.nan
+
+    def postfix(self, loss: float) -> dict[str, str]:
+        """What a progress bar shows: the epoch's running BCE (not ``loss``)."""
+        return {"bce": f"{self.running():.1f}"}
+
+    def epoch_record(
+        self, epoch: int, stats: EpochStats, test_x: torch.Tensor, batch: int, device: torch.device
+    ) -> dict[str, Any]:
+        """The record of a trained epoch: its training means, then the test set's reconstruction.
+
+        The sums start afresh for the next epoch.
+        """
+        train = {f"train_{key}": self.running(key) for key in ("bce", "commitment")}
+        self.sums = dict.fromkeys(self.sums, 0.0)
+        start = time.perf_counter()
+        test = reconstruction_metrics(self.vqvae, test_x, batch, device)
+        return {"epoch": epoch, **train, "train_seconds": stats.seconds,
+                "train_images_per_second": stats.images_per_second, **test,
+                "eval_seconds": time.perf_counter() - start}  # fmt: skip
+
+
+def new_run(args: argparse.Namespace, device: torch.device, identity: dict[str, Any]) -> Run:
+    """The VQ-VAE of the flags of :func:`add_flags`, Adam and :class:`Loss`, in float32."""
+    vqvae = VQVAE(args.codebook_size, args.code_dim, args.vq_channels, args.ema_decay,
+                  args.dead_code_threshold).to(device)  # fmt: skip
+    optimizer = torch.optim.Adam(vqvae.parameters(), lr=args.vq_lr)
+    fp32 = choose_precision("fp32", Capabilities.detect(device))
+    return Run(vqvae, optimizer, Loss(vqvae, args.commitment), fp32, identity)
+
+
+def describe(m: dict[str, Any], codebook_size: int) -> str:
+    """An epoch's record in one line."""
+    return (
+        f"VQ-VAE epoch {m['epoch']}: train BCE {m['train_bce']:.2f}, test BCE "
+        f"{m['test_bce']:.2f} nats/image, test MSE {m['test_mse_per_pixel']:.4f}/pixel; "
+        f"codes used {m['test_codes_used']}/{codebook_size}, perplexity "
+        f"{m['test_perplexity']:.1f}; {m['train_seconds']:.0f} s"
+    )
 
 
 @torch.no_grad()

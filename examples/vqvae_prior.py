@@ -18,8 +18,9 @@ Three phases, timed separately:
 3. **Samples**: ``model.sample(n, y, size=(7, 7))`` (the cached sampler) draws code grids per
    class, the decoder turns them into images.
 
-Into ``--out`` it writes ``checkpoint.pt`` (after every epoch of either phase, atomically; never
-a non-finite number), ``metrics.json`` (updated with it), ``loss_curves.png``,
+Into ``--out`` it writes ``checkpoint.pt`` (atomically, every ``--checkpoint-minutes`` and after
+every epoch of either phase; ``--resume`` continues from the step it holds; never a non-finite
+number), ``metrics.json`` (updated with it), ``loss_curves.png``,
 ``reconstructions.png`` (test images of each class beside their reconstructions) and
 ``samples.png`` (one row of decoded prior samples per class). Reported: the reconstruction
 error (BCE in nats and squared error per image), the codebook size and use (codes used,
@@ -35,51 +36,34 @@ matplotlib and vector-quantize-pytorch; the scaffolding it shares with the other
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import math
 import sys
 import time
+import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from autoregressive import PixelCNN, PixelCNNConfig
+from autoregressive import PixelCNNConfig
 from autoregressive.data import SeededBatches, derive_seed, load_mnist
 from autoregressive.training import (
-    Capabilities,
     CheckpointError,
     DivergenceError,
-    NegLogLikelihood,
-    Precision,
-    choose_precision,
-    get_rng_state,
-    save_checkpoint,
-    set_rng_state,
-    train_epoch,
+    EpochProgress,
+    EpochStats,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
 import common
 import loop
 import outputs
-from vqvae import (
-    VQVAE,
-    baselines,
-    codebook_use,
-    encode_all,
-    reconstruction_metrics,
-    save_reconstructions,
-)
-from vqvae import train_epoch as train_vqvae_epoch
+import vqvae as vq
+from vqvae import VQVAE, baselines, codebook_use, save_reconstructions  # noqa: F401 (the tests)
 
-REPO = Path(__file__).resolve().parents[1]
-#: MNIST as laid out for this project's developers and CI (read only; used when present).
-SHARED_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
-#: Where MNIST goes otherwise: a git-ignored folder in the checkout.
-LOCAL_DATA_DIR = REPO / "data" / "mnist"
 CLASSES = 10
 EMBEDDINGS = ("learned", "onehot", "scaled")
 #: The flag that sets each field of the prior's config.
@@ -93,9 +77,8 @@ CONFIG_FLAGS = {
 }
 
 
-def default_data_dir() -> Path:
-    """``../shared/data/mnist`` when it holds MNIST's raw files, else ``data/mnist``."""
-    return SHARED_DATA_DIR if (SHARED_DATA_DIR / "MNIST" / "raw").is_dir() else LOCAL_DATA_DIR
+#: ``--data-dir`` by default: ``../shared/data/mnist`` when it holds MNIST, else ``data/mnist``.
+default_data_dir = common.default_mnist_dir
 
 
 #: The full run: the whole training set, a wider VQ-VAE, a deeper prior, longer training.
@@ -108,6 +91,7 @@ FULL: dict[str, Any] = {
     "prior_head": 256,
     "train_images": None,
     "out": "runs/prior",
+    "checkpoint_minutes": 10.0,
 }
 
 #: The CPU-sized demo (``make prior-demo``).
@@ -120,6 +104,7 @@ DEMO: dict[str, Any] = {
     "prior_head": 96,
     "train_images": None,
     "out": "runs/prior-demo",
+    "checkpoint_minutes": 10.0,
 }
 
 #: Arguments that define the run: a checkpoint resumes only a run with the same values.
@@ -128,6 +113,12 @@ RUN_KEYS = (
     *("commitment", "ema_decay", "dead_code_threshold", "prior_lr", "prior_batch_size"),
     *("train_images", "limit_train_batches"),
 )
+#: The prior's names for numbers of ``loop.nll_record``: the dimensions of a code grid are codes.
+PRIOR_NAMES = {
+    "train_bits_per_dim": "train_bits_per_code",
+    "test_bits_per_dim": "test_bits_per_code",
+    "train_images_per_second": "train_grids_per_second",
+}
 
 
 # ---------------------------------------------------------------------------- command line
@@ -145,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         "EPYC (idle to one thread beside other jobs); explicit flags still override"
     )
     precision = "training precision of the prior (the VQ-VAE trains in fp32)"
-    common.add_run_flags(p, demo, ref("out"), precision=precision)
-    _vqvae_flags(p.add_argument_group("VQ-VAE"), ref)
+    minutes = ref("checkpoint_minutes")
+    common.add_run_flags(p, demo, ref("out"), checkpoint_minutes=minutes, precision=precision)
+    vq.add_flags(p.add_argument_group("VQ-VAE"), ref)
     _prior_flags(p.add_argument_group("prior"), ref)
     g = common.add_data_flags(p, ref, common.MNIST_DIR_HELP, "never try to download missing files")
     limit = "at most this many steps per epoch (for tests)"
@@ -161,26 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     temperature = "divide the prior's logits by it"
     g.add_argument("--temperature", type=common.positive_float, default=1.0, help=temperature)
     return p
-
-
-def _vqvae_flags(g: argparse._ArgumentGroup, ref: Callable[[str], str]) -> None:
-    at_least_2, positive = common.int_at_least(2), common.positive_int
-    non_negative = common.non_negative_float
-    entries, width = "codebook entries (prior levels)", "dimension of a codebook vector"
-    g.add_argument("--codebook-size", type=at_least_2, default=64, help=entries)
-    g.add_argument("--code-dim", type=positive, default=16, help=width)
-    width = f"encoder/decoder width, >= 2 ({ref('vq_channels')})"
-    g.add_argument("--vq-channels", type=at_least_2, help=width)
-    g.add_argument("--vq-epochs", type=positive, help=f"VQ-VAE epochs ({ref('vq_epochs')})")
-    lr = "Adam learning rate of the VQ-VAE"
-    g.add_argument("--vq-lr", type=common.positive_float, default=2e-3, help=lr)
-    g.add_argument("--vq-batch-size", type=positive, default=64, help="images per VQ-VAE step")
-    beta = "commitment loss weight (beta)"
-    g.add_argument("--commitment", type=non_negative, default=0.25, help=beta)
-    decay = common.finite_float(above=0, below=1)
-    g.add_argument("--ema-decay", type=decay, default=0.95, help="EMA decay of the codebook")
-    restart = "restart codebook entries whose EMA count of assigned vectors falls below this"
-    g.add_argument("--dead-code-threshold", type=non_negative, default=1.0, help=restart)
 
 
 def _prior_flags(g: argparse._ArgumentGroup, ref: Callable[[str], str]) -> None:
@@ -276,181 +248,117 @@ def prior_config(args: argparse.Namespace, grid: tuple[int, int] = (7, 7)) -> Pi
     )
 
 
-@dataclass
-class Run:
-    """Both models, their optimizers and what has been recorded so far."""
-
-    vqvae: VQVAE
-    prior: PixelCNN
-    vq_optimizer: torch.optim.Optimizer
-    prior_optimizer: torch.optim.Optimizer
-    precision: Precision  # the prior's; the VQ-VAE trains in float32
-    identity: dict[str, Any]
-    history: dict[str, list[dict[str, Any]]] = field(
-        default_factory=lambda: {"vqvae": [], "prior": []}
-    )
-    extra: dict[str, Any] = field(default_factory=dict)  # the last phase's figures
+def build_phases(args: argparse.Namespace, device: torch.device) -> loop.Phases:
+    """The VQ-VAE's run (float32) and then the prior's, seeded by ``--seed``."""
+    prior = loop.new_run(prior_config(args), args, device, RUN_KEYS, lr=args.prior_lr, name="prior")
+    return loop.Phases({"vqvae": vq.new_run(args, device, prior.identity), "prior": prior})
 
 
-def build_run(args: argparse.Namespace, device: torch.device) -> Run:
-    """Both models and optimizers, seeded by ``--seed``."""
-    torch.manual_seed(args.seed)
-    vqvae = VQVAE(
-        args.codebook_size,
-        args.code_dim,
-        args.vq_channels,
-        args.ema_decay,
-        args.dead_code_threshold,
-    ).to(device)
-    precision = choose_precision(args.precision, Capabilities.detect(device))
-    config = prior_config(args)
-    prior = PixelCNN(config, device=device, validate_args=device.type != "cuda")
-    prior = prior.to(memory_format=precision.memory_format)
-    identity = {"prior": dataclasses.asdict(config), **{k: getattr(args, k) for k in RUN_KEYS}}
-    vq_optimizer = torch.optim.Adam(vqvae.parameters(), lr=args.vq_lr)
-    prior_optimizer = torch.optim.Adam(prior.parameters(), lr=args.prior_lr)
-    return Run(vqvae, prior, vq_optimizer, prior_optimizer, precision, identity)
+def vq_loss(phases: loop.Phases) -> vq.Loss:
+    """The VQ-VAE's objective, which sums its epoch's BCE and commitment loss."""
+    return cast(vq.Loss, phases.runs["vqvae"].objective)
 
 
 # ---------------------------------------------------------------------------------- phases
-def vqvae_epoch(
-    run: Run, data: Data, args: argparse.Namespace, epoch: int, device: torch.device
-) -> dict[str, Any]:
-    """Train the VQ-VAE for one epoch; score the test set; return the epoch's record."""
-    seed = derive_seed(args.seed, "vqvae")
-    batches = SeededBatches(
-        data.train_x, data.train_y, batch_size=args.vq_batch_size, shuffle=True, seed=seed
-    )
-    batches.set_epoch(epoch)
-    steps, desc = loop.steps_of(batches, args.limit_train_batches), f"VQ-VAE epoch {epoch}"
-    record = {"epoch": epoch} | train_vqvae_epoch(
-        run.vqvae,
-        run.vq_optimizer,
-        batches,
-        steps=steps,
-        commitment=args.commitment,
-        device=device,
-        desc=f"{desc}/{args.vq_epochs}",
-    )
-    start = time.perf_counter()
-    record |= reconstruction_metrics(run.vqvae, data.test_x, args.eval_batch_size, device)
-    return record | {"eval_seconds": time.perf_counter() - start}
-
-
-def prior_epoch(
-    run: Run, codes: dict[str, Any], args: argparse.Namespace, epoch: int, device: torch.device
-) -> dict[str, Any]:
-    """Train the prior one epoch on the training code grids; score the test code grids."""
-    codes["train"].set_epoch(epoch)
-    steps = loop.steps_of(codes["train"], args.limit_train_batches)
-    bar, progress = loop.progress_bar(steps, f"prior epoch {epoch}/{args.prior_epochs}")
-    train = train_epoch(
-        NegLogLikelihood(run.prior),
-        run.prior_optimizer,
-        codes["train"],
-        device=device,
-        precision=run.precision,
-        max_steps=steps,
-        progress=progress,
-        log_every=10,
-    )
-    bar.close()
-    test = loop.score_test_set(run.prior, codes["test"], device)
-    return {
-        "epoch": epoch,
-        "train_nll": train.nll,
-        "test_nll": test.nll,
-        "test_bits_per_code": test.bits_per_dim,
-        "train_seconds": train.seconds,
-        "train_grids_per_second": train.images_per_second,
-        "eval_seconds": test.seconds,
-        "precision": run.precision.name,
-    }
-
-
 def prepare_codes(
-    run: Run, data: Data, args: argparse.Namespace, device: torch.device
-) -> dict[str, Any]:
-    """Encode both sets (the frozen encoder); batches of code grids and baselines."""
-    start = time.perf_counter()
-    train = encode_all(run.vqvae, data.train_x, args.eval_batch_size, device)  # (N, 1, 7, 7)
-    test = encode_all(run.vqvae, data.test_x, args.eval_batch_size, device)
-    run.extra["encode_seconds"] = time.perf_counter() - start
-    run.extra |= baselines(train, test, args.codebook_size)
-    run.extra["train_codebook"] = codebook_use(train, args.codebook_size)
-    run.extra |= {"train": train.shape[0], "test": test.shape[0]}
+    phases: loop.Phases, data: Data, args: argparse.Namespace, device: torch.device
+) -> types.SimpleNamespace:
+    """Encode both sets (the frozen encoder): baselines, and batches of code grids."""
+    extra, model = phases.extra, phases.runs["vqvae"].model
+    train, test, figures = vq.encode_sets(
+        model, data.train_x, data.test_x, args.eval_batch_size, device
+    )
+    extra |= figures
     print(
         f"encoded {train.shape[0]:,} + {test.shape[0]:,} images in "
-        f"{run.extra['encode_seconds']:.1f} s; training codes use "
-        f"{run.extra['train_codebook']['codes_used']}/{args.codebook_size} entries; NLL of "
-        f"uniform codes {run.extra['uniform_nll']:.1f}, of independent codes "
-        f"{run.extra['unigram_nll']:.1f} nats per grid"
+        f"{extra['encode_seconds']:.1f} s; training codes use "
+        f"{extra['train_codebook']['codes_used']}/{args.codebook_size} entries; NLL of "
+        f"uniform codes {extra['uniform_nll']:.1f}, of independent codes "
+        f"{extra['unigram_nll']:.1f} nats per grid"
     )
-    seed = derive_seed(args.seed, "prior")
-    return {
-        "train": SeededBatches(
-            train, data.train_y, batch_size=args.prior_batch_size, shuffle=True, seed=seed
-        ),
-        "test": SeededBatches(test, data.test_y, batch_size=args.eval_batch_size),
-    }
+    seed, size = derive_seed(args.seed, "prior"), args.prior_batch_size
+    return types.SimpleNamespace(
+        train=SeededBatches(train, data.train_y, batch_size=size, shuffle=True, seed=seed),
+        test=SeededBatches(test, data.test_y, batch_size=args.eval_batch_size),
+    )
 
 
-def train_phases(run: Run, data: Data, args: argparse.Namespace, device: torch.device) -> None:
-    """The VQ-VAE's and then the prior's remaining epochs, a checkpoint after each."""
-    for epoch in range(len(run.history["vqvae"]) + 1, args.vq_epochs + 1):
-        m = vqvae_epoch(run, data, args, epoch, device)
-        print(
-            f"VQ-VAE epoch {epoch}: train BCE {m['train_bce']:.2f}, test BCE "
-            f"{m['test_bce']:.2f} nats/image, test MSE {m['test_mse_per_pixel']:.4f}/pixel; "
-            f"codes used {m['test_codes_used']}/{args.codebook_size}, perplexity "
-            f"{m['test_perplexity']:.1f}; {m['train_seconds']:.0f} s"
-        )
-        run.history["vqvae"].append(m)
-        save_state(run, args, device)
-    codes = prepare_codes(run, data, args, device)
-    for epoch in range(len(run.history["prior"]) + 1, args.prior_epochs + 1):
-        m = prior_epoch(run, codes, args, epoch, device)
-        print(
-            f"prior epoch {epoch}: train NLL {m['train_nll']:.2f}, test NLL "
-            f"{m['test_nll']:.2f} nats per code grid ({m['test_bits_per_code']:.3f} "
-            f"bits/code); {m['train_seconds']:.0f} s"
-        )
-        run.history["prior"].append(m)
-        save_state(run, args, device)
+def prior_record(
+    run: loop.Run, test: SeededBatches, device: torch.device, epoch: int, stats: EpochStats
+) -> dict[str, Any]:
+    """The record of a trained prior epoch: ``loop.nll_record`` in the prior's names."""
+    record = loop.nll_record(run, test, None, device, epoch, stats)
+    return {PRIOR_NAMES.get(k, k): v for k, v in record.items()}
+
+
+def describe_prior(m: dict[str, Any]) -> str:
+    """A prior epoch's record in one line."""
+    return (
+        f"prior epoch {m['epoch']}: train NLL {m['train_nll']:.2f}, test NLL "
+        f"{m['test_nll']:.2f} nats per code grid ({m['test_bits_per_code']:.3f} "
+        f"bits/code); {m['train_seconds']:.0f} s"
+    )
+
+
+def train_phases(
+    phases: loop.Phases, data: Data, args: argparse.Namespace, device: torch.device
+) -> None:
+    """The VQ-VAE's and then the prior's remaining epochs, saved after every epoch and every
+    ``--checkpoint-minutes`` within one."""
+
+    def save(name: str) -> Callable[[int, EpochProgress | None], None]:
+        return lambda _, progress: save_state(phases, args, device, progress and (name, progress))
+
+    loss, seed = vq_loss(phases), derive_seed(args.seed, "vqvae")
+    images = SeededBatches(
+        data.train_x, data.train_y, batch_size=args.vq_batch_size, shuffle=True, seed=seed
+    )
+    record = functools.partial(
+        loss.epoch_record, test_x=data.test_x, batch=args.eval_batch_size, device=device
+    )
+    describe = functools.partial(vq.describe, codebook_size=args.codebook_size)
+    phase = loop.Phase(args.vq_epochs, "VQ-VAE epoch", record, describe)
+    loop.train_epochs(phases.runs["vqvae"], args, types.SimpleNamespace(train=images), device,
+                      save=save("vqvae"), postfix=loss.postfix, phase=phase)  # fmt: skip
+    codes = prepare_codes(phases, data, args, device)
+    record = functools.partial(prior_record, phases.runs["prior"], codes.test, device)
+    phase = loop.Phase(args.prior_epochs, "prior epoch", record, describe_prior)
+    loop.train_epochs(phases.runs["prior"], args, codes, device, save=save("prior"), phase=phase)
 
 
 # -------------------------------------------------------------------------------- outputs
 @torch.no_grad()
-def write_pictures(run: Run, data: Data, args: argparse.Namespace, device: torch.device) -> float:
+def write_pictures(
+    phases: loop.Phases, data: Data, args: argparse.Namespace, device: torch.device
+) -> float:
     """``samples.png`` and ``reconstructions.png``; returns the seconds sampling took."""
-    k = args.samples_per_class
+    k, prior, model = args.samples_per_class, phases.runs["prior"].model, phases.runs["vqvae"].model
     g = torch.Generator(device).manual_seed(derive_seed(args.seed, "samples"))
     y = torch.arange(CLASSES, device=device).repeat_interleave(k)  # (10 * k,) row = class
     start = time.perf_counter()
-    codes = run.prior.sample(len(y), y, size=(7, 7), generator=g, temperature=args.temperature)
+    codes = prior.sample(len(y), y, size=(7, 7), generator=g, temperature=args.temperature)
     seconds = time.perf_counter() - start  # (10 * k, 1, 7, 7) long
-    images = run.vqvae.eval().decode(codes[:, 0]).cpu()  # (10 * k, 1, 28, 28)
+    images = model.eval().decode(codes[:, 0]).cpu()  # (10 * k, 1, 28, 28)
     title = f"prior samples, one row per class 0-9 (temperature {args.temperature:g})"
     outputs.save_grid(images, k, args.out / "samples.png", title, inches=0.6)
     path = args.out / "reconstructions.png"
-    save_reconstructions(run.vqvae, data.test_x, data.test_y, k // 2, path, device)
+    save_reconstructions(model, data.test_x, data.test_y, k // 2, path, device)
     return seconds
 
 
-def save_loss_curves(run: Run, path: Path) -> None:
+def save_loss_curves(phases: loop.Phases, path: Path) -> None:
     """VQ-VAE reconstruction BCE and prior NLL per epoch, train and test."""
     panels = []
     for key, metric, title, label in (
         ("vqvae", "bce", "VQ-VAE reconstruction", "BCE (nats per image)"),
         ("prior", "nll", "class-conditional prior", "NLL (nats per 7x7 code grid)"),
     ):
-        epochs = [m["epoch"] for m in run.history[key]]
-        lines = {
-            s: (epochs, [m[f"{s}_{metric}"] for m in run.history[key]]) for s in ("train", "test")
-        }
+        history = phases.history[key]
+        epochs = [m["epoch"] for m in history]
+        lines = {s: (epochs, [m[f"{s}_{metric}"] for m in history]) for s in ("train", "test")}
         panels.append(outputs.Panel(title, label, lines))
-    if "unigram_nll" in run.extra:
-        panels[1].baseline = ("independent codes", run.extra["unigram_nll"])
+    if "unigram_nll" in phases.extra:
+        panels[1].baseline = ("independent codes", phases.extra["unigram_nll"])
     outputs.save_curves(panels, path)
 
 
@@ -463,74 +371,54 @@ def trained(history: dict[str, list[dict[str, Any]]]) -> bool:
     )
 
 
-def save_state(run: Run, args: argparse.Namespace, device: torch.device) -> None:
-    """The checkpoint and metrics.json after an epoch of either phase (``NonFiniteState``)."""
-    path = args.out / "checkpoint.pt"
-    state = {
-        "vqvae": run.vqvae.state_dict(),
-        "prior": run.prior.state_dict(),
-        "vq_optimizer": run.vq_optimizer.state_dict(),
-        "prior_optimizer": run.prior_optimizer.state_dict(),
-    }
-    loop.check_finite(state, path)
-    save_checkpoint(
-        path,
-        {
-            **state,
-            "history": run.history,
-            "extra": run.extra,
-            "rng": get_rng_state(),
-            "run": run.identity,
-            "args": outputs.plain_args(args),
-        },
-    )
-    outputs.write_json(args.out / "metrics.json", summary(run, args, device))
+def save_state(
+    phases: loop.Phases,
+    args: argparse.Namespace,
+    device: torch.device,
+    progress: tuple[str, EpochProgress] | None = None,
+) -> None:
+    """The checkpoint (``loop.save_phases``) and metrics.json; ``progress``: mid-epoch, where.
 
-
-def summary(run: Run, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """What metrics.json holds: the last epoch of each phase, codebook use, baselines, times."""
-    vq, prior = run.history["vqvae"], run.history["prior"]
-    seconds = {
-        f"{name}_{kind}": sum(m[f"{kind}_seconds"] for m in history)
-        for name, history in (("vqvae", vq), ("prior", prior))
-        for kind in ("train", "eval")
-    }
-    seconds |= {k: v for k, v in run.extra.items() if k.endswith("_seconds")}
-    return {
-        "finished": len(prior) == args.prior_epochs
-        and "sample_seconds" in run.extra
-        and trained(run.history),
+    The VQ-VAE's objective's sums go with it (``extra``): a resumed epoch continues them.
+    """
+    phases.extra["vqvae_sums"] = dict(vq_loss(phases).sums)
+    loop.save_phases(phases, args, progress)
+    prior, extra = phases.runs["prior"], phases.extra
+    summary = outputs.phases_summary(phases, args, device, progress) | {
+        "finished": len(prior.history) == args.prior_epochs
+        and "sample_seconds" in extra and trained(phases.history),
         "codebook_size": args.codebook_size,
-        "vqvae": vq[-1] if vq else None,
-        "prior": prior[-1] if prior else None,
-        "prior_config": run.identity["prior"],
-        "parameters": {
-            "vqvae": sum(p.numel() for p in run.vqvae.parameters()),
-            "prior": sum(p.numel() for p in run.prior.parameters()),
-        },
-        "images": {k: run.extra[k] for k in ("train", "test") if k in run.extra},
-        "baselines": {k: run.extra[k] for k in ("uniform_nll", "unigram_nll") if k in run.extra},
-        "train_codebook": run.extra.get("train_codebook"),
-        "seconds": seconds | {"total": sum(seconds.values())},
-        "precision": {"name": run.precision.name, "reason": run.precision.reason},
-        "hardware": outputs.hardware(device),
-        "args": outputs.plain_args(args),
-        "history": run.history,
-    }
+        "prior_config": prior.identity["prior"],
+        "images": {k: extra[k] for k in ("train", "test") if k in extra},
+        "baselines": {k: extra[k] for k in ("uniform_nll", "unigram_nll") if k in extra},
+        "train_codebook": extra.get("train_codebook"),
+        "precision": {"name": prior.precision.name, "reason": prior.precision.reason},
+    }  # fmt: skip
+    outputs.write_json(args.out / "metrics.json", summary)
 
 
 # ---------------------------------------------------------------------------------- resume
-def check_phases(history: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
-    """Refuse ``--vq-epochs`` / ``--prior-epochs`` that a checkpoint's progress contradicts."""
-    vq, prior = len(history["vqvae"]), len(history["prior"])
+def check_phases(
+    history: dict[str, list[dict[str, Any]]],
+    args: argparse.Namespace,
+    progress: dict[str, Any] | None = None,
+) -> None:
+    """Refuse ``--vq-epochs`` / ``--prior-epochs`` that a checkpoint's progress contradicts.
+
+    ``progress``: where the checkpoint stands within an epoch (an epoch begun counts).
+    """
+    phase = progress["phase"] if progress else None
+    vq_done, prior = len(history["vqvae"]), len(history["prior"])
     where = args.out / "checkpoint.pt"
-    if prior and vq != args.vq_epochs:
+    if (prior or phase == "prior") and vq_done != args.vq_epochs:
         raise ValueError(
-            f"--resume: the prior in {where} trained on the codes of a VQ-VAE after {vq} "
-            f"epoch(s); pass --vq-epochs {vq}, or another --out to start a new run"
+            f"--resume: the prior in {where} trained on the codes of a VQ-VAE after {vq_done} "
+            f"epoch(s); pass --vq-epochs {vq_done}, or another --out to start a new run"
         )
-    loop.check_not_past(where, vq, "--vq-epochs", args.vq_epochs, "VQ-VAE epoch")
-    loop.check_not_past(where, prior, "--prior-epochs", args.prior_epochs, "prior epoch")
+    partial = phase == "vqvae"
+    loop.check_not_past(where, vq_done, "--vq-epochs", args.vq_epochs, "VQ-VAE epoch", partial)
+    partial = phase == "prior"
+    loop.check_not_past(where, prior, "--prior-epochs", args.prior_epochs, "prior epoch", partial)
 
 
 def check_resumable(checkpoint: dict[str, Any], identity: dict[str, Any]) -> None:
@@ -538,23 +426,22 @@ def check_resumable(checkpoint: dict[str, Any], identity: dict[str, Any]) -> Non
     loop.check_resumable(checkpoint, identity, configs=("prior",))
 
 
-def resume(run: Run, args: argparse.Namespace, device: torch.device) -> None:
-    """Load ``<out>/checkpoint.pt`` into ``run`` when ``--resume``."""
+def resume(phases: loop.Phases, args: argparse.Namespace, device: torch.device) -> None:
+    """Load ``<out>/checkpoint.pt`` into ``phases`` when ``--resume``.
+
+    A checkpoint saved only at epoch ends (no ``progress``; the VQ-VAE's optimizer under
+    ``vq_optimizer``) continues after its last epoch.
+    """
     ckpt = loop.checkpoint_to_resume(args, device, print)
     if ckpt is None:
         return
-    check_resumable(ckpt, run.identity)
-    check_phases(ckpt["history"], args)
-    run.vqvae.load_state_dict(ckpt["vqvae"])
-    run.prior.load_state_dict(ckpt["prior"])
-    run.vq_optimizer.load_state_dict(ckpt["vq_optimizer"])
-    run.prior_optimizer.load_state_dict(ckpt["prior_optimizer"])
-    run.history, run.extra = ckpt["history"], ckpt["extra"]
-    set_rng_state(ckpt["rng"])
-    print(
-        f"resumed from {args.out / 'checkpoint.pt'}: VQ-VAE epoch {len(run.history['vqvae'])}, "
-        f"prior epoch {len(run.history['prior'])}"
-    )
+    check_resumable(ckpt, phases.runs["prior"].identity)
+    check_phases(ckpt["history"], args, ckpt.get("progress"))
+    if "vq_optimizer" in ckpt:
+        ckpt["vqvae_optimizer"] = ckpt.pop("vq_optimizer")
+    where = loop.load_phases(ckpt, phases)
+    vq_loss(phases).sums |= phases.extra.get("vqvae_sums", {})
+    print(f"resumed from {args.out / 'checkpoint.pt'} at {where}")
 
 
 # ------------------------------------------------------------------------------------ main
@@ -566,31 +453,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = load_data(args)
         check_start(args, data)
-        run = build_run(args, device)
-        resume(run, args, device)
+        phases = build_phases(args, device)
+        resume(phases, args, device)
     except (FileNotFoundError, CheckpointError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    prior = phases.runs["prior"]
     print(
-        f"{outputs.header(device, run.precision, run.prior)} (the prior; the VQ-VAE trains in "
-        f"fp32)\ndata: {data.train_x.shape[0]:,} training and {data.test_x.shape[0]:,} test "
+        f"{outputs.header(device, prior.precision, prior.model)} (the prior; the VQ-VAE trains "
+        f"in fp32)\ndata: {data.train_x.shape[0]:,} training and {data.test_x.shape[0]:,} test "
         f"images from {args.data_dir}; out {args.out}"
     )
     try:
-        train_phases(run, data, args, device)
-        run.extra["sample_seconds"] = write_pictures(run, data, args, device)
-        save_state(run, args, device)
+        train_phases(phases, data, args, device)
+        phases.extra["sample_seconds"] = write_pictures(phases, data, args, device)
+        save_state(phases, args, device)
     except (DivergenceError, loop.NonFiniteState) as err:
         return loop.stopped(err, args.out)
-    save_loss_curves(run, args.out / "loss_curves.png")
-    vq, prior = run.history["vqvae"][-1], run.history["prior"][-1]
+    save_loss_curves(phases, args.out / "loss_curves.png")
+    vq_last, last, extra = phases.history["vqvae"][-1], prior.history[-1], phases.extra
     print(
-        f"done: reconstruction BCE {vq['test_bce']:.2f} nats/image, MSE "
-        f"{vq['test_mse_per_pixel']:.4f}/pixel; codebook {vq['test_codes_used']}/"
-        f"{args.codebook_size} used, perplexity {vq['test_perplexity']:.1f}; prior test NLL "
-        f"{prior['test_nll']:.2f} nats per code grid (independent codes "
-        f"{run.extra['unigram_nll']:.2f}); sampling {10 * args.samples_per_class} grids took "
-        f"{run.extra['sample_seconds']:.2f} s\nfiles: {args.out}/samples.png, "
+        f"done: reconstruction BCE {vq_last['test_bce']:.2f} nats/image, MSE "
+        f"{vq_last['test_mse_per_pixel']:.4f}/pixel; codebook {vq_last['test_codes_used']}/"
+        f"{args.codebook_size} used, perplexity {vq_last['test_perplexity']:.1f}; prior test NLL "
+        f"{last['test_nll']:.2f} nats per code grid (independent codes "
+        f"{extra['unigram_nll']:.2f}); sampling {10 * args.samples_per_class} grids took "
+        f"{extra['sample_seconds']:.2f} s\nfiles: {args.out}/samples.png, "
         "reconstructions.png, loss_curves.png, metrics.json"
     )
     return 0

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -46,3 +50,35 @@ def main_caller(
 
     yield call
     torch.set_num_threads(threads)  # --threads of a run that got past parsing
+
+
+def stop_when(cmd: list[str], ckpt: Path, ready: Callable[[dict], bool], cwd: Path) -> dict:
+    """Run ``cmd``, SIGKILL it once its checkpoint ``ckpt`` is ``ready``; that checkpoint.
+
+    The process is frozen (SIGSTOP) as soon as a ready checkpoint is seen, so the checkpoint
+    read then is the last one it wrote; then it is killed.
+    """
+    from autoregressive.training import CheckpointError, load_checkpoint
+
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                seen = load_checkpoint(ckpt) if ckpt.exists() else None
+            except CheckpointError:
+                seen = None
+            if seen and ready(seen):
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGSTOP)
+        last = load_checkpoint(ckpt)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        stderr = proc.stderr.read().decode()[-2000:]
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed: {stderr}"
+    return last

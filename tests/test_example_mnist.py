@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from example_scripts import stop_when
 from test_data import write_mnist
 
 for _module in ("torchvision", "tqdm", "matplotlib"):  # the `examples` extra
@@ -203,35 +204,13 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(synthetic, straight_ru
 
 
 def _stop_mid_epoch(cmd: list[str], ckpt: Path) -> dict:
-    """Run ``cmd`` (checkpoints after every step), SIGKILL it mid-epoch; the last checkpoint.
+    """Run ``cmd`` (checkpoints after every step), SIGKILL it a few steps into epoch 2; the last
+    checkpoint."""
 
-    The process is frozen (SIGSTOP) as soon as a checkpoint a few steps into epoch 2 is seen,
-    so the checkpoint read then is the last one it wrote; then it is killed.
-    """
-    from autoregressive.training import CheckpointError, load_checkpoint
+    def ready(seen: dict) -> bool:
+        return seen["epoch"] == 1 and (seen["progress"] or {}).get("steps", 0) >= 5
 
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                seen = load_checkpoint(ckpt) if ckpt.exists() else None
-            except CheckpointError:
-                seen = None
-            if seen and seen["epoch"] == 1 and (seen["progress"] or {}).get("steps", 0) >= 5:
-                break
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGSTOP)
-        last = load_checkpoint(ckpt)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=60)
-        stderr = proc.stderr.read().decode()[-2000:]
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed: {stderr}"
-    return last
+    return stop_when(cmd, ckpt, ready, REPO)
 
 
 @pytest.mark.slow

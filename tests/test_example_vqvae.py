@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from example_scripts import LINUX, NO_CUDA, bad, load_script, main_caller
+from example_scripts import LINUX, NO_CUDA, bad, load_script, main_caller, stop_when
 from test_data import write_mnist
 
 for _module in ("torchvision", "tqdm", "matplotlib", "vector_quantize_pytorch"):
@@ -120,6 +120,66 @@ def test_stop_and_resume_reproduces_the_straight_run(synthetic, finished_run, tm
         {k: e[k] for k in keys} for e in straight["prior"]
     ]
     assert (out / "samples.png").read_bytes() == (finished_run / "samples.png").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_kill_mid_vqvae_epoch_resumes_bit_identical(synthetic, tmp_path):
+    """Killed a few steps into the VQ-VAE's second epoch (a checkpoint after every step), the
+    resumed run ends with the numbers, weights and samples of an uninterrupted one."""
+    from autoregressive.training import load_checkpoint
+
+    flags = ["--vq-epochs", "2", "--limit-train-batches", "8", "--prior-epochs", "1"]
+    straight, out = tmp_path / "straight", tmp_path / "killed"
+    run_script([*tiny_flags(synthetic, straight), *flags])
+    cmd = [sys.executable, str(SCRIPT), *tiny_flags(synthetic, out), *flags]
+    cmd += ["--checkpoint-minutes", "0"]
+
+    def ready(seen: dict) -> bool:
+        progress = seen.get("progress") or {}
+        return (
+            progress.get("phase") == "vqvae"
+            and len(seen["history"]["vqvae"]) == 1
+            and (progress["steps"] >= 3)
+        )
+
+    last = stop_when(cmd, out / "checkpoint.pt", ready, REPO)
+    steps = last["progress"]["steps"]
+    assert 3 <= steps < 8 and metrics(out)["in_progress"]["steps"] == steps, "killed mid-epoch 2"
+
+    log = run_script([*tiny_flags(synthetic, out), *flags, "--resume"]).stdout
+    assert f"at step {steps} of vqvae epoch 2" in log and "VQ-VAE epoch 1:" not in log
+    resumed, uninterrupted = metrics(out), metrics(straight)
+    for phase in ("vqvae", "prior"):
+        drop = ("seconds", "per_second")  # wall times differ
+        keep = [k for k in uninterrupted["history"][phase][0] if not k.endswith(drop)]
+        assert [{k: e[k] for k in keep} for e in resumed["history"][phase]] == [
+            {k: e[k] for k in keep} for e in uninterrupted["history"][phase]
+        ], phase
+    a, b = load_checkpoint(out / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt")
+    for phase in ("vqvae", "prior"):
+        for key, value in a[phase].items():
+            assert torch.equal(value, b[phase][key]), f"{phase}.{key}"
+    assert (out / "samples.png").read_bytes() == (straight / "samples.png").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_saved_only_at_epoch_ends_still_resumes(synthetic, finished_run, tmp_path):
+    """The earlier layout (the VQ-VAE's optimizer under ``vq_optimizer``, no ``progress``, no
+    wall times, no sums) resumes after its last epoch, as an uninterrupted run goes on."""
+    from autoregressive.training import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "earlier"
+    run_script([*tiny_flags(synthetic, out), "--prior-epochs", "1"])
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    ckpt["vq_optimizer"] = ckpt.pop("vqvae_optimizer")
+    del ckpt["progress"], ckpt["extra"]["vqvae_sums"]
+    for record in [*ckpt["history"]["vqvae"], *ckpt["history"]["prior"]]:
+        del record["epoch_seconds"]
+    save_checkpoint(out / "checkpoint.pt", ckpt)
+    log = run_script([*tiny_flags(synthetic, out), "--resume"]).stdout
+    assert "resumed from" in log and "prior epoch 2:" in log and "prior epoch 1:" not in log
+    resumed, straight = metrics(out)["history"]["prior"], metrics(finished_run)["history"]["prior"]
+    assert [e["test_nll"] for e in resumed] == [e["test_nll"] for e in straight]
 
 
 @pytest.mark.slow
@@ -253,6 +313,8 @@ BAD_FLAGS = [
     bad("--seed", "-1"),
     bad("--device", "cuda", marks=NO_CUDA),
     bad("--threads", "0"),
+    bad("--checkpoint-minutes", "-1"),
+    bad("--checkpoint-minutes", "nan"),
     bad("--codebook-size", "1"),
     bad("--code-dim", "0"),
     bad("--vq-channels", "1"),
