@@ -20,7 +20,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mnist_pixelcnn import REPO, save_loss_curve
+from common import REPO
+from mnist_pixelcnn import save_loss_curve
 from outputs import write_json
 
 
