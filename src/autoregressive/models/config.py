@@ -88,7 +88,7 @@ class PixelCNNConfig:
                 f"(the colour groups of the {self.colour}-wise masks"
                 + (", halved inside residual blocks)" if halved else ")")
             )
-        if self.attention_heads % groups != 0:
+        if self.block == "snail" and self.attention_heads % groups != 0:
             fail(
                 f"attention_heads={self.attention_heads} must be a multiple of {groups}: "
                 f"channel-wise masks give each colour group its own heads"
