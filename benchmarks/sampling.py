@@ -34,7 +34,7 @@ from .report import Column, Section, fmt_mib, fmt_stats, fmt_x, progress, second
 from .settings import Settings
 from .timing import Stats, measure, measure_interleaved
 
-__all__ = ["count_aten_calls", "run", "time_naive_steps"]
+__all__ = ["count_aten_calls", "measure_batch", "run", "time_naive_steps"]
 
 
 class _Stop(Exception):
@@ -144,7 +144,7 @@ def run(settings: Settings, device: torch.device) -> Section:
         torch.manual_seed(0)
         model = PixelCNN(cfg, device=device).eval()
         for n in settings.batch_sizes:
-            row = _measure_batch(model, n, settings, device)
+            row = measure_batch(model, n, settings, device)
             section.rows.append({"model": model_name, **row})
             progress(
                 f"sampling {model_name} batch {n}: cached {seconds(row['cached_s'])}, "
@@ -153,7 +153,7 @@ def run(settings: Settings, device: torch.device) -> Section:
     return section
 
 
-def _measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.device) -> dict:
+def measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.device) -> dict:
     """One table row: forward, cached and naive sampling of ``n`` images by ``model``."""
     h, w = settings.image_size
     c = model.config.data_channels
