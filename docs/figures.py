@@ -6,7 +6,8 @@ Run by ``conf.py`` at the start of every Sphinx build, or by hand::
 
 Nothing here is drawn by hand: the masks come from :func:`autoregressive.causal_mask`, the
 receptive fields from the gradients of real :class:`autoregressive.PixelCNN` networks, and the
-ring-buffer diagram from the masks and the cache geometry of the cached sampler.
+ring-buffer diagram from the masks and the cache geometry of the cached sampler, the attention
+mask from the one :class:`autoregressive.CausalSelfAttention2d` passes to its attention.
 The PNGs go to ``docs/_generated/figures/`` (git-ignored) unless told otherwise.
 """
 
@@ -27,6 +28,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch, Rectangle
 
 from autoregressive import PixelCNN, PixelCNNConfig, causal_mask
+from autoregressive.sampling.attention_stepper import earlier_positions
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "_generated" / "figures"
 
@@ -236,11 +238,68 @@ def ring_buffer_figure(out: Path) -> Path:
     return path
 
 
+def attention_figure(out: Path) -> Path:
+    """The attention mask of a 4x4 image, and a PixelSNAIL's field next to a gated stack's."""
+    side = 4
+    allowed = earlier_positions(torch.arange(side * side), side * side).numpy()  # (L, L)
+    size, pixel = 13, (9, 6)
+    common = {"hidden_channels": 16, "input_kernel_size": 3, "kernel_size": 3}
+    gated = dependency_set(PixelCNNConfig(block="gated", num_blocks=3, **common), size, pixel)
+    snail = dependency_set(
+        PixelCNNConfig(block="snail", num_blocks=1, attention_every=1, **common), size, pixel
+    )
+    rows, cols = np.indices((size, size))
+    past = (rows < pixel[0]) | ((rows == pixel[0]) & (cols < pixel[1]))
+    assert not (snail & ~past).any() and (snail == past).all(), "attention misses a pixel"
+
+    fig, axes = plt.subplots(
+        1, 3, figsize=(13, 4.8), layout="constrained", width_ratios=[side * side, size, size]
+    )
+    _grid(axes[0], allowed.astype(int), [DROPPED, KEPT])
+    labels = [f"({i},{j})" for i in range(side) for j in range(side)]
+    axes[0].set_xticks(range(side * side), labels, rotation=90, fontsize=7)
+    axes[0].set_yticks(range(side * side), labels, fontsize=7)
+    axes[0].tick_params(labelbottom=True, labelleft=True)
+    axes[0].set_xlabel("key pixel", fontsize=9)
+    axes[0].set_ylabel("query pixel", fontsize=9)
+    axes[0].set_title("attention mask of a 4x4 image: strictly earlier pixels", fontsize=10)
+    for ax, field, name in (
+        (axes[1], gated, "gated: 3 blocks"),
+        (axes[2], snail, "snail: 1 block (conv + attention)"),
+    ):
+        cells = np.where(past, 1, 0)
+        cells[field] = 2
+        cells[pixel] = 3
+        _grid(ax, cells, [FUTURE, DROPPED, KEPT, CENTRE])
+        ax.set_title(f"{name}: {int(field.sum())} input pixels", fontsize=10)
+    fig.legend(
+        handles=[
+            Patch(color=KEPT, label="attended / reaches the output"),
+            Patch(color=DROPPED, ec=GRID, label="masked / earlier pixel out of reach"),
+            Patch(facecolor=FUTURE, ec=GRID, label="later pixel (never seen)"),
+            Patch(color=CENTRE, label="output pixel"),
+        ],
+        loc="outside lower center",
+        ncols=4,
+        fontsize=9,
+        frameon=False,
+    )
+    path = out / "attention.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(out: Path = DEFAULT_OUT) -> list[Path]:
     """Write every figure into ``out`` and return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    return [masks_figure(out), receptive_field_figure(out), ring_buffer_figure(out)]
+    return [
+        masks_figure(out),
+        receptive_field_figure(out),
+        ring_buffer_figure(out),
+        attention_figure(out),
+    ]
 
 
 if __name__ == "__main__":
