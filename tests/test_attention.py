@@ -219,7 +219,7 @@ def mixed_stacks(draw):
                     data_channels=dc,
                     positional=draw(st.booleans()),
                     **F64,
-                )  # fmt: skip
+                )
             )
         elif kind == "gated":
             layers.append(GatedResidualBlock(hidden, draw(odd), dc, **F64))
@@ -314,7 +314,7 @@ def test_the_key_value_cache_holds_every_pixel():
 @pytest.mark.parametrize("options", [{"replay_rows": True}, {"cuda_graphs": True}])
 def test_rows_of_an_attention_network_are_not_replayed(options):
     model = PixelCNN(PixelCNNConfig(block="snail", num_blocks=1, hidden_channels=4))
-    with pytest.raises(ValueError, match="cannot be replayed|CUDA device"):
+    with pytest.raises(ValueError, match=r"cannot be replayed|CUDA device"):
         CachedSampler(**options).sample(model.network, model.distribution, draw_noise((1, 1, 4, 4)))
 
 

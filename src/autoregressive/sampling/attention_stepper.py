@@ -198,7 +198,9 @@ class AttentionStepper(Stepper):
         n, m = self.batch, stop - start
         at = self.i * self.width
         inputs = self.row[:, start:stop].reshape(n * m, -1)  # (N * M, C + E)
-        seed = self.key_value_seed[start:stop].repeat(n, 1)  # (N * M, heads * (d_k + d_v))
+        seed = self.key_value_seed[start]  # (heads * (d_k + d_v),): one column's, broadcast
+        if m > 1:
+            seed = self.key_value_seed[start:stop].repeat(n, 1)  # (N * M, heads * (d_k + d_v))
         kv = torch.addmm(seed, inputs, self.f.key_value)
         kv = rearrange(kv, "(n m) (h d) -> n h m d", n=n, h=self.f.heads)
         k, v = kv.split([self.f.key_channels, self.f.value_channels], dim=3)
@@ -208,7 +210,9 @@ class AttentionStepper(Stepper):
     def _queries(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Queries ``(N, heads, M, d_k)`` of inputs ``(N, M, C)`` at columns ``start ..``."""
         n, m, c = x.shape
-        seed = self.query_seed[start : start + m].repeat(n, 1)  # (N * M, heads * d_k)
+        seed = self.query_seed[start]  # (heads * d_k,): one column's, broadcast
+        if m > 1:
+            seed = self.query_seed[start : start + m].repeat(n, 1)  # (N * M, heads * d_k)
         q = torch.addmm(seed, x.reshape(n * m, c), self.f.query)
         return rearrange(q, "(n m) (h d) -> n h m d", n=n, h=self.f.heads)
 
