@@ -31,11 +31,10 @@ from .report import (
     fmt_mib,
     fmt_ratio_stats,
     fmt_stats,
-    fmt_x,
     progress,
     seconds,
 )
-from .sampling import measure_batch
+from .sampling import measure_batch, pick
 from .settings import Settings
 from .timing import measure_interleaved, paired_ratio
 from .train import make_step
@@ -44,6 +43,11 @@ __all__ = ["run", "run_train"]
 
 #: the model every ratio of the training table is taken against
 BASELINE = "gated-small"
+#: the columns of :mod:`benchmarks.sampling`'s table that the sampling table shows
+SAMPLING_KEYS = [
+    "batch", "forward", "cached", "cached_over_forward", "naive_s", "naive_source", "speedup",
+    "cache_bytes",
+]  # fmt: skip
 
 
 def _models(settings: Settings, device: torch.device) -> dict[str, PixelCNN]:
@@ -69,14 +73,7 @@ def run(settings: Settings, device: torch.device) -> Section:
         columns=[
             Column("model", "model"),
             Column("params", "params", fmt_int),
-            Column("batch", "batch"),
-            Column("forward", "forward", fmt_stats),
-            Column("cached", "cached", fmt_stats),
-            Column("cached / forward", "cached_over_forward", fmt_x),
-            Column("naive", "naive_s", seconds),
-            Column("naive is", "naive_source"),
-            Column("naive / cached", "speedup", fmt_x),
-            Column("cache", "cache_bytes", fmt_mib),
+            *pick(SAMPLING_KEYS, device),
         ],
     )
     for name, model in _models(settings, device).items():

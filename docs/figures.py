@@ -54,6 +54,21 @@ def _grid(ax: plt.Axes, values: np.ndarray, colours: list[str], title: str = "")
         ax.set_title(title, fontsize=10)
 
 
+def _legend_and_save(fig: plt.Figure, handles: list[Patch], out: Path, name: str) -> Path:
+    """Put the legend under the panels and write the figure to ``out / name``."""
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=len(handles),
+        fontsize=9,
+        frameon=False,
+    )
+    path = out / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def masks_figure(out: Path) -> Path:
     """Masks A and B of a 5x5 kernel, and the channel-wise RGB masks, from ``causal_mask``."""
     k = 5
@@ -154,23 +169,14 @@ def receptive_field_figure(out: Path) -> Path:
         "five 3x3 masked layers deep",
         fontsize=10,
     )
-    fig.legend(
-        handles=[
-            Patch(color=KEPT, label="reaches the output"),
-            Patch(color=BLIND, label=f"blind spot ({int(blind.sum())} pixels)"),
-            Patch(color=DROPPED, ec=GRID, label="earlier pixel, out of reach"),
-            Patch(facecolor=FUTURE, ec=GRID, label="later pixel (never seen)"),
-            Patch(color=CENTRE, label="output pixel"),
-        ],
-        loc="outside lower center",
-        ncols=5,
-        fontsize=9,
-        frameon=False,
-    )
-    path = out / "receptive_field.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    handles = [
+        Patch(color=KEPT, label="reaches the output"),
+        Patch(color=BLIND, label=f"blind spot ({int(blind.sum())} pixels)"),
+        Patch(color=DROPPED, ec=GRID, label="earlier pixel, out of reach"),
+        Patch(facecolor=FUTURE, ec=GRID, label="later pixel (never seen)"),
+        Patch(color=CENTRE, label="output pixel"),
+    ]
+    return _legend_and_save(fig, handles, out, "receptive_field.png")
 
 
 def ring_buffer_figure(out: Path) -> Path:
@@ -220,22 +226,13 @@ def ring_buffer_figure(out: Path) -> Path:
         f"ring buffer: {rows} rows x (W + 2*{pad}) columns; outlined: the taps of mask B",
         fontsize=10,
     )
-    fig.legend(
-        handles=[
-            Patch(color=KEPT, label="input already computed"),
-            Patch(facecolor=FUTURE, ec=GRID, label="not computed yet"),
-            Patch(color=DROPPED, label="zero padding"),
-            Patch(facecolor="none", ec=CENTRE, lw=2, label="rows kept / taps read"),
-        ],
-        loc="outside lower center",
-        ncols=4,
-        fontsize=9,
-        frameon=False,
-    )
-    path = out / "ring_buffer.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    handles = [
+        Patch(color=KEPT, label="input already computed"),
+        Patch(facecolor=FUTURE, ec=GRID, label="not computed yet"),
+        Patch(color=DROPPED, label="zero padding"),
+        Patch(facecolor="none", ec=CENTRE, lw=2, label="rows kept / taps read"),
+    ]
+    return _legend_and_save(fig, handles, out, "ring_buffer.png")
 
 
 def attention_figure(out: Path) -> Path:
@@ -272,22 +269,13 @@ def attention_figure(out: Path) -> Path:
         cells[pixel] = 3
         _grid(ax, cells, [FUTURE, DROPPED, KEPT, CENTRE])
         ax.set_title(f"{name}: {int(field.sum())} input pixels", fontsize=10)
-    fig.legend(
-        handles=[
-            Patch(color=KEPT, label="attended / reaches the output"),
-            Patch(color=DROPPED, ec=GRID, label="masked / earlier pixel out of reach"),
-            Patch(facecolor=FUTURE, ec=GRID, label="later pixel (never seen)"),
-            Patch(color=CENTRE, label="output pixel"),
-        ],
-        loc="outside lower center",
-        ncols=4,
-        fontsize=9,
-        frameon=False,
-    )
-    path = out / "attention.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    handles = [
+        Patch(color=KEPT, label="attended / reaches the output"),
+        Patch(color=DROPPED, ec=GRID, label="masked / earlier pixel out of reach"),
+        Patch(facecolor=FUTURE, ec=GRID, label="later pixel (never seen)"),
+        Patch(color=CENTRE, label="output pixel"),
+    ]
+    return _legend_and_save(fig, handles, out, "attention.png")
 
 
 def main(out: Path = DEFAULT_OUT) -> list[Path]:

@@ -90,9 +90,11 @@ class CachedSampler(Sampler):
     Every module of the network must implement the stepping protocol
     (:func:`~autoregressive.stepper_for`): :class:`~autoregressive.CausalSequential`,
     :class:`~autoregressive.MaskedConv2d`, :class:`~autoregressive.ResidualBlock`,
-    :class:`~autoregressive.GatedStack`, blocks of your own with a ``stepper`` method, and
-    elementwise activations. The first layer must read the image causally: a mask-A
-    ``MaskedConv2d`` or a ``GatedStack``, as :class:`~autoregressive.PixelCNN` builds.
+    :class:`~autoregressive.GatedStack`, :class:`~autoregressive.CausalSelfAttention2d`,
+    :class:`~autoregressive.GatedResidualBlock`, :class:`~autoregressive.SnailStack`, blocks of
+    your own with a ``stepper`` method, and elementwise activations. The first layer must read
+    the image causally: a mask-A ``MaskedConv2d`` or ``CausalSelfAttention2d``, a ``GatedStack``
+    or a ``SnailStack``, as :class:`~autoregressive.PixelCNN` builds.
 
     On CUDA the per-step work is a few hundred small kernels whose launch overhead would
     dominate, so by default the sampler records one image row (``W`` steps, sampling included)
@@ -266,8 +268,8 @@ class _Run:
             first = next(iter(self.network.children()), self.network)
             raise ValueError(
                 "cached sampling needs a causal network whose first layer is a mask-A "
-                "MaskedConv2d or a GatedStack (its stepper sets reads_image), after pixelwise "
-                "layers only (such as a CategoricalEmbedding); this one starts with "
+                "MaskedConv2d, a GatedStack or a SnailStack (its stepper sets reads_image), after "
+                "pixelwise layers only (such as a CategoricalEmbedding); this one starts with "
                 f"{type(first).__name__}"
             )
         return stepper

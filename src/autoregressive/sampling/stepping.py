@@ -9,8 +9,10 @@ this module is the contract between the sampler and the layers:
 - a causal layer has a method ``stepper(batch, width, cond)`` that returns a :class:`Stepper`,
   an object that keeps what the layer needs of earlier rows and computes the layer's output at
   one pixel from its input there (:class:`~autoregressive.MaskedConv2d`,
-  :class:`~autoregressive.ResidualBlock`, :class:`~autoregressive.GatedStack` and
-  :class:`~autoregressive.CausalSequential` implement it next to their ``forward``);
+  :class:`~autoregressive.ResidualBlock`, :class:`~autoregressive.GatedStack`,
+  :class:`~autoregressive.CausalSelfAttention2d`, :class:`~autoregressive.GatedResidualBlock`,
+  :class:`~autoregressive.SnailStack` and :class:`~autoregressive.CausalSequential` implement it
+  next to their ``forward``);
 - a module without parameters or buffers that maps every pixel's features on their own (an
   activation such as ``nn.ReLU``) needs nothing: it is applied to each pixel's ``(N, C)``
   features as they pass.
