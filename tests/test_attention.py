@@ -332,5 +332,6 @@ def test_attention_layer_contract():
     before = attn.key_value.weight.clone()
     attn.reset_parameters()
     assert not torch.equal(before, attn.key_value.weight)
-    stack = SnailStack(1, 4, 1, dtype=torch.float64)
+    stack = SnailStack(1, 4, 1, heads=2, dtype=torch.float64)
+    assert "residual_blocks=2, heads=2" in repr(stack)
     assert all(t.dtype == torch.float64 for t in [*stack.parameters(), *stack.buffers()])

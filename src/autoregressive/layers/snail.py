@@ -106,6 +106,7 @@ class SnailStack(nn.Module):
             CausalSelfAttention2d(channels, heads, **attention) for _ in range(num_blocks)
         )
         self.in_channels, self.channels = in_channels, channels
+        self.residual_blocks, self.heads = residual_blocks, heads
         self.cond_channels, self.spatial_channels = cond_channels, spatial_channels
 
     def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
@@ -121,7 +122,10 @@ class SnailStack(nn.Module):
         return h
 
     def extra_repr(self) -> str:
-        s = f"in_channels={self.in_channels}, channels={self.channels}"
+        s = (
+            f"in_channels={self.in_channels}, channels={self.channels}, "
+            f"residual_blocks={self.residual_blocks}, heads={self.heads}"
+        )
         if self.cond_channels:
             s += f", cond_channels={self.cond_channels}"
         if self.spatial_channels:
