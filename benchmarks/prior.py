@@ -21,12 +21,18 @@ import torch
 
 from autoregressive import CachedSampler, Conditioning, PixelCNN, draw_noise, naive_sample
 
-from .report import Column, Section, fmt_int, fmt_mib, fmt_stats, fmt_x, progress, seconds
-from .sampling import count_aten_calls, time_naive_steps
+from .report import Column, Section, fmt_int, progress, seconds
+from .sampling import count_aten_calls, pick, time_naive_steps
 from .settings import Settings
 from .timing import Stats, measure
 
 __all__ = ["run"]
+
+#: the columns of :mod:`benchmarks.sampling`'s table that the prior's table shows
+PRIOR_KEYS = [
+    "forward", "cached", "cached_over_forward", "aten_calls_per_step", "naive_s",
+    "naive_source", "speedup", "cache_bytes",
+]  # fmt: skip
 
 
 def run(settings: Settings, device: torch.device) -> Section:
@@ -46,14 +52,7 @@ def run(settings: Settings, device: torch.device) -> Section:
             Column("input", "input"),
             Column("params", "params", fmt_int),
             Column("grid", "grid"),
-            Column("forward", "forward", fmt_stats),
-            Column("cached", "cached", fmt_stats),
-            Column("cached / forward", "cached_over_forward", fmt_x),
-            Column("ATen calls / step", "aten_calls_per_step", lambda v: f"{v:.1f}"),
-            Column("naive", "naive_s", seconds),
-            Column("naive is", "naive_source"),
-            Column("naive / cached", "speedup", fmt_x),
-            Column("cache", "cache_bytes", fmt_mib),
+            *pick(PRIOR_KEYS, device),
         ],
     )
     for name, cfg in settings.prior_models.items():

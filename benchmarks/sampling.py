@@ -34,7 +34,7 @@ from .report import Column, Section, fmt_mib, fmt_stats, fmt_x, progress, second
 from .settings import Settings
 from .timing import Stats, measure, measure_interleaved
 
-__all__ = ["count_aten_calls", "run", "time_naive_steps"]
+__all__ = ["columns", "count_aten_calls", "measure_batch", "pick", "run", "time_naive_steps"]
 
 
 class _Stop(Exception):
@@ -101,6 +101,38 @@ def _median(s: Stats) -> float:
     return float(s["median"])
 
 
+def columns(device: torch.device) -> list[Column]:
+    """The sampling table's columns on ``device``; other tables pick theirs by key."""
+    return [
+        Column("model", "model"),
+        Column("batch", "batch"),
+        Column("forward", "forward", fmt_stats),
+        Column("cached", "cached", fmt_stats),
+        *(
+            [Column("cached, no CUDA graphs", "cached_eager", fmt_stats)]
+            if _graphs_optional(device)
+            else []
+        ),
+        Column("cached, steps", "cached_steps", fmt_stats),
+        Column("passes", "passes"),
+        Column("cached / image", "cached_per_image_s", seconds),
+        Column("cached / step", "cached_per_step_s", seconds),
+        Column("ATen calls / step", "aten_calls_per_step", lambda v: f"{v:.1f}"),
+        Column("naive", "naive_s", seconds),
+        Column("naive is", "naive_source"),
+        Column("naive / cached", "speedup", fmt_x),
+        Column("cached / forward", "cached_over_forward", fmt_x),
+        Column("steps / forward", "steps_over_forward", fmt_x),
+        Column("cache", "cache_bytes", fmt_mib),
+    ]
+
+
+def pick(keys: list[str], device: torch.device) -> list[Column]:
+    """The columns of :func:`columns` with these keys, in this order."""
+    by_key = {c.key: c for c in columns(device)}
+    return [by_key[k] for k in keys]
+
+
 def run(settings: Settings, device: torch.device) -> Section:
     h, w = settings.image_size
     section = Section(
@@ -117,34 +149,13 @@ def run(settings: Settings, device: torch.device) -> Section:
             "`CachedSampler.last_passes`) against the C*H*W steps. "
             "Cache = `CachedSampler.last_cache_nbytes`."
         ),
-        columns=[
-            Column("model", "model"),
-            Column("batch", "batch"),
-            Column("forward", "forward", fmt_stats),
-            Column("cached", "cached", fmt_stats),
-            *(
-                [Column("cached, no CUDA graphs", "cached_eager", fmt_stats)]
-                if _graphs_optional(device)
-                else []
-            ),
-            Column("cached, steps", "cached_steps", fmt_stats),
-            Column("passes", "passes"),
-            Column("cached / image", "cached_per_image_s", seconds),
-            Column("cached / step", "cached_per_step_s", seconds),
-            Column("ATen calls / step", "aten_calls_per_step", lambda v: f"{v:.1f}"),
-            Column("naive", "naive_s", seconds),
-            Column("naive is", "naive_source"),
-            Column("naive / cached", "speedup", fmt_x),
-            Column("cached / forward", "cached_over_forward", fmt_x),
-            Column("steps / forward", "steps_over_forward", fmt_x),
-            Column("cache", "cache_bytes", fmt_mib),
-        ],
+        columns=columns(device),
     )
     for model_name, cfg in settings.models.items():
         torch.manual_seed(0)
         model = PixelCNN(cfg, device=device).eval()
         for n in settings.batch_sizes:
-            row = _measure_batch(model, n, settings, device)
+            row = measure_batch(model, n, settings, device)
             section.rows.append({"model": model_name, **row})
             progress(
                 f"sampling {model_name} batch {n}: cached {seconds(row['cached_s'])}, "
@@ -153,7 +164,7 @@ def run(settings: Settings, device: torch.device) -> Section:
     return section
 
 
-def _measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.device) -> dict:
+def measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.device) -> dict:
     """One table row: forward, cached and naive sampling of ``n`` images by ``model``."""
     h, w = settings.image_size
     c = model.config.data_channels

@@ -27,6 +27,12 @@ PRIOR = PixelCNNConfig(
 )
 PRIOR_MODELS = {"prior": PRIOR, "prior-embedded": PRIOR.replace(input_embedding="learned")}
 
+#: issue 23: PixelSNAIL's CPU preset against the gated model of about its size (its baseline)
+ATTENTION_MODELS = {
+    "snail-small": PixelCNNConfig.preset("snail-small"),
+    "gated-small": PixelCNNConfig.preset("gated-small"),
+}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -57,6 +63,10 @@ class Settings:
     prior_batch: int = 64  # code grids per batch of the prior runs
     prior_grids: tuple[int, ...] = (8, 32)  # sides of the prior's square code grids
     prior_models: dict[str, PixelCNNConfig] = field(default_factory=lambda: dict(PRIOR_MODELS))
+    attention_batches: tuple[int, ...] = (1, 64)  # sampling batches of the attention runs
+    attention_models: dict[str, PixelCNNConfig] = field(
+        default_factory=lambda: dict(ATTENTION_MODELS)
+    )
 
     def with_repeats(self, repeats: int) -> Settings:
         """Every repeat count set to ``repeats`` (the naive sampler's capped at it)."""
@@ -71,6 +81,7 @@ class Settings:
         d = asdict(self)
         d["models"] = {name: asdict(cfg) for name, cfg in self.models.items()}
         d["prior_models"] = {name: asdict(cfg) for name, cfg in self.prior_models.items()}
+        d["attention_models"] = {n: asdict(cfg) for n, cfg in self.attention_models.items()}
         return d
 
 
@@ -119,6 +130,11 @@ MODES: dict[str, Settings] = {
         prior_models={
             name: cfg.replace(levels=16, num_blocks=2, hidden_channels=8, embedding_dim=4)
             for name, cfg in PRIOR_MODELS.items()
+        },
+        attention_batches=(1, 2),
+        attention_models={
+            "snail-small": PixelCNNConfig.preset("snail-small", num_blocks=1, hidden_channels=8),
+            "gated-small": PixelCNNConfig.preset("gated-small", num_blocks=2, hidden_channels=8),
         },
     ),
 }

@@ -6,7 +6,8 @@ Run by ``conf.py`` at the start of every Sphinx build, or by hand::
 
 Nothing here is drawn by hand: the masks come from :func:`autoregressive.causal_mask`, the
 receptive fields from the gradients of real :class:`autoregressive.PixelCNN` networks, and the
-ring-buffer diagram from the masks and the cache geometry of the cached sampler.
+ring-buffer diagram from the masks and the cache geometry of the cached sampler, the attention
+mask from the one :class:`autoregressive.CausalSelfAttention2d` passes to its attention.
 The PNGs go to ``docs/_generated/figures/`` (git-ignored) unless told otherwise.
 """
 
@@ -27,6 +28,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch, Rectangle
 
 from autoregressive import PixelCNN, PixelCNNConfig, causal_mask
+from autoregressive.sampling.attention_stepper import earlier_positions
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "_generated" / "figures"
 
@@ -50,6 +52,21 @@ def _grid(ax: plt.Axes, values: np.ndarray, colours: list[str], title: str = "")
     ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
     if title:
         ax.set_title(title, fontsize=10)
+
+
+def _legend_and_save(fig: plt.Figure, handles: list[Patch], out: Path, name: str) -> Path:
+    """Put the legend under the panels and write the figure to ``out / name``."""
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=len(handles),
+        fontsize=9,
+        frameon=False,
+    )
+    path = out / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def masks_figure(out: Path) -> Path:
@@ -152,23 +169,14 @@ def receptive_field_figure(out: Path) -> Path:
         "five 3x3 masked layers deep",
         fontsize=10,
     )
-    fig.legend(
-        handles=[
-            Patch(color=KEPT, label="reaches the output"),
-            Patch(color=BLIND, label=f"blind spot ({int(blind.sum())} pixels)"),
-            Patch(color=DROPPED, ec=GRID, label="earlier pixel, out of reach"),
-            Patch(facecolor=FUTURE, ec=GRID, label="later pixel (never seen)"),
-            Patch(color=CENTRE, label="output pixel"),
-        ],
-        loc="outside lower center",
-        ncols=5,
-        fontsize=9,
-        frameon=False,
-    )
-    path = out / "receptive_field.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    handles = [
+        Patch(color=KEPT, label="reaches the output"),
+        Patch(color=BLIND, label=f"blind spot ({int(blind.sum())} pixels)"),
+        Patch(color=DROPPED, ec=GRID, label="earlier pixel, out of reach"),
+        Patch(facecolor=FUTURE, ec=GRID, label="later pixel (never seen)"),
+        Patch(color=CENTRE, label="output pixel"),
+    ]
+    return _legend_and_save(fig, handles, out, "receptive_field.png")
 
 
 def ring_buffer_figure(out: Path) -> Path:
@@ -218,29 +226,68 @@ def ring_buffer_figure(out: Path) -> Path:
         f"ring buffer: {rows} rows x (W + 2*{pad}) columns; outlined: the taps of mask B",
         fontsize=10,
     )
-    fig.legend(
-        handles=[
-            Patch(color=KEPT, label="input already computed"),
-            Patch(facecolor=FUTURE, ec=GRID, label="not computed yet"),
-            Patch(color=DROPPED, label="zero padding"),
-            Patch(facecolor="none", ec=CENTRE, lw=2, label="rows kept / taps read"),
-        ],
-        loc="outside lower center",
-        ncols=4,
-        fontsize=9,
-        frameon=False,
+    handles = [
+        Patch(color=KEPT, label="input already computed"),
+        Patch(facecolor=FUTURE, ec=GRID, label="not computed yet"),
+        Patch(color=DROPPED, label="zero padding"),
+        Patch(facecolor="none", ec=CENTRE, lw=2, label="rows kept / taps read"),
+    ]
+    return _legend_and_save(fig, handles, out, "ring_buffer.png")
+
+
+def attention_figure(out: Path) -> Path:
+    """The attention mask of a 4x4 image, and a PixelSNAIL's field next to a gated stack's."""
+    side = 4
+    allowed = earlier_positions(torch.arange(side * side), side * side).numpy()  # (L, L)
+    size, pixel = 13, (9, 6)
+    common = {"hidden_channels": 16, "input_kernel_size": 3, "kernel_size": 3}
+    gated = dependency_set(PixelCNNConfig(block="gated", num_blocks=3, **common), size, pixel)
+    snail = dependency_set(
+        PixelCNNConfig(block="snail", num_blocks=1, attention_every=1, **common), size, pixel
     )
-    path = out / "ring_buffer.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    rows, cols = np.indices((size, size))
+    past = (rows < pixel[0]) | ((rows == pixel[0]) & (cols < pixel[1]))
+    assert not (snail & ~past).any() and (snail == past).all(), "attention misses a pixel"
+
+    fig, axes = plt.subplots(
+        1, 3, figsize=(13, 4.8), layout="constrained", width_ratios=[side * side, size, size]
+    )
+    _grid(axes[0], allowed.astype(int), [DROPPED, KEPT])
+    labels = [f"({i},{j})" for i in range(side) for j in range(side)]
+    axes[0].set_xticks(range(side * side), labels, rotation=90, fontsize=7)
+    axes[0].set_yticks(range(side * side), labels, fontsize=7)
+    axes[0].tick_params(labelbottom=True, labelleft=True)
+    axes[0].set_xlabel("key pixel", fontsize=9)
+    axes[0].set_ylabel("query pixel", fontsize=9)
+    axes[0].set_title("attention mask of a 4x4 image: strictly earlier pixels", fontsize=10)
+    for ax, field, name in (
+        (axes[1], gated, "gated: 3 blocks"),
+        (axes[2], snail, "snail: 1 block (conv + attention)"),
+    ):
+        cells = np.where(past, 1, 0)
+        cells[field] = 2
+        cells[pixel] = 3
+        _grid(ax, cells, [FUTURE, DROPPED, KEPT, CENTRE])
+        ax.set_title(f"{name}: {int(field.sum())} input pixels", fontsize=10)
+    handles = [
+        Patch(color=KEPT, label="attended / reaches the output"),
+        Patch(color=DROPPED, ec=GRID, label="masked / earlier pixel out of reach"),
+        Patch(facecolor=FUTURE, ec=GRID, label="later pixel (never seen)"),
+        Patch(color=CENTRE, label="output pixel"),
+    ]
+    return _legend_and_save(fig, handles, out, "attention.png")
 
 
 def main(out: Path = DEFAULT_OUT) -> list[Path]:
     """Write every figure into ``out`` and return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    return [masks_figure(out), receptive_field_figure(out), ring_buffer_figure(out)]
+    return [
+        masks_figure(out),
+        receptive_field_figure(out),
+        ring_buffer_figure(out),
+        attention_figure(out),
+    ]
 
 
 if __name__ == "__main__":

@@ -183,6 +183,13 @@ CASES: list[Case] = [
     Case(CFG, "PixelCNNConfig(block='dense')", ValueError, r"block must be one of"),
     Case(CFG, "PixelCNNConfig(hidden_channels=7)", ValueError, r"positive multiple of 2"),
     Case(CFG, "PixelCNNConfig(kernel_size=4)", ValueError, r"odd positive int"),
+    Case(
+        CFG,
+        "PixelCNNConfig(block='snail', data_channels=3, hidden_channels=6, attention_heads=2)",
+        ValueError,
+        r"attention_heads=2 must be a multiple of 3",
+    ),
+    Case(CFG, "PixelCNNConfig(block='snail', num_blocks=0)", ValueError, r"too small for block"),
     Case(CFG, "PixelCNNConfig.preset('huge')", ValueError, r"unknown preset 'huge'"),
     Case(
         CFG,
@@ -213,6 +220,46 @@ CASES: list[Case] = [
     Case(LAYER, "MaskedConv2d(True, 8, 3)", TypeError, r"in_channels must be an int, got bool"),
     Case(LAYER, "MaskedConv2d(1, 8, 4)", ValueError, r"kernel_size must be odd"),
     Case(LAYER, "MaskedConv2d(1, 8, 3, 'C')", ValueError, r"mask_type must be 'A'"),
+    Case(
+        LAYER,
+        "CausalSelfAttention2d(8, heads=2, data_channels=3)",
+        ValueError,
+        r"channels=8 is not divisible by data_channels=3",
+    ),
+    Case(
+        LAYER,
+        "CausalSelfAttention2d(6, heads=2, data_channels=3)",
+        ValueError,
+        r"heads=2 is not divisible by data_channels=3: .* use a multiple of 3",
+    ),
+    Case(LAYER, "CausalSelfAttention2d(8, heads=0)", ValueError, r"heads must be >= 1, got 0"),
+    Case(LAYER, "CausalSelfAttention2d(8, mask_type='C')", ValueError, r"mask_type must be 'A'"),
+    Case(
+        LAYER,
+        "CausalSelfAttention2d(8, extra_channels=1)(torch.zeros(1, 8, 3, 3))",
+        ValueError,
+        r"extra_channels=1 needs extra \(N, E, H, W\)",
+    ),
+    Case(
+        LAYER,
+        "CausalSelfAttention2d(8)(torch.zeros(1, 8, 3, 3), torch.zeros(1, 1, 3, 3))",
+        ValueError,
+        r"extra_channels=0 takes no extra input: leave it out",
+    ),
+    Case(
+        LAYER,
+        "CausalSelfAttention2d(8)(torch.zeros(1, 4, 3, 3))",
+        ValueError,
+        r"expects x of shape \(N, 8, H, W\), got \(1, 4, 3, 3\)",
+    ),
+    Case(LAYER, "GatedResidualBlock(4, kernel_size=2)", ValueError, r"kernel_size must be odd"),
+    Case(
+        LAYER,
+        "GatedResidualBlock(4, data_channels=3)",
+        ValueError,
+        r"channels=4 is not divisible by data_channels=3",
+    ),
+    Case(LAYER, "SnailStack(1, 8, num_blocks=0)", ValueError, r"num_blocks must be >= 1, got 0"),
     Case(LAYER, "MaskedConv2d(3, 8, 3, data_channels=3)", ValueError, r"not divisible by data"),
     Case(
         LAYER, "MaskedConv2d(1, 8, 3, data_channels=0)", ValueError, r"data_channels must be >= 1"

@@ -129,3 +129,27 @@ def full_causal_field(
         acc |= {(i, jj, c) for c in range(channels)}
     acc |= {(i, j, c) for c in range(g)}
     return frozenset(acc)
+
+
+def attention(deps: Deps, h: int, w: int, groups: int, mask_type: str, query_from: int = 2) -> Deps:
+    """A CausalSelfAttention2d over features ``deps``: keys and values at every earlier position
+    (all groups); the query at the position itself (groups <= g for mask B, < g for mask A) from
+    raster position ``query_from`` on; nothing at all for the first position (its output is the
+    bias). A softmax over one key is 1 whatever the query, so at position 1 the query's
+    features reach the output only by rounding: ``query_from=2`` gives the sets that must be
+    measured, ``query_from=1`` those that may be."""
+    out: Deps = {}
+    earlier: set[tuple[int, int, int]] = set()
+    for i in range(h):
+        for j in range(w):
+            p = i * w + j
+            for g in range(groups):
+                own = range(g + 1) if mask_type == "B" else range(g)
+                acc = set(earlier)
+                if p >= query_from:
+                    for gi in own:
+                        acc |= deps[(i, j, gi)]
+                out[(i, j, g)] = frozenset(acc)
+            for gi in range(groups):
+                earlier |= deps[(i, j, gi)]
+    return out

@@ -27,6 +27,8 @@ SECTIONS = [
     "precision-nll",
     "prior",
     "colour",
+    "attention",
+    "attention-train",
 ]
 
 
@@ -207,6 +209,33 @@ def test_prior_models_are_issue_13s_prior(bench) -> None:
     }
     assert count["prior"] == 567_232
     assert models["prior-embedded"] == models["prior"].replace(input_embedding="learned")
+
+
+def test_attention_training_step_runs_snail_and_gated(bench) -> None:
+    """Issue 23's training table, in-process, in tiny mode: each model against the gated one."""
+    attention = importlib.import_module("benchmarks.attention")
+    settings = importlib.import_module("benchmarks.settings")
+    section = attention.run_train(settings.MODES["tiny"], torch.device("cpu"))
+    assert [r["model"] for r in section.rows] == ["snail-small", "gated-small"]
+    for row in section.rows:
+        assert _timing_ok(row["step"]) and row["params"] > 0
+    assert section.rows[1]["ratio"]["median"] == 1.0
+    assert "| snail-small |" in section.markdown()
+
+
+@pytest.mark.slow
+def test_attention_sampling_table_runs_snail_and_gated(bench) -> None:
+    """Issue 23's sampling table in tiny mode: forward, cached, naive and the KV cache."""
+    attention = importlib.import_module("benchmarks.attention")
+    settings = importlib.import_module("benchmarks.settings")
+    section = attention.run(settings.MODES["tiny"], torch.device("cpu"))
+    want = [(m, b) for m in ("snail-small", "gated-small") for b in (1, 2)]
+    assert [(r["model"], r["batch"]) for r in section.rows] == want
+    for row in section.rows:
+        assert _timing_ok(row["forward"]) and _timing_ok(row["cached"])
+        assert row["cache_bytes"] > 0 and row["cached_over_forward"] > 0
+    snail = section.rows[1]["cache_bytes"]  # batch 2: the keys and values double
+    assert snail == 2 * section.rows[0]["cache_bytes"]
 
 
 def test_stats_match_numpy(bench) -> None:

@@ -11,14 +11,17 @@ import torch
 from torch import nn
 
 from autoregressive import (
+    CausalSelfAttention2d,
     CausalSequential,
     Conditioning,
     GatedBlock,
+    GatedResidualBlock,
     GatedStack,
     MaskedConv2d,
     PixelCNN,
     PixelCNNConfig,
     ResidualBlock,
+    SnailStack,
 )
 
 
@@ -46,6 +49,23 @@ MODULES = {
     "GatedStack": (
         lambda dt: GatedStack(1, 8, 3, dtype=dt),
         lambda m, dt: m(_x(1).to(dt)),
+    ),
+    "CausalSelfAttention2d": (
+        lambda dt: CausalSelfAttention2d(
+            6, 3, mask_type="A", data_channels=3, extra_channels=3, positional=True, dtype=dt
+        ),
+        lambda m, dt: m(_x(6).to(dt), _x(3).to(dt)),
+    ),
+    "GatedResidualBlock": (
+        lambda dt: GatedResidualBlock(6, 3, 3, cond_channels=2, spatial_channels=1, dtype=dt),
+        lambda m, dt: m(
+            _x(6).to(dt),
+            Conditioning(torch.ones(2, 2, dtype=dt), torch.ones(2, 1, 6, 7, dtype=dt)),
+        ),
+    ),
+    "SnailStack": (
+        lambda dt: SnailStack(1, 8, 2, heads=2, cond_channels=3, dtype=dt),
+        lambda m, dt: m(_x(1).to(dt), Conditioning(torch.ones(2, 3, dtype=dt))),
     ),
     "CausalSequential": (
         lambda dt: CausalSequential(
@@ -75,6 +95,10 @@ MODULES = {
             dtype=dt,
         ),
         lambda m, dt: m.log_prob((_x(3) * 3).long()),
+    ),
+    "PixelCNN-snail": (
+        lambda dt: PixelCNN(PixelCNNConfig.preset("snail-small", num_blocks=1), dtype=dt),
+        lambda m, dt: m.log_prob(_x(1)),
     ),
     "PixelCNN-logistic-mixture": (
         lambda dt: PixelCNN(
@@ -146,7 +170,13 @@ def test_gradients_reach_every_parameter(name):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    ["MaskedConv2d", "PixelCNN-residual", "PixelCNN-gated-colour", "PixelCNN-logistic-mixture"],
+    [
+        "MaskedConv2d",
+        "PixelCNN-residual",
+        "PixelCNN-gated-colour",
+        "PixelCNN-logistic-mixture",
+        "PixelCNN-snail",
+    ],
 )
 def test_torch_compile_matches_eager(name):
     make, call = MODULES[name]

@@ -8,12 +8,15 @@ from ._version import __version__ as __version__
 from .conditioning import Conditioning
 from .distributions.base import Bernoulli, Categorical, Distribution, DrawPlan, nats_to_bits_per_dim
 from .distributions.logistic_mixture import DiscretizedLogisticMixture
+from .layers.attention import CausalSelfAttention2d
 from .layers.conv import MaskedConv2d
 from .layers.embedding import CategoricalEmbedding
 from .layers.gated import GatedBlock, GatedStack, gate
+from .layers.gated_residual import GatedResidualBlock
 from .layers.masks import causal_mask, channel_groups, mask_groups
 from .layers.residual import ResidualBlock
 from .layers.sequential import CausalSequential
+from .layers.snail import SnailStack
 from .models.config import PRESETS, PixelCNNConfig
 from .models.pixelcnn import PixelCNN, build_network
 from .sampling.cached import CachedSampler, cached_sample
@@ -30,6 +33,7 @@ __all__ = [
     "CachedSampler",
     "Categorical",
     "CategoricalEmbedding",
+    "CausalSelfAttention2d",
     "CausalSequential",
     "Conditioning",
     "ConvKernel",
@@ -39,6 +43,7 @@ __all__ = [
     "DrawPlan",
     "ElementwiseStepper",
     "GatedBlock",
+    "GatedResidualBlock",
     "GatedStack",
     "MaskedConv2d",
     "NaiveSampler",
@@ -46,6 +51,7 @@ __all__ = [
     "PixelCNNConfig",
     "ResidualBlock",
     "Sampler",
+    "SnailStack",
     "Stepper",
     "build_network",
     "cached_sample",

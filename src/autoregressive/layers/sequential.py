@@ -62,6 +62,11 @@ class _SequentialStepper(Stepper):
         self.pixelwise = self.lead == len(steppers)
         self.reads_image = not self.pixelwise and steppers[self.lead].reads_image
         self.steps_rows = all(s.steps_rows for s in steppers)
+        self.replays_rows = all(s.replays_rows for s in steppers)
+
+    def begin_image(self, height: int) -> None:
+        for s in self.steppers:
+            s.begin_image(height)
 
     def begin_row(self, i: int) -> None:
         for s in self.steppers:

@@ -32,8 +32,11 @@ class PixelCNNConfig:
     data_channels: int = 1  # colour channels of the images: 1 (grey) or 3 (RGB), ...
     distribution: Literal["bernoulli", "categorical", "logistic_mixture"] = "bernoulli"  # output
     levels: int = 2  # values per channel, categorical or logistic_mixture (256 for 8-bit images)
-    block: Literal["residual", "gated"] = "residual"  # PixelCNN residual or Gated PixelCNN
-    num_blocks: int = 9  # residual blocks after the input layer / gated blocks including the first
+    # PixelCNN residual blocks, Gated PixelCNN, or PixelSNAIL (residual blocks and attention)
+    block: Literal["residual", "gated", "snail"] = "residual"
+    # residual blocks after the input layer / gated blocks including the first / snail: attention
+    # blocks, each after `attention_every` residual blocks
+    num_blocks: int = 9
     hidden_channels: int = 128  # channels between blocks (2h in the PixelCNN paper)
     input_kernel_size: int = 7  # kernel of the mask-A input layer (or first gated block)
     kernel_size: int = 3  # kernel of every later block
@@ -47,6 +50,9 @@ class PixelCNNConfig:
     input_embedding: Literal["scaled", "onehot", "learned"] = "scaled"
     embedding_dim: int = 16  # width of a "learned" embedding per data channel ("onehot": levels)
     mixtures: int = 10  # components of a "logistic_mixture" output (PixelCNN++: 10)
+    attention_heads: int = 1  # block="snail": heads of each attention layer
+    attention_key_channels: int = 16  # block="snail": query and key channels per head
+    attention_every: int = 2  # block="snail": residual blocks before each attention layer
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -78,15 +84,21 @@ class PixelCNNConfig:
                 f"{MAX_CATEGORICAL_LEVELS:,} (16 bits), or distribution='logistic_mixture', "
                 "whose size does not grow with levels"
             )
-        if self.num_blocks < (1 if self.block == "gated" else 0):
+        if self.num_blocks < (0 if self.block == "residual" else 1):
             fail(f"num_blocks={self.num_blocks} is too small for block={self.block!r}")
         groups = self.mask_groups
-        step = 2 * groups if self.block == "residual" else groups
+        halved = self.block == "residual"  # residual blocks halve their width inside
+        step = 2 * groups if halved else groups
         if self.hidden_channels < step or self.hidden_channels % step != 0:
             fail(
                 f"hidden_channels={self.hidden_channels} must be a positive multiple of {step} "
                 f"(the colour groups of the {self.colour}-wise masks"
-                + (", halved inside residual blocks)" if self.block == "residual" else ")")
+                + (", halved inside residual blocks)" if halved else ")")
+            )
+        if self.block == "snail" and self.attention_heads % groups != 0:
+            fail(
+                f"attention_heads={self.attention_heads} must be a multiple of {groups}: "
+                f"channel-wise masks give each colour group its own heads"
             )
         for name in ("input_kernel_size", "kernel_size"):
             if getattr(self, name) % 2 == 0:
@@ -244,10 +256,13 @@ _INT_FIELDS = {
     "head_channels": 0,
     "embedding_dim": 1,
     "mixtures": 1,
+    "attention_heads": 1,
+    "attention_key_channels": 1,
+    "attention_every": 0,
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "distribution": ("bernoulli", "categorical", "logistic_mixture"),
-    "block": ("residual", "gated"),
+    "block": ("residual", "gated", "snail"),
     "input_embedding": ("scaled", "onehot", "learned"),
 }
 #: how each ``distribution`` choice builds its object from the config
@@ -265,12 +280,19 @@ _GATED_SMALL = PixelCNNConfig(
     head_channels=64,
 )  # fmt: skip
 
+_SNAIL_SMALL = PixelCNNConfig(
+    block="snail", num_blocks=2, attention_every=2, hidden_channels=32, input_kernel_size=7,
+    kernel_size=3, head_channels=64, attention_heads=2, attention_key_channels=16,
+)  # fmt: skip
+
 #: Named configurations. ``"reference"`` is the seed project's binarized-MNIST model: a masked
 #: 7x7 type-A input layer, 9 residual blocks of 128 channels, a 1x1 Bernoulli output layer;
 #: 488,065 parameters. ``"gated-small"`` is a Gated PixelCNN sized for CPU training;
-#: ``"gated"`` one sized for a GPU.
+#: ``"gated"`` one sized for a GPU. ``"snail-small"`` is a PixelSNAIL sized for CPU training
+#: on 28x28 images: two blocks of two residual blocks and a two-head attention layer.
 PRESETS: dict[str, PixelCNNConfig] = {
     "reference": PixelCNNConfig(),
     "gated-small": _GATED_SMALL,
     "gated": replace(_GATED_SMALL, num_blocks=12, hidden_channels=96, head_channels=256),
+    "snail-small": _SNAIL_SMALL,
 }

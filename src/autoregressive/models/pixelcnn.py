@@ -2,6 +2,7 @@
 
 PixelCNN: van den Oord et al., 2016, https://arxiv.org/abs/1601.06759.
 Gated PixelCNN: van den Oord et al., 2016, https://arxiv.org/abs/1606.05328.
+PixelSNAIL: Chen et al., 2018, https://arxiv.org/abs/1712.09763.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..layers.embedding import CategoricalEmbedding
 from ..layers.gated import GatedStack
 from ..layers.residual import ResidualBlock
 from ..layers.sequential import CausalSequential
+from ..layers.snail import SnailStack
 from ..sampling.cached import CachedSampler
 from ..sampling.naive import draw_noise
 from ..sampling.sampler import Sampler
@@ -43,12 +45,14 @@ def build_network(
     r"""Build the causal network a config describes.
 
     Residual: a mask-A :class:`MaskedConv2d`, ``num_blocks`` :class:`ResidualBlock` s, head.
-    Gated: a :class:`GatedStack` of ``num_blocks`` blocks, head. The head is ReLU and a mask-B
-    1x1 convolution (with an extra ReLU + 1x1 layer when ``head_channels > 0``). With an
-    ``input_embedding`` other than ``"scaled"`` a :class:`CategoricalEmbedding` comes first, and
-    the first masked layer reads its ``d`` channels per data channel. Every mask has
-    ``config.mask_groups`` colour groups: channel-wise, or one (pixel-wise) for a distribution
-    that models whole pixels (see :mod:`autoregressive.layers.masks`).
+    Gated: a :class:`GatedStack` of ``num_blocks`` blocks, head. Snail: a :class:`SnailStack` of
+    ``num_blocks`` blocks of ``attention_every`` residual blocks and an attention layer, head.
+    The head is ReLU and a mask-B 1x1 convolution (with an extra ReLU + 1x1 layer when
+    ``head_channels > 0``). With an ``input_embedding`` other than ``"scaled"`` a
+    :class:`CategoricalEmbedding` comes first, and the first masked layer reads its ``d``
+    channels per data channel. Every mask has ``config.mask_groups`` colour groups:
+    channel-wise, or one (pixel-wise) for a distribution that models whole pixels (see
+    :mod:`autoregressive.layers.masks`).
 
     Args:
         config: the architecture.
@@ -85,13 +89,20 @@ def build_network(
 
 
 def _body(config: PixelCNNConfig, in_channels: int, factory: dict[str, Any]) -> list[nn.Module]:
-    """The mask-A input layer and the residual blocks, or the gated stack."""
+    """The mask-A input layer and the residual blocks, or the gated or the PixelSNAIL stack."""
     c = config
     dc = c.mask_groups  # colour groups of every mask: data_channels, or 1 pixel-wise
     cond: dict[str, Any] = {
         "cond_channels": c.cond_channels,
         "spatial_channels": c.spatial_channels,
     }
+    if c.block == "snail":
+        snail = SnailStack(
+            in_channels, c.hidden_channels, c.num_blocks, c.kernel_size, c.input_kernel_size,
+            dc, residual_blocks=c.attention_every, heads=c.attention_heads,
+            key_channels=c.attention_key_channels, **cond, **factory,
+        )  # fmt: skip
+        return [snail]
     if c.block == "gated":
         stack = GatedStack(
             in_channels, c.hidden_channels, c.num_blocks, c.kernel_size, c.input_kernel_size,

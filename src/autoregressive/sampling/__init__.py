@@ -16,6 +16,9 @@ from ``nn.Conv2d``.
 - :mod:`~autoregressive.sampling.conv_stepper`, :mod:`~autoregressive.sampling.residual_stepper`,
   :mod:`~autoregressive.sampling.gated_stepper`: the steppers of the masked convolution, the
   residual block and the gated stack.
+- :mod:`~autoregressive.sampling.attention_stepper`, :mod:`~autoregressive.sampling.snail_stepper`,
+  :mod:`~autoregressive.sampling.gated_residual_stepper`: causal self-attention with a cache of
+  keys and values, the PixelSNAIL stack's stepper and its gated residual block's.
 - :mod:`~autoregressive.sampling.memo`: values folded from weights, kept until they change.
 """
 

@@ -94,9 +94,11 @@ class CachedSampler(Sampler):
     Every module of the network must implement the stepping protocol
     (:func:`~autoregressive.stepper_for`): :class:`~autoregressive.CausalSequential`,
     :class:`~autoregressive.MaskedConv2d`, :class:`~autoregressive.ResidualBlock`,
-    :class:`~autoregressive.GatedStack`, blocks of your own with a ``stepper`` method, and
-    elementwise activations. The first layer must read the image causally: a mask-A
-    ``MaskedConv2d`` or a ``GatedStack``, as :class:`~autoregressive.PixelCNN` builds.
+    :class:`~autoregressive.GatedStack`, :class:`~autoregressive.CausalSelfAttention2d`,
+    :class:`~autoregressive.GatedResidualBlock`, :class:`~autoregressive.SnailStack`, blocks of
+    your own with a ``stepper`` method, and elementwise activations. The first layer must read
+    the image causally: a mask-A ``MaskedConv2d`` or ``CausalSelfAttention2d``, a ``GatedStack``
+    or a ``SnailStack``, as :class:`~autoregressive.PixelCNN` builds.
 
     On CUDA the per-step work is a few hundred small kernels whose launch overhead would
     dominate, so by default the sampler records one image row (``W`` steps, sampling included)
@@ -122,7 +124,9 @@ class CachedSampler(Sampler):
             takes at most half the passes of stepping it; ``True`` always (every layer's stepper
             must implement ``step_row``); ``False`` never, one step per sub-pixel.
         cuda_graphs: replay rows as CUDA graphs: ``None`` (default) on CUDA devices, ``False``
-            never, ``True`` always (a ``ValueError`` if the network is not on a CUDA device).
+            never, ``True`` always (a ``ValueError`` if the network is not on a CUDA device, or
+            if a stepper's rows differ, :attr:`Stepper.replays_rows`, as an attention layer's
+            do: such networks run eagerly by default).
         replay_rows: run the CUDA-graph path without a graph, on any device: warm-up rows
             eagerly, then every further row on the same fixed buffers, the recording replaced by
             the row itself. The same images; it lets the replay's bookkeeping be tested on a CPU.
@@ -186,6 +190,26 @@ class CachedSampler(Sampler):
             return self.rows_at_once
         return None if batch <= ROWS_AT_ONCE_MAX_BATCH else False
 
+    def _replays(self, stepper: Stepper, device: torch.device, height: int) -> tuple[bool, bool]:
+        """Whether rows are replayed as CUDA graphs, and whether they are replayed at all.
+
+        Rows replay only when every stepper runs the same operations in every row
+        (:attr:`Stepper.replays_rows`); by default not otherwise, and asking for it is an error.
+        """
+        graphs = self.cuda_graphs
+        if graphs is None:
+            graphs = device.type == "cuda" and not (self.rows_at_once or self.replay_rows)
+            graphs = graphs and stepper.replays_rows
+        if graphs and device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, not {device}")
+        if (graphs or self.replay_rows) and not stepper.replays_rows:
+            raise ValueError(
+                "this network's rows cannot be replayed (a layer such as an attention layer "
+                "attends to a prefix that grows with every pixel): leave cuda_graphs and "
+                "replay_rows unset"
+            )
+        return graphs, (graphs or self.replay_rows) and height > WARMUP_ROWS
+
     @torch.no_grad()
     def _draw(self, request: SampleRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Draw images from ``noise``, and the parameters if asked (see ``Sampler._draw``)."""
@@ -193,17 +217,13 @@ class CachedSampler(Sampler):
         network, noise, parts = request.network, request.noise, request.cond
         n, _, height, width = noise.shape
         device = next(network.parameters()).device
-        graphs = self.cuda_graphs
-        if graphs is None:
-            graphs = device.type == "cuda" and not (self.rows_at_once or self.replay_rows)
-        if graphs and device.type != "cuda":
-            raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, not {device}")
-        replayed = (graphs or self.replay_rows) and height > WARMUP_ROWS
-        self.last_used_graph = graphs and replayed
         run = _Run(network, request.distribution)
         # inference mode: no autograd bookkeeping on the many small operations of a step
         with torch.inference_mode(), tap_products(self.tap_products):
             stepper = run._stepper(n, width, parts)
+            graphs, replayed = self._replays(stepper, device, height)
+            self.last_used_graph = graphs and replayed
+            stepper.begin_image(height)
             self.last_cache_nbytes = stepper.cache_nbytes()
             rows = run._prepare(noise, completion, request.return_params, parts)
             if replayed:
@@ -248,8 +268,8 @@ class _Run:
             first = next(iter(self.network.children()), self.network)
             raise ValueError(
                 "cached sampling needs a causal network whose first layer is a mask-A "
-                "MaskedConv2d or a GatedStack (its stepper sets reads_image), after pixelwise "
-                "layers only (such as a CategoricalEmbedding); this one starts with "
+                "MaskedConv2d, a GatedStack or a SnailStack (its stepper sets reads_image), after "
+                "pixelwise layers only (such as a CategoricalEmbedding); this one starts with "
                 f"{type(first).__name__}"
             )
         return stepper

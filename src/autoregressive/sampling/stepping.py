@@ -9,8 +9,10 @@ this module is the contract between the sampler and the layers:
 - a causal layer has a method ``stepper(batch, width, cond)`` that returns a :class:`Stepper`,
   an object that keeps what the layer needs of earlier rows and computes the layer's output at
   one pixel from its input there (:class:`~autoregressive.MaskedConv2d`,
-  :class:`~autoregressive.ResidualBlock`, :class:`~autoregressive.GatedStack` and
-  :class:`~autoregressive.CausalSequential` implement it next to their ``forward``);
+  :class:`~autoregressive.ResidualBlock`, :class:`~autoregressive.GatedStack`,
+  :class:`~autoregressive.CausalSelfAttention2d`, :class:`~autoregressive.GatedResidualBlock`,
+  :class:`~autoregressive.SnailStack` and :class:`~autoregressive.CausalSequential` implement it
+  next to their ``forward``);
 - a module without parameters or buffers that maps every pixel's features on their own (an
   activation such as ``nn.ReLU``) needs nothing: it is applied to each pixel's ``(N, C)``
   features as they pass.
@@ -19,6 +21,11 @@ A stepper may also compute a whole row at once from a guess of its inputs there
 (:meth:`Stepper.step_row`, announced by :attr:`Stepper.steps_rows`): the sampler then finds a
 row as the fixed point of whole-row passes, usually in a few passes instead of ``W`` steps (see
 :class:`~autoregressive.CachedSampler`). It is optional: without it the sampler steps pixels.
+
+A stepper that keeps something of every earlier pixel (the keys and values of an attention
+layer, :class:`~autoregressive.sampling.attention_stepper.AttentionStepper`) allocates it in
+:meth:`Stepper.begin_image`, which is told the image's height, and sets
+:attr:`Stepper.replays_rows` to ``False``: its rows differ, so they are not replayed.
 
 A stepper whose output at a pixel depends only on its input at that pixel sets
 :attr:`Stepper.pixelwise` (activations; :class:`~autoregressive.CategoricalEmbedding`). Such
@@ -73,6 +80,15 @@ class Stepper:
     pixelwise: bool = False
     #: whether :meth:`step_row` is implemented (the sampler may then compute rows at once)
     steps_rows: bool = False
+    #: whether every row runs the same operations on the same buffers, so that one recorded row
+    #: replays for all of them (an attention layer's attended prefix grows: it sets ``False``)
+    replays_rows: bool = True
+
+    def begin_image(self, height: int) -> None:
+        """Prepare to sample images of ``height`` rows, before ``begin_row(0)``.
+
+        Called once per sampling call: allocate here the caches that hold the whole image.
+        """
 
     def begin_row(self, i: int) -> None:
         """Prepare row ``i``: e.g. shift the cached rows up by one."""

@@ -1,0 +1,116 @@
+"""PixelSNAIL's gated residual block, with masked convolutions.
+
+Chen et al., *PixelSNAIL: An Improved Autoregressive Generative Model*, 2018,
+https://arxiv.org/abs/1712.09763 (the "gated residual block" of figure 2), after the gated
+activation of van den Oord et al., 2016, https://arxiv.org/abs/1606.05328.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..conditioning import Conditioning, RowConditioning, check_cond
+from ..sampling.gated_residual_stepper import GatedResidualStepper
+from ..sampling.stepping import Stepper, stepper_for
+from ..validation import check_elementwise, check_int, check_optional_int
+from .conv import MaskedConv2d
+from .gated import gate
+from .masks import check_kernel_size
+from .projection import ConditionProjection
+
+__all__ = ["GatedResidualBlock"]
+
+
+class GatedResidualBlock(nn.Module):
+    r"""``x + gate(kxk_B(act(kxk_B(act(x)))) + cond)``: two masked convolutions and a gate.
+
+    The second convolution gives ``2C`` channels, taken in interleaved pairs ``(a, b)`` by
+    :func:`~autoregressive.gate`, ``tanh(a) * sigmoid(b)``; a conditioning vector's projection
+    and a conditioning map's 1x1 convolution are added before the gate. Both convolutions are
+    type-B masked, so the block is causal whenever its input is; like
+    :class:`~autoregressive.ResidualBlock` it has a blind spot, which the attention of a
+    :class:`~autoregressive.SnailStack` closes.
+
+    Args:
+        channels: input and output channels ``C``.
+        kernel_size: odd size of both masked convolutions.
+        data_channels: colour groups of the masks: the image's channels for channel-wise
+            masks, 1 for grey or pixel-wise masks (see :mod:`autoregressive.layers.masks`).
+        cond_channels: size of an optional conditioning vector; ``None`` for none.
+        spatial_channels: channels of an optional conditioning map aligned with the image.
+        act_layer: activation class, instantiated twice (PixelSNAIL: an ELU).
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`; ``cond`` a :class:`~autoregressive.Conditioning`
+          (vector :math:`(N, C_{cond})` and/or map :math:`(N, C_{map}, H, W)`) or ``None``
+        - Output: :math:`(N, C, H, W)`
+
+    Example:
+        >>> block = GatedResidualBlock(16, kernel_size=3)
+        >>> block(torch.zeros(2, 16, 8, 8)).shape
+        torch.Size([2, 16, 8, 8])
+    """
+
+    conditional: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        data_channels: int = 1,
+        *,
+        cond_channels: int | None = None,
+        spatial_channels: int | None = None,
+        act_layer: type[nn.Module] = nn.ELU,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        owner = "GatedResidualBlock"
+        check_kernel_size(kernel_size)
+        self.channels = check_int("channels", channels, 1, owner=owner)
+        data_channels = check_int("data_channels", data_channels, 1, owner=owner)
+        self.cond_channels = check_optional_int("cond_channels", cond_channels, 1, owner=owner)
+        self.spatial_channels = check_optional_int(
+            "spatial_channels", spatial_channels, 1, owner=owner
+        )
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.act1, self.act2 = act_layer(), act_layer()
+        check_elementwise(self.act1, "act_layer")
+        self.conv1 = MaskedConv2d(channels, channels, kernel_size, "B", data_channels, **factory)
+        self.conv2 = MaskedConv2d(
+            channels, 2 * channels, kernel_size, "B", data_channels, **factory
+        )
+        self.cond = ConditionProjection(
+            self.cond_channels, self.spatial_channels, 2 * channels, **factory
+        )
+
+    def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
+        cond = check_cond(
+            cond, self.cond_channels, "GatedResidualBlock", x.shape[0],
+            spatial_channels=self.spatial_channels, size=tuple(x.shape[2:]),
+        )  # fmt: skip
+        p = self.conv2(self.act2(self.conv1(self.act1(x))))  # (N, 2C, H, W)
+        bias = self.cond(cond)  # (N, 2C, 1, 1) or (N, 2C, H, W), or None
+        if bias is not None:
+            p = p + bias
+        return x + gate(p)
+
+    def extra_repr(self) -> str:
+        s = f"channels={self.channels}, cond_channels={self.cond_channels}"
+        return s + (f", spatial_channels={self.spatial_channels}" if self.spatial_channels else "")
+
+    def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> Stepper:
+        """A :class:`GatedResidualStepper` for cached sampling."""
+        bias, spatial, row = self.cond.fold(cond)  # (N, 2C), (C_map, 2C), (N, W, C_map)
+        return GatedResidualStepper(
+            [stepper_for(a, batch, width, cond) for a in (self.act1, self.act2)],
+            self.conv1.stepper(batch, width),
+            self.conv2.stepper(batch, width),
+            batch=batch, width=width, cond_bias=bias, spatial_matrix=spatial, spatial_row=row,
+        )  # fmt: skip
