@@ -9,7 +9,7 @@ Three phases, timed separately:
 1. **VQ-VAE** (``vqvae.py``; van den Oord et al., 2017, https://arxiv.org/abs/1711.00937):
    28x28 grey images to 7x7 grids of ``--codebook-size`` codes and back, trained on the
    intensities in ``[0, 1]`` with binary cross-entropy plus the commitment loss, in float32.
-2. **Prior**: :class:`autoregressive.PixelCNN` with ``block="gated"``,
+2. **Prior** (``prior.py``): :class:`autoregressive.PixelCNN` with ``block="gated"``,
    ``distribution="categorical"``, ``levels=--codebook-size``, ``num_classes=10`` and
    ``image_size=(7, 7)``, trained on the code grids of the training images with their labels
    (the VQ-VAE's encoder is frozen then) in ``--precision auto`` (bf16 autocast where the
@@ -39,7 +39,6 @@ import argparse
 import functools
 import math
 import sys
-import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,34 +47,20 @@ from typing import Any, cast
 
 import torch
 
-from autoregressive import PixelCNNConfig
 from autoregressive.data import SeededBatches, derive_seed, load_mnist
 from autoregressive.training import (
     CheckpointError,
     DivergenceError,
     EpochProgress,
-    EpochStats,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
 import common
 import loop
 import outputs
+import prior
 import vqvae as vq
-from vqvae import VQVAE, baselines, codebook_use, save_reconstructions  # noqa: F401 (the tests)
-
-CLASSES = 10
-EMBEDDINGS = ("learned", "onehot", "scaled")
-#: The flag that sets each field of the prior's config.
-CONFIG_FLAGS = {
-    "levels": "--codebook-size",
-    "num_blocks": "--prior-blocks",
-    "hidden_channels": "--prior-channels",
-    "head_channels": "--prior-head",
-    "input_embedding": "--input-embedding",
-    "embedding_dim": "--embedding-dim",
-}
-
+from vqvae import VQVAE, baselines, codebook_use  # noqa: F401 (the tests)
 
 #: ``--data-dir`` by default: ``../shared/data/mnist`` when it holds MNIST, else ``data/mnist``.
 default_data_dir = common.default_mnist_dir
@@ -113,12 +98,6 @@ RUN_KEYS = (
     *("commitment", "ema_decay", "dead_code_threshold", "prior_lr", "prior_batch_size"),
     *("train_images", "limit_train_batches"),
 )
-#: The prior's names for numbers of ``loop.nll_record``: the dimensions of a code grid are codes.
-PRIOR_NAMES = {
-    "train_bits_per_dim": "train_bits_per_code",
-    "test_bits_per_dim": "test_bits_per_code",
-    "train_images_per_second": "train_grids_per_second",
-}
 
 
 # ---------------------------------------------------------------------------- command line
@@ -139,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     minutes = ref("checkpoint_minutes")
     common.add_run_flags(p, demo, ref("out"), checkpoint_minutes=minutes, precision=precision)
     vq.add_flags(p.add_argument_group("VQ-VAE"), ref)
-    _prior_flags(p.add_argument_group("prior"), ref)
+    prior.add_flags(p.add_argument_group("prior"), ref)
     g = common.add_data_flags(p, ref, common.MNIST_DIR_HELP, "never try to download missing files")
     limit = "at most this many steps per epoch (for tests)"
     g.add_argument("--limit-train-batches", type=common.positive_int, help=limit)
@@ -155,38 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _prior_flags(g: argparse._ArgumentGroup, ref: Callable[[str], str]) -> None:
-    positive = common.positive_int
-    g.add_argument("--prior-blocks", type=positive, help=f"gated blocks ({ref('prior_blocks')})")
-    width = f"hidden channels ({ref('prior_channels')})"
-    g.add_argument("--prior-channels", type=positive, help=width)
-    head = f"1x1 head width, 0: none ({ref('prior_head')})"
-    g.add_argument("--prior-head", type=common.non_negative_int, help=head)
-    embedding = (
-        "how the prior reads a code: a learned embedding, one-hot, or the index scaled to "
-        "[-1, 1] (an order that means nothing for codes)"
-    )
-    g.add_argument("--input-embedding", choices=EMBEDDINGS, default="learned", help=embedding)
-    width = "width of --input-embedding learned"
-    g.add_argument("--embedding-dim", type=positive, default=16, help=width)
-    g.add_argument("--prior-epochs", type=positive, help=f"prior epochs ({ref('prior_epochs')})")
-    lr = "Adam learning rate of the prior"
-    g.add_argument("--prior-lr", type=common.positive_float, default=2e-3, help=lr)
-    size = "code grids per prior step"
-    g.add_argument("--prior-batch-size", type=positive, default=64, help=size)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line and fill unset flags from the ``--demo`` or full profile.
 
     Every flag is checked here (exit code 2 naming the flag) except what needs the data, the
-    checkpoint and the output folder: :func:`check_start` and :func:`check_phases`.
+    checkpoint and the output folder: :func:`check_start` and :func:`prior.check_phases`.
     """
 
     def finish(args: argparse.Namespace) -> None:
         if args.data_dir is None:
             args.data_dir = default_data_dir()
-        common.check_config(lambda: prior_config(args), CONFIG_FLAGS)
+        common.check_config(lambda: prior.config(args), prior.CONFIG_FLAGS)
 
     return common.parse_profiled(build_parser(), argv, FULL, DEMO, finish)
 
@@ -230,28 +188,10 @@ def check_start(args: argparse.Namespace, data: Data) -> None:
     common.make_out(args.out)
 
 
-def prior_config(args: argparse.Namespace, grid: tuple[int, int] = (7, 7)) -> PixelCNNConfig:
-    """The class-conditional Gated PixelCNN over code grids that ``args`` describe."""
-    return PixelCNNConfig(
-        block="gated",
-        distribution="categorical",
-        levels=args.codebook_size,
-        num_blocks=args.prior_blocks,
-        hidden_channels=args.prior_channels,
-        input_kernel_size=7,
-        kernel_size=3,
-        head_channels=args.prior_head,
-        num_classes=CLASSES,
-        image_size=grid,
-        input_embedding=args.input_embedding,
-        embedding_dim=args.embedding_dim,
-    )
-
-
 def build_phases(args: argparse.Namespace, device: torch.device) -> loop.Phases:
     """The VQ-VAE's run (float32) and then the prior's, seeded by ``--seed``."""
-    prior = loop.new_run(prior_config(args), args, device, RUN_KEYS, lr=args.prior_lr, name="prior")
-    return loop.Phases({"vqvae": vq.new_run(args, device, prior.identity), "prior": prior})
+    run = loop.new_run(prior.config(args), args, device, RUN_KEYS, lr=args.prior_lr, name="prior")
+    return loop.Phases({"vqvae": vq.new_run(args, device, run.identity), "prior": run})
 
 
 def vq_loss(phases: loop.Phases) -> vq.Loss:
@@ -260,46 +200,6 @@ def vq_loss(phases: loop.Phases) -> vq.Loss:
 
 
 # ---------------------------------------------------------------------------------- phases
-def prepare_codes(
-    phases: loop.Phases, data: Data, args: argparse.Namespace, device: torch.device
-) -> types.SimpleNamespace:
-    """Encode both sets (the frozen encoder): baselines, and batches of code grids."""
-    extra, model = phases.extra, phases.runs["vqvae"].model
-    train, test, figures = vq.encode_sets(
-        model, data.train_x, data.test_x, args.eval_batch_size, device
-    )
-    extra |= figures
-    print(
-        f"encoded {train.shape[0]:,} + {test.shape[0]:,} images in "
-        f"{extra['encode_seconds']:.1f} s; training codes use "
-        f"{extra['train_codebook']['codes_used']}/{args.codebook_size} entries; NLL of "
-        f"uniform codes {extra['uniform_nll']:.1f}, of independent codes "
-        f"{extra['unigram_nll']:.1f} nats per grid"
-    )
-    seed, size = derive_seed(args.seed, "prior"), args.prior_batch_size
-    return types.SimpleNamespace(
-        train=SeededBatches(train, data.train_y, batch_size=size, shuffle=True, seed=seed),
-        test=SeededBatches(test, data.test_y, batch_size=args.eval_batch_size),
-    )
-
-
-def prior_record(
-    run: loop.Run, test: SeededBatches, device: torch.device, epoch: int, stats: EpochStats
-) -> dict[str, Any]:
-    """The record of a trained prior epoch: ``loop.nll_record`` in the prior's names."""
-    record = loop.nll_record(run, test, None, device, epoch, stats)
-    return {PRIOR_NAMES.get(k, k): v for k, v in record.items()}
-
-
-def describe_prior(m: dict[str, Any]) -> str:
-    """A prior epoch's record in one line."""
-    return (
-        f"prior epoch {m['epoch']}: train NLL {m['train_nll']:.2f}, test NLL "
-        f"{m['test_nll']:.2f} nats per code grid ({m['test_bits_per_code']:.3f} "
-        f"bits/code); {m['train_seconds']:.0f} s"
-    )
-
-
 def train_phases(
     phases: loop.Phases, data: Data, args: argparse.Namespace, device: torch.device
 ) -> None:
@@ -320,46 +220,23 @@ def train_phases(
     phase = loop.Phase(args.vq_epochs, "VQ-VAE epoch", record, describe)
     loop.train_epochs(phases.runs["vqvae"], args, types.SimpleNamespace(train=images), device,
                       save=save("vqvae"), postfix=loss.postfix, phase=phase)  # fmt: skip
-    codes = prepare_codes(phases, data, args, device)
-    record = functools.partial(prior_record, phases.runs["prior"], codes.test, device)
-    phase = loop.Phase(args.prior_epochs, "prior epoch", record, describe_prior)
+    x, y = (data.train_x, data.test_x), (data.train_y, data.test_y)
+    codes = prior.code_batches(phases, x, y, args, device)
+    record = functools.partial(prior.record, phases.runs["prior"], codes.test, device)
+    phase = loop.Phase(args.prior_epochs, "prior epoch", record, prior.describe)
     loop.train_epochs(phases.runs["prior"], args, codes, device, save=save("prior"), phase=phase)
 
 
 # -------------------------------------------------------------------------------- outputs
-@torch.no_grad()
 def write_pictures(
     phases: loop.Phases, data: Data, args: argparse.Namespace, device: torch.device
 ) -> float:
     """``samples.png`` and ``reconstructions.png``; returns the seconds sampling took."""
-    k, prior, model = args.samples_per_class, phases.runs["prior"].model, phases.runs["vqvae"].model
-    g = torch.Generator(device).manual_seed(derive_seed(args.seed, "samples"))
-    y = torch.arange(CLASSES, device=device).repeat_interleave(k)  # (10 * k,) row = class
-    start = time.perf_counter()
-    codes = prior.sample(len(y), y, size=(7, 7), generator=g, temperature=args.temperature)
-    seconds = time.perf_counter() - start  # (10 * k, 1, 7, 7) long
-    images = model.eval().decode(codes[:, 0]).cpu()  # (10 * k, 1, 28, 28)
-    title = f"prior samples, one row per class 0-9 (temperature {args.temperature:g})"
-    outputs.save_grid(images, k, args.out / "samples.png", title, inches=0.6)
+    k, model = args.samples_per_class, phases.runs["vqvae"].model
+    seconds = prior.save_samples(phases.runs["prior"].model, model, args, device)
     path = args.out / "reconstructions.png"
-    save_reconstructions(model, data.test_x, data.test_y, k // 2, path, device)
+    vq.save_reconstructions(model, data.test_x, data.test_y, k // 2, path, device)
     return seconds
-
-
-def save_loss_curves(phases: loop.Phases, path: Path) -> None:
-    """VQ-VAE reconstruction BCE and prior NLL per epoch, train and test."""
-    panels = []
-    for key, metric, title, label in (
-        ("vqvae", "bce", "VQ-VAE reconstruction", "BCE (nats per image)"),
-        ("prior", "nll", "class-conditional prior", "NLL (nats per 7x7 code grid)"),
-    ):
-        history = phases.history[key]
-        epochs = [m["epoch"] for m in history]
-        lines = {s: (epochs, [m[f"{s}_{metric}"] for m in history]) for s in ("train", "test")}
-        panels.append(outputs.Panel(title, label, lines))
-    if "unigram_nll" in phases.extra:
-        panels[1].baseline = ("independent codes", phases.extra["unigram_nll"])
-    outputs.save_curves(panels, path)
 
 
 def trained(history: dict[str, list[dict[str, Any]]]) -> bool:
@@ -383,44 +260,21 @@ def save_state(
     """
     phases.extra["vqvae_sums"] = dict(vq_loss(phases).sums)
     loop.save_phases(phases, args, progress)
-    prior, extra = phases.runs["prior"], phases.extra
+    run, extra = phases.runs["prior"], phases.extra
     summary = outputs.phases_summary(phases, args, device, progress) | {
-        "finished": len(prior.history) == args.prior_epochs
+        "finished": len(run.history) == args.prior_epochs
         and "sample_seconds" in extra and trained(phases.history),
         "codebook_size": args.codebook_size,
-        "prior_config": prior.identity["prior"],
+        "prior_config": run.identity["prior"],
         "images": {k: extra[k] for k in ("train", "test") if k in extra},
         "baselines": {k: extra[k] for k in ("uniform_nll", "unigram_nll") if k in extra},
         "train_codebook": extra.get("train_codebook"),
-        "precision": {"name": prior.precision.name, "reason": prior.precision.reason},
+        "precision": {"name": run.precision.name, "reason": run.precision.reason},
     }  # fmt: skip
     outputs.write_json(args.out / "metrics.json", summary)
 
 
 # ---------------------------------------------------------------------------------- resume
-def check_phases(
-    history: dict[str, list[dict[str, Any]]],
-    args: argparse.Namespace,
-    progress: dict[str, Any] | None = None,
-) -> None:
-    """Refuse ``--vq-epochs`` / ``--prior-epochs`` that a checkpoint's progress contradicts.
-
-    ``progress``: where the checkpoint stands within an epoch (an epoch begun counts).
-    """
-    phase = progress["phase"] if progress else None
-    vq_done, prior = len(history["vqvae"]), len(history["prior"])
-    where = args.out / "checkpoint.pt"
-    if (prior or phase == "prior") and vq_done != args.vq_epochs:
-        raise ValueError(
-            f"--resume: the prior in {where} trained on the codes of a VQ-VAE after {vq_done} "
-            f"epoch(s); pass --vq-epochs {vq_done}, or another --out to start a new run"
-        )
-    partial = phase == "vqvae"
-    loop.check_not_past(where, vq_done, "--vq-epochs", args.vq_epochs, "VQ-VAE epoch", partial)
-    partial = phase == "prior"
-    loop.check_not_past(where, prior, "--prior-epochs", args.prior_epochs, "prior epoch", partial)
-
-
 def check_resumable(checkpoint: dict[str, Any], identity: dict[str, Any]) -> None:
     """Raise ``ValueError`` when a checkpoint belongs to a different run."""
     loop.check_resumable(checkpoint, identity, configs=("prior",))
@@ -436,7 +290,7 @@ def resume(phases: loop.Phases, args: argparse.Namespace, device: torch.device) 
     if ckpt is None:
         return
     check_resumable(ckpt, phases.runs["prior"].identity)
-    check_phases(ckpt["history"], args, ckpt.get("progress"))
+    prior.check_phases(ckpt["history"], args, ckpt.get("progress"))
     if "vq_optimizer" in ckpt:
         ckpt["vqvae_optimizer"] = ckpt.pop("vq_optimizer")
     where = loop.load_phases(ckpt, phases)
@@ -458,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, CheckpointError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    prior = phases.runs["prior"]
+    run = phases.runs["prior"]
     print(
-        f"{outputs.header(device, prior.precision, prior.model)} (the prior; the VQ-VAE trains "
+        f"{outputs.header(device, run.precision, run.model)} (the prior; the VQ-VAE trains "
         f"in fp32)\ndata: {data.train_x.shape[0]:,} training and {data.test_x.shape[0]:,} test "
         f"images from {args.data_dir}; out {args.out}"
     )
@@ -470,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         save_state(phases, args, device)
     except (DivergenceError, loop.NonFiniteState) as err:
         return loop.stopped(err, args.out)
-    save_loss_curves(phases, args.out / "loss_curves.png")
-    vq_last, last, extra = phases.history["vqvae"][-1], prior.history[-1], phases.extra
+    prior.save_loss_curves(phases, args.out / "loss_curves.png")
+    vq_last, last, extra = phases.history["vqvae"][-1], run.history[-1], phases.extra
     print(
         f"done: reconstruction BCE {vq_last['test_bce']:.2f} nats/image, MSE "
         f"{vq_last['test_mse_per_pixel']:.4f}/pixel; codebook {vq_last['test_codes_used']}/"

@@ -199,7 +199,7 @@ def test_missing_data_gives_a_clear_error(tmp_path):
 
 def tiny_prior(script) -> PixelCNN:
     args = script.parse_args(tiny_flags(Path("unused"), Path("unused")))
-    return PixelCNN(script.prior_config(args))
+    return PixelCNN(script.prior.config(args))
 
 
 def test_prior_is_the_class_conditional_gated_model_over_codes():
@@ -220,7 +220,7 @@ def test_prior_is_the_class_conditional_gated_model_over_codes():
 def test_every_input_embedding_scores_and_samples(embedding):
     script = _load_script()
     flags = [*tiny_flags(Path("unused"), Path("unused")), "--input-embedding", embedding]
-    prior = PixelCNN(script.prior_config(script.parse_args(flags)))
+    prior = PixelCNN(script.prior.config(script.parse_args(flags)))
     assert prior.config.input_embedding == embedding
     y = torch.arange(4)
     codes = prior.sample(4, y, size=(7, 7), generator=torch.Generator().manual_seed(1))
@@ -297,7 +297,7 @@ def test_help_and_profiles():
 def test_resume_accepts_a_checkpoint_from_before_a_config_field_existed():
     script = _load_script()
     args = script.parse_args(tiny_flags(Path("unused"), Path("unused")))
-    config = dataclasses.asdict(script.prior_config(args))
+    config = dataclasses.asdict(script.prior.config(args))
     identity = {"prior": config, **{k: getattr(args, k) for k in script.RUN_KEYS}}
     older = {**identity, "prior": {k: v for k, v in config.items() if k != "embedding_dim"}}
     script.check_resumable({"run": older}, identity)  # the missing field takes its default, 16
@@ -398,9 +398,9 @@ def test_resume_refuses_epochs_the_checkpoint_contradicts(done, flags, match):
     args = script.parse_args([*tiny_flags(Path("unused"), Path("unused")), *flags])
     history = {"vqvae": [{}] * done[0], "prior": [{}] * done[1]}
     with pytest.raises(ValueError, match=match):
-        script.check_phases(history, args)
+        script.prior.check_phases(history, args)
     same = script.parse_args(tiny_flags(Path("unused"), Path("unused")))  # 1 + 2 epochs
-    script.check_phases({"vqvae": [{}], "prior": [{}]}, same)  # what a resume continues
+    script.prior.check_phases({"vqvae": [{}], "prior": [{}]}, same)  # what a resume continues
 
 
 def test_only_phases_that_saw_images_count_as_trained():
