@@ -454,8 +454,7 @@ def train_epoch(
 
     Raises:
         DivergenceError: a step met a non-finite loss or gradient (see :func:`train_step`).
-        ValueError: the batches held no images, or the objective's output is not one NLL per
-            image.
+        ValueError: no images, or the objective's output is not one NLL per image.
     """
 
     def report(t: _Tally) -> None:
