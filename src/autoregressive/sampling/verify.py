@@ -13,11 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..conditioning import Conditioning
+from ..conditioning import Conditioning, RowConditioning
 from ..distributions.base import Distribution
 from .cached import CachedSampler
 from .checks import check_causal
 from .naive import draw_noise
+from .stepping import stepper_for
 
 __all__ = ["check_stepper"]
 
@@ -34,7 +35,8 @@ def check_stepper(
     """Refuse a network whose steppers disagree with its ``forward`` on random images.
 
     Random images ``shape`` go through the cached sampler as fully known images, once pixel
-    by pixel and once by whole rows; the parameters it computes at every sub-pixel on the way
+    by pixel and, if every stepper implements ``step_row``, once by whole rows; the
+    parameters it computes at every sub-pixel on the way
     (:meth:`~autoregressive.sampling.Sampler.sample_with_params`) must equal one forward pass
     of the network, up to rounding (relative ``1e-9`` in float64, ``1e-4`` in float32,
     ``1e-2`` otherwise). The network is first checked to be causal (:func:`check_causal`).
@@ -64,7 +66,7 @@ def check_stepper(
     noise = draw_noise((shape[0], dist.noise_channels(shape[1]), *shape[2:]), g)
     known = torch.ones(shape, dtype=torch.bool, device=param.device)
     tolerance = _TOLERANCE.get(param.dtype, 1e-2) * (1 + float(expected.abs().max()))
-    for rows in (False, True):
+    for rows in (False, True) if _steps_rows(network, shape, cond) else (False,):
         sampler = CachedSampler(rows_at_once=rows)
         _, got = sampler.sample_with_params(
             network, dist, noise.to(param.device), cond=cond, image=x.to(param.dtype), known=known
@@ -77,3 +79,12 @@ def check_stepper(
                 f"the parameters differ by up to {error:.3g} (allowed {tolerance:.3g}); check "
                 "that each stepper computes its layer's forward at one pixel (or one row)"
             )
+
+
+def _steps_rows(network: nn.Module, shape: tuple[int, ...], cond: Conditioning | None) -> bool:
+    """Whether the network's stepper computes whole rows (every layer's implements step_row)."""
+    n, width = shape[0], shape[3]
+    spatial = None if cond is None or cond.spatial is None else cond.spatial
+    row = None if spatial is None else spatial.new_zeros(n, width, spatial.shape[1])
+    rows_cond = None if cond is None else RowConditioning(cond.vector, row)
+    return stepper_for(network, n, width, rows_cond).steps_rows
