@@ -131,3 +131,14 @@ def test_check_stepper_checks_causality_first():
     network, dist, _ = mask_b_first()
     with pytest.raises(ValueError, match=r"the network is not causal"):
         check_stepper(network, dist, (2, 1, 4, 4))
+
+
+def test_check_stepper_steps_pixels_only_where_a_stepper_has_no_step_row():
+    class StepsOnly(GatedResidualStepper):
+        steps_rows = False
+
+    class Block(GatedResidualBlock):
+        def stepper(self, batch, width, cond=None):
+            return StepsOnly(self.conv.stepper(batch, width), self.out.stepper(batch, width))
+
+    check_stepper(network_of(Block), Bernoulli(), (2, 1, 5, 6))  # agrees, pixel by pixel
