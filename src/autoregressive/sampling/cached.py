@@ -29,7 +29,7 @@ from ..distributions.base import Distribution, DrawPlan
 from ..validation import check_bool
 from .checks import check_sampling
 from .rows import tap_products
-from .sampler import SampleInputs, Sampler, SampleRequest
+from .sampler import Choose, SampleInputs, Sampler, SampleRequest
 from .stepping import Stepper, stepper_for
 
 if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
@@ -198,9 +198,10 @@ class CachedSampler(Sampler):
             graphs = device.type == "cuda" and not (self.rows_at_once or self.replay_rows)
         if graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, not {device}")
-        replayed = (graphs or self.replay_rows) and height > WARMUP_ROWS
+        stepwise = request.choose is not None  # a chooser runs once per sub-step, eagerly
+        replayed = (graphs or self.replay_rows) and height > WARMUP_ROWS and not stepwise
         self.last_used_graph = graphs and replayed
-        run = _Run(network, request.distribution)
+        run = _Run(network, request.distribution, request.choose)
         # inference mode: no autograd bookkeeping on the many small operations of a step
         with torch.inference_mode(), tap_products(self.tap_products):
             stepper = run._stepper(n, width, parts)
@@ -210,7 +211,7 @@ class CachedSampler(Sampler):
                 record = _record_cuda_graph if graphs else _run_row
                 run._sample_replayed(stepper, rows, record)
             else:
-                run._sample_eager(stepper, rows, self._at_once(stepper, n))
+                run._sample_eager(stepper, rows, False if stepwise else self._at_once(stepper, n))
         self.last_passes = run.last_passes
         # copies made outside inference mode: ordinary tensors, usable with autograd
         images = rearrange(rows.x, "h w n c -> n c h w").clone(
@@ -228,11 +229,18 @@ def _run_row(row: Callable[[], object]) -> Callable[[], object]:
 
 
 class _Run:
-    """One call of :meth:`CachedSampler.sample`: its network, distribution and map-row buffer."""
+    """One call of :meth:`CachedSampler.sample`: its network, distribution and map-row buffer.
 
-    def __init__(self, network: nn.Module, distribution: Distribution) -> None:
+    ``choose`` picks each sub-step's value in the step-by-step loop (``distribution.draw``
+    unless given); the whole-row passes draw from the noise, and are not run with another.
+    """
+
+    def __init__(
+        self, network: nn.Module, distribution: Distribution, choose: Choose | None = None
+    ) -> None:
         self.network = network
         self.distribution = distribution
+        self.choose = distribution.draw if choose is None else choose
         self.last_passes = 0
         self._spatial_row: torch.Tensor | None = None  # (N, W, C_map): the map's current row
 
@@ -321,7 +329,7 @@ class _Run:
 
     def _row_by_steps(self, stepper: Stepper, i: int, row: _Rows, plan: DrawPlan) -> None:
         """Row ``i`` one sub-step at a time: ``plan.steps`` network steps per pixel."""
-        dist, dtype = self.distribution, row.x.dtype
+        dist, dtype, choose = self.distribution, row.x.dtype, self.choose
         steps = plan.steps
         reads = [plan.param_slice(s) for s in range(steps)]  # each sub-step's raw parameters
         width, n = row.x.shape[:2]
@@ -336,7 +344,7 @@ class _Run:
                 raw_s = raw[:, reads[s]] if steps > 1 else raw  # (N, P)
                 if row.params is not None:
                     row.params[j, :, reads[s]] = raw_s
-                value = dist.draw(raw_s, noise[j * steps + s])  # (N, *V)
+                value = choose(raw_s, noise[j * steps + s])  # (N, *V)
                 if given is not None:
                     value = torch.where(given[j * steps + s], sub, value)
                 sub.copy_(value)
