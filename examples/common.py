@@ -329,6 +329,17 @@ def add_training_flags(p: argparse.ArgumentParser, ref: Callable[[str], str]) ->
     g.add_argument("--limit-train-batches", type=positive_int, help=limit)
 
 
+#: MNIST as laid out for this project's developers and CI (read only; used when present).
+MNIST_SHARED_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+#: Where MNIST goes otherwise: a git-ignored folder in the checkout.
+MNIST_LOCAL_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist"
+
+
+def mnist_dir(shared: Path = MNIST_SHARED_DIR, local: Path = MNIST_LOCAL_DIR) -> Path:
+    """The MNIST examples' default ``--data-dir``: ``shared`` when it holds the raw files."""
+    return shared if (shared / "MNIST" / "raw").is_dir() else local
+
+
 #: ``--data-dir`` of the MNIST examples.
 MNIST_DIR_HELP = (
     "folder holding MNIST/raw/ (torchvision layout); default: ../shared/data/mnist beside the "
