@@ -20,7 +20,7 @@ import torch
 
 from autoregressive import PixelCNN, PixelCNNConfig
 
-from . import colour, layer, precision, prior, sampling, scaling, train
+from . import coding, colour, layer, precision, prior, sampling, scaling, train
 from .report import Section, load_average, machine_info, plot_sampling, result_stem, write_results
 from .settings import MODES, Settings, model_summary
 
@@ -36,6 +36,7 @@ SUITES: dict[str, Callable[[Settings, torch.device], Section]] = {
     "precision-nll": precision.run_nll,
     "prior": prior.run,
     "colour": colour.run,
+    "coding": coding.run,
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
