@@ -24,10 +24,10 @@ from autoregressive import (
     DiscretizedLogisticMixture,
     PixelCNN,
     PixelCNNConfig,
-    StreamError,
     compress,
     decompress,
 )
+from autoregressive.coding import StreamError
 from autoregressive.coding.format import CHECKSUM_BYTES, HEADER_BYTES, StreamHeader, read_stream
 
 pytest.importorskip("constriction", reason='needs pip install ".[compression]"')

@@ -6,7 +6,7 @@ driven by any model (:func:`compress`, :func:`decompress`).
 """
 
 from ._version import __version__ as __version__
-from .coding import StreamError, compress, decompress
+from .coding import compress, decompress
 from .conditioning import Conditioning
 from .distributions.base import Bernoulli, Categorical, Distribution, DrawPlan, nats_to_bits_per_dim
 from .distributions.logistic_mixture import DiscretizedLogisticMixture
@@ -47,7 +47,6 @@ __all__ = [
     "ResidualBlock",
     "Sampler",
     "Stepper",
-    "StreamError",
     "build_network",
     "cached_sample",
     "causal_mask",

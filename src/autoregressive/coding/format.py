@@ -54,7 +54,18 @@ CHECKSUM_BYTES = 8
 
 
 class StreamError(ValueError):
-    """A stream that cannot be decompressed: damaged, truncated, or of another model or input."""
+    """A stream that cannot be decompressed: damaged, truncated, or of another model or input.
+
+    Example:
+        >>> import autoregressive.coding
+        >>> model = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4))
+        >>> data = compress(model, torch.zeros(1, 1, 3, 3))
+        >>> try:
+        ...     decompress(model, data[:-1])
+        ... except autoregressive.coding.StreamError as err:
+        ...     print(err)  # doctest: +ELLIPSIS
+        the stream is truncated: ... bytes, its header says ...
+    """
 
 
 @dataclass(frozen=True)
