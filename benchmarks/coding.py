@@ -21,6 +21,7 @@ import torch
 from autoregressive import CachedSampler, PixelCNN, compress, decompress, draw_noise
 
 from .report import Column, Section, fmt_stats, fmt_x, progress, seconds
+from .sampling import models_and_batches
 from .settings import Settings
 from .timing import measure_interleaved
 
@@ -55,16 +56,11 @@ def run(settings: Settings, device: torch.device) -> Section:
             Column("decode / steps", "decode_over_steps", fmt_x),
         ],
     )
-    for name, cfg in settings.models.items():
-        torch.manual_seed(0)
-        model = PixelCNN(cfg, device=device).eval()
-        for n in settings.coding_batches:
-            row = _measure_batch(model, n, settings, device)
-            section.rows.append({"model": name, **row})
-            progress(
-                f"coding {name} batch {n}: decode {seconds(row['decode_s'])}, cached "
-                f"{seconds(row['cached_s'])}"
-            )
+    for name, model, n in models_and_batches(settings.models, settings.coding_batches, device):
+        row = _measure_batch(model, n, settings, device)
+        section.rows.append({"model": name, **row})
+        done = f"decode {seconds(row['decode_s'])}, cached {seconds(row['cached_s'])}"
+        progress(f"coding {name} batch {n}: {done}")
     return section
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import small_configs
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,19 +27,7 @@ F64 = {"dtype": torch.float64}
 
 @st.composite
 def choice_cases(draw):
-    distribution = draw(st.sampled_from(["bernoulli", "categorical", "logistic_mixture"]))
-    dc = 1 if distribution == "bernoulli" else draw(st.sampled_from([1, 3]))
-    config = PixelCNNConfig(
-        data_channels=dc,
-        distribution=distribution,
-        levels=2 if distribution == "bernoulli" else draw(st.integers(2, 6)),
-        mixtures=draw(st.integers(1, 3)),
-        block=draw(st.sampled_from(["residual", "gated"])),
-        num_blocks=draw(st.integers(1, 2)),
-        hidden_channels=2 * dc * draw(st.integers(1, 2)),
-        input_kernel_size=3,
-        num_classes=draw(st.sampled_from([None, 3])),
-    )
+    config = draw(small_configs(st.integers(2, 6)))
     n = draw(st.integers(1, 3))
     size = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     return config, n, size, draw(st.integers(0, 2**16))

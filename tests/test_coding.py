@@ -14,6 +14,7 @@ import sys
 
 import pytest
 import torch
+from helpers import small_configs
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -40,21 +41,7 @@ CODER_SLACK_BITS = 64
 
 @st.composite
 def coding_cases(draw):
-    distribution = draw(st.sampled_from(["bernoulli", "categorical", "logistic_mixture"]))
-    dc = 1 if distribution == "bernoulli" else draw(st.sampled_from([1, 3]))
-    config = PixelCNNConfig(
-        data_channels=dc,
-        distribution=distribution,
-        levels=2 if distribution == "bernoulli" else draw(st.sampled_from([3, 16, 256])),
-        mixtures=draw(st.integers(1, 3)),
-        block=draw(st.sampled_from(["residual", "gated"])),
-        num_blocks=draw(st.integers(1, 2)),
-        hidden_channels=2 * dc * draw(st.integers(1, 2)),
-        input_kernel_size=3,
-        num_classes=draw(st.sampled_from([None, 3])),
-        vector_size=draw(st.sampled_from([None, 2])),
-        spatial_channels=draw(st.sampled_from([None, 2])),
-    )
+    config = draw(small_configs(st.sampled_from([3, 16, 256]), conditions=True))
     n = draw(st.integers(1, 4))
     size = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     return config, n, size, draw(st.integers(1, 4)), draw(st.integers(0, 2**16))
@@ -222,9 +209,20 @@ def _float32(model: PixelCNN) -> PixelCNN:
 def test_a_stream_of_another_device_type_is_refused(stream):
     model, labels, _, data = stream
     header = read_stream(data).header
+    payload = read_stream(data).payload
     moved = StreamHeader(**{**header.__dict__, "device_type": "cuda"})
     with pytest.raises(StreamError, match="on a cuda device"):
-        decompress(model, moved.pack(read_stream(data).payload), labels)
+        decompress(model, moved.pack(payload), labels)
+
+
+def test_a_well_sealed_header_that_names_nothing_or_half_words_is_refused(stream):
+    model, labels, _, data = stream
+    header, payload = read_stream(data).header, read_stream(data).payload
+    empty = StreamHeader(**{**header.__dict__, "batch": 0})
+    with pytest.raises(StreamError, match="names no images"):
+        decompress(model, empty.pack(payload), labels)
+    with pytest.raises(StreamError, match="not of 32-bit words"):
+        decompress(model, header.pack(payload + b"\0"), labels)
 
 
 def test_bad_arguments_say_what_to_pass(stream):

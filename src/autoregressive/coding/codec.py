@@ -114,6 +114,8 @@ def compress(
     model.distribution.validate(images)  # whatever validate_args says: a stream is exact
     n, c, h, w = images.shape
     shape = (n, c, h, w)
+    if n < 1:
+        raise ValueError("compress: images must hold at least one image, got N = 0")
     if n >= 2**32 or max(c, h, w) >= 2**16:
         raise ValueError(
             f"compress: images of shape {shape} exceed the format's N < 2**32, C, H, W < 2**16"
@@ -159,19 +161,8 @@ def decompress(
     _check_model(model)
     stream = read_stream(data)
     header = stream.header
-    n = header.shape[0]
     parts = _check_header(model, header, cond)
-    words = np.frombuffer(stream.payload, dtype="<u4").astype(np.uint32)
-    decoder = coder.stream.queue.RangeDecoder(words)
-    family = coder.stream.model.Categorical(perfect=False)
-
-    def pick(probabilities: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(decoder.decode(family, _table(probabilities)).astype(np.int64))
-
-    chunks = []
-    for start in range(0, n, header.batch):
-        shape = (min(header.batch, n - start), *header.shape[1:])
-        chunks.append(_run(model, shape, _slice(parts, start, header.batch), pick))
+    chunks = _decode(coder, model, header, stream.payload, parts)
     param = next(model.network.parameters())
     images = torch.cat(chunks).to(model.distribution.output_dtype(param.dtype))
     if digest({"images": images.long().cpu()}, 8) != header.images:
@@ -213,6 +204,32 @@ def _encode(
 def _table(probabilities: torch.Tensor) -> np.ndarray:
     """A channel's probabilities ``(N, L)`` as the coder takes them: C-contiguous float64."""
     return np.ascontiguousarray(probabilities.numpy(), dtype=np.float64)
+
+
+def _decode(
+    coder: ModuleType,
+    model: PixelCNN,
+    header: StreamHeader,
+    payload: bytes,
+    parts: Conditioning | None,
+) -> list[torch.Tensor]:
+    """The images of a checked stream, batch by batch as they were coded, ``(B, C, H, W)``."""
+    n = header.shape[0]
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    decoder = coder.stream.queue.RangeDecoder(words)
+    family = coder.stream.model.Categorical(perfect=False)
+
+    def pick(probabilities: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(decoder.decode(family, _table(probabilities)).astype(np.int64))
+
+    chunks = []
+    for start in range(0, n, header.batch):
+        shape = (min(header.batch, n - start), *header.shape[1:])
+        try:
+            chunks.append(_run(model, shape, _slice(parts, start, header.batch), pick))
+        except (ValueError, RuntimeError) as err:  # the coder's refusal of its words
+            raise StreamError(f"the stream's payload cannot be decoded ({err})") from err
+    return chunks
 
 
 def _check_model(model: object) -> None:

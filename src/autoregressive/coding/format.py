@@ -141,6 +141,8 @@ def read_stream(data: bytes) -> Stream:
     body, checksum = data[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
     if hashlib.sha256(body).digest()[:CHECKSUM_BYTES] != checksum:
         raise StreamError("the stream is damaged: its checksum does not match its bytes")
+    if size % 4:
+        raise StreamError(f"the stream's payload of {size} bytes is not of 32-bit words")
     return Stream(_header(fields), body[HEADER_BYTES:])
 
 
@@ -149,6 +151,8 @@ def _header(fields: tuple) -> StreamHeader:
     _, _, dist, dtype, device, _, n, c, h, w, batch, model, cond, images, _ = fields
     if dist >= len(DISTRIBUTIONS) or dtype >= len(DTYPES) or device >= len(DEVICE_TYPES):
         raise StreamError("the stream's header names an unknown distribution, dtype or device")
+    if min(n, c, h, w, batch) < 1:
+        raise StreamError("the stream's header names no images (a size or the batch is 0)")
     return StreamHeader(
         DISTRIBUTIONS[dist], DTYPES[dtype], DEVICE_TYPES[device], (n, c, h, w), batch,
         model, cond, images,
