@@ -343,8 +343,9 @@ class Distribution:
             The values ``(N, *plan.value_shape)``, ``long``.
 
         Example:
-            >>> Bernoulli().pick_channels(torch.zeros(2, 1), lambda p: p.argmax(-1) + 1)
-            tensor([1, 1])
+            >>> likelier = lambda p: (p[:, 1] > p[:, 0]).long()  # (N, 2) -> (N,)
+            >>> Bernoulli().pick_channels(torch.tensor([[2.0], [-1.0]]), likelier)
+            tensor([1, 0])
         """
         return pick(self.value_probabilities(raw)).long()
 

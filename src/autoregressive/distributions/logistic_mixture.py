@@ -298,8 +298,10 @@ class DiscretizedLogisticMixture(Distribution):
 
         Example:
             >>> d = DiscretizedLogisticMixture(mixtures=2, levels=4)
-            >>> d.pick_channels(torch.zeros(1, d.num_params(3)), lambda p: p.argmax(-1))
-            tensor([[1, 1, 1]])
+            >>> tables = []
+            >>> pick = lambda p: tables.append(p) or torch.full((1,), 2)  # always the value 2
+            >>> d.pick_channels(torch.zeros(1, d.num_params(3)), pick), len(tables)
+            (tensor([[2, 2, 2]]), 3)
         """
         channels = self._channels_of(raw.shape[1])
         logits, means, log_scales, coeffs = self.split(raw.to(torch.float64), channels)
