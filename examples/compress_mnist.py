@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from autoregressive import PixelCNN, compress, decompress
+from autoregressive.coding.format import CHECKSUM_BYTES, HEADER_BYTES
 from autoregressive.data import derive_seed, dynamic_binarize, load_mnist, threshold_binarize
 from autoregressive.models.pretrained import available
 
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model NLL {nll / n:.2f} bits per digit; compressing", flush=True)
     results: dict[str, Any] = {"model": args.model, "digits": n, "nll_bits_per_digit": nll / n}
     results.update(round_trip(model, digits, args))
-    results["header_bits_per_digit"] = 8 * 54 * len(results["stream_bytes"]) / n
+    overhead = HEADER_BYTES + CHECKSUM_BYTES  # bytes per stream besides the coder's words
+    results["header_bits_per_digit"] = 8 * overhead * len(results["stream_bytes"]) / n
     results["baselines"] = baselines(digits)
     results["hardware"] = outputs.hardware(torch.device("cpu"))
     common.make_out(args.out)

@@ -73,6 +73,7 @@ class StreamHeader:
     """What a stream's header records (see the module docstring for the layout).
 
     Example:
+        >>> from autoregressive.coding.format import StreamHeader, read_stream
         >>> header = StreamHeader("bernoulli", torch.float32, "cpu", (2, 1, 4, 4), 2,
         ...                       b"m" * 8, b"c" * 4, b"i" * 8)
         >>> read_stream(header.pack(b"")).header == header
