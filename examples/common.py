@@ -329,14 +329,16 @@ def add_training_flags(p: argparse.ArgumentParser, ref: Callable[[str], str]) ->
     g.add_argument("--limit-train-batches", type=positive_int, help=limit)
 
 
+#: The checkout the examples belong to.
+REPO = Path(__file__).resolve().parents[1]
 #: MNIST as laid out for this project's developers and CI (read only; used when present).
-MNIST_SHARED_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+SHARED_MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 #: Where MNIST goes otherwise: a git-ignored folder in the checkout.
-MNIST_LOCAL_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist"
+LOCAL_MNIST_DIR = REPO / "data" / "mnist"
 
 
-def mnist_dir(shared: Path = MNIST_SHARED_DIR, local: Path = MNIST_LOCAL_DIR) -> Path:
-    """The MNIST examples' default ``--data-dir``: ``shared`` when it holds the raw files."""
+def default_mnist_dir(shared: Path = SHARED_MNIST_DIR, local: Path = LOCAL_MNIST_DIR) -> Path:
+    """``shared`` when it holds MNIST's raw files, else ``local``: where ``--data-dir`` points."""
     return shared if (shared / "MNIST" / "raw").is_dir() else local
 
 

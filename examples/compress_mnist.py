@@ -66,7 +66,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         common.check_out(args.out)
     except ValueError as err:
         p.error(str(err))
-    args.data_dir = args.data_dir or common.mnist_dir()
+    args.data_dir = args.data_dir or common.default_mnist_dir()
     return args
 
 

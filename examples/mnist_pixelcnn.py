@@ -71,7 +71,7 @@ LOCAL_DATA_DIR = REPO / "data" / "mnist"
 
 def default_data_dir() -> Path:
     """``../shared/data/mnist`` when it holds MNIST's raw files, else ``data/mnist``."""
-    return common.mnist_dir(SHARED_DATA_DIR, LOCAL_DATA_DIR)
+    return SHARED_DATA_DIR if (SHARED_DATA_DIR / "MNIST" / "raw").is_dir() else LOCAL_DATA_DIR
 
 
 #: The seed project's reference run (``make mnist``).

@@ -95,7 +95,7 @@ CONFIG_FLAGS = {
 
 def default_data_dir() -> Path:
     """``../shared/data/mnist`` when it holds MNIST's raw files, else ``data/mnist``."""
-    return common.mnist_dir(SHARED_DATA_DIR, LOCAL_DATA_DIR)
+    return SHARED_DATA_DIR if (SHARED_DATA_DIR / "MNIST" / "raw").is_dir() else LOCAL_DATA_DIR
 
 
 #: The full run: the whole training set, a wider VQ-VAE, a deeper prior, longer training.
