@@ -22,19 +22,34 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from autoregressive import CachedSampler, Conditioning, PixelCNN, draw_noise, naive_sample
+from autoregressive import (
+    CachedSampler,
+    Conditioning,
+    PixelCNN,
+    PixelCNNConfig,
+    draw_noise,
+    naive_sample,
+)
 
 from .report import Column, Section, fmt_mib, fmt_stats, fmt_x, progress, seconds
 from .settings import Settings
 from .timing import Stats, measure, measure_interleaved
 
-__all__ = ["columns", "count_aten_calls", "measure_batch", "pick", "run", "time_naive_steps"]
+__all__ = [
+    "columns",
+    "count_aten_calls",
+    "measure_batch",
+    "models_and_batches",
+    "pick",
+    "run",
+    "time_naive_steps",
+]
 
 
 class _Stop(Exception):
@@ -151,17 +166,25 @@ def run(settings: Settings, device: torch.device) -> Section:
         ),
         columns=columns(device),
     )
-    for model_name, cfg in settings.models.items():
+    for model_name, model, n in models_and_batches(settings.models, settings.batch_sizes, device):
+        row = measure_batch(model, n, settings, device)
+        section.rows.append({"model": model_name, **row})
+        progress(
+            f"sampling {model_name} batch {n}: cached {seconds(row['cached_s'])}, "
+            f"forward {seconds(row['forward_s'])}, naive {seconds(row['naive_s'])}"
+        )
+    return section
+
+
+def models_and_batches(
+    models: Mapping[str, PixelCNNConfig], batches: Sequence[int], device: torch.device
+) -> Iterator[tuple[str, PixelCNN, int]]:
+    """Each model (seed 0, eval mode, on ``device``) with each batch: ``(name, model, n)``."""
+    for name, cfg in models.items():
         torch.manual_seed(0)
         model = PixelCNN(cfg, device=device).eval()
-        for n in settings.batch_sizes:
-            row = measure_batch(model, n, settings, device)
-            section.rows.append({"model": model_name, **row})
-            progress(
-                f"sampling {model_name} batch {n}: cached {seconds(row['cached_s'])}, "
-                f"forward {seconds(row['forward_s'])}, naive {seconds(row['naive_s'])}"
-            )
-    return section
+        for n in batches:
+            yield name, model, n
 
 
 def measure_batch(model: PixelCNN, n: int, settings: Settings, device: torch.device) -> dict:

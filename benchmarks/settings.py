@@ -44,6 +44,7 @@ class Settings:
     layer_batch: int = 64  # batch of the layer-overhead runs
     train_batch: int = 64  # batch of the training-step runs
     batch_sizes: tuple[int, ...] = (1, 16, 64, 256)  # sampling batch sizes
+    coding_batches: tuple[int, ...] = (1, 64)  # batches of the compression runs
     naive_steps: int = 8  # naive-sampler steps timed for the extrapolation to H * W steps
     naive_budget_s: float = 15.0  # time the whole naive sampler when it should take <= this
     scaling_sizes: tuple[int, ...] = (28, 32, 64)  # square image sizes of the scaling runs
@@ -111,6 +112,7 @@ MODES: dict[str, Settings] = {
         layer_batch=2,
         train_batch=2,
         batch_sizes=(1, 2),
+        coding_batches=(1, 2),
         naive_steps=2,
         naive_budget_s=60.0,
         scaling_sizes=(6, 8),

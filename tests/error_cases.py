@@ -22,6 +22,7 @@ from torch import nn
 import autoregressive
 from autoregressive import CausalSequential, MaskedConv2d, PixelCNN, PixelCNNConfig
 from autoregressive.checksums import file_sha256
+from autoregressive.coding import StreamError
 from autoregressive.data import BinarizedBatches, IDXError, load_mnist, read_idx
 from autoregressive.models.pretrained import ChecksumError, load_pretrained
 from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
@@ -61,6 +62,13 @@ def dlm() -> PixelCNN:
         data_channels=3, distribution="logistic_mixture", levels=4, num_blocks=1, hidden_channels=4
     )
     return PixelCNN(config)
+
+
+def small(seed: int = 0) -> PixelCNN:
+    """A tiny Bernoulli model whose weights depend on ``seed``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4))
 
 
 def strided(**change: object) -> MaskedConv2d:
@@ -110,6 +118,8 @@ NAMESPACE: dict[str, object] = {
     "nn": nn,
     "net": _net,
     "dlm": dlm,
+    "small": small,
+    "StreamError": StreamError,
     "strided": strided,
     "conditioned": conditioned,
     "checkpoint": checkpoint,
@@ -123,7 +133,7 @@ NAMESPACE: dict[str, object] = {
     "BinarizedBatches": BinarizedBatches,
 }
 
-KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA = (
+KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE = (
     "The same mistake, the same error",
     "Configuration",
     "Layers and blocks",
@@ -131,6 +141,7 @@ KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA = (
     "Model inputs",
     "Checkpoints",
     "MNIST files",
+    "Compression",
 )
 NOISE = "draw_noise((2, 1, 4, 4))"
 
@@ -513,6 +524,27 @@ CASES: list[Case] = [
         "load_mnist(mnist(tmp, cut=5), download=False)",
         IDXError,
         r"train-images-idx3-ubyte has 43 bytes of data .*truncated or damaged",
+    ),
+    # compression: streams refused with what differs, never decoded into other images
+    Case(CODE, "compress(small(), torch.full((1, 1, 2, 2), 2.0))", ValueError, r"binary images"),
+    Case(CODE, "decompress(small(), b'GIF89a')", StreamError, r"not a stream written by"),
+    Case(
+        CODE,
+        "decompress(small(), compress(small(), torch.ones(1, 1, 3, 3))[:-2])",
+        StreamError,
+        r"the stream is truncated",
+    ),
+    Case(
+        CODE,
+        "decompress(small(1), compress(small(0), torch.ones(1, 1, 3, 3)))",
+        StreamError,
+        r"compressed by another model \(config or weights\)",
+    ),
+    Case(
+        CODE,
+        "decompress(small().double(), compress(small(), torch.ones(1, 1, 3, 3)))",
+        StreamError,
+        r"a model in torch.float32, this one is in torch.float64",
     ),
 ]
 

@@ -10,7 +10,7 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from autoregressive import CachedSampler, Conditioning, NaiveSampler, Sampler
+from autoregressive import CachedSampler, Conditioning, NaiveSampler, PixelCNNConfig, Sampler
 
 #: the samplers by name with their default options, for tests parametrized over both
 SAMPLERS: dict[str, Callable[[], Sampler]] = {"naive": NaiveSampler, "cached": CachedSampler}
@@ -66,3 +66,26 @@ def network_settings(draw: Callable[[Any], Any], dc: int, widths: int = 3) -> di
         "vector_size": draw(st.sampled_from([None, 2])),
         "spatial_channels": draw(st.sampled_from([None, 2])),
     }
+
+
+@st.composite
+def small_configs(draw, levels: st.SearchStrategy[int], conditions: bool = False) -> PixelCNNConfig:
+    """A small model of any distribution: Bernoulli, categorical or logistic mixture, 1 or 3
+    channels, residual or gated; class labels, or (``conditions``) every kind of conditioning.
+    """
+    distribution = draw(st.sampled_from(["bernoulli", "categorical", "logistic_mixture"]))
+    dc = 1 if distribution == "bernoulli" else draw(st.sampled_from([1, 3]))
+    optional = st.sampled_from([None, 2]) if conditions else st.none()
+    return PixelCNNConfig(
+        data_channels=dc,
+        distribution=distribution,
+        levels=2 if distribution == "bernoulli" else draw(levels),
+        mixtures=draw(st.integers(1, 3)),
+        block=draw(st.sampled_from(["residual", "gated"])),
+        num_blocks=draw(st.integers(1, 2)),
+        hidden_channels=2 * dc * draw(st.integers(1, 2)),
+        input_kernel_size=3,
+        num_classes=draw(st.sampled_from([None, 3])),
+        vector_size=draw(optional),
+        spatial_channels=draw(optional),
+    )

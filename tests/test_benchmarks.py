@@ -29,6 +29,7 @@ SECTIONS = [
     "colour",
     "attention",
     "attention-train",
+    "coding",
 ]
 
 
@@ -194,6 +195,23 @@ def test_prior_suite_runs_scaled_and_embedded_priors(bench) -> None:
     section = prior.run(settings.MODES["tiny"], torch.device("cpu"))
     _check_prior_rows(section.rows)
     assert "| prior-embedded | learned |" in section.markdown()
+
+
+def test_coding_suite_times_encode_and_decode_against_sampling(bench) -> None:
+    """The compression suite alone, in-process, in tiny mode."""
+    pytest.importorskip("constriction", reason='needs pip install ".[compression]"')
+    coding = importlib.import_module("benchmarks.coding")
+    settings = importlib.import_module("benchmarks.settings")
+    section = coding.run(settings.MODES["tiny"], torch.device("cpu"))
+    assert [(r["model"], r["batch"]) for r in section.rows] == [
+        (m, b) for m in ("reference", "gated") for b in (1, 2)
+    ]
+    for row in section.rows:
+        for key in ("cached", "cached_steps", "encode", "decode"):
+            assert _timing_ok(row[key])
+        assert row["decode_images_per_s"] > 0 and row["decode_over_cached"] > 0
+        assert 0 < row["bits_per_image"] < 8 * 54 / row["batch"] + 64 + 8 * 8  # 8x8 binary
+    assert "| gated | 2 |" in section.markdown()
 
 
 def test_prior_models_are_issue_13s_prior(bench) -> None:

@@ -23,7 +23,10 @@ def test_documented_error_is_raised_by_the_library(case: Case, tmp_path):
 
 def test_every_area_of_the_issue_has_cases():
     areas = {case.area for case in CASES}
-    assert {"Configuration", "Layers and blocks", "Samplers", "Checkpoints", "MNIST files"} <= areas
+    assert {
+        "Configuration", "Layers and blocks", "Samplers", "Checkpoints", "MNIST files",
+        "Compression",
+    } <= areas  # fmt: skip
     assert len({case.code for case in CASES}) == len(CASES), "duplicate cases"
 
 

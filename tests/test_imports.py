@@ -22,7 +22,8 @@ ROOT = "autoregressive"  # the package itself: its __init__
 #: the bottom floor: modules every part may import
 BOTTOM = frozenset({"_version", "validation", "conditioning", "checksums", "checkpoint"})
 #: part -> the other parts it may import. Floors, bottom-up: BOTTOM; distributions and the
-#: sampling engine; layers; models; training and data. The engine never imports a layer.
+#: sampling engine; layers; models; coding (compression with a model), training and data. The
+#: engine never imports a layer; no model imports the coder.
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "_version": frozenset(),
     "validation": frozenset(),
@@ -33,6 +34,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "sampling": BOTTOM | {"distributions"},
     "layers": BOTTOM | {"distributions", "sampling"},
     "models": BOTTOM | {"distributions", "sampling", "layers"},
+    "coding": BOTTOM | {"distributions", "sampling", "models"},
     "data": BOTTOM,
     "training": BOTTOM | {"distributions", "data"},
 }

@@ -21,6 +21,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 #: the modules each extra provides (pyproject.toml's optional-dependencies) that blocks import
 EXTRAS = {
     "examples": ("torchvision", "tqdm", "matplotlib", "vector_quantize_pytorch", "skimage"),
+    "compression": ("constriction",),
 }
 _BLOCK = re.compile(
     r"(?:<!--\s*readme-test:(?P<marks>[^>]*?)-->[ \t]*\n(?:[ \t]*\n)*)?"

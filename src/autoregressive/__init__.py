@@ -1,10 +1,12 @@
 """autoregressive: PixelCNN-style autoregressive image-model layers for PyTorch.
 
 Masked convolutions, residual and gated blocks, a configurable :class:`PixelCNN` with exact
-likelihoods, a naive reference sampler and an exact cached sampler.
+likelihoods, a naive reference sampler, an exact cached sampler, and lossless compression
+driven by any model (:func:`compress`, :func:`decompress`).
 """
 
 from ._version import __version__ as __version__
+from .coding import compress, decompress
 from .conditioning import Conditioning
 from .distributions.base import Bernoulli, Categorical, Distribution, DrawPlan, nats_to_bits_per_dim
 from .distributions.logistic_mixture import DiscretizedLogisticMixture
@@ -59,6 +61,8 @@ __all__ = [
     "channel_groups",
     "check_causal",
     "check_stepper",
+    "compress",
+    "decompress",
     "draw_noise",
     "gate",
     "mask_groups",

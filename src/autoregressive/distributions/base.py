@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -305,6 +306,49 @@ class Distribution:
         """dtype of the images that ``PixelCNN.sample`` returns for a model in ``dtype``."""
         return dtype
 
+    def value_probabilities(self, raw: torch.Tensor) -> torch.Tensor:
+        """The probability of each value of one channel, from its raw parameters, in float64.
+
+        What an entropy coder codes the channel with (:mod:`autoregressive.coding`).
+
+        Args:
+            raw: the channel's raw parameters ``(N, P)``.
+
+        Returns:
+            Probabilities ``(N, L)`` (``L`` values: 2 for Bernoulli, ``levels``), rows summing
+            to 1, in float64 whatever ``raw``'s dtype.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} gives no probability table per channel: implement "
+            "value_probabilities (or pick_channels) to code it"
+        )
+
+    def pick_channels(
+        self, raw: torch.Tensor, pick: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """One sub-step of :meth:`draw_plan` chosen channel by channel from probability tables.
+
+        For each channel the sub-step writes, in order, ``pick`` receives the probabilities of
+        its values given the channels before it in the pixel, ``(N, L)`` float64, and returns
+        the values chosen, ``(N,)`` integers: an entropy encoder hands back the known values,
+        a decoder those it reads. One channel per sub-step by default
+        (:meth:`value_probabilities`); a distribution whose sub-step writes a whole pixel
+        gives each channel's conditional table in turn.
+
+        Args:
+            raw: the sub-step's raw parameters ``(N, plan.params)``.
+            pick: ``(N, L) -> (N,)``, called once per channel of the sub-step.
+
+        Returns:
+            The values ``(N, *plan.value_shape)``, ``long``.
+
+        Example:
+            >>> likelier = lambda p: (p[:, 1] > p[:, 0]).long()  # (N, 2) -> (N,)
+            >>> Bernoulli().pick_channels(torch.tensor([[2.0], [-1.0]]), likelier)
+            tensor([1, 0])
+        """
+        return pick(self.value_probabilities(raw)).long()
+
 
 def _check_temperature(owner: str, t: object) -> None:
     hint = " (1 samples the model as trained, below 1 sharpens, above 1 flattens)"
@@ -404,6 +448,10 @@ class Bernoulli(Distribution):
     def sample(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.tempered(raw[:, 0]) > noise  # (N,) bool
 
+    def value_probabilities(self, raw: torch.Tensor) -> torch.Tensor:
+        logits = self.tempered(raw[:, :1].to(torch.float64))  # (N, 1)
+        return torch.sigmoid(torch.cat([-logits, logits], dim=1))  # (N, 2): P(0), P(1)
+
 
 @dataclass(frozen=True)
 class Categorical(Distribution):
@@ -466,6 +514,9 @@ class Categorical(Distribution):
     def sample(self, raw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         cdf = torch.softmax(self.tempered(raw.to(noise.dtype)), dim=-1).cumsum(-1)  # (N, L)
         return (noise.unsqueeze(-1) >= cdf).sum(-1).clamp_(max=self.levels - 1)  # (N,)
+
+    def value_probabilities(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.tempered(raw.to(torch.float64)), dim=-1)  # (N, L)
 
     def output_dtype(self, dtype: torch.dtype) -> torch.dtype:
         return torch.long

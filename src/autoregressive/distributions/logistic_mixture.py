@@ -23,6 +23,7 @@ with the coefficient pairs ordered ``(1, 0), (2, 0), (2, 1), (3, 0), ...`` (``(c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -274,6 +275,75 @@ class DiscretizedLogisticMixture(Distribution):
             drawn.append(v)
             centred.append(v - half)
         return torch.stack(drawn, dim=1).long()  # (N, C)
+
+    # ------------------------------------------------------------------ coding
+    def pick_channels(
+        self, raw: torch.Tensor, pick: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        r"""A whole pixel chosen channel by channel from each channel's conditional table.
+
+        Channel ``c``'s table is :math:`p(x_c \mid x_{<c}) = \sum_k w_k\, p_k(x_c \mid
+        x_{<c})`, where the weights :math:`w_k \propto \pi_k \prod_{d<c} p_k(x_d \mid x_{<d})`
+        are the components' posterior given the channels already chosen (each channel's mean
+        shifted by them, as in :meth:`log_prob`). Their product over the channels is the
+        pixel's probability under :meth:`log_prob`. Worked in float64.
+
+        Args:
+            raw: the pixel's raw parameters ``(N, P)``.
+            pick: ``(N, L) -> (N,)``, called once per channel (see
+                :meth:`~autoregressive.Distribution.pick_channels`).
+
+        Returns:
+            Intensities ``(N, C)``, ``long``.
+
+        Example:
+            >>> d = DiscretizedLogisticMixture(mixtures=2, levels=4)
+            >>> tables = []
+            >>> pick = lambda p: tables.append(p) or torch.full((1,), 2)  # always the value 2
+            >>> d.pick_channels(torch.zeros(1, d.num_params(3)), pick), len(tables)
+            (tensor([[2, 2, 2]]), 3)
+        """
+        channels = self._channels_of(raw.shape[1])
+        logits, means, log_scales, coeffs = self.split(raw.to(torch.float64), channels)
+        log_weights = torch.log_softmax(logits, dim=-1)  # (N, K): the components' posterior
+        earlier: list[torch.Tensor] = []  # chosen channels in [-1, 1], each (N, 1)
+        chosen: list[torch.Tensor] = []
+        for c in range(channels):
+            mean = self.channel_mean(c, means, coeffs, earlier)  # (N, K)
+            bins = self._bin_probabilities(mean, log_scales[:, c])  # (N, L, K)
+            weights = torch.softmax(log_weights, dim=-1)[:, None, :]  # (N, 1, K)
+            v = pick((bins * weights).sum(-1)).long()  # (N,)
+            log_weights = log_weights + self.bin_log_prob(v[:, None], mean, log_scales[:, c])
+            earlier.append(self.rescale(v[:, None], torch.float64))
+            chosen.append(v)
+        return torch.stack(chosen, dim=1)  # (N, C)
+
+    def _bin_probabilities(self, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        """Every bin's probability under each component, ``(N, K), (N, K) -> (N, L, K)``.
+
+        Differences of the CDF below the mean and of one minus it above, so that both tails
+        keep their digits; the edge bins reach to infinity.
+        """
+        inner = torch.arange(1, self.levels, dtype=mean.dtype, device=mean.device)
+        edges = (2 * inner - 1) / (self.levels - 1) - 1.0  # (L - 1,): the inner bin edges
+        z = (edges[None, :, None] - mean[:, None, :]) * torch.exp(-log_scale)[:, None, :]
+        n, k = mean.shape
+        zero, one = z.new_zeros(n, 1, k), z.new_ones(n, 1, k)
+        below = torch.cat([zero, torch.sigmoid(z), one], dim=1)  # (N, L + 1, K): CDF
+        above = torch.cat([one, torch.sigmoid(-z), zero], dim=1)  # 1 - CDF
+        centres = self.rescale(torch.arange(self.levels, device=mean.device), mean.dtype)
+        right = centres[None, :, None] > mean[:, None, :]  # (N, L, K): bins above the mean
+        return torch.where(right, above[:, :-1] - above[:, 1:], below[:, 1:] - below[:, :-1])
+
+    def _channels_of(self, params: int) -> int:
+        """The channels ``C`` whose pixel has ``params`` raw parameters."""
+        for c in range(1, params + 1):
+            if self.num_params(c) == params:
+                return c
+        raise ValueError(
+            f"{params} raw parameters fit no number of channels for {self.mixtures} mixtures: "
+            "pass a pixel's num_params(C) parameters"
+        )
 
     # ------------------------------------------------------------------ inputs
     def validate(self, x: torch.Tensor) -> None:

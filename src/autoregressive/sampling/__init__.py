@@ -6,7 +6,8 @@ from ``nn.Conv2d``.
 
 - :mod:`~autoregressive.sampling.sampler`: :class:`Sampler`, what every sampler is: an object
   that holds its options, whose ``sample(network, distribution, noise, ...)`` draws images
-  (``sample_with_params`` also returns the parameters).
+  (``sample_with_params`` also returns the parameters; ``sample_with_choice`` lets a
+  :data:`Choose` function pick each sub-step's value, the hook of :mod:`autoregressive.coding`).
 - :mod:`~autoregressive.sampling.naive`: :func:`draw_noise` and :class:`NaiveSampler`;
   :mod:`~autoregressive.sampling.checks`: what both samplers check at their boundary;
   :mod:`~autoregressive.sampling.verify`: whether a network's steppers agree with its forward.
@@ -26,12 +27,13 @@ from .cached import CachedSampler, cached_sample
 from .checks import check_causal
 from .conv_stepper import ConvKernel, ConvStepper
 from .naive import NaiveSampler, draw_noise, naive_sample
-from .sampler import SampleInputs, Sampler
+from .sampler import Choose, SampleInputs, Sampler
 from .stepping import ElementwiseStepper, Stepper, stepper_for
 from .verify import check_stepper
 
 __all__ = [
     "CachedSampler",
+    "Choose",
     "ConvKernel",
     "ConvStepper",
     "ElementwiseStepper",

@@ -29,7 +29,7 @@ from ..distributions.base import Distribution, DrawPlan
 from ..validation import check_bool
 from .checks import check_sampling
 from .rows import tap_products
-from .sampler import SampleInputs, Sampler, SampleRequest
+from .sampler import Choose, SampleInputs, Sampler, SampleRequest
 from .stepping import Stepper, stepper_for
 
 if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
@@ -217,11 +217,13 @@ class CachedSampler(Sampler):
         network, noise, parts = request.network, request.noise, request.cond
         n, _, height, width = noise.shape
         device = next(network.parameters()).device
-        run = _Run(network, request.distribution)
+        stepwise = request.choose is not None  # a chooser runs once per sub-step, eagerly
+        run = _Run(network, request.distribution, request.choose)
         # inference mode: no autograd bookkeeping on the many small operations of a step
         with torch.inference_mode(), tap_products(self.tap_products):
             stepper = run._stepper(n, width, parts)
             graphs, replayed = self._replays(stepper, device, height)
+            replayed = replayed and not stepwise
             self.last_used_graph = graphs and replayed
             stepper.begin_image(height)
             self.last_cache_nbytes = stepper.cache_nbytes()
@@ -230,7 +232,7 @@ class CachedSampler(Sampler):
                 record = _record_cuda_graph if graphs else _run_row
                 run._sample_replayed(stepper, rows, record)
             else:
-                run._sample_eager(stepper, rows, self._at_once(stepper, n))
+                run._sample_eager(stepper, rows, False if stepwise else self._at_once(stepper, n))
         self.last_passes = run.last_passes
         # copies made outside inference mode: ordinary tensors, usable with autograd
         images = rearrange(rows.x, "h w n c -> n c h w").clone(
@@ -248,11 +250,18 @@ def _run_row(row: Callable[[], object]) -> Callable[[], object]:
 
 
 class _Run:
-    """One call of :meth:`CachedSampler.sample`: its network, distribution and map-row buffer."""
+    """One call of :meth:`CachedSampler.sample`: its network, distribution and map-row buffer.
 
-    def __init__(self, network: nn.Module, distribution: Distribution) -> None:
+    ``choose`` picks each sub-step's value in the step-by-step loop (``distribution.draw``
+    unless given); the whole-row passes draw from the noise, and are not run with another.
+    """
+
+    def __init__(
+        self, network: nn.Module, distribution: Distribution, choose: Choose | None = None
+    ) -> None:
         self.network = network
         self.distribution = distribution
+        self.choose = distribution.draw if choose is None else choose
         self.last_passes = 0
         self._spatial_row: torch.Tensor | None = None  # (N, W, C_map): the map's current row
 
@@ -341,7 +350,7 @@ class _Run:
 
     def _row_by_steps(self, stepper: Stepper, i: int, row: _Rows, plan: DrawPlan) -> None:
         """Row ``i`` one sub-step at a time: ``plan.steps`` network steps per pixel."""
-        dist, dtype = self.distribution, row.x.dtype
+        dist, dtype, choose = self.distribution, row.x.dtype, self.choose
         steps = plan.steps
         reads = [plan.param_slice(s) for s in range(steps)]  # each sub-step's raw parameters
         width, n = row.x.shape[:2]
@@ -356,7 +365,7 @@ class _Run:
                 raw_s = raw[:, reads[s]] if steps > 1 else raw  # (N, P)
                 if row.params is not None:
                     row.params[j, :, reads[s]] = raw_s
-                value = dist.draw(raw_s, noise[j * steps + s])  # (N, *V)
+                value = choose(raw_s, noise[j * steps + s])  # (N, *V)
                 if given is not None:
                     value = torch.where(given[j * steps + s], sub, value)
                 sub.copy_(value)

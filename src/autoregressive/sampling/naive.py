@@ -93,13 +93,15 @@ class NaiveSampler(Sampler):
         if completion is not None:
             x = torch.where(completion[1], completion[0].to(x.dtype), x)
         noise = distribution.prepare_noise(noise)
+        choose = request.choose or distribution.draw
+        every_step = return_params or request.choose is not None  # known sub-steps too
         self.last_passes = 0
         for i in range(height):
             for j in range(width):
                 for s in range(plan.steps):
                     out = plan.channel_slice(s)  # the channels this sub-step writes
                     given = None if completion is None else completion[1][:, out, i, j]
-                    if given is not None and not return_params and bool(given.all()):
+                    if given is not None and not every_step and bool(given.all()):
                         continue
                     raw = network(distribution.preprocess(x, param.dtype), cond)  # (N, C*P, H, W)
                     self.last_passes += 1
@@ -107,7 +109,7 @@ class NaiveSampler(Sampler):
                     if params is not None:
                         params[:, plan.param_slice(s), i, j] = raw_s
                     u = noise[:, plan.noise_slice(s), i, j].reshape(n, *plan.noise_shape)
-                    value = distribution.draw(raw_s, u).reshape(n, -1)
+                    value = choose(raw_s, u).reshape(n, -1)
                     if given is not None:
                         value = torch.where(given, x[:, out, i, j], value)
                     x[:, out, i, j] = value  # (N, C / S)

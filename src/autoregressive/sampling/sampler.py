@@ -10,6 +10,7 @@ distribution and the noise that fixes the result.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
 
@@ -22,7 +23,13 @@ from ..distributions.base import Distribution
 if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
     from typing_extensions import Unpack
 
-__all__ = ["SampleInputs", "SampleRequest", "Sampler"]
+__all__ = ["Choose", "SampleInputs", "SampleRequest", "Sampler"]
+
+#: who picks each sub-step's value: ``choose(raw, noise) -> value``, from the sub-step's raw
+#: parameters ``(N, P)`` and prepared noise ``(N, *U)`` to its value ``(N, *V)`` (the shapes of
+#: the distribution's :class:`~autoregressive.DrawPlan`). Sampling's is ``distribution.draw``,
+#: the inverse CDF of the noise; an entropy decoder's reads the value from a stream instead.
+Choose = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class SampleInputs(TypedDict, total=False):
@@ -52,6 +59,8 @@ class SampleRequest:
     image: torch.Tensor | None
     known: torch.Tensor | None
     return_params: bool
+    #: who picks each sub-step's value; ``None``: ``distribution.draw``, from the noise
+    choose: Choose | None = None
 
 
 class Sampler(ABC):
@@ -132,6 +141,53 @@ class Sampler(ABC):
         if params is None:
             raise RuntimeError(f"{type(self).__name__}._draw returned no parameters; see Sampler")
         return images, params
+
+    def sample_with_choice(
+        self,
+        network: nn.Module,
+        distribution: Distribution,
+        noise: torch.Tensor,
+        choose: Choose,
+        **inputs: Unpack[SampleInputs],
+    ) -> torch.Tensor:
+        """:meth:`sample`, each sub-step's value picked by ``choose`` instead of drawn.
+
+        The hook that turns a sampler into an entropy coder's driver (see
+        :mod:`autoregressive.coding`): ``choose(raw, noise)`` is called once per sub-step of
+        the distribution's :class:`~autoregressive.DrawPlan`, known ones included (their value
+        is then replaced by the known one), in the order of the images' sub-steps: rows top to
+        bottom, pixels left to right, a pixel's sub-steps in turn, each call for the whole
+        batch. ``sample(...)`` is ``sample_with_choice(..., distribution.draw)``. A
+        :class:`~autoregressive.CachedSampler` runs such a call step by step, eagerly (no
+        whole-row passes, no CUDA graph), so ``choose`` runs once per sub-step and may keep
+        state.
+
+        Args:
+            network: as for :meth:`sample`.
+            distribution: as for :meth:`sample`.
+            noise: as for :meth:`sample`; ``choose`` receives each sub-step's prepared part
+                (any values in ``[0, 1)`` when it ignores them).
+            choose: ``(raw (N, P), noise (N, *U)) -> value (N, *V)``, see :data:`Choose`.
+            inputs: ``cond``, ``image`` and ``known``, as for :meth:`sample`.
+
+        Returns:
+            The images ``(N, C, H, W)`` in the network's dtype, holding the values it chose.
+
+        Example:
+            >>> model = PixelCNN(PixelCNNConfig(num_blocks=2, hidden_channels=8))
+            >>> ones = lambda raw, noise: torch.ones(raw.shape[0], dtype=torch.bool)
+            >>> noise = draw_noise((2, 1, 3, 3))
+            >>> CachedSampler().sample_with_choice(model.network, Bernoulli(), noise, ones).sum()
+            tensor(18.)
+        """
+        cond = check_conditioning(inputs.get("cond"), type(self).__name__)
+        image, known = inputs.get("image"), inputs.get("known")
+        if not callable(choose):
+            raise TypeError(
+                f"choose must be a function (raw, noise) -> value, got {type(choose).__name__}"
+            )
+        request = SampleRequest(network, distribution, noise, cond, image, known, False, choose)
+        return self._draw(request)[0]
 
     @abstractmethod
     def _draw(self, request: SampleRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
