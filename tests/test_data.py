@@ -297,11 +297,20 @@ def test_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
     assert "network unreachable" in str(info.value)
 
 
-@needs_torchvision
-def test_gzipped_files_alone_are_not_read_without_download(tmp_path):
-    write_mnist(tmp_path, 3, 2, gz=True)
-    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
-        load_mnist(tmp_path, download=False)
+def test_gzipped_files_alone_are_extracted_and_read_without_download(tmp_path):
+    train_x, train_y, _, _ = write_mnist(tmp_path, 3, 2, size=6, gz=True)
+    images, labels = load_mnist(tmp_path, download=False)
+    assert torch.equal(images, train_x.unsqueeze(1).float() / 255)
+    assert torch.equal(labels, train_y.long())
+    assert (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
+def test_a_damaged_gzip_is_reported_as_damaged_not_missing(tmp_path):
+    write_mnist(tmp_path, 3, 2, size=6, gz=True)
+    packed = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    packed.write_bytes(packed.read_bytes()[:12])
+    with pytest.raises(IDXError, match=r"t10k-labels-idx1-ubyte.gz is damaged"):
+        load_mnist(tmp_path, train=False, download=False)
 
 
 # ---------------------------------------------------------------------------- damaged IDX files

@@ -18,8 +18,10 @@ several processes sees the same global batches as a single process.
 
 from __future__ import annotations
 
+import gzip
 import math
 import struct
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -128,16 +130,17 @@ def load_mnist(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load the MNIST training or test set from the IDX files in ``<data_dir>/MNIST/raw/``.
 
-    The files are torchvision's layout. When the uncompressed files are missing and
-    ``download`` is true, ``torchvision.datasets.MNIST`` extracts the ``.gz`` files found there
-    or downloads them; if that fails (no network, read-only folder) a ``FileNotFoundError``
-    names the four files and the folder they belong in. The files are then read and checked by
+    The files are torchvision's layout. A missing file whose ``.gz`` lies beside it is
+    decompressed there, with or without ``download``; files still missing are downloaded by
+    ``torchvision.datasets.MNIST`` when ``download`` is true, and if that fails (no network,
+    read-only folder) a ``FileNotFoundError`` names the four files and the folder they belong
+    in. The files are then read and checked by
     :func:`read_idx` (header, sizes), and images and labels must agree in number.
 
     Args:
         data_dir: the folder that contains ``MNIST/raw/``.
         train: the 60,000 training images, else the 10,000 test images.
-        download: allow torchvision to extract or download missing files. With ``False``
+        download: allow torchvision to download missing files. With ``False``
             nothing is fetched and missing files raise at once.
 
     Returns:
@@ -154,6 +157,7 @@ def load_mnist(
     """
     data_dir = Path(data_dir)
     raw = data_dir / "MNIST" / "raw"
+    _extract_gz(raw, [name for name in MNIST_FILES if not (raw / name).is_file()])
     missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
     if missing and not download:
         raise FileNotFoundError(
@@ -174,6 +178,23 @@ def load_mnist(
     if labels.numel() and int(labels.max()) > 9:
         raise IDXError(f"{labels_path} holds labels above 9: not MNIST labels")
     return images.unsqueeze(1).float().div_(255.0), labels.long()
+
+
+def _extract_gz(raw: Path, names: list[str]) -> None:
+    """Decompress ``<name>.gz`` where it lies beside a missing file: no download needed."""
+    for name in names:
+        packed = raw / f"{name}.gz"
+        if not packed.is_file():
+            continue
+        try:
+            data = gzip.decompress(packed.read_bytes())
+        except (OSError, EOFError, zlib.error) as err:
+            raise IDXError(
+                f"{packed} is damaged ({err}); delete it and put the original file there"
+            ) from err
+        part = raw / f"{name}.part"
+        part.write_bytes(data)
+        part.replace(raw / name)  # whole or not at all
 
 
 def _fetch_mnist(data_dir: Path) -> None:
