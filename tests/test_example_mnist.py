@@ -220,7 +220,9 @@ def test_a_kill_mid_epoch_resumes_bit_identical(synthetic, straight_run, tmp_pat
     flags = [*tiny_flags(synthetic, out), "--eval-initial", "--checkpoint-minutes", "0"]
     last = _stop_mid_epoch([sys.executable, str(SCRIPT), *flags, "--threads", "1"], ckpt)
     assert last["epoch"] == 1 and 0 < last["progress"]["steps"] < 64, "killed mid-epoch 2"
-    assert metrics(out)["in_progress"]["steps"] == last["progress"]["steps"]
+    # two files: a kill between the checkpoint's write and metrics.json's leaves the latter a step
+    # behind (the resume below writes it again)
+    assert 0 <= last["progress"]["steps"] - metrics(out)["in_progress"]["steps"] <= 1
     assert metrics(out)["finished"] is False and not (out / "weights.pt").exists()
 
     log = run_script([*flags, "--resume"])
