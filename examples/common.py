@@ -209,8 +209,15 @@ def profile_help(full: Mapping[str, Any], demo: Mapping[str, Any]) -> Callable[[
 
 
 def fill_profile(args: argparse.Namespace, profile: Mapping[str, Any]) -> None:
-    """Set the flags left unset (``None``) to the profile's values."""
+    """Set the flags left unset (``None``) to the profile's values.
+
+    A ``--preset`` given on the command line brings its own model: the profile's model flags
+    (:data:`MODEL_FLAGS`), which adjust the profile's own preset, are then not applied.
+    """
+    own_preset = getattr(args, "preset", None) is not None
     for key, value in profile.items():
+        if own_preset and key in MODEL_FLAGS:
+            continue
         if getattr(args, key, None) is None:
             setattr(args, key, value)
 

@@ -105,6 +105,18 @@ def test_demo_and_reference_defaults():
     assert script.parse_args(["--data-dir", "elsewhere"]).data_dir == Path("elsewhere")
 
 
+def test_a_preset_named_with_demo_builds_that_preset_not_the_demo_model():
+    script = _load_script()
+    args = script.parse_args(["--demo", "--preset", "snail-small"])
+    config = script.build_config(args, (28, 28))
+    assert config == script.PixelCNNConfig.preset("snail-small", image_size=(28, 28))
+    assert args.binarize == "dynamic" and args.train_images == 32000  # the rest of the demo
+    narrower = script.parse_args(["--demo", "--preset", "snail-small", "--hidden-channels", "16"])
+    assert script.build_config(narrower, (28, 28)).hidden_channels == 16
+    demo = script.build_config(script.parse_args(["--demo"]), (28, 28))
+    assert (demo.block, demo.head_channels) == ("gated", 0)
+
+
 def test_default_data_folder_is_shared_when_present_else_in_the_checkout(tmp_path, monkeypatch):
     script = _load_script()
     shared, local = tmp_path / "shared" / "data" / "mnist", tmp_path / "repo" / "data" / "mnist"
