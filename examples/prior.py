@@ -1,8 +1,10 @@
-"""The prior of ``vqvae_prior.py``: a class-conditional Gated PixelCNN over 7x7 code grids.
+"""The prior of ``vqvae_prior.py``: a class-conditional PixelCNN over 7x7 code grids.
 
-:class:`autoregressive.PixelCNN` with ``block="gated"``, ``distribution="categorical"``,
-``levels=--codebook-size``, ``num_classes=10`` and ``image_size=(7, 7)``, trained on the code
-grids that the frozen VQ-VAE (``vqvae.py``) gives the training images, with their labels.
+:class:`autoregressive.PixelCNN` with ``block="gated"`` (Gated PixelCNN) or, with
+``--prior snail``, ``block="snail"`` (PixelSNAIL: each block a gated residual block and a
+causal self-attention layer), ``distribution="categorical"``, ``levels=--codebook-size``,
+``num_classes=10`` and ``image_size=(7, 7)``, trained on the code grids that the frozen VQ-VAE
+(``vqvae.py``) gives the training images, with their labels.
 
 Also here: its command-line flags, the batches of code grids it trains on, its epoch's record
 in the prior's names (a code grid's dimensions are codes), the decoded samples it draws, the
@@ -34,9 +36,15 @@ import vqvae as vq
 
 CLASSES = 10
 EMBEDDINGS = ("learned", "onehot", "scaled")
+#: The prior's block, by ``--prior``.
+KINDS = ("gated", "snail")
+#: ``--prior snail``: each of the ``--prior-blocks`` blocks is one gated residual block and a
+#: causal self-attention layer, as deep in convolutions as the gated prior of the same flags.
+SNAIL = {"attention_every": 1, "attention_heads": 2, "attention_key_channels": 16}
 #: The flag that sets each field of the prior's config.
 CONFIG_FLAGS = {
     "levels": "--codebook-size",
+    "block": "--prior",
     "num_blocks": "--prior-blocks",
     "hidden_channels": "--prior-channels",
     "head_channels": "--prior-head",
@@ -52,9 +60,15 @@ NAMES = {
 
 
 def add_flags(g: argparse._ArgumentGroup, ref: Callable[[str], str]) -> None:
-    """The prior's flags: depth, width, head, input embedding, epochs, optimisation."""
+    """The prior's flags: kind, depth, width, head, input embedding, epochs, optimisation."""
     positive = common.positive_int
-    g.add_argument("--prior-blocks", type=positive, help=f"gated blocks ({ref('prior_blocks')})")
+    kind = (
+        "the prior's blocks: Gated PixelCNN blocks, or PixelSNAIL blocks (each a gated "
+        "residual block and a causal self-attention layer of 2 heads x 16 key channels)"
+    )
+    g.add_argument("--prior", choices=KINDS, default="gated", dest="prior_kind", help=kind)
+    blocks = f"gated or snail blocks ({ref('prior_blocks')})"
+    g.add_argument("--prior-blocks", type=positive, help=blocks)
     width = f"hidden channels ({ref('prior_channels')})"
     g.add_argument("--prior-channels", type=positive, help=width)
     head = f"1x1 head width, 0: none ({ref('prior_head')})"
@@ -74,9 +88,10 @@ def add_flags(g: argparse._ArgumentGroup, ref: Callable[[str], str]) -> None:
 
 
 def config(args: argparse.Namespace, grid: tuple[int, int] = (7, 7)) -> PixelCNNConfig:
-    """The class-conditional Gated PixelCNN over code grids that ``args`` describe."""
+    """The class-conditional prior over code grids that ``args`` describe (``--prior``)."""
+    snail = SNAIL if args.prior_kind == "snail" else {}
     return PixelCNNConfig(
-        block="gated",
+        block=args.prior_kind,
         distribution="categorical",
         levels=args.codebook_size,
         num_blocks=args.prior_blocks,
@@ -88,6 +103,7 @@ def config(args: argparse.Namespace, grid: tuple[int, int] = (7, 7)) -> PixelCNN
         image_size=grid,
         input_embedding=args.input_embedding,
         embedding_dim=args.embedding_dim,
+        **snail,
     )
 
 

@@ -1,6 +1,7 @@
-"""A VQ-VAE on MNIST and a class-conditional Gated PixelCNN prior over its 7x7 code grid.
+"""A VQ-VAE on MNIST and a class-conditional PixelCNN prior over its 7x7 code grid.
 
     python examples/vqvae_prior.py --demo          # CPU-sized run (8.0-24.5 min on 2 cores)
+    python examples/vqvae_prior.py --demo --prior snail   # the prior a PixelSNAIL
     python examples/vqvae_prior.py                 # the longer full run
     python examples/vqvae_prior.py --resume        # continue from <out>/checkpoint.pt
 
@@ -9,12 +10,13 @@ Three phases, timed separately:
 1. **VQ-VAE** (``vqvae.py``; van den Oord et al., 2017, https://arxiv.org/abs/1711.00937):
    28x28 grey images to 7x7 grids of ``--codebook-size`` codes and back, trained on the
    intensities in ``[0, 1]`` with binary cross-entropy plus the commitment loss, in float32.
-2. **Prior** (``prior.py``): :class:`autoregressive.PixelCNN` with ``block="gated"``,
-   ``distribution="categorical"``, ``levels=--codebook-size``, ``num_classes=10`` and
-   ``image_size=(7, 7)``, trained on the code grids of the training images with their labels
-   (the VQ-VAE's encoder is frozen then) in ``--precision auto`` (bf16 autocast where the
-   device computes bf16 natively, float32 elsewhere; the test NLL always in float32). It reads
-   the codes through the input embedding chosen by ``--input-embedding``.
+2. **Prior** (``prior.py``): :class:`autoregressive.PixelCNN` with ``block="gated"`` (or
+   ``block="snail"``, PixelSNAIL, with ``--prior snail``), ``distribution="categorical"``,
+   ``levels=--codebook-size``, ``num_classes=10`` and ``image_size=(7, 7)``, trained on the
+   code grids of the training images with their labels (the VQ-VAE's encoder is frozen then)
+   in ``--precision auto`` (bf16 autocast where the device computes bf16 natively, float32
+   elsewhere; the test NLL always in float32). It reads the codes through the input embedding
+   chosen by ``--input-embedding``.
 3. **Samples**: ``model.sample(n, y, size=(7, 7))`` (the cached sampler) draws code grids per
    class, the decoder turns them into images.
 
@@ -95,8 +97,8 @@ DEMO: dict[str, Any] = {
 #: Arguments that define the run: a checkpoint resumes only a run with the same values.
 RUN_KEYS = (
     *("seed", "codebook_size", "code_dim", "vq_channels", "vq_lr", "vq_batch_size"),
-    *("commitment", "ema_decay", "dead_code_threshold", "prior_lr", "prior_batch_size"),
-    *("train_images", "limit_train_batches"),
+    *("commitment", "ema_decay", "dead_code_threshold", "prior_kind", "prior_lr"),
+    *("prior_batch_size", "train_images", "limit_train_batches"),
 )
 
 
@@ -110,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ref = common.profile_help(FULL, DEMO)
     demo = (
-        "the CPU-sized run: VQ-VAE (32 channels) 2 epochs, prior (4 gated blocks x 48 "
-        "channels, head 96) 3 epochs, on the whole training set; 8.0-24.5 min on a 2-core AMD "
-        "EPYC (idle to one thread beside other jobs); explicit flags still override"
+        "the CPU-sized run: VQ-VAE (32 channels) 2 epochs, prior (4 gated or snail blocks x "
+        "48 channels, head 96) 3 epochs, on the whole training set; gated: 8.0-24.5 min on a "
+        "2-core AMD EPYC (idle to one thread beside other jobs); explicit flags still override"
     )
     precision = "training precision of the prior (the VQ-VAE trains in fp32)"
     minutes = ref("checkpoint_minutes")
@@ -276,7 +278,19 @@ def save_state(
 
 # ---------------------------------------------------------------------------------- resume
 def check_resumable(checkpoint: dict[str, Any], identity: dict[str, Any]) -> None:
-    """Raise ``ValueError`` when a checkpoint belongs to a different run."""
+    """Raise ``ValueError`` when a checkpoint belongs to a different run.
+
+    A prior of the other ``--prior`` kind is named first; a checkpoint that does not record the
+    kind holds a gated prior.
+    """
+    run = checkpoint.get("run", {})
+    saved, kind = run.get("prior_kind", "gated"), identity["prior_kind"]
+    if saved != kind:
+        raise ValueError(
+            f"--resume: the checkpoint holds a {saved} prior, not a {kind} one; pass --prior "
+            f"{saved} to resume it, or another --out to train a {kind} prior"
+        )
+    checkpoint = {**checkpoint, "run": {**run, "prior_kind": saved}}
     loop.check_resumable(checkpoint, identity, configs=("prior",))
 
 

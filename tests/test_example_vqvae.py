@@ -66,6 +66,13 @@ def finished_run(synthetic, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def snail_run(synthetic, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("snail")
+    run_script([*tiny_flags(synthetic, out), "--prior", "snail"])
+    return out
+
+
 def metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
@@ -101,6 +108,37 @@ def test_end_to_end_outputs(finished_run):
     assert m["prior_config"]["levels"] == CODEBOOK and m["prior_config"]["num_classes"] == 10
     assert m["prior_config"]["image_size"] == [7, 7] and m["prior_config"]["block"] == "gated"
     assert not list(out.glob(".*.tmp")), "temporary files left behind"
+
+
+@pytest.mark.slow
+def test_a_snail_prior_runs_end_to_end(snail_run, finished_run):
+    out = snail_run
+    for name in ("samples.png", "reconstructions.png", "loss_curves.png"):
+        _check_png(out / name)
+    m, gated = metrics(out), metrics(finished_run)
+    assert m["finished"] is True and m["args"]["prior_kind"] == "snail"
+    config = m["prior_config"]
+    assert (config["block"], config["num_blocks"], config["attention_every"]) == ("snail", 1, 1)
+    assert (config["num_classes"], config["levels"], config["image_size"]) == (10, CODEBOOK, [7, 7])
+    assert [e["epoch"] for e in m["history"]["prior"]] == [1, 2]
+    assert math.isfinite(m["prior"]["test_nll"]) and m["prior"]["test_nll"] > 0
+    assert m["seconds"]["sample_seconds"] > 0
+    assert m["parameters"]["prior"] > gated["parameters"]["prior"]  # the attention layers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("saved", "asked"), [("gated", "snail"), ("snail", "gated")])
+def test_resume_refuses_a_prior_of_the_other_kind(
+    synthetic, finished_run, snail_run, tmp_path, saved, asked
+):
+    out = tmp_path / "other"
+    out.mkdir()
+    source = finished_run if saved == "gated" else snail_run
+    (out / "checkpoint.pt").write_bytes((source / "checkpoint.pt").read_bytes())
+    result = run_script([*tiny_flags(synthetic, out), "--prior", asked, "--resume"], expect=2)
+    assert f"holds a {saved} prior, not a {asked} one" in result.stderr
+    assert f"pass --prior {saved}" in result.stderr
+    assert not (out / "metrics.json").exists()
 
 
 @pytest.mark.slow
@@ -231,6 +269,23 @@ def test_every_input_embedding_scores_and_samples(embedding):
     assert torch.isfinite(prior.log_prob(codes, y)).all()
 
 
+def test_snail_prior_is_class_conditional_and_samples_as_the_naive_sampler():
+    script = _load_script()
+    flags = [*tiny_flags(Path("unused"), Path("unused")), "--prior", "snail"]
+    prior = PixelCNN(script.prior.config(script.parse_args(flags)))
+    c = prior.config
+    assert (c.block, c.distribution, c.levels, c.num_classes) == ("snail", "categorical", 8, 10)
+    assert (c.attention_every, c.attention_heads) == (1, 2)
+    y = torch.tensor([0, 9, 4])
+    codes = prior.sample(3, y, size=(7, 7), generator=torch.Generator().manual_seed(2))
+    naive = prior.sample(
+        3, y, size=(7, 7), generator=torch.Generator().manual_seed(2), sampler=NaiveSampler()
+    )
+    assert codes.shape == (3, 1, 7, 7) and torch.equal(codes, naive)
+    other = prior.log_prob(codes, torch.tensor([1, 2, 3]))
+    assert not torch.equal(prior.log_prob(codes, y), other), "the labels reach the prior"
+
+
 @pytest.mark.parametrize(
     ("y", "match"),
     [
@@ -292,6 +347,9 @@ def test_help_and_profiles():
     assert result.returncode == 0
     for flag in ("--demo", "--resume", "--input-embedding", "--temperature", "--codebook-size"):
         assert flag in result.stdout
+    assert "--prior {gated,snail}" in result.stdout and "self-attention" in result.stdout
+    assert demo.prior_kind == full.prior_kind == "gated"
+    assert script.parse_args(["--prior", "snail"]).prior_kind == "snail"
 
 
 def test_resume_accepts_a_checkpoint_from_before_a_config_field_existed():
@@ -304,6 +362,20 @@ def test_resume_accepts_a_checkpoint_from_before_a_config_field_existed():
     older["prior"]["num_blocks"] = 2
     with pytest.raises(ValueError, match="different run"):
         script.check_resumable({"run": older}, identity)
+
+
+def test_a_checkpoint_that_does_not_record_the_prior_kind_holds_a_gated_prior():
+    script = _load_script()
+    identity = {}
+    for kind in ("gated", "snail"):
+        flags = [*tiny_flags(Path("unused"), Path("unused")), "--prior", kind]
+        args = script.parse_args(flags)
+        config = dataclasses.asdict(script.prior.config(args))
+        identity[kind] = {"prior": config, **{k: getattr(args, k) for k in script.RUN_KEYS}}
+    unrecorded = {k: v for k, v in identity["gated"].items() if k != "prior_kind"}
+    script.check_resumable({"run": unrecorded}, identity["gated"])
+    with pytest.raises(ValueError, match="holds a gated prior, not a snail one"):
+        script.check_resumable({"run": unrecorded}, identity["snail"])
 
 
 # ---------------------------------------------------------------------- start-up checks
@@ -328,6 +400,7 @@ BAD_FLAGS = [
     bad("--ema-decay", "1"),
     bad("--ema-decay", "nan"),
     bad("--dead-code-threshold", "-1"),
+    bad("--prior", "pixelsnail"),
     bad("--prior-blocks", "0"),
     bad("--prior-channels", "0"),
     bad("--prior-head", "-1"),
