@@ -15,6 +15,7 @@ from typing import TypedDict
 
 import torch
 
+from ..conditioning import Conditioning
 from ..validation import check_int, check_tensor
 
 __all__ = ["Batch", "BatchOrder", "SeededBatches", "derive_seed"]
@@ -43,18 +44,41 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 
 @dataclass(frozen=True)
 class Batch:
-    """One process's share of a global batch.
+    """One process's share of a global batch, with what the model is conditioned on.
 
     Attributes:
-        images: binary images ``(n, C, H, W)`` of this process (``n`` may be 0 when the global
+        images: images ``(n, C, H, W)`` of this process (``n`` may be 0 when the global
             batch has fewer images than processes).
-        labels: their labels ``(n,)``, or ``None``.
+        labels: their class labels ``(n,)``, or ``None``.
         total: number of images in the global batch, over all processes.
+        vector: their conditioning vectors ``(n, D)``, or ``None``.
+        spatial: their conditioning maps ``(n, C_map, H, W)``, or ``None``.
+
+    Example:
+        >>> from autoregressive.data import Batch
+        >>> b = Batch(torch.zeros(2, 1, 4, 4), torch.tensor([3, 7]), total=2)
+        >>> b.cond
+        tensor([3, 7])
+        >>> Batch(torch.zeros(2, 1, 4, 4), None, 2, spatial=torch.ones(2, 3, 4, 4)).cond.batch
+        2
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     total: int
+    vector: torch.Tensor | None = None
+    spatial: torch.Tensor | None = None
+
+    @property
+    def cond(self) -> torch.Tensor | Conditioning | None:
+        """What the model's ``cond`` takes: the labels, or a Conditioning of all the parts.
+
+        The labels ``(n,)`` (or ``None``) when no vector and no map is given, else a
+        :class:`~autoregressive.Conditioning` of the labels, the vector and the map.
+        """
+        if self.vector is None and self.spatial is None:
+            return self.labels
+        return Conditioning(vector=self.vector, spatial=self.spatial, labels=self.labels)
 
 
 class BatchOrder(TypedDict, total=False):
