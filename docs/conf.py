@@ -68,6 +68,8 @@ autodoc_typehints = "description"  # types go next to each argument, signatures 
 autodoc_typehints_description_target = "documented_params"
 autodoc_inherit_docstrings = False  # no torch docstrings (nn.Module.forward, ...) in our pages
 autodoc_class_signature = "mixed"
+# defaults as written in the source (folder=WEIGHTS_DIR), not their values on the build machine
+autodoc_preserve_defaults = True
 autosummary_generate = True  # a page per name listed in api.rst (tests check it lists __all__)
 # autosummary adds and rewrites pages but never deletes one: after a module moves, its old page
 # would stay and warn (not in any toctree), so every build starts from an empty folder

@@ -25,7 +25,14 @@ from autoregressive.checksums import file_sha256
 from autoregressive.coding import StreamError
 from autoregressive.data import BinarizedBatches, IDXError, load_mnist, read_idx
 from autoregressive.models.pretrained import ChecksumError, load_pretrained
-from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
+from autoregressive.training import (
+    CheckpointError,
+    NegLogLikelihood,
+    as_batch,
+    load_checkpoint,
+    save_checkpoint,
+    train_step,
+)
 
 PACKAGE = Path(autoregressive.__file__).parent
 
@@ -131,9 +138,12 @@ NAMESPACE: dict[str, object] = {
     "load_mnist": load_mnist,
     "read_idx": read_idx,
     "BinarizedBatches": BinarizedBatches,
+    "as_batch": as_batch,
+    "train_step": train_step,
+    "NegLogLikelihood": NegLogLikelihood,
 }
 
-KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE = (
+KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE, TRAIN = (
     "The same mistake, the same error",
     "Configuration",
     "Layers and blocks",
@@ -142,6 +152,7 @@ KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE = (
     "Checkpoints",
     "MNIST files",
     "Compression",
+    "Training helpers",
 )
 NOISE = "draw_noise((2, 1, 4, 4))"
 
@@ -545,6 +556,20 @@ CASES: list[Case] = [
         "decompress(small().double(), compress(small(), torch.ones(1, 1, 3, 3)))",
         StreamError,
         r"a model in torch.float32, this one is in torch.float64",
+    ),
+    # training helpers: batches in the forms a DataLoader yields, an objective per image
+    Case(
+        TRAIN,
+        "as_batch({'pixels': torch.zeros(2, 1, 4, 4)})",
+        TypeError,
+        r"a dict of 'images' and any of 'labels', 'vector', 'spatial'; got a dict of \['pixels'\]",
+    ),
+    Case(
+        TRAIN,
+        "train_step(small(), torch.optim.SGD(small().parameters(), 0.1), torch.ones(2, 1, 4, 4), "
+        "device=torch.device('cpu'))",
+        ValueError,
+        r"the objective is the model itself.*pass NegLogLikelihood\(model\) as the objective",
     ),
 ]
 

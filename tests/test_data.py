@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from autoregressive import Conditioning
 from autoregressive.data import (
     MNIST_FILES,
     BinarizedBatches,
     IDXError,
+    SeededBatches,
     derive_seed,
     dynamic_binarize,
     load_mnist,
@@ -368,3 +370,31 @@ def test_the_real_mnist_test_set_passes_the_checks():
     images, labels = load_mnist(REAL_MNIST, train=False, download=False)
     assert images.shape == (10_000, 1, 28, 28) and labels.shape == (10_000,)
     assert torch.bincount(labels).tolist()[:3] == [980, 1135, 1032]
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_vectors_and_maps_travel_with_their_images(world_size):
+    """Each image is its own index, as are its label, vector and map: every batch must agree."""
+    n = 17
+    index = torch.arange(n)
+    x = index.float().view(n, 1, 1, 1).expand(n, 1, 3, 3)
+    cond = Conditioning(
+        labels=index, vector=index.float()[:, None].repeat(1, 2), spatial=x.repeat(1, 2, 1, 1)
+    )
+    kwargs = {"batch_size": 6, "shuffle": True, "seed": 2, "world_size": world_size}
+    ranks = [_epoch(SeededBatches(x, cond, rank=r, **kwargs), 3) for r in range(world_size)]
+    seen = []
+    for shares in zip(*ranks, strict=True):
+        for b in shares:
+            i = b.images[:, 0, 0, 0].long()
+            assert torch.equal(b.labels, i) and torch.equal(b.vector[:, 0].long(), i)
+            assert torch.equal(b.spatial, b.images.repeat(1, 2, 1, 1))
+            assert isinstance(b.cond, Conditioning) and b.total == sum(
+                len(s.images) for s in shares
+            )
+            seen += i.tolist()
+    assert sorted(seen) == list(range(n)) and seen != list(range(n))  # all, shuffled
+    with pytest.raises(
+        ValueError, match=r"the conditioning map must have one row per image, \(17, ...\)"
+    ):
+        SeededBatches(x, Conditioning(spatial=x[:3]), batch_size=2)

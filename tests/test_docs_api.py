@@ -118,3 +118,29 @@ def test_benchmark_results_shift_headings_and_drop_local_links():
         "## Sub",
         "see the file and ![plot](/_generated/benchmarks/a.png)",
     ]
+
+
+def _extra_rows(text: str) -> dict[str, str]:
+    """The installation page's table of extras: extra -> the text of its row."""
+    table = re.search(r"^\.\. list-table::.*?\n(?=\S)", text, flags=re.DOTALL | re.MULTILINE)
+    assert table is not None, "docs/installation.rst has no list-table of the extras"
+    rows = re.split(r"^   \* - ", table[0], flags=re.MULTILINE)
+    return {row.split("``")[1]: " ".join(row.split()) for row in rows if row.startswith("``")}
+
+
+def test_the_installation_page_names_every_extra_and_what_it_installs():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((DOCS.parent / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    rows = _extra_rows((DOCS / "installation.rst").read_text())
+    assert set(rows) == set(extras)
+    for extra, requirements in extras.items():
+        row = rows[extra].lower()
+        for requirement in requirements:
+            name = re.match(r"[\w.-]+(\[[\w,]+\])?", requirement)
+            assert name is not None
+            if name[1] and "all of the above" not in row:  # autoregressive[other extras]
+                missing = [e for e in name[1][1:-1].split(",") if f"``{e}`` extra" not in row]
+            else:
+                missing = [] if name[1] or name[0].lower() in row else [name[0]]
+            assert not missing, f"docs/installation.rst: the {extra!r} row omits {missing}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -11,15 +12,16 @@ import random
 import pytest
 import torch
 
-from autoregressive import PixelCNN, PixelCNNConfig
+from autoregressive import Conditioning, PixelCNN, PixelCNNConfig
 from autoregressive.checksums import file_sha256, seal, tensors_sha256
-from autoregressive.data import BinarizedBatches, derive_seed, dynamic_binarize
+from autoregressive.data import Batch, BinarizedBatches, derive_seed, dynamic_binarize
 from autoregressive.training import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     DivergenceError,
     EpochProgress,
     NegLogLikelihood,
+    as_batch,
     atomic_write,
     check_step,
     distributed_sum,
@@ -523,7 +525,7 @@ def test_pairs_and_tensors_from_a_data_loader_train_and_score_as_batches():
         runs[kind] = (trained.nll, evaluate(model, data, device=CPU).nll)
     assert runs["pairs"] == runs["batches"] == runs["tensors"]
     with pytest.raises(TypeError, match=r"a batch must be an autoregressive.data.Batch"):
-        evaluate(tiny_model(), [{"images": x}], device=CPU)
+        evaluate(tiny_model(), [{"pixels": x}], device=CPU)
 
 
 @pytest.mark.parametrize("helper", ["train_epoch", "evaluate"])
@@ -547,3 +549,98 @@ def test_evaluate_scores_a_low_precision_model_in_float32(dtype):
     expected = evaluate(rounded, batches, device=CPU).nll
     assert evaluate(low, batches, device=CPU).nll == pytest.approx(expected, abs=1e-5)
     assert next(low.parameters()).dtype == dtype  # the model itself is left as it was
+
+
+# ------------------------------------------------------------- conditioning through the helpers
+def _conditioned(kind: str, seed: int = 0) -> tuple[PixelCNN, torch.Tensor, Conditioning]:
+    """A tiny model conditioned on ``kind``, and 32 images ``(32, 1, 8, 8)`` decided by it.
+
+    Each image is all ones or all zeros by the sign of its vector, or each pixel is the sign of
+    the map there (the labels are noise).
+    """
+    g = torch.Generator().manual_seed(seed)
+    if kind == "vector":
+        v = torch.randn(32, 2, generator=g)
+        x = (v[:, :1, None, None] > 0).float().expand(32, 1, 8, 8)
+        cond, changes = Conditioning(vector=v), {"vector_size": 2}
+    else:
+        s = torch.randn(32, 1, 8, 8, generator=g)
+        labels = torch.randint(0, 3, (32,), generator=g)
+        x, cond = (s > 0).float(), Conditioning(spatial=s, labels=labels)
+        changes = {"spatial_channels": 1, "num_classes": 3}
+    torch.manual_seed(seed)
+    return PixelCNN(dataclasses.replace(TINY, **changes)), x, cond
+
+
+def _each(cond: Conditioning, f) -> Conditioning:
+    """``f`` applied to each part of ``cond`` that is given."""
+    parts = (cond.vector, cond.spatial, cond.labels)
+    return Conditioning(*(None if t is None else f(t) for t in parts))
+
+
+def _rows(cond: Conditioning, rows: slice) -> Conditioning:
+    """The conditioning of the images ``rows``."""
+    return _each(cond, lambda t: t[rows])
+
+
+@pytest.mark.parametrize("kind", ["vector", "labels and map"])
+def test_conditioned_training_with_the_helpers_learns_the_conditioning(kind):
+    model, x, cond = _conditioned(kind)
+    objective = NegLogLikelihood(model)
+    # every block's horizontal gate reads the conditioning (the last vertical one is unused)
+    cond_layers = {n for n, _ in objective.named_parameters() if ".cond_h." in n}
+    assert len(cond_layers) == 2 * (1 + (cond.spatial is not None))  # 2 blocks
+    assert not cond_layers & set(unused_parameters(objective, x[:2], _rows(cond, slice(2))))
+    pairs = [(x[i : i + 8], _rows(cond, slice(i, i + 8))) for i in range(0, 32, 8)]
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    first = train_epoch(objective, opt, pairs, device=CPU).nll
+    for _ in range(14):
+        last = train_epoch(objective, opt, pairs, device=CPU).nll
+    given = evaluate(model, pairs, device=CPU).nll
+    other = _each(cond, lambda t: t.roll(1, 0))  # each image gets the previous one's
+    shuffled = [(x[i : i + 8], _rows(other, slice(i, i + 8))) for i in range(0, 32, 8)]
+    model.eval()
+    assert given == pytest.approx(-model.log_prob(x, cond).double().mean().item(), rel=1e-5)
+    assert last < first
+    assert given < 0.5 * evaluate(model, shuffled, device=CPU).nll, "the conditioning is unused"
+
+
+def test_batches_pairs_and_dicts_carry_vectors_and_maps_alike():
+    _, x, cond = _conditioned("labels and map")
+    vector = torch.randn(32, 2, generator=torch.Generator().manual_seed(3))
+    cond = dataclasses.replace(cond, vector=vector)
+    rows = [slice(i, i + 8) for i in range(0, 32, 8)]
+    dicts = torch.utils.data.StackDataset(
+        images=x, labels=cond.labels, vector=vector, spatial=cond.spatial
+    )
+    data = {
+        "batches": [Batch(x[r], cond.labels[r], 8, vector[r], cond.spatial[r]) for r in rows],
+        "pairs": [(x[r], _rows(cond, r)) for r in rows],
+        "dicts": list(torch.utils.data.DataLoader(dicts, batch_size=8)),
+    }
+    runs = {}
+    for kind, batches in data.items():
+        torch.manual_seed(0)
+        model = PixelCNN(
+            dataclasses.replace(TINY, vector_size=2, spatial_channels=1, num_classes=3)
+        )
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        trained = train_epoch(NegLogLikelihood(model), opt, batches, device=CPU)
+        runs[kind] = (trained.nll, evaluate(model, batches, device=CPU).nll)
+    assert runs["batches"] == runs["pairs"] == runs["dicts"]
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        {"pixels": torch.zeros(2, 1, 8, 8)},
+        {"labels": torch.zeros(2)},
+        ("images", None),
+        (torch.zeros(2, 1, 8, 8), "labels"),
+        (torch.zeros(2, 1, 8, 8), None, None),
+    ],
+    ids=["unknown key", "no images", "images not a tensor", "labels not a tensor", "triple"],
+)
+def test_what_is_not_a_batch_is_refused_with_the_forms_it_may_take(batch):
+    with pytest.raises(TypeError, match=r"an \(images, labels\) or \(images, Conditioning\) pair"):
+        as_batch(batch)

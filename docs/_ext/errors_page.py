@@ -36,7 +36,7 @@ def rows() -> dict[str, list[tuple[str, str, str]]]:
             if type(err) is not case.error:
                 logger.warning("errors page: %s raised %r, not %s", case.code, err, case.error)
                 continue
-            message = str(err).replace(tmp, "/tmp/...")
+            message = str(err).replace(tmp, "tmp")  # the scratch folder, as the code names it
             table.setdefault(area, []).append((case.code, case.error.__name__, message))
     return table
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import torch
 
+from ..conditioning import Conditioning
 from ..validation import check_int, check_tensor
 
 __all__ = ["Batch", "BatchOrder", "SeededBatches", "derive_seed"]
@@ -43,18 +44,41 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 
 @dataclass(frozen=True)
 class Batch:
-    """One process's share of a global batch.
+    """One process's share of a global batch, with what the model is conditioned on.
 
     Attributes:
-        images: binary images ``(n, C, H, W)`` of this process (``n`` may be 0 when the global
+        images: images ``(n, C, H, W)`` of this process (``n`` may be 0 when the global
             batch has fewer images than processes).
-        labels: their labels ``(n,)``, or ``None``.
+        labels: their class labels ``(n,)``, or ``None``.
         total: number of images in the global batch, over all processes.
+        vector: their conditioning vectors ``(n, D)``, or ``None``.
+        spatial: their conditioning maps ``(n, C_map, H, W)``, or ``None``.
+
+    Example:
+        >>> from autoregressive.data import Batch
+        >>> b = Batch(torch.zeros(2, 1, 4, 4), torch.tensor([3, 7]), total=2)
+        >>> b.cond
+        tensor([3, 7])
+        >>> Batch(torch.zeros(2, 1, 4, 4), None, 2, spatial=torch.ones(2, 3, 4, 4)).cond.batch
+        2
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     total: int
+    vector: torch.Tensor | None = None
+    spatial: torch.Tensor | None = None
+
+    @property
+    def cond(self) -> torch.Tensor | Conditioning | None:
+        """What the model's ``cond`` takes: the labels, or a Conditioning of all the parts.
+
+        The labels ``(n,)`` (or ``None``) when no vector and no map is given, else a
+        :class:`~autoregressive.Conditioning` of the labels, the vector and the map.
+        """
+        if self.vector is None and self.spatial is None:
+            return self.labels
+        return Conditioning(vector=self.vector, spatial=self.spatial, labels=self.labels)
 
 
 class BatchOrder(TypedDict, total=False):
@@ -82,7 +106,9 @@ class SeededBatches:
 
     Args:
         images: ``(N, C, H, W)``.
-        labels: ``(N,)`` labels, or ``None``.
+        labels: ``(N,)`` labels, a :class:`~autoregressive.Conditioning` of the images'
+            labels ``(N,)``, vectors ``(N, D)`` and/or maps ``(N, C_map, H, W)`` (each batch
+            takes the rows of its images), or ``None``.
         batch_size: images per global batch (over all processes).
         shuffle: draw a new order every epoch.
         seed: base seed of the generator.
@@ -100,7 +126,7 @@ class SeededBatches:
     def __init__(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor | None = None,
+        labels: torch.Tensor | Conditioning | None = None,
         *,
         batch_size: int,
         shuffle: bool = False,
@@ -110,12 +136,7 @@ class SeededBatches:
         drop_last: bool = False,
     ) -> None:
         check_tensor("images", images, ndim=4, like=" (N, C, H, W)")
-        if labels is not None:
-            check_tensor("labels", labels, like=f" ({images.shape[0]},)")
-            if labels.shape != images.shape[:1]:
-                raise ValueError(
-                    f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
-                )
+        self.cond = _per_image(labels, images.shape[0])
         batch_size = check_int("batch_size", batch_size, 1)
         rank, world_size = check_int("rank", rank, 0), check_int("world_size", world_size, 1)
         if rank >= world_size:
@@ -125,7 +146,7 @@ class SeededBatches:
                 f"batch_size={batch_size} is smaller than the number of processes "
                 f"({world_size}); batch_size counts images over all processes"
             )
-        self.images, self.labels = images, labels
+        self.images, self.labels = images, self.cond.labels
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
@@ -142,6 +163,10 @@ class SeededBatches:
         """What a global batch's images ``(B, C, H, W)`` become (themselves by default)."""
         return x
 
+    def _share(self, t: torch.Tensor | None) -> Any:
+        """This process's contiguous share ``(b, ...)`` of a global batch's ``(B, ...)``."""
+        return None if t is None else t.tensor_split(self.world_size)[self.rank]
+
     def __iter__(self) -> Iterator[Batch]:
         n = self.images.shape[0]
         generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "batches"))
@@ -149,8 +174,35 @@ class SeededBatches:
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = self._transform(self.images[index], generator)  # (B, C, H, W)
-            y = self.labels[index] if self.labels is not None else None
-            # this process's contiguous share of the global batch
-            x = x.tensor_split(self.world_size)[self.rank]  # (b, C, H, W), b ~ B / world_size
-            y = y.tensor_split(self.world_size)[self.rank] if y is not None else None
-            yield Batch(x, y, total=len(index))
+            c = self.cond
+            y, v, s = (None if t is None else t[index] for t in (c.labels, c.vector, c.spatial))
+            # this process's contiguous share of the global batch, (b, ...), b ~ B / world_size
+            x, y, v, s = (self._share(t) for t in (x, y, v, s))
+            yield Batch(x, y, len(index), vector=v, spatial=s)
+
+
+def _per_image(labels: torch.Tensor | Conditioning | None, n: int) -> Conditioning:
+    """``labels`` as a :class:`~autoregressive.Conditioning`, each part checked to be per image.
+
+    Raises:
+        TypeError: ``labels`` is neither a tensor, a ``Conditioning`` nor ``None``.
+        ValueError: labels not ``(n,)``, or a vector or map without ``n`` rows.
+    """
+    if labels is not None and not isinstance(labels, torch.Tensor | Conditioning):
+        raise TypeError(
+            f"labels must be a tensor ({n},), a Conditioning or None, got {type(labels).__name__}"
+        )
+    cond = labels if isinstance(labels, Conditioning) else Conditioning(labels=labels)
+    if cond.labels is not None:
+        check_tensor("labels", cond.labels, like=f" ({n},)")
+        if cond.labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {tuple(cond.labels.shape)}")
+    for name, t in (("vector", cond.vector), ("map", cond.spatial)):
+        if t is not None:
+            check_tensor(f"the conditioning {name}", t, like=f" ({n}, ...)")
+            if t.dim() == 0 or t.shape[0] != n:
+                raise ValueError(
+                    f"the conditioning {name} must have one row per image, ({n}, ...), got "
+                    f"{tuple(t.shape)}"
+                )
+    return cond

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from ..conditioning import Conditioning
 from ..validation import check_int, check_tensor
 from .batches import BatchOrder, SeededBatches
 
@@ -332,7 +333,8 @@ class ImageBatches(SeededBatches):
 
     Args:
         images: integer images ``(N, C, H, W)`` (e.g. ``uint8`` in ``[0, 256)``).
-        labels: ``(N,)`` labels, or ``None``.
+        labels: ``(N,)`` labels, a :class:`~autoregressive.Conditioning` of per-image labels,
+            vectors and/or maps, or ``None`` (see :class:`~autoregressive.data.SeededBatches`).
         batch_size: images per global batch (over all processes).
         **order: ``shuffle``, ``seed``, ``rank``, ``world_size``, ``drop_last``, as for
             :class:`~autoregressive.data.SeededBatches` (:class:`~autoregressive.data.BatchOrder`).
@@ -349,7 +351,7 @@ class ImageBatches(SeededBatches):
     def __init__(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor | None = None,
+        labels: torch.Tensor | Conditioning | None = None,
         *,
         batch_size: int,
         **order: Unpack[BatchOrder],

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from ..conditioning import Conditioning
 from ..validation import check_choice, check_float, check_tensor
 from .batches import BatchOrder, SeededBatches
 
@@ -269,7 +270,8 @@ class BinarizedBatches(SeededBatches):
     Args:
         images: intensities in ``[0, 1]`` for ``"threshold"`` / ``"dynamic"``, or binary
             images for ``binarize=None``; shape ``(N, C, H, W)``.
-        labels: ``(N,)`` labels, or ``None``.
+        labels: ``(N,)`` labels, a :class:`~autoregressive.Conditioning` of per-image labels,
+            vectors and/or maps, or ``None`` (see :class:`~autoregressive.data.SeededBatches`).
         batch_size: images per global batch (over all processes).
         binarize: ``"threshold"``, ``"dynamic"``, or ``None`` when ``images`` are binary.
         threshold: the cut of ``"threshold"``.
@@ -289,7 +291,7 @@ class BinarizedBatches(SeededBatches):
     def __init__(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor | None = None,
+        labels: torch.Tensor | Conditioning | None = None,
         *,
         batch_size: int,
         binarize: Binarization | None = "threshold",

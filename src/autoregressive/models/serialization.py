@@ -62,7 +62,9 @@ PRETRAINED_FORMAT = "autoregressive.pretrained/1"
 CONFIG_NAME = "config.json"
 #: The file of a saved directory that holds the weights.
 WEIGHTS_NAME = "model.safetensors"
-#: The packaged weights and their ``registry.json``.
+#: The folder of the packaged weights and their ``registry.json``, inside the installed package.
+#:
+#: :meta hide-value:
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 M = TypeVar("M", bound=nn.Module)

@@ -33,12 +33,22 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..conditioning import Conditioning
 from ..data import Batch
 from ..distributions.base import nats_to_bits_per_dim
 from .precision import Precision, full_float32
 
 #: what the training helpers take as a batch (see :func:`as_batch`)
-BatchLike = Batch | tuple[torch.Tensor | None, ...] | list[torch.Tensor] | torch.Tensor
+BatchLike = (
+    Batch
+    | tuple[torch.Tensor | Conditioning | None, ...]
+    | list[torch.Tensor]
+    | Mapping[str, torch.Tensor]
+    | torch.Tensor
+)
+
+#: the keys of a batch given as a dict (see :func:`as_batch`)
+_BATCH_KEYS = ("images", "labels", "vector", "spatial")
 
 __all__ = [
     "BatchLike",
@@ -59,28 +69,40 @@ __all__ = [
 
 
 class NegLogLikelihood(nn.Module):
-    """The per-image negative log-likelihood of a model with a ``log_prob(x, y)`` method.
+    """The per-image negative log-likelihood of a model with a ``log_prob(x, cond)`` method.
 
     Args:
         model: e.g. a :class:`~autoregressive.PixelCNN`.
 
     Shape:
-        - ``x``: :math:`(N, C, H, W)`; ``y``: :math:`(N,)` or ``None``.
+        - ``x``: :math:`(N, C, H, W)`.
+        - ``cond``: what the model's ``log_prob`` takes: ``None``, labels :math:`(N,)`, or a
+          :class:`~autoregressive.Conditioning` of labels :math:`(N,)`, a vector
+          :math:`(N, D)` and/or a map :math:`(N, C_{map}, H, W)`.
         - output: :math:`(N,)`, nats.
+
+    Example:
+        >>> from autoregressive import Conditioning, PixelCNN, PixelCNNConfig
+        >>> model = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=8, vector_size=3))
+        >>> x, v = torch.randint(0, 2, (4, 1, 8, 8)).float(), torch.randn(4, 3)
+        >>> NegLogLikelihood(model)(x, Conditioning(vector=v)).shape
+        torch.Size([4])
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return -self.model.log_prob(x, y)  # type: ignore[operator]  # (N,)
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | Conditioning | None = None
+    ) -> torch.Tensor:
+        return -self.model.log_prob(x, cond)  # type: ignore[operator]  # (N,)
 
 
 def unused_parameters(
-    objective: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
+    objective: nn.Module, x: torch.Tensor, cond: torch.Tensor | Conditioning | None = None
 ) -> list[str]:
-    """Names of the parameters that get no gradient from ``objective(x, y).sum()``.
+    """Names of the parameters that get no gradient from ``objective(x, cond).sum()``.
 
     ``DistributedDataParallel`` needs ``find_unused_parameters=True`` exactly when this list
     is not empty. The probe leaves every ``.grad`` as it was.
@@ -88,7 +110,8 @@ def unused_parameters(
     Args:
         objective: e.g. :class:`NegLogLikelihood`.
         x: a small input batch, e.g. one image.
-        y: its labels, if the model is conditional.
+        cond: its labels or :class:`~autoregressive.Conditioning`, if the model is
+            conditional.
 
     Returns:
         The names, in ``named_parameters`` order.
@@ -98,7 +121,7 @@ def unused_parameters(
     for _, p in params:
         p.grad = None
     try:
-        objective(x, y).sum().backward()
+        objective(x, cond).sum().backward()
         return [n for n, p in params if p.grad is None]
     finally:
         for (_, p), g in zip(params, saved, strict=True):
@@ -203,7 +226,9 @@ def train_step(
         objective: :class:`NegLogLikelihood`, possibly wrapped in DDP or ``torch.compile``.
         optimizer: the optimizer of the model's parameters.
         batch: this process's share of the global batch: a :class:`~autoregressive.data.Batch`,
-            or in one process an ``(images, labels)`` pair or bare images (see :func:`as_batch`).
+            or in one process what a ``DataLoader`` yields: bare images, an ``(images,
+            labels)`` or ``(images, Conditioning)`` pair, or a dict (see :func:`as_batch`). Its
+            conditioning reaches the objective as ``objective(images, batch.cond)``.
         device: device of the model.
         precision: autocast and memory format (see
             :func:`~autoregressive.training.precision.resolve_precision`); default plain float32.
@@ -219,9 +244,9 @@ def train_step(
             was passed: wrap it as ``NegLogLikelihood(model)``).
     """
     batch = as_batch(batch)
-    x, y = _to_device(batch, device, precision)
+    x, cond = _to_device(batch, device, precision)
     with precision.autocast(device) if precision else contextlib.nullcontext():
-        nll = objective(x, y)  # (n,)
+        nll = objective(x, cond)  # (n,)
     _check_objective_output(objective, nll, x.shape[0])
     total = nll.float().sum()
     loss = total * (_world_size() / batch.total)
@@ -252,44 +277,82 @@ def _check_objective_output(objective: nn.Module, nll: object, n: int) -> None:
 def as_batch(batch: BatchLike) -> Batch:
     """``batch`` as a :class:`~autoregressive.data.Batch`.
 
-    Besides a ``Batch``, a single process takes what a ``torch.utils.data.DataLoader`` yields:
-    an ``(images, labels)`` pair or bare images ``(n, C, H, W)``, as a whole global batch.
+    Besides a ``Batch``, a single process takes what a ``torch.utils.data.DataLoader`` yields,
+    as a whole global batch:
+
+    - bare images ``(n, C, H, W)``, or a one-element tuple of them;
+    - an ``(images, labels)`` pair, ``labels`` ``(n,)`` or ``None``;
+    - an ``(images, cond)`` pair, ``cond`` a :class:`~autoregressive.Conditioning` of labels,
+      a vector and/or a map;
+    - a dict of ``"images"`` and any of ``"labels"``, ``"vector"`` and ``"spatial"``, which is
+      what a data set of dicts collates to (e.g. ``torch.utils.data.StackDataset(images=x,
+      spatial=s)``).
+
     Under ``torch.distributed`` only a ``Batch`` says how large the global batch is.
 
     Raises:
-        TypeError: anything else, or a pair or tensor under ``torch.distributed``.
+        TypeError: anything else, or anything but a ``Batch`` under ``torch.distributed``.
+
+    Example:
+        >>> from autoregressive import Conditioning
+        >>> x, s = torch.zeros(4, 1, 8, 8), torch.ones(4, 2, 8, 8)
+        >>> as_batch((x, Conditioning(spatial=s))).spatial.shape
+        torch.Size([4, 2, 8, 8])
+        >>> as_batch({"images": x, "labels": torch.arange(4)}).cond
+        tensor([0, 1, 2, 3])
     """
     if isinstance(batch, Batch):
         return batch
-    parts = (batch,) if isinstance(batch, torch.Tensor) else batch
-    if not (
-        isinstance(parts, tuple | list)
-        and len(parts) in (1, 2)
-        and isinstance(parts[0], torch.Tensor)
-        and (len(parts) == 1 or parts[1] is None or isinstance(parts[1], torch.Tensor))
-    ):
-        raise TypeError(
-            "a batch must be an autoregressive.data.Batch, an (images, labels) pair of tensors "
-            f"(labels may be None) or an image tensor (n, C, H, W), got {type(batch).__name__}"
-        )
+    images, cond = _batch_parts(batch)
     if _world_size() > 1:
         raise TypeError(
             "under torch.distributed a batch must be an autoregressive.data.Batch, which says "
             "how large the global batch is: use SeededBatches(..., rank=, world_size=)"
         )
-    images, labels = parts[0], (parts[1] if len(parts) == 2 else None)
-    return Batch(images, labels, images.shape[0])
+    return Batch(images, cond.labels, images.shape[0], vector=cond.vector, spatial=cond.spatial)
+
+
+def _batch_parts(batch: object) -> tuple[torch.Tensor, Conditioning]:
+    """The images and the conditioning of a tensor, a pair or a dict; ``TypeError`` else."""
+    if isinstance(batch, torch.Tensor):
+        batch = (batch,)
+    if isinstance(batch, Mapping) and set(batch) <= set(_BATCH_KEYS):
+        images = batch.get("images")
+        cond = Conditioning(batch.get("vector"), batch.get("spatial"), batch.get("labels"))
+    elif isinstance(batch, tuple | list) and len(batch) in (1, 2):
+        images, given = batch[0], (batch[1] if len(batch) == 2 else None)
+        cond = given if isinstance(given, Conditioning) else Conditioning(labels=given)
+    else:
+        images, cond = None, Conditioning()
+    parts = (cond.vector, cond.spatial, cond.labels)
+    if isinstance(images, torch.Tensor) and all(
+        t is None or isinstance(t, torch.Tensor) for t in parts
+    ):
+        return images, cond
+    got = f"a dict of {sorted(batch)}" if isinstance(batch, Mapping) else type(batch).__name__
+    raise TypeError(
+        "a batch must be an autoregressive.data.Batch, an image tensor (n, C, H, W), an "
+        "(images, labels) or (images, Conditioning) pair (labels may be None), or a dict of "
+        f"'images' and any of 'labels', 'vector', 'spatial'; got {got}"
+    )
 
 
 def _to_device(
     batch: Batch, device: torch.device, precision: Precision | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The batch's images ``(n, C, H, W)`` in the precision's memory format, and labels."""
-    x = batch.images.to(device, non_blocking=True)
-    if precision is not None and precision.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = batch.labels.to(device, non_blocking=True) if batch.labels is not None else None
-    return x, y
+) -> tuple[torch.Tensor, torch.Tensor | Conditioning | None]:
+    """The batch's images ``(n, C, H, W)`` and ``cond`` on ``device``.
+
+    The images and the map ``(n, C_map, H, W)`` are in the precision's memory format.
+    """
+    channels_last = precision is not None and precision.channels_last
+    layout = torch.channels_last if channels_last else torch.preserve_format
+
+    def move(t: torch.Tensor | None, fmt: torch.memory_format = torch.preserve_format) -> Any:
+        return None if t is None else t.to(device, non_blocking=True, memory_format=fmt)
+
+    moved = Batch(move(batch.images, layout), move(batch.labels), batch.total,
+                  vector=move(batch.vector), spatial=move(batch.spatial, layout))  # fmt: skip
+    return moved.images, moved.cond
 
 
 @dataclass(frozen=True)
@@ -499,7 +562,7 @@ def evaluate(
     the whole dataset on every process.
 
     Args:
-        model: a model with ``log_prob(x, y)`` (not a DDP wrapper); switched to eval mode and
+        model: a model with ``log_prob(x, cond)`` (not a DDP wrapper); switched to eval mode and
             back.
         batches: this process's batches (e.g. :class:`~autoregressive.data.BinarizedBatches`
             with ``binarize=None`` over a fixed binarization of the test set).
@@ -517,10 +580,10 @@ def evaluate(
     scored = _in_float32(model)
 
     def score(batch: Batch, step: int) -> torch.Tensor:
-        x, y = _to_device(batch, device, None)
+        x, cond = _to_device(batch, device, None)
         if x.shape[0] == 0:
             return torch.zeros((), dtype=torch.float64, device=device)
-        return -scored.log_prob(x, y).double().sum()  # type: ignore[operator]
+        return -scored.log_prob(x, cond).double().sum()  # type: ignore[operator]
 
     def report(t: _Tally, seconds: float) -> None:
         if progress is not None:
