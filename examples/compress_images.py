@@ -136,6 +136,11 @@ class ImageSet:
     unit: str  # what one image is called in the table: "digit", "patch", "image"
     raw_name: str  # what the raw bytes are called in the table
 
+    @property
+    def units(self) -> str:
+        """The plural of ``unit``."""
+        return f"{self.unit}es" if self.unit.endswith("ch") else f"{self.unit}s"
+
 
 def binary_set(bits: torch.Tensor, unit: str) -> ImageSet:
     """Binary images ``(N, 1, H, W)`` in ``{0, 1}``: bits packed 8 a byte, 1-bit PNGs."""
@@ -208,12 +213,12 @@ def round_trip(model: PixelCNN, images: ImageSet, args: argparse.Namespace) -> d
         back = decompress(model, data)
         t2 = time.perf_counter()
         if not torch.equal(back, part):
-            raise SystemExit(f"error: {images.unit}s {start}.. did not come back exactly")
+            raise SystemExit(f"error: {images.units} {start}.. did not come back exactly")
         seconds["encode"] += t1 - t0
         seconds["decode"] += t2 - t1
         streams.append(len(data))
         done = start + part.shape[0]
-        print(f"  {done:>6,} / {n:,} {images.unit}s: {len(data):,} bytes, exact", flush=True)
+        print(f"  {done:>6,} / {n:,} {images.units}: {len(data):,} bytes, exact", flush=True)
     return {"stream_bytes": streams, "seconds": seconds}
 
 
@@ -315,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     n = images.values.shape[0]
-    print(f"{args.weights or args.model}: {n:,} test {images.unit}s ({args.data}); out {args.out}")
+    print(f"{args.weights or args.model}: {n:,} test {images.units} ({args.data}); out {args.out}")
     results = measure(model, images, args)
     common.make_out(args.out)
     outputs.write_json(args.out / "results.json", results)

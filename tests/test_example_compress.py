@@ -113,7 +113,7 @@ def test_reads_the_patches_in_pixel_order(script):
     images = script.byte_set(torch.from_numpy(smooth_patches(2, 4)), "patch")
     assert images.raw.shape == (2, 48) and images.pixels.shape == (2, 4, 4, 3)
     assert images.raw[1, :3].tolist() == images.values[1, :, 0, 0].tolist()  # R, G, B
-    assert images.values.dtype == torch.long
+    assert images.values.dtype == torch.long and images.units == "patches"
 
 
 @pytest.mark.parametrize("size", [1, 98, 3072, 70_000])
