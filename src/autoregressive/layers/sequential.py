@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..conditioning import Conditioning, RowConditioning, check_conditioning
-from ..sampling.stepping import Stepper, stepper_for
+from ..sampling.stepping import CompositeStepper, Stepper, stepper_for
 
 __all__ = ["CausalSequential"]
 
@@ -49,7 +49,7 @@ class CausalSequential(nn.Sequential):
         return _SequentialStepper([stepper_for(m, batch, width, cond) for m in self])
 
 
-class _SequentialStepper(Stepper):
+class _SequentialStepper(CompositeStepper):
     """Steps its layers in order: each one's output at a pixel is the next one's input.
 
     The image is read by the first layer that is not pixelwise; the pixelwise ones before it
@@ -57,37 +57,25 @@ class _SequentialStepper(Stepper):
     """
 
     def __init__(self, steppers: list[Stepper]) -> None:
-        self.steppers = steppers
+        super().__init__(steppers)
         self.lead = next((k for k, s in enumerate(steppers) if not s.pixelwise), len(steppers))
         self.pixelwise = self.lead == len(steppers)
         self.reads_image = not self.pixelwise and steppers[self.lead].reads_image
-        self.steps_rows = all(s.steps_rows for s in steppers)
         self.replays_rows = all(s.replays_rows for s in steppers)
 
-    def begin_image(self, height: int) -> None:
-        for s in self.steppers:
-            s.begin_image(height)
-
-    def begin_row(self, i: int) -> None:
-        for s in self.steppers:
-            s.begin_row(i)
-
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
-        for s in self.steppers:
+        for s in self.parts:
             x = s.step(j, x)
         return x
 
     def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        for s in self.steppers:
+        for s in self.parts:
             x = s.step_row(x, start)
         return x
 
     def write(self, j: int, x: torch.Tensor) -> None:
         if self.pixelwise:  # nothing here reads the image
             super().write(j, x)
-        for s in self.steppers[: self.lead]:
+        for s in self.parts[: self.lead]:
             x = s.step(j, x)
-        self.steppers[self.lead].write(j, x)
-
-    def cache_nbytes(self) -> int:
-        return sum(s.cache_nbytes() for s in self.steppers)
+        self.parts[self.lead].write(j, x)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .stepping import Stepper
+from .stepping import CompositeStepper, Stepper
 
 __all__ = ["GatedResidualStepper"]
 
@@ -21,7 +21,7 @@ def _gate(p: torch.Tensor) -> torch.Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-class GatedResidualStepper(Stepper):
+class GatedResidualStepper(CompositeStepper):
     """``x + gate(conv2(act(conv1(act(x)))) + cond)`` one pixel (or one row) at a time.
 
     Built by the block's ``stepper()`` from the steppers of its two activations and its two
@@ -47,8 +47,7 @@ class GatedResidualStepper(Stepper):
         spatial_row: torch.Tensor | None,
     ) -> None:
         self.acts, self.conv1, self.conv2 = list(acts), conv1, conv2
-        self.steppers = [*self.acts, conv1, conv2]
-        self.steps_rows = all(s.steps_rows for s in self.steppers)
+        super().__init__([*self.acts, conv1, conv2])
         self.spatial_matrix, self.spatial_row = spatial_matrix, spatial_row
         self.bias_rows: torch.Tensor | None = None  # (N, W, 2C): the bias at every column
         if cond_bias is not None:
@@ -58,8 +57,7 @@ class GatedResidualStepper(Stepper):
             self.bias_rows = spatial_matrix.new_zeros(batch, width, spatial_matrix.shape[1])
 
     def begin_row(self, i: int) -> None:
-        for s in self.steppers:
-            s.begin_row(i)
+        super().begin_row(i)
         if self.spatial_matrix is not None and self.spatial_row is not None:
             assert self.bias_rows is not None
             torch.matmul(self.spatial_row, self.spatial_matrix, out=self.bias_rows)
@@ -79,6 +77,3 @@ class GatedResidualStepper(Stepper):
         if self.bias_rows is not None:
             p = p + self.bias_rows[:, start:]
         return x + _gate(p)
-
-    def cache_nbytes(self) -> int:
-        return sum(s.cache_nbytes() for s in self.steppers)

@@ -6,13 +6,13 @@ https://arxiv.org/abs/1712.09763.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .attention_stepper import AttentionStepper
-from .stepping import Stepper
+from .stepping import CompositeStepper, Stepper
 
 __all__ = ["SnailBlockSteppers", "SnailStepper"]
 
@@ -25,7 +25,7 @@ class SnailBlockSteppers:
     attention: AttentionStepper
 
 
-class SnailStepper(Stepper):
+class SnailStepper(CompositeStepper):
     """Steps a stack that reads the image twice: its first layer, and every attention's keys.
 
     ``h = first(x)``; per block ``h = conv(h)`` for each of its convolutional blocks, then
@@ -49,39 +49,31 @@ class SnailStepper(Stepper):
     def __init__(self, first: Stepper, blocks: Sequence[SnailBlockSteppers]) -> None:
         self.first = first
         self.blocks = list(blocks)
-        self.all = [first, *(s for b in self.blocks for s in (*b.convs, b.attention))]
-        self.steps_rows = all(s.steps_rows for s in self.all)
-
-    def begin_image(self, height: int) -> None:
-        for s in self.all:
-            s.begin_image(height)
-
-    def begin_row(self, i: int) -> None:
-        for s in self.all:
-            s.begin_row(i)
+        super().__init__([first, *(s for b in self.blocks for s in (*b.convs, b.attention))])
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
-        h = self.first.step(j, x)
-        for block in self.blocks:
-            for conv in block.convs:
-                h = conv.step(j, h)
-            h = h + block.attention.step(j, h)
-        return h
+        return self._through_blocks(self.first.step(j, x), lambda s, h: s.step(j, h))
 
     def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         for block in self.blocks:  # the guessed pixels, as write would store them
             block.attention.extra_row[:, start:] = x
         h = self.first.step_row(x, start)
+        return self._through_blocks(h, lambda s, h: s.step_row(h, start))
+
+    def _through_blocks(
+        self, h: torch.Tensor, apply: Callable[[Stepper, torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """The blocks after the first layer, each stepper run on ``h`` by ``apply``.
+
+        ``h`` is ``(N, C)`` for a pixel or ``(N, M, C)`` for a row's pixels, and so is the result.
+        """
         for block in self.blocks:
             for conv in block.convs:
-                h = conv.step_row(h, start)
-            h = h + block.attention.step_row(h, start)
+                h = apply(conv, h)
+            h = h + apply(block.attention, h)
         return h
 
     def write(self, j: int, x: torch.Tensor) -> None:
         self.first.write(j, x)
         for block in self.blocks:
             block.attention.extra_row[:, j] = x
-
-    def cache_nbytes(self) -> int:
-        return sum(s.cache_nbytes() for s in self.all)

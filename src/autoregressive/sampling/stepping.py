@@ -39,6 +39,7 @@ own only has to implement the method (see the tutorial, *Write a block the sampl
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -46,7 +47,7 @@ from torch import nn
 from ..conditioning import RowConditioning
 from ..validation import is_elementwise
 
-__all__ = ["ElementwiseStepper", "Stepper", "stepper_for"]
+__all__ = ["CompositeStepper", "ElementwiseStepper", "Stepper", "stepper_for"]
 
 
 class Stepper:
@@ -119,6 +120,33 @@ class Stepper:
     def cache_nbytes(self) -> int:
         """Bytes held in caches (reported as ``CachedSampler.last_cache_nbytes``)."""
         return 0
+
+
+class CompositeStepper(Stepper):
+    """A stepper computed by other steppers, its :attr:`parts` (a block's layers, a stack's blocks).
+
+    Every image and every row begins in each part (:meth:`begin_image`, :meth:`begin_row`), the
+    caches are the parts' caches, and whole rows are stepped when every part can; a subclass
+    computes :meth:`step` (and :meth:`step_row`) from the parts.
+
+    Args:
+        parts: the steppers, in any order.
+    """
+
+    def __init__(self, parts: Sequence[Stepper]) -> None:
+        self.parts = list(parts)
+        self.steps_rows = all(s.steps_rows for s in self.parts)
+
+    def begin_image(self, height: int) -> None:
+        for s in self.parts:
+            s.begin_image(height)
+
+    def begin_row(self, i: int) -> None:
+        for s in self.parts:
+            s.begin_row(i)
+
+    def cache_nbytes(self) -> int:
+        return sum(s.cache_nbytes() for s in self.parts)
 
 
 class ElementwiseStepper(Stepper):
