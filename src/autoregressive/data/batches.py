@@ -101,8 +101,9 @@ class SeededBatches:
     ``derive_seed(seed, epoch, "batches")`` (the identity without ``shuffle``). With
     ``world_size`` processes every process builds the same global batch and keeps its own
     contiguous share (``torch.tensor_split``), so the union over processes is the
-    single-process batch. Subclasses change what a batch's images become in
-    :meth:`_transform`, which may draw from the same generator.
+    single-process batch. Subclasses refuse images they cannot yield in :meth:`_check_images`
+    and change what a batch's images become in :meth:`_transform`, which may draw from the same
+    generator.
 
     Args:
         images: ``(N, C, H, W)``.
@@ -150,6 +151,10 @@ class SeededBatches:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
+        self._check_images(images)
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        """Refuse ``images`` ``(N, C, H, W)`` that a subclass cannot yield (any by default)."""
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order (and draws) the next iteration yields."""

@@ -27,16 +27,12 @@ from __future__ import annotations
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 
-from ..conditioning import Conditioning
 from ..validation import check_int, check_tensor
-from .batches import BatchOrder, SeededBatches
-
-if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
-    from typing_extensions import Unpack
+from .batches import SeededBatches
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -336,8 +332,8 @@ class ImageBatches(SeededBatches):
         labels: ``(N,)`` labels, a :class:`~autoregressive.Conditioning` of per-image labels,
             vectors and/or maps, or ``None`` (see :class:`~autoregressive.data.SeededBatches`).
         batch_size: images per global batch (over all processes).
-        **order: ``shuffle``, ``seed``, ``rank``, ``world_size``, ``drop_last``, as for
-            :class:`~autoregressive.data.SeededBatches` (:class:`~autoregressive.data.BatchOrder`).
+        shuffle, seed, rank, world_size, drop_last: as for
+            :class:`~autoregressive.data.SeededBatches`.
 
     Example:
         >>> from autoregressive.data.colour import ImageBatches
@@ -348,15 +344,8 @@ class ImageBatches(SeededBatches):
         ([4, 4, 2], torch.int64)
     """
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor | Conditioning | None = None,
-        *,
-        batch_size: int,
-        **order: Unpack[BatchOrder],
-    ) -> None:
-        super().__init__(images, labels, batch_size=batch_size, **order)
+    def _check_images(self, images: torch.Tensor) -> None:
+        """Refuse floating-point and boolean images: the likelihoods score integers."""
         if images.is_floating_point() or images.dtype == torch.bool:
             raise ValueError(
                 f"images must hold integers (e.g. uint8 in [0, 256)), got {images.dtype}; "
