@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,34 +89,58 @@ def build_network(
 
 
 def _body(config: PixelCNNConfig, in_channels: int, factory: dict[str, Any]) -> list[nn.Module]:
-    """The mask-A input layer and the residual blocks, or the gated or the PixelSNAIL stack."""
-    c = config
-    dc = c.mask_groups  # colour groups of every mask: data_channels, or 1 pixel-wise
-    cond: dict[str, Any] = {
-        "cond_channels": c.cond_channels,
-        "spatial_channels": c.spatial_channels,
+    """The layers between the input (embedding) and the head, as ``config.block`` names them."""
+    return _BODIES[config.block](config, in_channels, factory)
+
+
+def _block_options(config: PixelCNNConfig) -> dict[str, Any]:
+    """What every block takes from the config: the masks' colour groups and the conditioning."""
+    return {
+        "data_channels": config.mask_groups,  # data_channels, or 1 for pixel-wise masks
+        "cond_channels": config.cond_channels,
+        "spatial_channels": config.spatial_channels,
     }
-    if c.block == "snail":
-        snail = SnailStack(
-            in_channels, c.hidden_channels, c.num_blocks, c.kernel_size, c.input_kernel_size,
-            dc, residual_blocks=c.attention_every, heads=c.attention_heads,
-            key_channels=c.attention_key_channels, **cond, **factory,
-        )  # fmt: skip
-        return [snail]
-    if c.block == "gated":
-        stack = GatedStack(
-            in_channels, c.hidden_channels, c.num_blocks, c.kernel_size, c.input_kernel_size,
-            dc, **cond, **factory,
-        )  # fmt: skip
-        return [stack]
+
+
+def _residual_body(c: PixelCNNConfig, in_channels: int, factory: dict[str, Any]) -> list[nn.Module]:
+    """A mask-A :class:`MaskedConv2d`, then ``num_blocks`` :class:`ResidualBlock` s."""
     first = MaskedConv2d(
-        in_channels, c.hidden_channels, c.input_kernel_size, "A", data_channels=dc, **factory
+        in_channels, c.hidden_channels, c.input_kernel_size, "A", c.mask_groups, **factory
     )
+    options = _block_options(c)
     blocks = [
-        ResidualBlock(c.hidden_channels, c.kernel_size, data_channels=dc, **cond, **factory)
+        ResidualBlock(c.hidden_channels, c.kernel_size, **options, **factory)
         for _ in range(c.num_blocks)
     ]
     return [first, *blocks]
+
+
+def _gated_body(c: PixelCNNConfig, in_channels: int, factory: dict[str, Any]) -> list[nn.Module]:
+    """A :class:`GatedStack` of ``num_blocks`` blocks."""
+    stack = GatedStack(
+        in_channels, c.hidden_channels, num_blocks=c.num_blocks, kernel_size=c.kernel_size,
+        input_kernel_size=c.input_kernel_size, **_block_options(c), **factory,
+    )  # fmt: skip
+    return [stack]
+
+
+def _snail_body(c: PixelCNNConfig, in_channels: int, factory: dict[str, Any]) -> list[nn.Module]:
+    """A :class:`SnailStack`: ``num_blocks`` of ``attention_every`` residual blocks + attention."""
+    snail = SnailStack(
+        in_channels, c.hidden_channels, num_blocks=c.num_blocks, kernel_size=c.kernel_size,
+        input_kernel_size=c.input_kernel_size, residual_blocks=c.attention_every,
+        heads=c.attention_heads, key_channels=c.attention_key_channels,
+        **_block_options(c), **factory,
+    )  # fmt: skip
+    return [snail]
+
+
+#: ``config.block`` -> the function that builds the body (the config checks the name)
+_BODIES: dict[str, Callable[[PixelCNNConfig, int, dict[str, Any]], list[nn.Module]]] = {
+    "residual": _residual_body,
+    "gated": _gated_body,
+    "snail": _snail_body,
+}
 
 
 def _input_embedding(
