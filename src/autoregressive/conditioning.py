@@ -25,12 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
+from torch import nn
 
 from .validation import check_tensor
 
 __all__ = [
+    "ConditionalLayer",
     "Conditioning",
     "RowConditioning",
     "check_cond",
@@ -189,6 +192,27 @@ def check_cond(
             f"{spatial_channels}, {size[0]}, {size[1]}), got {tuple(spatial.shape)}"
         )
     return parts
+
+
+class ConditionalLayer(nn.Module):
+    """A layer whose ``forward`` takes ``(x, cond)``, so that a container hands it ``cond``.
+
+    :class:`~autoregressive.CausalSequential` calls a module as ``module(x, cond)`` when its
+    class sets :attr:`conditional`, as this one does. A subclass sets :attr:`cond_channels`
+    and :attr:`spatial_channels` (``None`` for a part it does not take) and checks ``cond`` at
+    the top of ``forward`` with ``self._check_cond(x, cond)``.
+    """
+
+    conditional: ClassVar[bool] = True
+    cond_channels: int | None
+    spatial_channels: int | None
+
+    def _check_cond(self, x: torch.Tensor, cond: Conditioning | None) -> Conditioning | None:
+        """``cond`` checked (:func:`check_cond`) for this layer and its input ``(N, C, H, W)``."""
+        return check_cond(
+            cond, self.cond_channels, type(self).__name__, x.shape[0],
+            spatial_channels=self.spatial_channels, size=tuple(x.shape[2:]),
+        )  # fmt: skip
 
 
 def refuse_labels(cond: Conditioning | None, owner: str) -> None:

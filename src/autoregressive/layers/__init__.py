@@ -16,6 +16,7 @@ builds its stepper from :mod:`autoregressive.sampling`, which never imports a la
   projection into a block.
 - :mod:`~autoregressive.layers.embedding`: :class:`CategoricalEmbedding`.
 - :mod:`~autoregressive.layers.sequential`: :class:`CausalSequential`.
+- ``autoregressive.layers.reprs``: the layers' shared ``extra_repr`` text.
 """
 
 from .attention import CausalSelfAttention2d

@@ -37,6 +37,7 @@ from ..sampling.attention_stepper import (
 from ..sampling.memo import derived
 from ..validation import check_bool, check_int, check_tensor
 from .masks import causal_mask, check_mask_type
+from .reprs import changed_options
 
 __all__ = ["CausalSelfAttention2d"]
 
@@ -216,11 +217,7 @@ class CausalSelfAttention2d(nn.Module):
             f"value_channels={self.value_channels}, out_channels={self.out_channels}, "
             f"mask_type={self.mask_type!r}"
         )
-        if self.data_channels != 1:
-            s += f", data_channels={self.data_channels}"
-        if self.extra_channels:
-            s += f", extra_channels={self.extra_channels}"
-        return s + (", positional=True" if self.positional else "")
+        return s + changed_options(self, data_channels=1, extra_channels=0, positional=False)
 
     def fold(self) -> AttentionWeights:
         """The weights as the stepper multiplies them (masked, transposed), detached."""

@@ -13,6 +13,7 @@ from ..sampling.memo import derived
 from ..sampling.rows import bias_or_zeros, matrix_and_bias
 from ..validation import check_bool, check_int, check_pair
 from .masks import causal_mask, check_kernel_size, check_mask_type
+from .reprs import changed_options
 
 __all__ = ["MaskedConv2d", "pointwise_matrix"]
 
@@ -142,9 +143,7 @@ class MaskedConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", mask_type={self.mask_type!r}"
-        if self.data_channels != 1:
-            s += f", data_channels={self.data_channels}"
-        return s
+        return s + changed_options(self, data_channels=1)
 
     def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> ConvStepper:
         """A :class:`ConvStepper` for cached sampling (``cond`` is unused)."""

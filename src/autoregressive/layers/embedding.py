@@ -26,6 +26,7 @@ from torch import nn
 from ..conditioning import RowConditioning
 from ..sampling.stepping import Stepper
 from ..validation import check_bool, check_int, check_optional_int
+from .reprs import changed_options
 
 __all__ = ["CategoricalEmbedding"]
 
@@ -127,9 +128,7 @@ class CategoricalEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.levels}, {self.embedding_dim}"
-        if self.data_channels != 1:
-            s += f", data_channels={self.data_channels}"
-        return s + ("" if self.learned else ", learned=False")
+        return s + changed_options(self, data_channels=1, learned=True)
 
     def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> Stepper:
         """A pixelwise stepper for cached sampling: ``(N, C)`` codes to ``(N, C * d)``.

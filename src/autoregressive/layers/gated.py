@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..conditioning import Conditioning, RowConditioning, check_cond
+from ..conditioning import ConditionalLayer, Conditioning, RowConditioning
 from ..sampling.conv_stepper import ConvKernel
 from ..sampling.gated_stepper import GatedBlockWeights, GatedStackStepper
 from ..sampling.memo import derived
@@ -41,6 +41,7 @@ from ..validation import check_bool, check_int, check_optional_int, check_tensor
 from .conv import MaskedConv2d, pointwise_matrix
 from .masks import check_kernel_size, check_mask_type
 from .projection import ConditionProjection, load_renamed
+from .reprs import changed_options
 
 __all__ = ["GatedBlock", "GatedStack", "fold_gated_block", "gate"]
 
@@ -79,7 +80,7 @@ def _gate(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-class GatedBlock(nn.Module):
+class GatedBlock(ConditionalLayer):
     r"""One layer of a Gated PixelCNN: a vertical and a horizontal stack with a link.
 
     With ``mask_type="A"`` the block is the network's first layer: both stacks read the image,
@@ -119,8 +120,6 @@ class GatedBlock(nn.Module):
         >>> [t.shape[1] for t in block(x, x)]
         [16, 16, 16]
     """
-
-    conditional: ClassVar[bool] = True
 
     #: keys of checkpoints saved before the projections were :class:`ConditionProjection` s
     _RENAMED: ClassVar[dict[str, str]] = {
@@ -196,10 +195,7 @@ class GatedBlock(nn.Module):
     def forward(
         self, v: torch.Tensor, h: torch.Tensor, cond: Conditioning | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        cond = check_cond(
-            cond, self.cond_channels, "GatedBlock", v.shape[0],
-            spatial_channels=self.spatial_channels, size=tuple(v.shape[2:]),
-        )  # fmt: skip
+        cond = self._check_cond(v, cond)
         return self._forward(v, h, cond)
 
     def _forward(
@@ -229,13 +225,8 @@ class GatedBlock(nn.Module):
             f"{self.in_channels}, {self.channels}, kernel_size={self.kernel_size}, "
             f"mask_type={self.mask_type!r}"
         )
-        if self.data_channels != 1:
-            s += f", data_channels={self.data_channels}"
-        if self.cond_channels:
-            s += f", cond_channels={self.cond_channels}"
-        if self.spatial_channels:
-            s += f", spatial_channels={self.spatial_channels}"
-        return s
+        options = {"data_channels": 1, "cond_channels": None, "spatial_channels": None}
+        return s + changed_options(self, **options)
 
 
 def _check_block(
@@ -256,7 +247,7 @@ def _check_block(
         )
 
 
-class GatedStack(nn.Module):
+class GatedStack(ConditionalLayer):
     r"""A mask-A :class:`GatedBlock` followed by mask-B ones; returns the sum of their skips.
 
     Args:
@@ -281,8 +272,6 @@ class GatedStack(nn.Module):
         >>> stack(torch.zeros(2, 1, 10, 10)).shape
         torch.Size([2, 16, 10, 10])
     """
-
-    conditional: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -324,10 +313,7 @@ class GatedStack(nn.Module):
         self.cond_channels, self.spatial_channels = first.cond_channels, first.spatial_channels
 
     def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
-        cond = check_cond(  # once for all the blocks
-            cond, self.cond_channels, "GatedStack", x.shape[0],
-            spatial_channels=self.spatial_channels, size=tuple(x.shape[2:]),
-        )  # fmt: skip
+        cond = self._check_cond(x, cond)  # once for all the blocks
         v, h = x, x
         skips = torch.zeros((), dtype=x.dtype, device=x.device)
         for block in self.blocks:  # h is None after the last block only

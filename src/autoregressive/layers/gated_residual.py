@@ -7,12 +7,12 @@ activation of van den Oord et al., 2016, https://arxiv.org/abs/1606.05328.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..conditioning import Conditioning, RowConditioning, check_cond
+from ..conditioning import ConditionalLayer, Conditioning, RowConditioning
 from ..sampling.gated_residual_stepper import GatedResidualStepper
 from ..sampling.stepping import Stepper, stepper_for
 from ..validation import check_elementwise, check_int, check_optional_int
@@ -20,11 +20,12 @@ from .conv import MaskedConv2d
 from .gated import gate
 from .masks import check_kernel_size
 from .projection import ConditionProjection
+from .reprs import changed_options
 
 __all__ = ["GatedResidualBlock"]
 
 
-class GatedResidualBlock(nn.Module):
+class GatedResidualBlock(ConditionalLayer):
     r"""``x + gate(kxk_B(act(kxk_B(act(x)))) + cond)``: two masked convolutions and a gate.
 
     The second convolution gives ``2C`` channels, taken in interleaved pairs ``(a, b)`` by
@@ -46,17 +47,14 @@ class GatedResidualBlock(nn.Module):
         dtype: dtype of the parameters.
 
     Shape:
-        - Input: :math:`(N, C, H, W)`; ``cond`` a :class:`~autoregressive.Conditioning`
-          (vector :math:`(N, C_{cond})` and/or map :math:`(N, C_{map}, H, W)`) or ``None``
-        - Output: :math:`(N, C, H, W)`
+        As for :class:`~autoregressive.ResidualBlock`: :math:`(N, C, H, W)` in and out.
 
     Example:
-        >>> block = GatedResidualBlock(16, kernel_size=3)
-        >>> block(torch.zeros(2, 16, 8, 8)).shape
+        >>> block = GatedResidualBlock(16, kernel_size=3, cond_channels=10)
+        >>> cond = Conditioning(vector=torch.zeros(2, 10))
+        >>> block(torch.zeros(2, 16, 8, 8), cond).shape
         torch.Size([2, 16, 8, 8])
     """
-
-    conditional: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -91,10 +89,7 @@ class GatedResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
-        cond = check_cond(
-            cond, self.cond_channels, "GatedResidualBlock", x.shape[0],
-            spatial_channels=self.spatial_channels, size=tuple(x.shape[2:]),
-        )  # fmt: skip
+        cond = self._check_cond(x, cond)
         p = self.conv2(self.act2(self.conv1(self.act1(x))))  # (N, 2C, H, W)
         bias = self.cond(cond)  # (N, 2C, 1, 1) or (N, 2C, H, W), or None
         if bias is not None:
@@ -103,7 +98,7 @@ class GatedResidualBlock(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"channels={self.channels}, cond_channels={self.cond_channels}"
-        return s + (f", spatial_channels={self.spatial_channels}" if self.spatial_channels else "")
+        return s + changed_options(self, spatial_channels=None)
 
     def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> Stepper:
         """A :class:`GatedResidualStepper` for cached sampling."""

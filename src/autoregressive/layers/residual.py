@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..conditioning import Conditioning, RowConditioning, check_cond
+from ..conditioning import ConditionalLayer, Conditioning, RowConditioning
 from ..sampling.memo import derived
 from ..sampling.residual_stepper import ResidualStepper
 from ..sampling.stepping import Stepper, stepper_for
@@ -19,11 +19,12 @@ from ..validation import check_elementwise, check_int, check_optional_int
 from .conv import MaskedConv2d, pointwise_matrix
 from .masks import check_kernel_size
 from .projection import ConditionProjection, load_renamed
+from .reprs import changed_options
 
 __all__ = ["ResidualBlock"]
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(ConditionalLayer):
     r"""``x + 1x1(act(kxk_B(act(1x1(act(x)) + cond))))``: a bottleneck of masked convolutions.
 
     The three convolutions are type-B masked (the 1x1 ones only matter for colour, where they
@@ -55,8 +56,6 @@ class ResidualBlock(nn.Module):
         >>> block(torch.zeros(2, 16, 8, 8)).shape
         torch.Size([2, 16, 8, 8])
     """
-
-    conditional: ClassVar[bool] = True
 
     #: keys of checkpoints saved before the projections were :class:`ConditionProjection` s
     _RENAMED: ClassVar[dict[str, str]] = {
@@ -105,10 +104,7 @@ class ResidualBlock(nn.Module):
         self.cond = ConditionProjection(cond_channels, spatial_channels, mid, **factory)
 
     def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
-        cond = check_cond(
-            cond, self.cond_channels, "ResidualBlock", x.shape[0],
-            spatial_channels=self.spatial_channels, size=tuple(x.shape[2:]),
-        )  # fmt: skip
+        cond = self._check_cond(x, cond)
         h = self.conv1(self.act1(x))  # (N, C/2, H, W)
         bias = self.cond(cond)  # (N, C/2, 1, 1) or (N, C/2, H, W): V^T h + V * s
         if bias is not None:
@@ -123,7 +119,7 @@ class ResidualBlock(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"channels={self.channels}, cond_channels={self.cond_channels}"
-        return s + (f", spatial_channels={self.spatial_channels}" if self.spatial_channels else "")
+        return s + changed_options(self, spatial_channels=None)
 
     def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> Stepper:
         """A stepper computing the block one pixel at a time, for cached sampling."""

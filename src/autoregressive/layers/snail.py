@@ -19,23 +19,24 @@ earlier pixel.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from ..conditioning import Conditioning, RowConditioning, check_cond
+from ..conditioning import ConditionalLayer, Conditioning, RowConditioning
 from ..sampling.snail_stepper import SnailBlockSteppers, SnailStepper
 from ..sampling.stepping import Stepper
 from ..validation import check_int
 from .attention import CausalSelfAttention2d
 from .conv import MaskedConv2d
 from .gated_residual import GatedResidualBlock
+from .reprs import changed_options
 
 __all__ = ["SnailStack"]
 
 
-class SnailStack(nn.Module):
+class SnailStack(ConditionalLayer):
     r"""PixelSNAIL's body: a mask-A convolution, then blocks of gated residual blocks + attention.
 
     Args:
@@ -46,26 +47,25 @@ class SnailStack(nn.Module):
         input_kernel_size: kernel size of the mask-A input convolution.
         data_channels: colour groups of the masks: the image's channels for channel-wise
             masks, 1 for grey or pixel-wise masks (see :mod:`autoregressive.layers.masks`).
+        cond_channels: size of an optional conditioning vector (taken by the residual blocks).
+        spatial_channels: channels of an optional conditioning map aligned with the image.
         residual_blocks: :class:`~autoregressive.GatedResidualBlock` s before each attention.
         heads: heads of each :class:`~autoregressive.CausalSelfAttention2d`.
         key_channels: query and key channels per head.
-        cond_channels: size of an optional conditioning vector (taken by the residual blocks).
-        spatial_channels: channels of an optional conditioning map aligned with the image.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
     Shape:
-        - Input: :math:`(N, C_{in}, H, W)`; ``cond`` a :class:`~autoregressive.Conditioning`
-          (vector :math:`(N, C_{cond})` and/or map :math:`(N, C_{map}, H, W)`) or ``None``
-        - Output: :math:`(N, C, H, W)`
+        As for :class:`~autoregressive.GatedStack`: :math:`(N, C_{in}, H, W)` in,
+        :math:`(N, C, H, W)` out; ``cond`` as for :class:`~autoregressive.ResidualBlock`.
 
     Example:
         >>> stack = SnailStack(1, 16, num_blocks=2, heads=2)
         >>> stack(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 16, 8, 8])
+        >>> len(stack.attention), len(stack.residual[0])  # blocks, residual blocks in each
+        (2, 2)
     """
-
-    conditional: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -76,11 +76,11 @@ class SnailStack(nn.Module):
         input_kernel_size: int = 7,
         data_channels: int = 1,
         *,
+        cond_channels: int | None = None,
+        spatial_channels: int | None = None,
         residual_blocks: int = 2,
         heads: int = 1,
         key_channels: int = 16,
-        cond_channels: int | None = None,
-        spatial_channels: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -110,10 +110,7 @@ class SnailStack(nn.Module):
         self.cond_channels, self.spatial_channels = cond_channels, spatial_channels
 
     def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
-        cond = check_cond(
-            cond, self.cond_channels, "SnailStack", x.shape[0],
-            spatial_channels=self.spatial_channels, size=tuple(x.shape[2:]),
-        )  # fmt: skip
+        cond = self._check_cond(x, cond)
         h = self.input(x)  # (N, C, H, W)
         for convs, attention in zip(self.residual, self.attention, strict=True):
             for conv in cast(nn.ModuleList, convs):
@@ -126,11 +123,7 @@ class SnailStack(nn.Module):
             f"in_channels={self.in_channels}, channels={self.channels}, "
             f"residual_blocks={self.residual_blocks}, heads={self.heads}"
         )
-        if self.cond_channels:
-            s += f", cond_channels={self.cond_channels}"
-        if self.spatial_channels:
-            s += f", spatial_channels={self.spatial_channels}"
-        return s
+        return s + changed_options(self, cond_channels=None, spatial_channels=None)
 
     def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> Stepper:
         """A :class:`SnailStepper` for cached sampling."""
