@@ -47,7 +47,8 @@ class GatedResidualBlock(ConditionalLayer):
         dtype: dtype of the parameters.
 
     Shape:
-        As for :class:`~autoregressive.ResidualBlock`: :math:`(N, C, H, W)` in and out.
+        As for :class:`~autoregressive.ResidualBlock`: :math:`(N, C, H, W)` in and out, the same
+        ``cond``.
 
     Example:
         >>> block = GatedResidualBlock(16, kernel_size=3, cond_channels=10)
