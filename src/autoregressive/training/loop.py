@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import itertools
 import math
 import random
@@ -314,16 +315,7 @@ def as_batch(batch: BatchLike) -> Batch:
 
 def _batch_parts(batch: object) -> tuple[torch.Tensor, Conditioning]:
     """The images and the conditioning of a tensor, a pair or a dict; ``TypeError`` else."""
-    if isinstance(batch, torch.Tensor):
-        batch = (batch,)
-    if isinstance(batch, Mapping) and set(batch) <= set(_BATCH_KEYS):
-        images = batch.get("images")
-        cond = Conditioning(batch.get("vector"), batch.get("spatial"), batch.get("labels"))
-    elif isinstance(batch, tuple | list) and len(batch) in (1, 2):
-        images, given = batch[0], (batch[1] if len(batch) == 2 else None)
-        cond = given if isinstance(given, Conditioning) else Conditioning(labels=given)
-    else:
-        images, cond = None, Conditioning()
+    images, cond = _split_batch(batch)
     parts = (cond.vector, cond.spatial, cond.labels)
     if isinstance(images, torch.Tensor) and all(
         t is None or isinstance(t, torch.Tensor) for t in parts
@@ -335,6 +327,41 @@ def _batch_parts(batch: object) -> tuple[torch.Tensor, Conditioning]:
         "(images, labels) or (images, Conditioning) pair (labels may be None), or a dict of "
         f"'images' and any of 'labels', 'vector', 'spatial'; got {got}"
     )
+
+
+@functools.singledispatch
+def _split_batch(batch: object) -> tuple[object, Conditioning]:
+    """``(images, cond)`` of a DataLoader's batch, by its type.
+
+    One function per form that :func:`as_batch` takes; ``(None, Conditioning())`` for anything
+    else, which :func:`_batch_parts` refuses.
+    """
+    return None, Conditioning()
+
+
+@_split_batch.register(torch.Tensor)
+def _split_images(batch: torch.Tensor) -> tuple[object, Conditioning]:
+    """Bare images ``(n, C, H, W)``."""
+    return batch, Conditioning()
+
+
+@_split_batch.register(tuple)
+@_split_batch.register(list)
+def _split_pair(batch: tuple[Any, ...] | list[Any]) -> tuple[object, Conditioning]:
+    """``(images,)``, or ``(images, labels)`` with labels ``(n,)``, a Conditioning or ``None``."""
+    if len(batch) not in (1, 2):
+        return None, Conditioning()
+    given = batch[1] if len(batch) == 2 else None
+    return batch[0], given if isinstance(given, Conditioning) else Conditioning(labels=given)
+
+
+@_split_batch.register(Mapping)
+def _split_dict(batch: Mapping[Any, Any]) -> tuple[object, Conditioning]:
+    """A dict of ``"images"`` and any of ``"labels"``, ``"vector"`` and ``"spatial"``."""
+    if not set(batch) <= set(_BATCH_KEYS):
+        return None, Conditioning()
+    parts = (batch.get("vector"), batch.get("spatial"), batch.get("labels"))
+    return batch.get("images"), Conditioning(*parts)
 
 
 def _to_device(
