@@ -184,7 +184,7 @@ def _conditioned(dtype: torch.dtype = F64) -> PixelCNN:
 @pytest.mark.parametrize("chunk_size", [1, 3, 4, 10, 64])
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 def test_chunked_likelihoods_equal_one_call(chunk_size, dtype):
-    """Bit for bit in float64; in float32 to rounding (convolution kernels differ by batch)."""
+    """One call's results, to rounding: torch may pick other kernels for another batch size."""
     model, n = _conditioned(dtype), 10
     x = torch.randint(0, 2, (n, 1, 4, 6), generator=_seed()).float()
     g = _seed(1)
@@ -193,7 +193,11 @@ def test_chunked_likelihoods_equal_one_call(chunk_size, dtype):
         vector=torch.randn(n, 2, generator=g, dtype=dtype),
         spatial=torch.randn(n, 2, 2, 3, generator=g, dtype=dtype),  # a lower resolution
     )
-    same = torch.equal if dtype == F64 else lambda a, b: torch.allclose(a, b, rtol=1e-6, atol=0)
+    rtol = 1e-12 if dtype == F64 else 1e-6
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return torch.allclose(a, b, rtol=rtol, atol=0)
+
     with torch.no_grad():
         whole, chunked = model.log_prob(x, cond), model.log_prob(x, cond, chunk_size=chunk_size)
         assert same(chunked, whole)

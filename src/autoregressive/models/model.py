@@ -283,9 +283,9 @@ class AutoregressiveModel(nn.Module):
             chunk_size: run the network on at most this many images at a time (default: all
                 at once). Under ``torch.no_grad()`` the activations of one chunk are alive at a
                 time, so memory is bounded by the chunk, not by ``N`` (with autograd each chunk
-                keeps its graph for backward). The results are one call's: bit for bit in
-                ``float64``; in ``float32`` to rounding, as for any two batch sizes (a
-                convolution may pick another kernel for another batch size).
+                keeps its graph for backward). The results are one call's, to rounding: as
+                for any two batch sizes, torch may pick other kernels (convolutions, matrix
+                products) for a chunk than for the whole batch.
 
         Returns:
             ``(N,)`` nats.
@@ -338,12 +338,11 @@ class AutoregressiveModel(nn.Module):
 
         Args:
             n: number of images (taken from ``image`` when completing).
-            cond: labels ``(n,)`` for a class-conditional model, or one label for all of them
-                (``sample(4, 3)``: four images of class 3), or a
-                :class:`~autoregressive.Conditioning` of ``labels``, ``vector``
+            cond: labels ``(n,)``, or one label for all (``sample(4, 3)``: four images of
+                class 3), or a :class:`~autoregressive.Conditioning` of ``labels``, ``vector``
                 ``(n, vector_size)`` and ``spatial`` ``(n, spatial_channels, h, w)``, as
-                declared; a map of a lower resolution that divides the images' is upsampled by
-                nearest neighbour (:func:`~autoregressive.conditioning.fit_map`).
+                declared; a map of a lower resolution that divides the images' size is
+                upsampled (:func:`~autoregressive.conditioning.fit_map`).
             size: ``(H, W)``. Default: ``image``'s size; else, given a map, ``image_size`` when
                 the map's size divides it and the map's own size otherwise
                 (:func:`~autoregressive.conditioning.map_image_size`); else ``image_size``.
