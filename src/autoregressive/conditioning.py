@@ -23,6 +23,7 @@ layer takes must be given, of its width; a part it does not take must be absent.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -51,7 +52,8 @@ class Conditioning:
     Args:
         vector: ``(N, D)`` floating-point, or ``None``.
         spatial: ``(N, C_map, H, W)`` floating-point, aligned with the images, or ``None``.
-        labels: ``(N,)`` integer class labels, or ``None``.
+        labels: ``(N,)`` integer class labels, one label for every image (an ``int``, kept as a
+            0-d tensor, or a 0-d tensor), or ``None``.
 
     Example:
         >>> c = Conditioning(vector=torch.zeros(2, 3), spatial=torch.zeros(2, 4, 5, 5))
@@ -63,7 +65,11 @@ class Conditioning:
 
     vector: torch.Tensor | None = None
     spatial: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
+    labels: torch.Tensor | int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.labels, numbers.Integral) and not isinstance(self.labels, bool):
+            object.__setattr__(self, "labels", torch.tensor(int(self.labels)))
 
     @property
     def batch(self) -> int | None:
@@ -91,12 +97,12 @@ class Conditioning:
     ) -> Conditioning:
         """Every part moved to ``device``; the vector and the map cast to ``dtype`` too."""
         moved = self._map(lambda t: t.to(device=device, dtype=dtype))
-        labels = None if self.labels is None else self.labels.to(device)
+        labels = None if self.labels is None else torch.as_tensor(self.labels).to(device)
         return replace(moved, labels=labels)
 
     def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> Conditioning:
-        parts = (self.vector, self.spatial, self.labels)
-        return Conditioning(*(None if t is None else f(t) for t in parts))
+        parts = (self.vector, self.spatial, self.labels)  # labels: a tensor after __post_init__
+        return Conditioning(*(None if t is None else f(torch.as_tensor(t)) for t in parts))
 
 
 def _repeat_first(t: torch.Tensor, n: int) -> torch.Tensor:

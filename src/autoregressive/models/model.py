@@ -204,8 +204,6 @@ class AutoregressiveModel(nn.Module):
                 f"this model is class-conditional: pass labels of shape ({n},) as cond, or "
                 "Conditioning(labels=...)"
             )
-        if isinstance(y, numbers.Integral) and not isinstance(y, bool):
-            y = torch.tensor(int(y))
         y = check_tensor("labels", y, like=f" ({n},) of class labels")
         if y.is_floating_point() or y.dtype == torch.bool:
             raise ValueError("labels must be an integer tensor of class labels, e.g. torch.long")
