@@ -20,7 +20,7 @@ import torch
 
 from autoregressive import PixelCNN, PixelCNNConfig
 
-from . import attention, coding, colour, layer, precision, prior, sampling, scaling, train
+from . import attention, coding, colour, layer, memory, precision, prior, sampling, scaling, train
 from .report import Section, load_average, machine_info, plot_sampling, result_stem, write_results
 from .settings import MODES, Settings, model_summary
 
@@ -39,6 +39,7 @@ SUITES: dict[str, Callable[[Settings, torch.device], Section]] = {
     "attention": attention.run,
     "attention-train": attention.run_train,
     "coding": coding.run,
+    "memory": memory.run,
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

@@ -68,6 +68,13 @@ class Settings:
     attention_models: dict[str, PixelCNNConfig] = field(
         default_factory=lambda: dict(ATTENTION_MODELS)
     )
+    memory_images: int = 10_000  # MNIST-sized images scored by log_prob in the memory runs
+    memory_chunks: tuple[int, ...] = (250, 1000)  # chunk sizes compared with one call
+    memory_model: PixelCNNConfig = field(
+        default_factory=lambda: PixelCNNConfig.preset("gated-small")
+    )
+    memory_warmup: int = 0  # untimed calls before the timed ones (the peak counts them too)
+    memory_repeats: int = 3  # timed log_prob calls per variant
 
     def with_repeats(self, repeats: int) -> Settings:
         """Every repeat count set to ``repeats`` (the naive sampler's capped at it)."""
@@ -101,6 +108,8 @@ MODES: dict[str, Settings] = {
         scaling_repeats=2,
         precision_steps=20,
         precision_eval_images=500,
+        memory_images=2000,
+        memory_repeats=1,
     ),
     # seconds: tiny models on 8x8 images, only to check that everything runs and is written
     "tiny": Settings(
@@ -138,6 +147,10 @@ MODES: dict[str, Settings] = {
             "snail-small": PixelCNNConfig.preset("snail-small", num_blocks=1, hidden_channels=8),
             "gated-small": PixelCNNConfig.preset("gated-small", num_blocks=2, hidden_channels=8),
         },
+        memory_images=16,
+        memory_chunks=(4,),
+        memory_model=PixelCNNConfig.preset("gated-small", num_blocks=2, hidden_channels=8),
+        memory_repeats=1,
     ),
 }
 

@@ -404,6 +404,12 @@ CASES: list[Case] = [
     ),
     Case(
         SAMPLE,
+        "CachedSampler(progress='yes')",
+        TypeError,
+        r"progress must be True \(a tqdm bar\), False or a function progress\(rows_done, rows\)",
+    ),
+    Case(
+        SAMPLE,
         "CachedSampler(cuda_graphs=True, rows_at_once=True)",
         ValueError,
         r"choose cuda_graphs=True or rows_at_once=True, not both",
@@ -450,6 +456,32 @@ CASES: list[Case] = [
         r"DiscretizedLogisticMixture model needs integer pixel values in \[0, 4\)",
     ),
     Case(MODEL, "PixelCNN().sample('3')", TypeError, r"n must be an int, got str"),
+    Case(
+        MODEL,
+        "AutoregressiveModel(nn.ReLU(), Bernoulli())",
+        ValueError,
+        r"the network has no parameters; they fix the model's device and dtype",
+    ),
+    Case(
+        MODEL,
+        "AutoregressiveModel(net(), 'bernoulli')",
+        TypeError,
+        r"distribution must be a Distribution, e\.g\. Bernoulli\(\) or Categorical\(levels\)",
+    ),
+    Case(
+        MODEL,
+        "PixelCNN().log_prob(torch.zeros(2, 1, 4, 4), chunk_size=0)",
+        ValueError,
+        r"log_prob: chunk_size must be >= 1, got 0",
+    ),
+    Case(
+        MODEL,
+        "conditioned().log_prob(torch.zeros(2, 1, 6, 6), Conditioning("
+        "labels=torch.zeros(2).long(), vector=torch.zeros(2, 4), spatial=torch.zeros(2, 2, 4, 4)))",
+        ValueError,
+        r"a map's \(h, w\) must be the images' \(6, 6\) or divide them \(a lower resolution, "
+        r"upsampled by nearest neighbour\)",
+    ),
     Case(
         MODEL,
         "PixelCNN().sample(2, sampler='naive')",

@@ -30,6 +30,7 @@ SECTIONS = [
     "attention",
     "attention-train",
     "coding",
+    "memory",
 ]
 
 
@@ -212,6 +213,18 @@ def test_coding_suite_times_encode_and_decode_against_sampling(bench) -> None:
         assert row["decode_images_per_s"] > 0 and row["decode_over_cached"] > 0
         assert 0 < row["bits_per_image"] < 8 * 54 / row["batch"] + 64 + 8 * 8  # 8x8 binary
     assert "| gated | 2 |" in section.markdown()
+
+
+def test_memory_suite_compares_one_call_with_chunks(bench) -> None:
+    """The memory suite in tiny mode: one call, then chunks, each from its own process."""
+    memory = importlib.import_module("benchmarks.memory")
+    settings = importlib.import_module("benchmarks.settings")
+    section = memory.run(settings.MODES["tiny"], torch.device("cpu"))
+    assert [r["chunk"] for r in section.rows] == [None, 4]
+    for row in section.rows:
+        assert row["images"] == 16 and _timing_ok(row["time"])
+        assert row["peak_mb"] >= row["above_start_mb"] >= 0 and row["peak_mb"] > 0
+    assert section.rows[0]["time_over_one_call"] == 1.0
 
 
 def test_prior_models_are_issue_13s_prior(bench) -> None:

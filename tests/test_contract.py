@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from autoregressive import (
+    AutoregressiveModel,
+    Categorical,
     CausalSelfAttention2d,
     CausalSequential,
     Conditioning,
@@ -113,6 +115,19 @@ MODULES = {
             dtype=dt,
         ),
         lambda m, dt: m.log_prob((_x(3) * 255).long()),
+    ),
+    "AutoregressiveModel-categorical": (
+        lambda dt: AutoregressiveModel(
+            CausalSequential(
+                MaskedConv2d(1, 8, 3, "A", dtype=dt),
+                ResidualBlock(8, cond_channels=3, dtype=dt),
+                nn.ReLU(),
+                MaskedConv2d(8, 4, 1, dtype=dt),
+            ),
+            Categorical(4),
+            num_classes=3,
+        ),
+        lambda m, dt: m.log_prob((_x(1) * 3).long(), torch.tensor([0, 2]), chunk_size=1),
     ),
 }
 NAMES = list(MODULES)

@@ -1,7 +1,8 @@
 """autoregressive: PixelCNN-style autoregressive image-model layers for PyTorch.
 
-Masked convolutions, residual and gated blocks, a configurable :class:`PixelCNN` with exact
-likelihoods, a naive reference sampler, an exact cached sampler, and lossless compression
+Masked convolutions, residual and gated blocks, :class:`AutoregressiveModel` (any causal network
+and an output distribution as a model with exact likelihoods and sampling), a configurable
+:class:`PixelCNN`, a naive reference sampler, an exact cached sampler, and lossless compression
 driven by any model (:func:`compress`, :func:`decompress`).
 """
 
@@ -20,6 +21,7 @@ from .layers.residual import ResidualBlock
 from .layers.sequential import CausalSequential
 from .layers.snail import SnailStack
 from .models.config import PRESETS, PixelCNNConfig
+from .models.model import AutoregressiveModel
 from .models.pixelcnn import PixelCNN, build_network
 from .sampling.cached import CachedSampler, cached_sample
 from .sampling.checks import check_causal
@@ -31,6 +33,7 @@ from .sampling.verify import check_stepper
 
 __all__ = [
     "PRESETS",
+    "AutoregressiveModel",
     "Bernoulli",
     "CachedSampler",
     "Categorical",

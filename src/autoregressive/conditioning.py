@@ -23,6 +23,7 @@ layer takes must be given, of its width; a part it does not take must be absent.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -38,6 +39,8 @@ __all__ = [
     "RowConditioning",
     "check_cond",
     "check_conditioning",
+    "fit_map",
+    "map_image_size",
     "refuse_labels",
 ]
 
@@ -52,7 +55,8 @@ class Conditioning:
     Args:
         vector: ``(N, D)`` floating-point, or ``None``.
         spatial: ``(N, C_map, H, W)`` floating-point, aligned with the images, or ``None``.
-        labels: ``(N,)`` integer class labels, or ``None``.
+        labels: ``(N,)`` integer class labels, one label for every image (an ``int``, kept as a
+            0-d tensor, or a 0-d tensor), or ``None``.
 
     Example:
         >>> c = Conditioning(vector=torch.zeros(2, 3), spatial=torch.zeros(2, 4, 5, 5))
@@ -64,7 +68,11 @@ class Conditioning:
 
     vector: torch.Tensor | None = None
     spatial: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
+    labels: torch.Tensor | int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.labels, numbers.Integral) and not isinstance(self.labels, bool):
+            object.__setattr__(self, "labels", torch.tensor(int(self.labels)))
 
     @property
     def batch(self) -> int | None:
@@ -83,17 +91,21 @@ class Conditioning:
         spatial = None if self.spatial is None else self.spatial[:, :, :rows]
         return replace(self, spatial=spatial)
 
+    def take(self, start: int, stop: int) -> Conditioning:
+        """Images ``start`` to ``stop - 1`` of the batch, every part cut alike (for chunks)."""
+        return self._map(lambda t: t[start:stop] if t.dim() > 0 else t)
+
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> Conditioning:
         """Every part moved to ``device``; the vector and the map cast to ``dtype`` too."""
         moved = self._map(lambda t: t.to(device=device, dtype=dtype))
-        labels = None if self.labels is None else self.labels.to(device)
+        labels = None if self.labels is None else torch.as_tensor(self.labels).to(device)
         return replace(moved, labels=labels)
 
     def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> Conditioning:
-        parts = (self.vector, self.spatial, self.labels)
-        return Conditioning(*(None if t is None else f(t) for t in parts))
+        parts = (self.vector, self.spatial, self.labels)  # labels: a tensor after __post_init__
+        return Conditioning(*(None if t is None else f(torch.as_tensor(t)) for t in parts))
 
 
 def _repeat_first(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -117,6 +129,68 @@ class RowConditioning:
 
     vector: torch.Tensor | None = None
     spatial_row: torch.Tensor | None = None
+
+
+def map_image_size(map_size: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
+    """The images' ``(H, W)`` that a map of ``map_size`` implies for a model of ``image_size``.
+
+    The rule :meth:`~autoregressive.AutoregressiveModel.sample` follows when it is given
+    neither ``size`` nor ``image``: ``image_size`` when the map's ``(h, w)`` divide it (a map at
+    that resolution, or a lower one that :func:`fit_map` upsamples), else the map's own size (a
+    map at the resolution of images of another size).
+
+    Example:
+        >>> from autoregressive.conditioning import map_image_size
+        >>> map_image_size((7, 7), (28, 28)), map_image_size((32, 32), (28, 28))
+        ((28, 28), (32, 32))
+    """
+    h, w = map_size
+    height, width = image_size
+    return image_size if height % h == 0 and width % w == 0 else (h, w)
+
+
+def fit_map(spatial: torch.Tensor, size: tuple[int, int], name: str = "spatial") -> torch.Tensor:
+    """A map ``(N, C_map, h, w)`` at the images' ``size`` ``(H, W)``.
+
+    A map at the images' size is returned as it is. A map at a lower resolution is accepted when
+    ``H`` and ``W`` are integer multiples of ``h`` and ``w`` (``H = a h``, ``W = b w``): it is
+    upsampled by nearest neighbour, each map cell covering an ``a x b`` block of pixels (as
+    ``F.interpolate(spatial, size=(H, W), mode="nearest")`` does). Any other size is refused:
+    resize such a map yourself, e.g. with ``mode="bilinear"``.
+
+    Args:
+        spatial: the map, ``(N, C_map, h, w)``.
+        size: the images' ``(H, W)``.
+        name: the argument's name, for the message.
+
+    Returns:
+        The map ``(N, C_map, H, W)``.
+
+    Raises:
+        ValueError: ``(h, w)`` is neither ``(H, W)`` nor a divisor of it.
+
+    Example:
+        >>> from autoregressive.conditioning import fit_map
+        >>> fit_map(torch.arange(4.0).view(1, 1, 2, 2), (4, 4))[0, 0]
+        tensor([[0., 0., 1., 1.],
+                [0., 0., 1., 1.],
+                [2., 2., 3., 3.],
+                [2., 2., 3., 3.]])
+    """
+    h, w = spatial.shape[-2:]
+    height, width = size
+    if (h, w) == (height, width):
+        return spatial
+    if height % h or width % w:
+        want = (*spatial.shape[:2], height, width)
+        raise ValueError(
+            f"{name} must have shape {want}, got {tuple(spatial.shape)}: a map's (h, w) must be "
+            f"the images' ({height}, {width}) or divide them (a lower resolution, upsampled by "
+            f"nearest neighbour); resize it first, e.g. F.interpolate({name}, "
+            f"size=({height}, {width}), mode='bilinear')"
+        )
+    rows = spatial.repeat_interleave(height // h, dim=2)  # (N, C_map, H, w)
+    return rows.repeat_interleave(width // w, dim=3)  # (N, C_map, H, W)
 
 
 def check_conditioning(cond: object, owner: str) -> Conditioning | None:

@@ -29,7 +29,7 @@ from ..distributions.base import Distribution, DrawPlan
 from ..validation import check_bool
 from .checks import check_sampling
 from .rows import tap_products
-from .sampler import Choose, SampleInputs, Sampler, SampleRequest
+from .sampler import Choose, Progress, SampleInputs, Sampler, SampleRequest, check_progress
 from .stepping import Stepper, stepper_for
 
 if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
@@ -134,6 +134,10 @@ class CachedSampler(Sampler):
             (:func:`~autoregressive.sampling.rows.ring_product`): ``None`` (default) by its
             sizes, ``True`` one product per kernel tap, ``False`` one product of gathered windows
             (its slow twin). The same images either way, to rounding.
+        progress: report the rows drawn: ``True`` a tqdm bar, a function
+            ``progress(rows_done, rows)`` called after each row (between replays of a recorded
+            row on CUDA), ``False`` (default) nothing; see
+            :data:`~autoregressive.sampling.sampler.Progress`. The same images either way.
 
     Example:
         >>> from autoregressive import PixelCNN, PixelCNNConfig, Bernoulli, draw_noise
@@ -152,6 +156,7 @@ class CachedSampler(Sampler):
         cuda_graphs: bool | None = None,
         replay_rows: bool = False,
         tap_products: bool | None = None,
+        progress: Progress = False,
     ) -> None:
         cuda_graphs = check_bool("cuda_graphs", cuda_graphs, optional=True)
         tap_products = check_bool("tap_products", tap_products, optional=True)
@@ -168,13 +173,15 @@ class CachedSampler(Sampler):
         self.cuda_graphs = cuda_graphs
         self.replay_rows = replay_rows
         self.tap_products = tap_products
+        self.progress = check_progress(progress, type(self).__name__)
         self.last_cache_nbytes = 0  #: cache bytes of the most recent call
         self.last_used_graph = False  #: whether the most recent call replayed a CUDA graph
         #: network passes of the most recent call: steps, plus whole-row passes
         self.last_passes = 0
 
     def __repr__(self) -> str:
-        options = ("rows_at_once", "cuda_graphs", "replay_rows", "tap_products")
+        options = ["rows_at_once", "cuda_graphs", "replay_rows", "tap_products"]
+        options += ["progress"] if self.progress is not False else []
         return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in options)})"
 
     def _at_once(self, stepper: Stepper, batch: int) -> bool | None:
@@ -220,7 +227,11 @@ class CachedSampler(Sampler):
         stepwise = request.choose is not None  # a chooser runs once per sub-step, eagerly
         run = _Run(network, request.distribution, request.choose)
         # inference mode: no autograd bookkeeping on the many small operations of a step
-        with torch.inference_mode(), tap_products(self.tap_products):
+        with (
+            torch.inference_mode(),
+            tap_products(self.tap_products),
+            self._row_progress(height) as run.report,
+        ):
             stepper = run._stepper(n, width, parts)
             graphs, replayed = self._replays(stepper, device, height)
             replayed = replayed and not stepwise
@@ -264,6 +275,8 @@ class _Run:
         self.choose = distribution.draw if choose is None else choose
         self.last_passes = 0
         self._spatial_row: torch.Tensor | None = None  # (N, W, C_map): the map's current row
+        #: called with the rows done after each row (the sampler's progress report)
+        self.report: Callable[[int], None] = lambda done: None
 
     def _stepper(self, batch: int, width: int, cond: Conditioning | None) -> Stepper:
         vector = None if cond is None else cond.vector
@@ -385,6 +398,7 @@ class _Run:
             if at_once is None and 2 * passes > steps:
                 at_once = False
             self.last_passes += passes
+            self.report(i + 1)
 
     def _sample_replayed(
         self,
@@ -400,6 +414,7 @@ class _Run:
         plan = self.distribution.draw_plan(rows.x.shape[3])
         for i in range(WARMUP_ROWS):
             steps = self._row(stepper, i, rows[i], plan)  # every row takes the same steps
+            self.report(i + 1)
         static = rows[0].empty_like()  # the buffers the recording reads and writes
         replay = None
         for i in range(WARMUP_ROWS, rows.x.shape[0]):
@@ -408,6 +423,7 @@ class _Run:
                 replay = record(functools.partial(self._row, stepper, i, static, plan))
             replay()
             rows[i].copy_(static)
+            self.report(i + 1)
         self.last_passes = steps * rows.x.shape[0]
 
     def _prepare(

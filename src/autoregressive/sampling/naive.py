@@ -10,6 +10,7 @@ against.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from ..distributions.base import Distribution
 from .checks import check_noise_request, check_sampling
-from .sampler import SampleInputs, Sampler, SampleRequest
+from .sampler import Progress, SampleInputs, Sampler, SampleRequest, check_progress
 
 if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
     from typing_extensions import Unpack
@@ -55,23 +56,36 @@ class NaiveSampler(Sampler):
     """Samples by running the whole network once per sub-step of every pixel (the reference).
 
     The sub-steps are those of ``distribution.draw_plan(C)``: one per channel, or one per pixel
-    for a distribution that draws a pixel's channels together (a logistic mixture). It takes no
-    options; :attr:`last_passes` counts the network passes of the most recent call. See
+    for a distribution that draws a pixel's channels together (a logistic mixture).
+    :attr:`last_passes` counts the network passes of the most recent call. See
     :meth:`~autoregressive.sampling.sampler.Sampler.sample` for the arguments: the network is
     called as ``network(x, cond)`` on preprocessed images; it must be causal (checked on a few
     probes before sampling).
 
+    Args:
+        progress: report the rows drawn: ``True`` a tqdm bar, a function
+            ``progress(rows_done, rows)`` called after each row, ``False`` (default) nothing
+            (see :data:`~autoregressive.sampling.sampler.Progress`).
+
     Example:
         >>> net = CausalSequential(MaskedConv2d(1, 8, 3, "A"), nn.ReLU(), MaskedConv2d(8, 1, 1))
         >>> noise = draw_noise((2, 1, 4, 4), torch.Generator().manual_seed(0))
-        >>> sampler = NaiveSampler()
+        >>> sampler = NaiveSampler(progress=lambda done, rows: print(f"row {done}/{rows}"))
         >>> x = sampler.sample(net, Bernoulli(), noise)
+        row 1/4
+        row 2/4
+        row 3/4
+        row 4/4
         >>> x.shape, sampler.last_passes
         (torch.Size([2, 1, 4, 4]), 16)
     """
 
+    def __init__(self, *, progress: Progress = False) -> None:
+        self.progress = check_progress(progress, type(self).__name__)
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        shown = "" if self.progress is False else f"progress={self.progress!r}"
+        return f"{type(self).__name__}({shown})"
 
     @torch.no_grad()
     def _draw(self, request: SampleRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -96,9 +110,9 @@ class NaiveSampler(Sampler):
         choose = request.choose or distribution.draw
         every_step = return_params or request.choose is not None  # known sub-steps too
         self.last_passes = 0
-        for i in range(height):
-            for j in range(width):
-                for s in range(plan.steps):
+        with self._row_progress(height) as report:
+            for i in range(height):
+                for j, s in itertools.product(range(width), range(plan.steps)):
                     out = plan.channel_slice(s)  # the channels this sub-step writes
                     given = None if completion is None else completion[1][:, out, i, j]
                     if given is not None and not every_step and bool(given.all()):
@@ -113,6 +127,7 @@ class NaiveSampler(Sampler):
                     if given is not None:
                         value = torch.where(given, x[:, out, i, j], value)
                     x[:, out, i, j] = value  # (N, C / S)
+                report(i + 1)
         return x, params
 
 

@@ -5,14 +5,21 @@ its constructor takes its options, and :meth:`Sampler.sample` takes the network,
 distribution and the noise that fixes the result.
 :meth:`PixelCNN.sample <autoregressive.PixelCNN.sample>` takes one
 (``sampler=CachedSampler(rows_at_once=False)``, ``sampler=NaiveSampler()``).
+
+Both samplers take ``progress``: ``True`` shows a `tqdm <https://tqdm.github.io>`_ bar of the
+rows drawn (tqdm is not a dependency of the library: ``pip install tqdm``, or the ``progress``
+extra), a function ``progress(rows_done, rows)`` is called after each row, ``False`` (default)
+reports nothing. The images are the same either way.
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 from torch import nn
@@ -23,13 +30,104 @@ from ..distributions.base import Distribution
 if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
     from typing_extensions import Unpack
 
-__all__ = ["Choose", "SampleInputs", "SampleRequest", "Sampler"]
+__all__ = [
+    "Choose",
+    "Progress",
+    "RowProgress",
+    "SampleInputs",
+    "SampleRequest",
+    "Sampler",
+    "check_progress",
+]
 
 #: who picks each sub-step's value: ``choose(raw, noise) -> value``, from the sub-step's raw
 #: parameters ``(N, P)`` and prepared noise ``(N, *U)`` to its value ``(N, *V)`` (the shapes of
 #: the distribution's :class:`~autoregressive.DrawPlan`). Sampling's is ``distribution.draw``,
 #: the inverse CDF of the noise; an entropy decoder's reads the value from a stream instead.
 Choose = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+#: a sampler's ``progress`` option: ``True`` (a tqdm bar), ``False`` (nothing), or a function
+#: ``progress(rows_done, rows)`` called after each row of the images is drawn
+Progress = bool | Callable[[int, int], object]
+
+
+def check_progress(progress: object, owner: str) -> Progress:
+    """``progress`` after checking it; with ``True``, that tqdm can be imported.
+
+    Raises:
+        TypeError: ``progress`` is neither a ``bool`` nor a function.
+        ImportError: ``progress=True`` and tqdm is not installed.
+
+    Example:
+        >>> from autoregressive.sampling.sampler import check_progress
+        >>> check_progress(lambda done, rows: None, "NaiveSampler") is not False
+        True
+    """
+    if isinstance(progress, bool):
+        if progress:
+            _tqdm(owner)
+        return progress
+    if not callable(progress):
+        raise TypeError(
+            f"{owner}: progress must be True (a tqdm bar), False or a function "
+            f"progress(rows_done, rows), got {type(progress).__name__}"
+        )
+    return progress  # type: ignore[return-value]
+
+
+def _tqdm(owner: str) -> Any:
+    """tqdm's bar class, or an ``ImportError`` that says how to get it."""
+    try:
+        return importlib.import_module("tqdm").tqdm
+    except ImportError as err:
+        raise ImportError(
+            f"{owner}(progress=True) draws a tqdm bar, and tqdm is not installed: pip install "
+            "tqdm (or autoregressive[progress]), or pass a function progress(rows_done, rows)"
+        ) from err
+
+
+class RowProgress:
+    """A sampler's report of the rows drawn in one call, per its ``progress`` option.
+
+    A context manager: ``report(done)`` after each row, closed (the bar finished) on exit.
+
+    Args:
+        progress: see :data:`Progress`.
+        rows: the images' ``H``.
+        owner: the sampler's name, the bar's label.
+
+    Example:
+        >>> from autoregressive.sampling.sampler import RowProgress
+        >>> seen = []
+        >>> with RowProgress(lambda done, rows: seen.append((done, rows)), 2, "x") as report:
+        ...     report(1); report(2)
+        >>> seen
+        [(1, 2), (2, 2)]
+    """
+
+    def __init__(self, progress: Progress, rows: int, owner: str) -> None:
+        self.rows = rows
+        self._bar = _tqdm(owner)(total=rows, desc=owner, unit="row") if progress is True else None
+        self._call = progress if callable(progress) else None
+
+    def __call__(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+        elif self._call is not None:
+            self._call(done, self.rows)
+
+    def __enter__(self) -> RowProgress:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 class SampleInputs(TypedDict, total=False):
@@ -81,6 +179,12 @@ class Sampler(ABC):
 
     #: network passes of the most recent call (steps, or whole-row passes)
     last_passes: int = 0
+    #: how each call reports the rows it has drawn (see :data:`Progress`); a constructor option
+    progress: Progress = False
+
+    def _row_progress(self, rows: int) -> RowProgress:
+        """The report of one call of ``rows`` rows, per :attr:`progress`."""
+        return RowProgress(self.progress, rows, type(self).__name__)
 
     def sample(
         self,
