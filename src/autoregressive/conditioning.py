@@ -68,11 +68,12 @@ class Conditioning:
 
     vector: torch.Tensor | None = None
     spatial: torch.Tensor | None = None
-    labels: torch.Tensor | int | None = None
+    labels: torch.Tensor | None = None  # an int given is stored as a 0-d tensor
 
     def __post_init__(self) -> None:
-        if isinstance(self.labels, numbers.Integral) and not isinstance(self.labels, bool):
-            object.__setattr__(self, "labels", torch.tensor(int(self.labels)))
+        labels: object = self.labels
+        if isinstance(labels, numbers.Integral) and not isinstance(labels, bool):
+            object.__setattr__(self, "labels", torch.tensor(int(labels)))
 
     @property
     def batch(self) -> int | None:
