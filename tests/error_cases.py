@@ -133,7 +133,7 @@ NAMESPACE: dict[str, object] = {
     "BinarizedBatches": BinarizedBatches,
 }
 
-KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE = (
+KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE, OOD = (
     "The same mistake, the same error",
     "Configuration",
     "Layers and blocks",
@@ -142,6 +142,7 @@ KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE = (
     "Checkpoints",
     "MNIST files",
     "Compression",
+    "Out-of-distribution scores",
 )
 NOISE = "draw_noise((2, 1, 4, 4))"
 
@@ -545,6 +546,30 @@ CASES: list[Case] = [
         "decompress(small().double(), compress(small(), torch.ones(1, 1, 3, 3)))",
         StreamError,
         r"a model in torch.float32, this one is in torch.float64",
+    ),
+    # out-of-distribution scores: a probability, values the levels hold, models of one kind
+    Case(OOD, "perturb(torch.zeros(4), 1.5, 2)", ValueError, r"rate is a probability; pass a"),
+    Case(OOD, "perturb(torch.zeros(4), -0.1, 2)", ValueError, r"rate must be a finite number"),
+    Case(OOD, "perturb(torch.full((4,), 0.5), 0.1, 2)", ValueError, r"non-integer floats"),
+    Case(OOD, "perturb(torch.full((4,), 2.0), 0.1, 2)", ValueError, r"must lie in \[0, 2\)"),
+    Case(OOD, "perturb(torch.zeros(4, dtype=torch.bool), 0.1, 3)", ValueError, r"pass 2"),
+    Case(
+        OOD,
+        "likelihood_ratio(small(), dlm(), torch.zeros(1, 1, 3, 3))",
+        ValueError,
+        r"model different images \(distribution 'bernoulli' vs 'logistic_mixture'",
+    ),
+    Case(
+        OOD,
+        "likelihood_ratio(small(), small().network, torch.zeros(1, 1, 3, 3))",
+        TypeError,
+        r"background must be a PixelCNN",
+    ),
+    Case(
+        OOD,
+        "log_likelihood(small(), torch.zeros(1, 1, 3, 3), chunk_size=0)",
+        ValueError,
+        r"log_likelihood: chunk_size must be",
     ),
 ]
 

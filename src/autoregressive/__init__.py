@@ -1,8 +1,9 @@
 """autoregressive: PixelCNN-style autoregressive image-model layers for PyTorch.
 
 Masked convolutions, residual and gated blocks, a configurable :class:`PixelCNN` with exact
-likelihoods, a naive reference sampler, an exact cached sampler, and lossless compression
-driven by any model (:func:`compress`, :func:`decompress`).
+likelihoods, a naive reference sampler, an exact cached sampler, lossless compression
+driven by any model (:func:`compress`, :func:`decompress`), and out-of-distribution scores
+(:func:`likelihood_ratio`, :func:`perturb`).
 """
 
 from ._version import __version__ as __version__
@@ -28,6 +29,7 @@ from .sampling.naive import NaiveSampler, draw_noise, naive_sample
 from .sampling.sampler import Sampler
 from .sampling.stepping import ElementwiseStepper, Stepper, stepper_for
 from .sampling.verify import check_stepper
+from .scoring import likelihood_ratio, log_likelihood, perturb
 
 __all__ = [
     "PRESETS",
@@ -65,8 +67,11 @@ __all__ = [
     "decompress",
     "draw_noise",
     "gate",
+    "likelihood_ratio",
+    "log_likelihood",
     "mask_groups",
     "naive_sample",
     "nats_to_bits_per_dim",
+    "perturb",
     "stepper_for",
 ]
