@@ -9,7 +9,7 @@ DATA_DIR ?=
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 OUT ?= runs
 
-.PHONY: install check test lint format docs demo prior-demo colour-demo compress-demo mnist mnist-progress bench bench-quick gpu-check clean
+.PHONY: install check test lint format docs demo prior-demo colour-demo compress-demo ood-demo mnist mnist-progress bench bench-quick gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ prior-demo: $(STAMP)  ## CPU-sized VQ-VAE on MNIST + class-conditional PixelCNN 
 
 compress-demo: $(STAMP)  ## compress the 10,000 binarized MNIST test digits with the shipped model; vs PNG, gzip, bz2, lzma
 	$(PY) examples/compress_mnist.py $(DATA_FLAG) --out $(OUT)/compress-mnist
+
+ood-demo: $(STAMP)  ## out-of-distribution MNIST: the shipped model's likelihood vs the likelihood ratio (trains a background model; --resume reuses it)
+	$(PY) examples/ood_mnist.py --resume $(DATA_FLAG) --out $(OUT)/ood-mnist
 
 mnist: $(STAMP)  ## the full 30-epoch reference run, compiled, checkpointed every 10 min (--resume continues it)
 	$(PY) examples/mnist_pixelcnn.py --resume --compile $(DATA_FLAG) --out $(OUT)/mnist
