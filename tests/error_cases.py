@@ -550,8 +550,9 @@ CASES: list[Case] = [
     # out-of-distribution scores: a probability, values the levels hold, models of one kind
     Case(OOD, "perturb(torch.zeros(4), 1.5, 2)", ValueError, r"rate is a probability; pass a"),
     Case(OOD, "perturb(torch.zeros(4), -0.1, 2)", ValueError, r"rate must be a finite number"),
-    Case(OOD, "perturb(torch.full((4,), 0.5), 0.1, 2)", ValueError, r"non-integer floats"),
-    Case(OOD, "perturb(torch.full((4,), 2.0), 0.1, 2)", ValueError, r"must lie in \[0, 2\)"),
+    Case(OOD, "perturb(torch.full((4,), 0.5), 0.1, 2)", ValueError, r"integer values in \[0, 2\)"),
+    Case(OOD, "perturb(torch.full((4,), 2.0), 0.1, 2)", ValueError, r"integer values in \[0, 2\)"),
+    Case(OOD, "perturb(torch.zeros(4).byte(), 0.1, 300)", ValueError, r"torch.uint8 cannot hold"),
     Case(OOD, "perturb(torch.zeros(4, dtype=torch.bool), 0.1, 3)", ValueError, r"pass 2"),
     Case(
         OOD,

@@ -30,7 +30,6 @@ from collections.abc import Iterator
 import torch
 
 from .conditioning import Conditioning
-from .distributions.base import check_integer_levels
 from .models.pixelcnn import PixelCNN
 from .validation import check_float, check_int, check_tensor
 
@@ -88,7 +87,7 @@ def perturb(
         raise ValueError(f"perturb: rate is a probability; pass a value in [0, 1], got {rate}")
     if x.dtype == torch.bool and levels != 2:
         raise ValueError(f"perturb: bool values have 2 levels, got levels={levels}; pass 2")
-    check_integer_levels(x, levels, "perturb")
+    _check_levels(x, levels)
     device = generator.device if generator is not None else x.device
     replace = torch.rand(x.shape, generator=generator, device=device) < rate
     values = torch.randint(levels, x.shape, generator=generator, device=device)
@@ -186,6 +185,26 @@ def likelihood_ratio(
     _check_same_images(model, background)
     foreground = log_likelihood(model, x, cond, chunk_size=chunk_size)
     return foreground - log_likelihood(background, x, cond, chunk_size=chunk_size)  # (N,)
+
+
+def _check_levels(x: torch.Tensor, levels: int) -> None:
+    """Raise ``ValueError`` unless ``x``'s dtype holds ``levels`` values and ``x`` holds them."""
+    if (
+        not (x.dtype == torch.bool or x.is_floating_point())
+        and torch.iinfo(x.dtype).max < levels - 1
+    ):
+        raise ValueError(
+            f"perturb: {x.dtype} cannot hold the values 0..{levels - 1}; convert x first, e.g. "
+            "x.long()"
+        )
+    if x.dtype == torch.bool or x.numel() == 0:
+        return
+    integers = not x.is_floating_point() or bool((x == x.round()).all())  # NaN fails too
+    if not integers or x.min().item() < 0 or x.max().item() >= levels:  # Python numbers
+        raise ValueError(
+            f"perturb: x must hold integer values in [0, {levels}) (levels={levels}); quantise "
+            "or binarize it first, e.g. (x > 0.5).float() for levels=2"
+        )
 
 
 def _check_model(name: str, model: object) -> None:
