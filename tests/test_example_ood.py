@@ -87,6 +87,8 @@ def test_resume_scores_with_the_saved_background_model(call, data, tmp_path, cap
     assert code == 0
     again = json.loads((out / "results.json").read_text())
     assert again["sets"] == first["sets"] and again["background"] == first["background"]
+    code, err = call([*flags(data, out), "--resume", "--rate", "0.3"])
+    assert code == 2 and "background model of other settings" in err
 
 
 def pairwise_auroc(inside: np.ndarray, outside: np.ndarray) -> float:
