@@ -9,7 +9,7 @@ DATA_DIR ?=
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 OUT ?= runs
 
-.PHONY: install check test lint format docs demo prior-demo colour-demo compress-demo compress-colour-demo mnist mnist-progress bench bench-quick gpu-check clean
+.PHONY: install check test lint format docs demo prior-demo colour-demo compress-demo compress-colour-demo ood-demo mnist mnist-progress bench bench-quick gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ compress-demo: $(STAMP)  ## compress the 10,000 binarized MNIST test digits with
 
 compress-colour-demo: $(STAMP)  ## compress the 342 test photo patches with the colour demo's model (make colour-demo first); vs PNG, gzip, bz2, lzma
 	$(PY) examples/compress_images.py --data colour --weights $(OUT)/colour-demo/checkpoint.pt --out $(OUT)/compress-colour
+
+ood-demo: $(STAMP)  ## out-of-distribution MNIST: the shipped model's likelihood vs the likelihood ratio (trains a background model; --resume reuses it)
+	$(PY) examples/ood_mnist.py --resume $(DATA_FLAG) --out $(OUT)/ood-mnist
 
 mnist: $(STAMP)  ## the full 30-epoch reference run, compiled, checkpointed every 10 min (--resume continues it)
 	$(PY) examples/mnist_pixelcnn.py --resume --compile $(DATA_FLAG) --out $(OUT)/mnist

@@ -143,7 +143,7 @@ NAMESPACE: dict[str, object] = {
     "NegLogLikelihood": NegLogLikelihood,
 }
 
-KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE, TRAIN = (
+KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE, TRAIN, OOD = (
     "The same mistake, the same error",
     "Configuration",
     "Layers and blocks",
@@ -153,6 +153,7 @@ KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE, TRAIN = (
     "MNIST files",
     "Compression",
     "Training helpers",
+    "Out-of-distribution scores",
 )
 NOISE = "draw_noise((2, 1, 4, 4))"
 
@@ -602,6 +603,31 @@ CASES: list[Case] = [
         "device=torch.device('cpu'))",
         ValueError,
         r"the objective is the model itself.*pass NegLogLikelihood\(model\) as the objective",
+    ),
+    # out-of-distribution scores: a probability, values the levels hold, models of one kind
+    Case(OOD, "perturb(torch.zeros(4), 1.5, 2)", ValueError, r"rate is a probability; pass a"),
+    Case(OOD, "perturb(torch.zeros(4), -0.1, 2)", ValueError, r"rate must be a finite number"),
+    Case(OOD, "perturb(torch.full((4,), 0.5), 0.1, 2)", ValueError, r"integer values in \[0, 2\)"),
+    Case(OOD, "perturb(torch.full((4,), 2.0), 0.1, 2)", ValueError, r"integer values in \[0, 2\)"),
+    Case(OOD, "perturb(torch.zeros(4).byte(), 0.1, 300)", ValueError, r"torch.uint8 cannot hold"),
+    Case(OOD, "perturb(torch.zeros(4, dtype=torch.bool), 0.1, 3)", ValueError, r"pass 2"),
+    Case(
+        OOD,
+        "likelihood_ratio(small(), dlm(), torch.zeros(1, 1, 3, 3))",
+        ValueError,
+        r"model different images \(distribution 'bernoulli' vs 'logistic_mixture'",
+    ),
+    Case(
+        OOD,
+        "likelihood_ratio(small(), small().network, torch.zeros(1, 1, 3, 3))",
+        TypeError,
+        r"background must be a PixelCNN",
+    ),
+    Case(
+        OOD,
+        "log_likelihood(small(), torch.zeros(1, 1, 3, 3), chunk_size=0)",
+        ValueError,
+        r"log_likelihood: chunk_size must be",
     ),
 ]
 

@@ -22,8 +22,8 @@ ROOT = "autoregressive"  # the package itself: its __init__
 #: the bottom floor: modules every part may import
 BOTTOM = frozenset({"_version", "validation", "conditioning", "checksums", "checkpoint"})
 #: part -> the other parts it may import. Floors, bottom-up: BOTTOM; distributions and the
-#: sampling engine; layers; models; coding (compression with a model), training and data. The
-#: engine never imports a layer; no model imports the coder.
+#: sampling engine; layers; models; coding (compression with a model), scoring (out-of-distribution
+#: scores), training and data. The engine never imports a layer; no model imports the coder.
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "_version": frozenset(),
     "validation": frozenset(),
@@ -35,6 +35,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "layers": BOTTOM | {"distributions", "sampling"},
     "models": BOTTOM | {"distributions", "sampling", "layers"},
     "coding": BOTTOM | {"distributions", "sampling", "models"},
+    "scoring": BOTTOM | {"distributions", "models"},
     "data": BOTTOM,
     "training": BOTTOM | {"distributions", "data"},
 }

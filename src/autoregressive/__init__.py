@@ -2,8 +2,9 @@
 
 Masked convolutions, residual and gated blocks, :class:`AutoregressiveModel` (any causal network
 and an output distribution as a model with exact likelihoods and sampling), a configurable
-:class:`PixelCNN`, a naive reference sampler, an exact cached sampler, and lossless compression
-driven by any model (:func:`compress`, :func:`decompress`).
+:class:`PixelCNN`, a naive reference sampler, an exact cached sampler, lossless compression
+driven by any model (:func:`compress`, :func:`decompress`), and out-of-distribution scores
+(:func:`likelihood_ratio`, :func:`perturb`).
 """
 
 from ._version import __version__ as __version__
@@ -30,6 +31,7 @@ from .sampling.naive import NaiveSampler, draw_noise, naive_sample
 from .sampling.sampler import Sampler
 from .sampling.stepping import ElementwiseStepper, Stepper, stepper_for
 from .sampling.verify import check_stepper
+from .scoring import likelihood_ratio, log_likelihood, perturb
 
 __all__ = [
     "PRESETS",
@@ -68,8 +70,11 @@ __all__ = [
     "decompress",
     "draw_noise",
     "gate",
+    "likelihood_ratio",
+    "log_likelihood",
     "mask_groups",
     "naive_sample",
     "nats_to_bits_per_dim",
+    "perturb",
     "stepper_for",
 ]
