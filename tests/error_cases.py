@@ -615,13 +615,13 @@ CASES: list[Case] = [
         OOD,
         "likelihood_ratio(small(), dlm(), torch.zeros(1, 1, 3, 3))",
         ValueError,
-        r"model different images \(distribution 'bernoulli' vs 'logistic_mixture'",
+        r"model different images \(distribution 'Bernoulli' vs 'DiscretizedLogisticMixture'",
     ),
     Case(
         OOD,
         "likelihood_ratio(small(), small().network, torch.zeros(1, 1, 3, 3))",
         TypeError,
-        r"background must be a PixelCNN",
+        r"background must be an AutoregressiveModel such as a PixelCNN",
     ),
     Case(
         OOD,

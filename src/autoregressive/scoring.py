@@ -23,14 +23,10 @@ model knows. :func:`log_likelihood` is the raw score, computed the same way.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Iterator
-
 import torch
 
 from .conditioning import Conditioning
-from .models.pixelcnn import PixelCNN
+from .models.model import AutoregressiveModel, eval_mode
 from .validation import check_float, check_int, check_tensor
 
 __all__ = ["likelihood_ratio", "log_likelihood", "perturb"]
@@ -95,7 +91,7 @@ def perturb(
 
 
 def log_likelihood(
-    model: PixelCNN, x: torch.Tensor, cond: Cond = None, *, chunk_size: int = CHUNK
+    model: AutoregressiveModel, x: torch.Tensor, cond: Cond = None, *, chunk_size: int = CHUNK
 ) -> torch.Tensor:
     """Each image's log-likelihood under ``model``, in chunks, without gradients, in eval mode.
 
@@ -103,7 +99,8 @@ def log_likelihood(
     result equals ``model.log_prob(x, cond)`` whatever ``chunk_size``.
 
     Args:
-        model: a :class:`~autoregressive.PixelCNN`; switched to eval mode and back.
+        model: an :class:`~autoregressive.AutoregressiveModel` such as a
+            :class:`~autoregressive.PixelCNN`; switched to eval mode and back.
         x: images the model scores, on the model's device.
         cond: the model's conditioning of ``x``, as for :meth:`PixelCNN.log_prob`.
         chunk_size: images per forward pass (memory against speed).
@@ -112,7 +109,7 @@ def log_likelihood(
         Log-likelihoods in nats, in the dtype ``log_prob`` returns.
 
     Raises:
-        TypeError: ``model`` is not a PixelCNN.
+        TypeError: ``model`` is not an AutoregressiveModel.
         ValueError: images or conditioning the model cannot score, or ``chunk_size < 1``.
 
     Shape:
@@ -127,21 +124,13 @@ def log_likelihood(
     """
     _check_model("model", model)
     chunk_size = check_int("chunk_size", chunk_size, 1, owner="log_likelihood")
-    model.check_input(x)
-    model.condition(cond, x.shape[0], size=(x.shape[2], x.shape[3]))  # every image's, at once
-    with _eval_mode(model), torch.no_grad():
-        parts = [
-            model.log_prob(x[start : start + chunk_size], _rows(cond, start, chunk_size))
-            for start in range(0, x.shape[0], chunk_size)
-        ]
-    if not parts:
-        return torch.zeros(0, dtype=next(model.parameters()).dtype, device=x.device)
-    return torch.cat(parts)  # (N,)
+    with eval_mode(model), torch.no_grad():
+        return model.log_prob(x, cond, chunk_size=chunk_size)  # (N,)
 
 
 def likelihood_ratio(
-    model: PixelCNN,
-    background: PixelCNN,
+    model: AutoregressiveModel,
+    background: AutoregressiveModel,
     x: torch.Tensor,
     cond: Cond = None,
     *,
@@ -165,7 +154,7 @@ def likelihood_ratio(
         The log-likelihood ratios, nats.
 
     Raises:
-        TypeError: a model is not a PixelCNN.
+        TypeError: a model is not an AutoregressiveModel.
         ValueError: the models model different images (distribution, levels, data channels or
             image size differ), or ``x`` / ``cond`` cannot be scored (see :func:`log_likelihood`).
 
@@ -208,49 +197,30 @@ def _check_levels(x: torch.Tensor, levels: int) -> None:
 
 
 def _check_model(name: str, model: object) -> None:
-    if not isinstance(model, PixelCNN):
+    if not isinstance(model, AutoregressiveModel):
         raise TypeError(
-            f"{name} must be a PixelCNN (e.g. PixelCNN.from_pretrained(...)), got "
-            f"{type(model).__name__}"
+            f"{name} must be an AutoregressiveModel such as a PixelCNN (e.g. "
+            f"PixelCNN.from_pretrained(...)), got {type(model).__name__}"
         )
 
 
-def _check_same_images(model: PixelCNN, background: PixelCNN) -> None:
+def _check_same_images(model: AutoregressiveModel, background: AutoregressiveModel) -> None:
     """Raise ``ValueError`` unless both models model the same kind of images."""
-    fields = ("distribution", "levels", "data_channels", "image_size")
-    differ = [
-        f"{f} {getattr(model.config, f)!r} vs {getattr(background.config, f)!r}"
-        for f in fields
-        if getattr(model.config, f) != getattr(background.config, f)
-    ]
+
+    def kind(m: AutoregressiveModel) -> dict[str, object]:
+        d = m.distribution
+        return {
+            "distribution": type(d).__name__,
+            "levels": getattr(d, "levels", 2),
+            "data_channels": m.data_channels,
+            "image_size": m.image_size,
+        }
+
+    a, b = kind(model), kind(background)
+    differ = [f"{f} {a[f]!r} vs {b[f]!r}" for f in a if a[f] != b[f]]
     if differ:
         raise ValueError(
             f"likelihood_ratio: the model and the background model model different images "
             f"({'; '.join(differ)}); train the background model with the model's config, e.g. "
             "PixelCNN(model.config), on perturbed training images"
         )
-
-
-def _rows(cond: Cond, start: int, size: int) -> Cond:
-    """The conditioning of images ``start .. start + size`` (labels, vector and map sliced)."""
-    if isinstance(cond, torch.Tensor):
-        return cond[start : start + size]
-    if isinstance(cond, Conditioning):
-        sliced = {
-            f.name: None if t is None else t[start : start + size]
-            for f in dataclasses.fields(cond)
-            for t in (getattr(cond, f.name),)
-        }
-        return Conditioning(**sliced)
-    return cond
-
-
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """``model`` in eval mode within the block, then back in the mode it was in."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)

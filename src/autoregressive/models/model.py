@@ -371,7 +371,7 @@ class AutoregressiveModel(nn.Module):
         channels = dist.noise_channels(self.data_channels)  # C, or C + 1 for a mixture
         noise = draw_noise((n, channels, height, width), generator, device=param.device)
         image, known = (t if t is None else t.to(param.device) for t in (image, known))
-        with _eval_mode(self):
+        with eval_mode(self):
             x = sampler.sample(self.network, dist, noise, cond=parts, image=image, known=known)
         return x.to(self.distribution.output_dtype(x.dtype))
 
@@ -427,7 +427,7 @@ def _sampler_or_default(sampler: Sampler | None) -> Sampler:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """``model`` in eval mode within the block, then back in the mode it was in."""
     was_training = model.training
     model.eval()
