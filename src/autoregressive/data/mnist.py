@@ -31,9 +31,6 @@ from ..conditioning import Conditioning
 from ..validation import check_choice, check_float, check_tensor
 from .batches import BatchOrder, SeededBatches
 
-if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
-    from typing_extensions import Unpack
-
 __all__ = [
     "MNIST_FILES",
     "BinarizedBatches",
@@ -43,6 +40,9 @@ __all__ = [
     "read_idx",
     "threshold_binarize",
 ]
+
+if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
 
 #: The four files torchvision's ``MNIST`` reads from ``<data_dir>/MNIST/raw/``.
 MNIST_FILES: tuple[str, ...] = (
