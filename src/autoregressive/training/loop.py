@@ -217,8 +217,11 @@ def train_step(
             were.
         ValueError: ``objective`` does not return one NLL per image (e.g. the model itself
             was passed: wrap it as ``NegLogLikelihood(model)``).
+        TypeError: ``batch`` is not a batch (see :func:`as_batch`), or ``precision`` not a
+            :class:`~autoregressive.training.Precision`.
     """
     batch = as_batch(batch)
+    _check_precision(precision)
     x, y = _to_device(batch, device, precision)
     with precision.autocast(device) if precision else contextlib.nullcontext():
         nll = objective(x, y)  # (n,)
@@ -230,6 +233,15 @@ def train_step(
     check_step(total, optimizer, step)
     optimizer.step()
     return total.detach()
+
+
+def _check_precision(precision: object) -> None:
+    """Raise ``TypeError`` unless ``precision`` is a :class:`Precision` or ``None``."""
+    if precision is not None and not isinstance(precision, Precision):
+        raise TypeError(
+            f"precision must be a Precision or None, got {type(precision).__name__} "
+            f"{precision!r}; build one with resolve_precision('fp32' or 'bf16', device)"
+        )
 
 
 def _check_objective_output(objective: nn.Module, nll: object, n: int) -> None:
@@ -258,9 +270,10 @@ def as_batch(batch: BatchLike) -> Batch:
 
     Raises:
         TypeError: anything else, or a pair or tensor under ``torch.distributed``.
+        ValueError: images that are not 4-D ``(n, C, H, W)``.
     """
     if isinstance(batch, Batch):
-        return batch
+        return _check_images(batch)
     parts = (batch,) if isinstance(batch, torch.Tensor) else batch
     if not (
         isinstance(parts, tuple | list)
@@ -278,7 +291,19 @@ def as_batch(batch: BatchLike) -> Batch:
             "how large the global batch is: use SeededBatches(..., rank=, world_size=)"
         )
     images, labels = parts[0], (parts[1] if len(parts) == 2 else None)
-    return Batch(images, labels, images.shape[0])
+    return _check_images(Batch(images, labels, images.shape[0]))
+
+
+def _check_images(batch: Batch) -> Batch:
+    """``batch``, if its images are a 4-D tensor ``(n, C, H, W)``."""
+    images = batch.images
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return batch
+    tensor = isinstance(images, torch.Tensor)
+    got = f"shape {tuple(images.shape)}" if tensor else type(images).__name__
+    flat = tensor and images.dim() == 3
+    hint = "; add a channel dimension with images.unsqueeze(1)" if flat else ""
+    raise ValueError(f"a batch's images must be a tensor (n, C, H, W), got {got}{hint}")
 
 
 def _to_device(
