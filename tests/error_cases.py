@@ -128,11 +128,12 @@ def cifar(tmp: Path, keep: int) -> Path:
     return tmp
 
 
-def step(precision: object) -> torch.Tensor:
-    """One training step of a small model on two blank images, in ``precision``."""
+def step(precision: object = None, batch: object = None) -> torch.Tensor:
+    """One training step of a small model on ``batch`` (two blank images), in ``precision``."""
     model = small()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return train_step(NegLogLikelihood(model), optimizer, torch.zeros(2, 1, 4, 4),
+    batch = torch.zeros(2, 1, 4, 4) if batch is None else batch
+    return train_step(NegLogLikelihood(model), optimizer, batch,  # type: ignore[arg-type]
                       device=torch.device("cpu"), precision=precision)  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -524,6 +525,18 @@ CASES: list[Case] = [
     ),
     # training
     Case(TRAIN, "step('bf16')", TypeError, r"precision must be a Precision or None, got str"),
+    Case(
+        TRAIN,
+        "step(batch=torch.zeros(2, 4, 4))",
+        ValueError,
+        r"images must be a tensor \(n, C, H, W\), got shape \(2, 4, 4\); add a channel dim",
+    ),
+    Case(
+        TRAIN,
+        "step(batch=torch.zeros(0, 1, 4, 4))",
+        ValueError,
+        r"the global batch must hold this process's 0 images and at least one, got total=0",
+    ),
     # checkpoints: every damaged byte, old files
     Case(
         CKPT,

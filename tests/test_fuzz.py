@@ -23,7 +23,7 @@ import pytest
 import torch
 from error_cases import is_library_error
 from helpers import SAMPLERS
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -471,6 +471,8 @@ def test_samplers_agree_on_networks_of_public_layers_or_refuse(spec, rows_at_onc
     else:
         ok_naive, naive = outcome(NaiveSampler().sample, network, dist, noise)
         ok_cached, fast = outcome(cached.sample, network, dist, noise)
+    verdict = {True: "samples", False: "refuses"}
+    event(f"naive {verdict[ok_naive]}, cached {verdict[ok_cached]}")
     if ok_cached:
         assert ok_naive, f"the cached sampler accepts what the naive one refuses: {naive}"
         assert torch.equal(fast, naive), "the samplers disagree on the same noise"
@@ -507,6 +509,14 @@ OBJECTIVES = {
     "summed": _Summed,
     "column": _Column,
 }
+
+
+def _binary_images(n: int, seed: int) -> torch.Tensor:
+    """``n`` random binary images ``(n, 1, 3, 3)``, float32."""
+    return torch.randint(0, 2, (n, 1, 3, 3), generator=torch.Generator().manual_seed(seed)).float()
+
+
+binary_images = st.builds(_binary_images, st.integers(1, 3), st.integers(0, 9))
 images = st.one_of(
     st.builds(
         lambda n, c, side, fill, dtype: torch.full((n, c, side, side), fill).to(dtype),
@@ -515,20 +525,28 @@ images = st.one_of(
         st.sampled_from([torch.float32, torch.float64, torch.long, torch.bool, torch.uint8,
                          torch.bfloat16]),
     ),
-    st.builds(lambda n: torch.randint(0, 2, (n, 1, 3, 3)).float(), st.integers(1, 3)),
+    binary_images, binary_images,  # right ones oftener
     st.sampled_from([torch.zeros(2, 3, 3), torch.zeros(2, 1, 3, 3).numpy(), [[0.0]]]),
 )  # fmt: skip
-labels = st.one_of(
-    st.none(),
-    st.builds(lambda n, v, dtype: torch.full((n,), v).to(dtype), st.integers(0, 3),
-              st.sampled_from([0, 2, 3, -1]), st.sampled_from([torch.long, torch.float32])),
-    st.just(torch.zeros(2, 2, dtype=torch.long)),
-)  # fmt: skip
+#: labels for ``n`` images: none, right (the model with labels takes 3 classes) or wrong
+LABELS = {
+    "none": lambda n: None,
+    "right": lambda n: torch.arange(n) % 3,
+    "float": lambda n: torch.zeros(n),
+    "out of range": lambda n: torch.full((n,), 3),
+    "too many": lambda n: torch.zeros(n + 1, dtype=torch.long),
+    "2-D": lambda n: torch.zeros(n, 2, dtype=torch.long),
+}
+labels = st.sampled_from(["fit", "fit", "fit", *LABELS])  # fit: what the model takes
 BATCH_FORMS = ["Batch", "Batch-total-0", "tuple", "1-tuple", "list", "tensor", "triple", "dict"]
+batch_forms = st.sampled_from(["Batch", "tuple", "tensor"] * 2 + BATCH_FORMS)  # right: oftener
 
 
-def _batch_of(form: str, x: Any, y: Any) -> Any:
+def _batch_of(form: str, x: Any, label_kind: str, with_labels: bool) -> Any:
     """``(x, y)`` in one of the forms a loader might yield, right or wrong."""
+    if label_kind == "fit":
+        label_kind = "right" if with_labels else "none"
+    y = LABELS[label_kind](len(x))
     return {
         "Batch": lambda: Batch(x, y, getattr(x, "shape", [0])[0]),
         "Batch-total-0": lambda: Batch(x, y, 0),
@@ -553,8 +571,8 @@ def _precision(name: str | None) -> Any:
 @FUZZ
 @given(
     st.booleans(),
-    st.sampled_from(sorted(OBJECTIVES)),
-    st.lists(st.tuples(st.sampled_from(BATCH_FORMS), images, labels), max_size=3),
+    st.sampled_from(["nll", "nll", "nll", *OBJECTIVES]),
+    st.lists(st.tuples(batch_forms, images, labels), max_size=3),
     st.sampled_from([None, "fp32", "bf16", "fp32-channels-last", "fp32-string"]),
     st.sampled_from(["train_step", "train_epoch", "evaluate", "as_batch"]),
 )
@@ -569,7 +587,7 @@ def test_training_helpers_train_or_refuse(with_labels, objective, drawn, precisi
                                         num_classes=3 if with_labels else None))  # fmt: skip
     wrapped = OBJECTIVES[objective](model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    batches = [_batch_of(form, x, y) for form, x, y in drawn]
+    batches = [_batch_of(form, x, y, with_labels) for form, x, y in drawn]
     before = [p.detach().clone() for p in model.parameters()]
     kwargs = {"device": torch.device("cpu")}
     if helper == "as_batch":
@@ -588,6 +606,7 @@ def test_training_helpers_train_or_refuse(with_labels, objective, drawn, precisi
                           precision=_precision(precision))  # fmt: skip
         if not ok:
             assert all(map(torch.equal, before, model.parameters())), "a refused step moved"
+    event(f"{helper} {'returns' if ok else 'refuses'}: {'' if ok else str(out)[:50]}")
     if not ok:
         return
     assert helper == "evaluate" or objective == "nll", f"the objective {objective} trained"

@@ -216,12 +216,13 @@ def train_step(
         DivergenceError: the loss or a gradient is not finite; the weights are left as they
             were.
         ValueError: ``objective`` does not return one NLL per image (e.g. the model itself
-            was passed: wrap it as ``NegLogLikelihood(model)``).
+            was passed: wrap it as ``NegLogLikelihood(model)``), or the global batch holds no
+            images (or fewer than this process's).
         TypeError: ``batch`` is not a batch (see :func:`as_batch`), or ``precision`` not a
             :class:`~autoregressive.training.Precision`.
     """
     batch = as_batch(batch)
-    _check_precision(precision)
+    _check_step_inputs(batch, precision)
     x, y = _to_device(batch, device, precision)
     with precision.autocast(device) if precision else contextlib.nullcontext():
         nll = objective(x, y)  # (n,)
@@ -235,12 +236,18 @@ def train_step(
     return total.detach()
 
 
-def _check_precision(precision: object) -> None:
-    """Raise ``TypeError`` unless ``precision`` is a :class:`Precision` or ``None``."""
+def _check_step_inputs(batch: Batch, precision: object) -> None:
+    """Refuse a precision that is not a :class:`Precision` or ``None``, and an empty batch."""
     if precision is not None and not isinstance(precision, Precision):
         raise TypeError(
             f"precision must be a Precision or None, got {type(precision).__name__} "
             f"{precision!r}; build one with resolve_precision('fp32' or 'bf16', device)"
+        )
+    if not batch.total >= max(batch.images.shape[0], 1):
+        raise ValueError(
+            f"the global batch must hold this process's {batch.images.shape[0]} images and at "
+            f"least one, got total={batch.total}: there is no mean loss to step on; skip empty "
+            "batches (Batch.total counts the images of all processes)"
         )
 
 
