@@ -11,19 +11,28 @@ The code runs with the names of :data:`NAMESPACE` and a scratch folder ``tmp``.
 from __future__ import annotations
 
 import dis
+import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import numpy
 import torch
 from torch import nn
 
 import autoregressive
-from autoregressive import CausalSequential, MaskedConv2d, PixelCNN, PixelCNNConfig
+from autoregressive import (
+    CausalSelfAttention2d,
+    CausalSequential,
+    MaskedConv2d,
+    PixelCNN,
+    PixelCNNConfig,
+)
 from autoregressive.checksums import file_sha256
 from autoregressive.coding import StreamError
 from autoregressive.data import BinarizedBatches, IDXError, load_mnist, read_idx
+from autoregressive.data.colour import CIFAR10_FOLDER, read_cifar10
 from autoregressive.models.pretrained import ChecksumError, load_pretrained
 from autoregressive.training import (
     CheckpointError,
@@ -101,6 +110,34 @@ def checkpoint(tmp: Path, flip_at: int | None = None, seal: bool = True) -> Path
     return path
 
 
+def leaky() -> nn.Module:
+    """A float64 network whose mask-B first layer reaches the attention's query: a weak leak."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return CausalSequential(
+            MaskedConv2d(1, 6, 3, "B"), CausalSelfAttention2d(6, key_channels=1),
+            MaskedConv2d(6, 1, 1),
+        ).double()  # fmt: skip
+
+
+def cifar(tmp: Path, keep: int) -> Path:
+    """A CIFAR-10 folder in ``tmp`` whose ``test_batch`` holds only its first ``keep`` bytes."""
+    folder = tmp / CIFAR10_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"data": numpy.zeros((2, 3072), numpy.uint8), "labels": [0, 1]}
+    (folder / "test_batch").write_bytes(pickle.dumps(entry)[:keep])
+    return tmp
+
+
+def step(precision: object = None, batch: object = None) -> torch.Tensor:
+    """One training step of a small model on ``batch`` (two blank images), in ``precision``."""
+    model = small()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = torch.zeros(2, 1, 4, 4) if batch is None else batch
+    return train_step(NegLogLikelihood(model), optimizer, batch,  # type: ignore[arg-type]
+                      device=torch.device("cpu"), precision=precision)  # type: ignore[arg-type]  # fmt: skip
+
+
 def registry(tmp: Path, text: str) -> Path:
     """A weights folder in ``tmp`` whose ``registry.json`` holds ``text``."""
     (tmp / "registry.json").write_text(text)
@@ -141,18 +178,24 @@ NAMESPACE: dict[str, object] = {
     "as_batch": as_batch,
     "train_step": train_step,
     "NegLogLikelihood": NegLogLikelihood,
+    "leaky": leaky,
+    "cifar": cifar,
+    "read_cifar10": read_cifar10,
+    "step": step,
+    "save_checkpoint": save_checkpoint,
 }
 
-KIND, CFG, LAYER, SAMPLE, MODEL, CKPT, DATA, CODE, TRAIN, OOD = (
+KIND, CFG, LAYER, SAMPLE, MODEL, TRAIN, CKPT, DATA, COLOUR, CODE, OOD = (
     "The same mistake, the same error",
     "Configuration",
     "Layers and blocks",
     "Samplers",
     "Model inputs",
+    "Training helpers",
     "Checkpoints",
     "MNIST files",
+    "CIFAR-10 and photo files",
     "Compression",
-    "Training helpers",
     "Out-of-distribution scores",
 )
 NOISE = "draw_noise((2, 1, 4, 4))"
@@ -422,6 +465,12 @@ CASES: list[Case] = [
         ValueError,
         r"is in training mode, where it does not compute the model's distribution",
     ),
+    Case(
+        SAMPLE,
+        "naive_sample(leaky(), Bernoulli(), draw_noise((2, 1, 1, 3)))",
+        ValueError,
+        r"the network is not causal",
+    ),
     # model inputs
     Case(MODEL, "PixelCNN('reference')", TypeError, r"config must be a PixelCNNConfig"),
     Case(
@@ -511,6 +560,34 @@ CASES: list[Case] = [
         ValueError,
         r"for a 3-D mask say which it is: known\[:, None\] masks each image",
     ),
+    # training
+    Case(TRAIN, "step('bf16')", TypeError, r"precision must be a Precision or None, got str"),
+    Case(
+        TRAIN,
+        "step(batch=torch.zeros(2, 4, 4))",
+        ValueError,
+        r"images must be a tensor \(n, C, H, W\), got shape \(2, 4, 4\); add a channel dim",
+    ),
+    Case(
+        TRAIN,
+        "step(batch=torch.zeros(0, 1, 4, 4))",
+        ValueError,
+        r"the global batch must hold this process's 0 images and at least one, got total=0",
+    ),
+    # training helpers: batches in the forms a DataLoader yields, an objective per image
+    Case(
+        TRAIN,
+        "as_batch({'pixels': torch.zeros(2, 1, 4, 4)})",
+        TypeError,
+        r"a dict of 'images' and any of 'labels', 'vector', 'spatial'; got a dict of \['pixels'\]",
+    ),
+    Case(
+        TRAIN,
+        "train_step(small(), torch.optim.SGD(small().parameters(), 0.1), torch.ones(2, 1, 4, 4), "
+        "device=torch.device('cpu'))",
+        ValueError,
+        r"the objective is the model itself.*pass NegLogLikelihood\(model\) as the objective",
+    ),
     # checkpoints: every damaged byte, old files
     Case(
         CKPT,
@@ -550,6 +627,18 @@ CASES: list[Case] = [
         r"device='gpu' is not a device: use e.g. 'cpu', 'cuda' or 'cuda:0'",
     ),
     Case(CKPT, "file_sha256(tmp / 'absent.pt')", ValueError, r"no file at"),
+    Case(
+        CKPT,
+        "save_checkpoint(tmp, {'w': torch.zeros(2)})",
+        ValueError,
+        r"cannot write .*: it is a directory; pass the path of a file",
+    ),
+    Case(
+        CKPT,
+        "save_checkpoint(checkpoint(tmp) / 'c.pt', {'w': torch.zeros(2)})",
+        ValueError,
+        r"checkpoint.pt is a file, not a folder",
+    ),
     # MNIST files: header, sizes, counts, named
     Case(
         DATA,
@@ -568,6 +657,14 @@ CASES: list[Case] = [
         "load_mnist(mnist(tmp, cut=5), download=False)",
         IDXError,
         r"train-images-idx3-ubyte has 43 bytes of data .*truncated or damaged",
+    ),
+    # CIFAR-10 files read without checksums: the file and the fix named
+    Case(
+        COLOUR,
+        "read_cifar10(cifar(tmp, keep=100), train=False)",
+        ValueError,
+        r"test_batch is not a CIFAR-10 batch file \(UnpicklingError: pickle data was truncated\)"
+        r": it is truncated or damaged. Extract test_batch again",
     ),
     # compression: streams refused with what differs, never decoded into other images
     Case(CODE, "compress(small(), torch.full((1, 1, 2, 2), 2.0))", ValueError, r"binary images"),
@@ -589,20 +686,6 @@ CASES: list[Case] = [
         "decompress(small().double(), compress(small(), torch.ones(1, 1, 3, 3)))",
         StreamError,
         r"a model in torch.float32, this one is in torch.float64",
-    ),
-    # training helpers: batches in the forms a DataLoader yields, an objective per image
-    Case(
-        TRAIN,
-        "as_batch({'pixels': torch.zeros(2, 1, 4, 4)})",
-        TypeError,
-        r"a dict of 'images' and any of 'labels', 'vector', 'spatial'; got a dict of \['pixels'\]",
-    ),
-    Case(
-        TRAIN,
-        "train_step(small(), torch.optim.SGD(small().parameters(), 0.1), torch.ones(2, 1, 4, 4), "
-        "device=torch.device('cpu'))",
-        ValueError,
-        r"the objective is the model itself.*pass NegLogLikelihood\(model\) as the objective",
     ),
     # out-of-distribution scores: a probability, values the levels hold, models of one kind
     Case(OOD, "perturb(torch.zeros(4), 1.5, 2)", ValueError, r"rate is a probability; pass a"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +252,68 @@ def test_read_cifar10_reads_any_protocol_and_refuses_code(tmp_path, protocol, mo
     expected = _expected(written, ["test_batch"])[0]
     assert torch.equal(read_cifar10(tmp_path, train=False)[0], expected)
     path.write_bytes(pickle.dumps({"labels": labels, "data": _RunsCode()}, protocol=protocol))
-    with pytest.raises(ValueError, match=r"not a CIFAR-10 batch file: it names \w+\.exec"):
+    refused = r"not a CIFAR-10 batch file \(UnpicklingError: it names \w+\.exec"
+    with pytest.raises(ValueError, match=refused):
         read_cifar10(tmp_path, train=False)
     assert not (tmp_path / "ran").exists()
+
+
+@given(
+    protocol=st.sampled_from([2, 4, 5]),
+    damage=st.sampled_from(["cut", "flip", "insert"]),
+    at=st.floats(0, 1, exclude_max=True),
+    xor=st.integers(1, 255),
+)
+def test_damaged_cifar_batches_load_or_name_the_file_and_the_fix(
+    tmp_path_factory, protocol, damage, at, xor
+):
+    root = tmp_path_factory.mktemp("cifar")
+    data, labels = write_cifar10(root, per_batch=2)["test_batch"]
+    path = root / CIFAR10_FOLDER / "test_batch"
+    blob = pickle.dumps({"labels": labels, "data": data}, protocol=protocol)
+    i = int(at * len(blob))
+    bad = {
+        "cut": blob[:i],
+        "flip": blob[:i] + bytes([blob[i] ^ xor]) + blob[i + 1 :],
+        "insert": blob[:i] + b"\x00" + blob[i:],
+    }[damage]
+    path.write_bytes(bad)
+    try:
+        images, got = read_cifar10(root, train=False)
+    except ValueError as err:  # anything else (TypeError, MemoryError, ...) fails the test
+        assert str(path) in str(err) and "cifar-10-python.tar.gz" in str(err), str(err)
+        return
+    assert images.shape[1:] == (3, 32, 32) and images.shape[0] == got.shape[0]
+    assert images.dtype == torch.uint8 and bool(((got >= 0) & (got < 10)).all())
+
+
+def test_a_truncated_cifar_batch_names_the_file_and_the_fix(tmp_path):
+    write_cifar10(tmp_path)
+    path = tmp_path / CIFAR10_FOLDER / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"data_batch_3 is not a CIFAR-10 batch file \(.*trunc"):
+        read_cifar10(tmp_path)
+    path.write_bytes(pickle.dumps(["a list, not a batch"]))
+    with pytest.raises(ValueError, match=r"data_batch_3 .*no 'data' and 'labels' entries\): it is"):
+        read_cifar10(tmp_path)
+
+
+def test_photo_patches_without_scikit_image_say_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage now raises ImportError
+    with pytest.raises(ImportError, match=r"needs scikit-image: pip install"):
+        load_photo_patches()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        lambda: (_ for _ in ()).throw(FileNotFoundError("chelsea.png")),
+        lambda: np.zeros((300, 451), np.uint8),  # a grey image where a colour one belongs
+    ],
+    ids=["missing", "grey"],
+)
+def test_a_missing_or_damaged_photograph_is_named_with_the_fix(monkeypatch, broken):
+    data = pytest.importorskip("skimage.data", reason="the photo patches need scikit-image")
+    monkeypatch.setattr(data, "chelsea", broken)
+    with pytest.raises(ValueError, match=r"skimage.data.chelsea\(\) cannot be read .*reinstall"):
+        load_photo_patches(train=False)

@@ -14,6 +14,7 @@ Sizes are kept tiny so that the whole module runs in seconds on two CPU cores.
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 import torch
 from error_cases import is_library_error
 from helpers import SAMPLERS
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -31,9 +32,12 @@ from autoregressive import (
     Bernoulli,
     CachedSampler,
     Categorical,
+    CausalSelfAttention2d,
     CausalSequential,
     Conditioning,
+    DiscretizedLogisticMixture,
     GatedBlock,
+    GatedResidualBlock,
     GatedStack,
     MaskedConv2d,
     NaiveSampler,
@@ -41,9 +45,23 @@ from autoregressive import (
     PixelCNNConfig,
     ResidualBlock,
     cached_sample,
+    draw_noise,
     naive_sample,
 )
-from autoregressive.training import CheckpointError, load_checkpoint, save_checkpoint
+from autoregressive.data import Batch
+from autoregressive.training import (
+    Capabilities,
+    CheckpointError,
+    NegLogLikelihood,
+    Precision,
+    as_batch,
+    choose_precision,
+    evaluate,
+    load_checkpoint,
+    save_checkpoint,
+    train_epoch,
+    train_step,
+)
 
 #: examples per test come from the Hypothesis profile (``--hypothesis-profile=hunt`` to hunt)
 FUZZ = settings(
@@ -327,6 +345,276 @@ def test_samplers_return_images_or_refuse(kind, dist_name, noise, cond, which):
     assert x.shape == noise.shape
 
 
+# ------------------------------------------------------- samplers on networks of public layers
+#: distributions that draw a pixel's channels one by one (Bernoulli, Categorical) or together
+SAMPLED = {
+    "bernoulli": Bernoulli,
+    "categorical": lambda: Categorical(3),
+    "logistic": lambda: DiscretizedLogisticMixture(1, levels=4),
+}
+HIDDEN = 6  # divisible by 1 and 3 colour groups
+
+
+def _first_layer(kind: str, c: int, groups: int) -> nn.Module:
+    """The layer that reads the image ``(N, c, H, W)`` and returns ``HIDDEN`` channels."""
+    return {
+        "masked-A": lambda: MaskedConv2d(c, HIDDEN, 3, "A", groups),
+        "masked-A-1x1": lambda: MaskedConv2d(c, HIDDEN, 1, "A", groups),
+        "masked-B": lambda: MaskedConv2d(c, HIDDEN, 3, "B", groups),  # sees its own pixel
+        "gated": lambda: GatedStack(c, HIDDEN, 1, input_kernel_size=3, data_channels=groups),
+        "attention-A": lambda: CausalSelfAttention2d(
+            c, groups, key_channels=2, out_channels=HIDDEN, mask_type="A", data_channels=groups
+        ),
+        "attention-B": lambda: CausalSelfAttention2d(
+            c, groups, key_channels=2, out_channels=HIDDEN, mask_type="B", data_channels=groups
+        ),
+        "conv-3x3": lambda: nn.Conv2d(c, HIDDEN, 3, padding=1),  # sees the pixels after
+        "conv-1x1": lambda: nn.Conv2d(c, HIDDEN, 1),  # sees its own pixel
+    }[kind]()
+
+
+def _middle_layer(kind: str, groups: int) -> nn.Module:
+    """A layer ``HIDDEN -> HIDDEN`` channels; train-mode BatchNorm and Dropout stay so."""
+    return {
+        "relu": nn.ReLU,
+        "softmax": lambda: nn.Softmax(dim=1),  # mixes the colour groups of a pixel
+        "residual": lambda: ResidualBlock(HIDDEN, 3, groups),
+        "gated-residual": lambda: GatedResidualBlock(HIDDEN, 3, groups),
+        "attention": lambda: CausalSelfAttention2d(HIDDEN, groups, key_channels=2,
+                                                   data_channels=groups),
+        "masked-B": lambda: MaskedConv2d(HIDDEN, HIDDEN, 3, "B", groups),
+        "conv-1x1": lambda: nn.Conv2d(HIDDEN, HIDDEN, 1),  # mixes the colour groups
+        "conv-3x3": lambda: nn.Conv2d(HIDDEN, HIDDEN, 3, padding=1),
+        "batchnorm": lambda: nn.BatchNorm2d(HIDDEN),
+        "batchnorm-eval": lambda: nn.BatchNorm2d(HIDDEN).eval(),
+        "dropout": nn.Dropout,
+        "dropout-eval": lambda: nn.Dropout().eval(),
+    }[kind]()  # fmt: skip
+
+
+networks_of_layers = st.fixed_dictionaries(
+    {
+        "channels": st.sampled_from([1, 3]),
+        "colour_masks": st.booleans(),  # channel-wise masks (groups = C), else whole pixels
+        "distribution": st.sampled_from(sorted(SAMPLED)),
+        "first": st.sampled_from(["masked-A", "masked-A", "masked-A-1x1", "gated", "attention-A",
+                                  "masked-B", "attention-B", "conv-3x3", "conv-1x1"]),
+        "middle": st.lists(st.sampled_from(["relu", "softmax", "residual", "gated-residual",
+                                            "attention", "masked-B", "conv-1x1", "conv-3x3",
+                                            "batchnorm", "batchnorm-eval", "dropout",
+                                            "dropout-eval"]), max_size=2),
+        "width_error": st.sampled_from([0, 0, 0, 1, 2]),  # extra outputs per colour group
+        "size": st.tuples(st.integers(1, 3), st.integers(1, 4)),
+        "seed": st.integers(0, 3),
+    }
+)  # fmt: skip
+
+
+def _network_of_layers(spec: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """A float64 ``CausalSequential`` built from ``spec``, and its distribution."""
+    c = spec["channels"]
+    groups = c if spec["colour_masks"] else 1
+    dist = SAMPLED[spec["distribution"]]()
+    with torch.random.fork_rng():
+        torch.manual_seed(spec["seed"])
+        layers = [_first_layer(spec["first"], c, groups)]
+        layers += [_middle_layer(kind, groups) for kind in spec["middle"]]
+        out = dist.num_params(c) + spec["width_error"] * groups
+        last_groups = groups if out % groups == 0 else 1  # a mixture's 10 outputs: by pixel
+        layers.append(MaskedConv2d(HIDDEN, out, 1, "B", last_groups))
+        return CausalSequential(*layers).double(), dist
+
+
+def _sees_ahead(network: nn.Module, dist: Any, shape: tuple[int, int, int]) -> bool:
+    """Whether a prediction sees a sub-pixel drawn at or after it: every sub-pixel edited.
+
+    The independent oracle of causality: for two random images, each sub-pixel in turn is
+    changed, and no parameter of that sub-step (by the distribution's draw plan), of an
+    earlier sub-step of the pixel or of an earlier pixel may move (float64, ``1e-9``).
+    """
+    c, h, w = shape
+    plan, levels = dist.draw_plan(c), getattr(dist, "levels", 2)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        base = torch.randint(0, levels, (c * h * w,), generator=g)
+        edits = base.repeat(c * h * w, 1)  # row k: sub-pixel k changed
+        k = torch.arange(c * h * w)
+        edits[k, k] = (edits[k, k] + 1) % levels
+        x = torch.cat([base[None], edits]).view(-1, c, h, w)
+        with torch.no_grad():
+            out = network(dist.preprocess(x, torch.float64), None).flatten(2)  # (1+CHW, K, HW)
+        moved = (out[1:] - out[:1]).abs() > 1e-9
+        for sub in range(c * h * w):
+            channel, pos = divmod(sub, h * w)
+            own = (channel // plan.writes + 1) * plan.params  # outputs of its sub-step and before
+            if moved[sub, :, :pos].any() or moved[sub, :own, pos].any():
+                return True
+    return False
+
+
+@FUZZ
+@given(networks_of_layers, st.sampled_from([None, False, True]), st.sampled_from(["fn", "obj"]))
+def test_samplers_agree_on_networks_of_public_layers_or_refuse(spec, rows_at_once, api):
+    """Cached samples equal naive ones, or the cached sampler refuses; never a silent disagreement.
+
+    Naive refuses => cached refuses. Cached alone may refuse a network it cannot step (a plain
+    ``nn.Conv2d``, a first layer that does not read the image causally), saying so. Whatever
+    the naive sampler samples is causal by the independent oracle :func:`_sees_ahead`.
+    """
+    network, dist = _network_of_layers(spec)
+    c, (h, w) = spec["channels"], spec["size"]
+    noise = draw_noise((2, dist.noise_channels(c), h, w), torch.Generator().manual_seed(0))
+    cached = CachedSampler(rows_at_once=rows_at_once)
+    if api == "fn":
+        ok_naive, naive = outcome(naive_sample, network, dist, noise)
+        ok_cached, fast = outcome(cached_sample, network, dist, noise, rows_at_once=rows_at_once)
+    else:
+        ok_naive, naive = outcome(NaiveSampler().sample, network, dist, noise)
+        ok_cached, fast = outcome(cached.sample, network, dist, noise)
+    verdict = {True: "samples", False: "refuses"}
+    event(f"naive {verdict[ok_naive]}, cached {verdict[ok_cached]}")
+    if ok_cached:
+        assert ok_naive, f"the cached sampler accepts what the naive one refuses: {naive}"
+        assert torch.equal(fast, naive), "the samplers disagree on the same noise"
+    if ok_naive:
+        assert not _sees_ahead(network, dist, (c, h, w)), "a non-causal network was sampled"
+        assert spec["width_error"] == 0, "a network of the wrong width was sampled"
+        assert not {"batchnorm", "dropout"} & set(spec["middle"]), "train mode was sampled"
+    if ok_naive and not ok_cached:
+        assert re.search(r"cached sampling|step", str(fast)), f"cached refuses: {fast}"
+
+
+# ---------------------------------------------------------------------- training helpers
+class _Summed(nn.Module):
+    """A wrong objective: the batch's summed NLL, ``()`` instead of ``(N,)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+        return -self.model.log_prob(x, y).sum()  # type: ignore[operator]
+
+
+class _Column(_Summed):
+    """A wrong objective: ``(N, 1)``."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+        return -self.model.log_prob(x, y)[:, None]  # type: ignore[operator]
+
+
+OBJECTIVES = {
+    "nll": NegLogLikelihood,
+    "model": lambda model: model,  # the model itself: its forward returns parameters
+    "summed": _Summed,
+    "column": _Column,
+}
+
+
+def _binary_images(n: int, seed: int) -> torch.Tensor:
+    """``n`` random binary images ``(n, 1, 3, 3)``, float32."""
+    return torch.randint(0, 2, (n, 1, 3, 3), generator=torch.Generator().manual_seed(seed)).float()
+
+
+binary_images = st.builds(_binary_images, st.integers(1, 3), st.integers(0, 9))
+images = st.one_of(
+    st.builds(
+        lambda n, c, side, fill, dtype: torch.full((n, c, side, side), fill).to(dtype),
+        st.integers(0, 3), st.sampled_from([1, 1, 2]), st.integers(1, 3),
+        st.sampled_from([0, 1, 0.5, -1, float("nan")]),
+        st.sampled_from([torch.float32, torch.float64, torch.long, torch.bool, torch.uint8,
+                         torch.bfloat16]),
+    ),
+    binary_images, binary_images,  # right ones oftener
+    st.sampled_from([torch.zeros(2, 3, 3), torch.zeros(2, 1, 3, 3).numpy(), [[0.0]]]),
+)  # fmt: skip
+#: labels for ``n`` images: none, right (the model with labels takes 3 classes) or wrong
+LABELS = {
+    "none": lambda n: None,
+    "right": lambda n: torch.arange(n) % 3,
+    "float": lambda n: torch.zeros(n),
+    "out of range": lambda n: torch.full((n,), 3),
+    "too many": lambda n: torch.zeros(n + 1, dtype=torch.long),
+    "2-D": lambda n: torch.zeros(n, 2, dtype=torch.long),
+}
+labels = st.sampled_from(["fit", "fit", "fit", *LABELS])  # fit: what the model takes
+BATCH_FORMS = ["Batch", "Batch-total-0", "tuple", "1-tuple", "list", "tensor", "triple", "dict"]
+batch_forms = st.sampled_from(["Batch", "tuple", "tensor"] * 2 + BATCH_FORMS)  # right: oftener
+
+
+def _batch_of(form: str, x: Any, label_kind: str, with_labels: bool) -> Any:
+    """``(x, y)`` in one of the forms a loader might yield, right or wrong."""
+    if label_kind == "fit":
+        label_kind = "right" if with_labels else "none"
+    y = LABELS[label_kind](len(x))
+    return {
+        "Batch": lambda: Batch(x, y, getattr(x, "shape", [0])[0]),
+        "Batch-total-0": lambda: Batch(x, y, 0),
+        "tuple": lambda: (x, y),
+        "1-tuple": lambda: (x,),
+        "list": lambda: [x] if y is None else [x, y],
+        "tensor": lambda: x,
+        "triple": lambda: (x, y, y),
+        "dict": lambda: {"images": x, "labels": y},
+    }[form]()
+
+
+def _precision(name: str | None) -> Any:
+    """A :class:`Precision` (bf16 whatever this CPU has), ``None``, or a wrong string."""
+    if name in (None, "fp32-string"):
+        return None if name is None else "fp32"
+    if name == "fp32-channels-last":
+        return Precision("fp32", None, True, "drawn")
+    return choose_precision(name, Capabilities("cpu", native_bf16=name == "bf16", name="drawn"))
+
+
+@FUZZ
+@given(
+    st.booleans(),
+    st.sampled_from(["nll", "nll", "nll", *OBJECTIVES]),
+    st.lists(st.tuples(batch_forms, images, labels), max_size=3),
+    st.sampled_from([None, "fp32", "bf16", "fp32-channels-last", "fp32-string"]),
+    st.sampled_from(["train_step", "train_epoch", "evaluate", "as_batch"]),
+)
+def test_training_helpers_train_or_refuse(with_labels, objective, drawn, precision, helper):
+    """A step, an epoch, an evaluation: a finite result or the library's error.
+
+    A refused step leaves the weights as they were; only ``NegLogLikelihood`` trains.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = PixelCNN(PixelCNNConfig(num_blocks=1, hidden_channels=4,
+                                        num_classes=3 if with_labels else None))  # fmt: skip
+    wrapped = OBJECTIVES[objective](model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    batches = [_batch_of(form, x, y, with_labels) for form, x, y in drawn]
+    before = [p.detach().clone() for p in model.parameters()]
+    kwargs = {"device": torch.device("cpu")}
+    if helper == "as_batch":
+        for batch in batches:
+            ok, out = outcome(as_batch, batch)
+            assert not ok or isinstance(out, Batch)
+        return
+    if helper == "evaluate":
+        ok, out = outcome(evaluate, model, batches, **kwargs)
+    elif helper == "train_epoch":
+        ok, out = outcome(train_epoch, wrapped, optimizer, batches, **kwargs,
+                          precision=_precision(precision))  # fmt: skip
+    else:
+        batch = batches[0] if batches else []
+        ok, out = outcome(train_step, wrapped, optimizer, batch, **kwargs,
+                          precision=_precision(precision))  # fmt: skip
+        if not ok:
+            assert all(map(torch.equal, before, model.parameters())), "a refused step moved"
+    event(f"{helper} {'returns' if ok else 'refuses'}: {'' if ok else str(out)[:50]}")
+    if not ok:
+        return
+    assert helper == "evaluate" or objective == "nll", f"the objective {objective} trained"
+    loss = out if isinstance(out, torch.Tensor) else torch.tensor(out.nll)
+    assert bool(torch.isfinite(loss).all()), f"{helper} returned {out}"
+    assert helper == "train_step" or out.images > 0
+
+
 # --------------------------------------------------------------------------- checkpoints
 @pytest.fixture(scope="module")
 def checkpoint_bytes(tmp_path_factory) -> tuple[bytes, dict]:
@@ -503,13 +791,25 @@ def test_checkpoint_map_location_loads_or_refuses(checkpoint_bytes, tmp_path, ma
         assert "corrupted" not in str(loaded), "an intact file reported as corrupted"
 
 
+#: where a checkpoint may be saved: a file, a new folder, a directory, a path under a file
+SAVE_PATHS = {
+    "file": lambda tmp: tmp / "c.pt",
+    "new folder": lambda tmp: tmp / "new" / "deeper" / "c.pt",
+    "directory": lambda tmp: tmp,
+    "under a file": lambda tmp: tmp / "taken" / "c.pt",
+}
+
+
 @FUZZ
 @given(
-    st.sampled_from(["ok", 3, None, b"bytes"]),
+    st.sampled_from([*SAVE_PATHS, 3, None, b"bytes"]),
     st.one_of(anything, st.just({"w": torch.zeros(2)}), st.just({"p": Path("x")})),
 )
-def test_save_checkpoint_writes_or_refuses(tmp_path, where, checkpoint):
-    path = tmp_path / "c.pt" if where == "ok" else where
+def test_save_checkpoint_writes_or_refuses(tmp_path_factory, where, checkpoint):
+    tmp = tmp_path_factory.mktemp("save")
+    (tmp / "taken").write_text("x")
+    path = SAVE_PATHS[where](tmp) if isinstance(where, str) else where
     ok, _ = outcome(save_checkpoint, path, checkpoint)
     if ok:
         assert torch.equal(load_checkpoint(path)["w"], checkpoint["w"])
+    assert (tmp / "taken").read_text() == "x"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import math
 import os
 import pickle
 import random
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,6 +167,50 @@ def test_save_and_load_round_trip(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "not the mode of an ordinary file"
+
+
+def test_saving_onto_a_directory_or_under_a_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"cannot write .*: it is a directory; pass the path of"):
+        save_checkpoint(tmp_path, {"w": torch.zeros(2)})
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ValueError, match=r"taken is a file, not a folder"):
+        save_checkpoint(tmp_path / "taken" / "c.pt", {"w": torch.zeros(2)})
+    assert (tmp_path / "taken").read_text() == "x"
+    save_checkpoint(tmp_path / "new" / "c.pt", {"w": torch.ones(2)})  # missing folders: made
+    assert torch.equal(load_checkpoint(tmp_path / "new" / "c.pt")["w"], torch.ones(2))
+
+
+def test_saving_into_a_read_only_folder_is_a_clear_error(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    save_checkpoint(folder / "c.pt", {"w": torch.zeros(2)})
+    before = (folder / "c.pt").read_bytes()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):  # root writes anyway: fail as the OS fails others
+            real_mkstemp = tempfile.mkstemp
+
+            def refuse(*args, dir=None, **kwargs):
+                if dir is not None and Path(dir) == folder:
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+                return real_mkstemp(*args, dir=dir, **kwargs)
+
+            monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        with pytest.raises(PermissionError, match=r"cannot write .*c.pt: no permission to write"):
+            save_checkpoint(folder / "c.pt", {"w": torch.ones(2)})
+    finally:
+        folder.chmod(0o755)
+    assert (folder / "c.pt").read_bytes() == before
+
+
+def test_a_precision_of_the_wrong_kind_is_refused_before_the_step():
+    model = tiny_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.zeros(2, 1, 4, 4)
+    with pytest.raises(TypeError, match=r"precision must be a Precision or None, got str 'bf16'"):
+        train_step(NegLogLikelihood(model), optimizer, x, device=torch.device("cpu"),
+                   precision="bf16")  # fmt: skip
+    assert all(map(torch.equal, before, model.parameters()))
 
 
 def test_save_refuses_objects_that_would_not_load(tmp_path):

@@ -58,10 +58,20 @@ def atomic_write(path: str | Path) -> Any:
 
     Yields:
         The open binary file.
+
+    Raises:
+        ValueError: ``path`` is a directory, or a folder above it is a file.
+        PermissionError: its folder cannot be written to (the message names it).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        make_folder(path.parent, path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError as err:
+        raise PermissionError(
+            f"cannot write {path}: no permission to write in {path.parent} "
+            f"({err.strerror or err}); choose a folder you may write to"
+        ) from err
     try:
         umask = os.umask(0)  # mkstemp makes the file private (0600): give it the usual mode
         os.umask(umask)
@@ -83,6 +93,33 @@ def atomic_write(path: str | Path) -> Any:
             os.close(dir_fd)
 
 
+def make_folder(folder: Path, path: Path | None = None) -> None:
+    """``mkdir -p folder``, refusing a ``path`` inside it that is a directory, or a file above.
+
+    Args:
+        folder: the folder to create if needed.
+        path: the file that will be written into ``folder``, for the messages.
+
+    Raises:
+        ValueError: ``path`` is a directory, or ``folder`` or a folder above it is a file.
+    """
+    target = folder if path is None else path
+    if path is not None and path.is_dir():
+        raise ValueError(
+            f"cannot write {path}: it is a directory; pass the path of a file (e.g. "
+            f"{path / 'checkpoint.pt'}) or remove the directory"
+        )
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise ValueError(
+                    f"cannot write {target}: {above} is a file, not a folder; choose a path "
+                    "whose folders are folders"
+                )
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
     """Write a checkpoint atomically (see :func:`atomic_write`), sealed with its SHA-256.
 
@@ -98,7 +135,9 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
 
     Raises:
         TypeError: ``path`` is not a path or ``checkpoint`` not a mapping.
-        ValueError: ``checkpoint`` holds something ``weights_only`` loading would refuse.
+        ValueError: ``checkpoint`` holds something ``weights_only`` loading would refuse, or
+            ``path`` is a directory or lies under a file.
+        PermissionError: the folder cannot be written to.
     """
     _check_load_args(path, None)
     if not isinstance(checkpoint, Mapping):

@@ -189,6 +189,14 @@ class _ArraysOnly(pickle.Unpickler):
         )
 
 
+def _not_a_batch(path: Path, reason: str) -> str:
+    return (
+        f"{path} is not a CIFAR-10 batch file ({reason[:200]}): it is truncated or damaged. "
+        f"Extract {path.name} again from cifar-10-python.tar.gz, or delete the folder "
+        f"{path.parent} and call load_cifar10(root) to download and check a fresh copy"
+    )
+
+
 def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch file: ``(n, 3, 32, 32)`` uint8 images and ``(n,)`` labels, checked."""
     import numpy as np  # a dependency of torchvision and scikit-image, as the pickles need
@@ -196,10 +204,10 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     with path.open("rb") as f:
         try:
             entry: Any = _ArraysOnly(f, encoding="latin1").load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise ValueError(f"{path} is not a CIFAR-10 batch file: {err}") from err
+        except Exception as err:  # damaged bytes make the unpickler raise almost anything
+            raise ValueError(_not_a_batch(path, f"{type(err).__name__}: {err}")) from err
     if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
-        raise ValueError(f"{path} is not a CIFAR-10 batch file: no 'data' and 'labels' entries")
+        raise ValueError(_not_a_batch(path, "no 'data' and 'labels' entries"))
     data = np.asarray(entry["data"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(
@@ -257,6 +265,7 @@ def photo_patch_sources() -> dict[str, list[torch.Tensor]]:
 
     Raises:
         ImportError: scikit-image is not installed.
+        ValueError: a photograph's file is missing or damaged (the message names it).
     """
     try:
         from skimage import data
@@ -266,10 +275,29 @@ def photo_patch_sources() -> dict[str, list[torch.Tensor]]:
         ) from err
     sources: dict[str, list[torch.Tensor]] = {}
     for name in PHOTO_SOURCES:
-        loaded = getattr(data, name)()
-        views = loaded[:2] if name == "stereo_motorcycle" else (loaded,)  # (left, right, disp)
+        views = _read_photo(data, name)
         sources[name] = [torch.from_numpy(v[..., :3].copy()).permute(2, 0, 1) for v in views]
     return sources
+
+
+def _read_photo(data: Any, name: str) -> list[Any]:
+    """The views of ``skimage.data.<name>()``, each a ``uint8`` array ``(H, W, >= 3)``."""
+    import numpy as np
+
+    try:
+        loaded = getattr(data, name)()
+        views = loaded[:2] if name == "stereo_motorcycle" else (loaded,)  # (left, right, disp)
+        bad = [np.shape(v) for v in views if np.ndim(v) != 3 or np.shape(v)[2] < 3]
+        problem = f"got arrays of shape {bad}, not colour images" if bad else ""
+    except Exception as err:  # the file is missing, damaged, or needs a download
+        problem = f"{type(err).__name__}: {str(err)[:200]}"
+    if problem:
+        raise ValueError(
+            f"scikit-image's photograph skimage.data.{name}() cannot be read ({problem}): its "
+            f"file in {Path(data.__file__).parent} is missing or damaged; reinstall "
+            "scikit-image (pip install --force-reinstall scikit-image)"
+        )
+    return list(views)
 
 
 def load_photo_patches(
@@ -303,6 +331,7 @@ def load_photo_patches(
 
     Raises:
         ImportError: scikit-image is not installed.
+        ValueError: a photograph's file is missing or damaged (the message names it).
     """
     split: Split = "train" if train else "test"
     images, labels = [], []

@@ -169,8 +169,9 @@ def write_pretrained(
         with atomic_write(path / CONFIG_NAME) as f:
             f.write(text.encode())
     except PermissionError as err:
+        cause = err.__cause__ if isinstance(err.__cause__, PermissionError) else err  # the OS's
         raise PermissionError(
-            f"save_pretrained: cannot write to {path} ({err.strerror or err}); choose a "
+            f"save_pretrained: cannot write to {path} ({cause.strerror or cause}); choose a "
             "directory you may write to"
         ) from err
     return path

@@ -242,9 +242,13 @@ def train_step(
         DivergenceError: the loss or a gradient is not finite; the weights are left as they
             were.
         ValueError: ``objective`` does not return one NLL per image (e.g. the model itself
-            was passed: wrap it as ``NegLogLikelihood(model)``).
+            was passed: wrap it as ``NegLogLikelihood(model)``), or the global batch holds no
+            images (or fewer than this process's).
+        TypeError: ``batch`` is not a batch (see :func:`as_batch`), or ``precision`` not a
+            :class:`~autoregressive.training.Precision`.
     """
     batch = as_batch(batch)
+    _check_step_inputs(batch, precision)
     x, cond = _to_device(batch, device, precision)
     with precision.autocast(device) if precision else contextlib.nullcontext():
         nll = objective(x, cond)  # (n,)
@@ -256,6 +260,21 @@ def train_step(
     check_step(total, optimizer, step)
     optimizer.step()
     return total.detach()
+
+
+def _check_step_inputs(batch: Batch, precision: object) -> None:
+    """Refuse a precision that is not a :class:`Precision` or ``None``, and an empty batch."""
+    if precision is not None and not isinstance(precision, Precision):
+        raise TypeError(
+            f"precision must be a Precision or None, got {type(precision).__name__} "
+            f"{precision!r}; build one with resolve_precision('fp32' or 'bf16', device)"
+        )
+    if not batch.total >= max(batch.images.shape[0], 1):
+        raise ValueError(
+            f"the global batch must hold this process's {batch.images.shape[0]} images and at "
+            f"least one, got total={batch.total}: there is no mean loss to step on; skip empty "
+            "batches (Batch.total counts the images of all processes)"
+        )
 
 
 def _check_objective_output(objective: nn.Module, nll: object, n: int) -> None:
@@ -293,6 +312,7 @@ def as_batch(batch: BatchLike) -> Batch:
 
     Raises:
         TypeError: anything else, or anything but a ``Batch`` under ``torch.distributed``.
+        ValueError: images that are not 4-D ``(n, C, H, W)``.
 
     Example:
         >>> from autoregressive import Conditioning
@@ -303,14 +323,15 @@ def as_batch(batch: BatchLike) -> Batch:
         tensor([0, 1, 2, 3])
     """
     if isinstance(batch, Batch):
-        return batch
+        return _check_images(batch)
     images, cond = _batch_parts(batch)
     if _world_size() > 1:
         raise TypeError(
             "under torch.distributed a batch must be an autoregressive.data.Batch, which says "
             "how large the global batch is: use SeededBatches(..., rank=, world_size=)"
         )
-    return Batch(images, cond.labels, images.shape[0], vector=cond.vector, spatial=cond.spatial)
+    batch = Batch(images, cond.labels, images.shape[0], vector=cond.vector, spatial=cond.spatial)
+    return _check_images(batch)
 
 
 def _batch_parts(batch: object) -> tuple[torch.Tensor, Conditioning]:
@@ -362,6 +383,18 @@ def _split_dict(batch: Mapping[Any, Any]) -> tuple[object, Conditioning]:
         return None, Conditioning()
     parts = (batch.get("vector"), batch.get("spatial"), batch.get("labels"))
     return batch.get("images"), Conditioning(*parts)
+
+
+def _check_images(batch: Batch) -> Batch:
+    """``batch``, if its images are a 4-D tensor ``(n, C, H, W)``."""
+    images = batch.images
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return batch
+    tensor = isinstance(images, torch.Tensor)
+    got = f"shape {tuple(images.shape)}" if tensor else type(images).__name__
+    flat = tensor and images.dim() == 3
+    hint = "; add a channel dimension with images.unsqueeze(1)" if flat else ""
+    raise ValueError(f"a batch's images must be a tensor (n, C, H, W), got {got}{hint}")
 
 
 def _to_device(
