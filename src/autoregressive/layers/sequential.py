@@ -63,6 +63,7 @@ class _SequentialStepper(Stepper):
         self.reads_image = not self.pixelwise and steppers[self.lead].reads_image
         self.steps_rows = all(s.steps_rows for s in steppers)
         self.replays_rows = all(s.replays_rows for s in steppers)
+        self.attends_prefix = any(s.attends_prefix for s in steppers)
 
     def begin_image(self, height: int) -> None:
         for s in self.steppers:

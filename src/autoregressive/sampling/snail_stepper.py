@@ -51,6 +51,7 @@ class SnailStepper(Stepper):
         self.blocks = list(blocks)
         self.all = [first, *(s for b in self.blocks for s in (*b.convs, b.attention))]
         self.steps_rows = all(s.steps_rows for s in self.all)
+        self.attends_prefix = any(s.attends_prefix for s in self.all)
 
     def begin_image(self, height: int) -> None:
         for s in self.all:

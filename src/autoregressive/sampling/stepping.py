@@ -25,7 +25,9 @@ row as the fixed point of whole-row passes, usually in a few passes instead of `
 A stepper that keeps something of every earlier pixel (the keys and values of an attention
 layer, :class:`~autoregressive.sampling.attention_stepper.AttentionStepper`) allocates it in
 :meth:`Stepper.begin_image`, which is told the image's height, and sets
-:attr:`Stepper.replays_rows` to ``False``: its rows differ, so they are not replayed.
+:attr:`Stepper.replays_rows` to ``False``: its rows differ, so they are not replayed. If each
+step reads all of it, it also sets :attr:`Stepper.attends_prefix`: whole-row passes then pay
+at any batch.
 
 A stepper whose output at a pixel depends only on its input at that pixel sets
 :attr:`Stepper.pixelwise` (activations; :class:`~autoregressive.CategoricalEmbedding`). Such
@@ -83,6 +85,10 @@ class Stepper:
     #: whether every row runs the same operations on the same buffers, so that one recorded row
     #: replays for all of them (an attention layer's attended prefix grows: it sets ``False``)
     replays_rows: bool = True
+    #: whether a step reads a cache of every earlier pixel (an attention layer's keys and
+    #: values): stepping then reads the whole prefix once per pixel, a whole-row pass once per
+    #: row, so the sampler passes rows at any batch (see :class:`~autoregressive.CachedSampler`)
+    attends_prefix: bool = False
 
     def begin_image(self, height: int) -> None:
         """Prepare to sample images of ``height`` rows, before ``begin_row(0)``.
