@@ -36,6 +36,7 @@ from autoregressive import (
     draw_noise,
     naive_sample,
 )
+from autoregressive.sampling.cached import ROWS_AT_ONCE_MAX_BATCH
 
 F64 = {"dtype": torch.float64}
 
@@ -318,6 +319,19 @@ def test_the_key_value_cache_holds_every_pixel():
     d_v = config.hidden_channels // heads
     per_row = config.num_blocks * 2 * heads * 5 * (d_k + d_v) * 4  # float32
     assert sizes[8] - sizes[4] == 4 * per_row
+
+
+def test_an_attention_network_passes_whole_rows_at_any_batch():
+    """Above ``ROWS_AT_ONCE_MAX_BATCH`` a step would read every cached key: rows are passed."""
+    config = PixelCNNConfig(block="snail", num_blocks=1, hidden_channels=4, attention_heads=2)
+    model = perturbed(PixelCNN(config, **F64), 0)
+    noise = draw_noise((ROWS_AT_ONCE_MAX_BATCH + 1, 1, 4, 5), torch.Generator().manual_seed(0))
+    by_default, by_steps = CachedSampler(), CachedSampler(rows_at_once=False)
+    images = by_default.sample(model.network, model.distribution, noise)
+    assert torch.equal(images, by_steps.sample(model.network, model.distribution, noise))
+    assert torch.equal(images, naive_sample(model.network, model.distribution, noise))
+    assert by_steps.last_passes == 4 * 5
+    assert by_default.last_passes < by_steps.last_passes
 
 
 @pytest.mark.parametrize("options", [{"replay_rows": True}, {"cuda_graphs": True}])

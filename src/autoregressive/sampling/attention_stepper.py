@@ -93,6 +93,20 @@ def attend(
     return out.masked_fill(empty, 0.0)
 
 
+def _affine(x: torch.Tensor, weight: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """``x @ weight`` plus each column's seed: ``(N * M, A) -> (N * M, B)``.
+
+    ``seeds`` ``(M, B)`` holds the bias of each of the ``M`` columns (the background's part
+    included); rows of ``x`` are ordered ``(n, m)``. One column's seed is added by ``addmm``
+    itself, several by broadcasting over ``N`` in place, without repeating them ``N`` times.
+    """
+    if seeds.shape[0] == 1:
+        return torch.addmm(seeds[0], x, weight)
+    out = torch.mm(x, weight)  # (N * M, B)
+    out.view(-1, *seeds.shape).add_(seeds)  # (N, M, B)
+    return out
+
+
 @dataclass(frozen=True)
 class AttentionWeights:
     """A :class:`~autoregressive.CausalSelfAttention2d`'s weights folded for its stepper.
@@ -151,6 +165,7 @@ class AttentionStepper(Stepper):
 
     steps_rows = True
     replays_rows = False  # the attended prefix grows from pixel to pixel
+    attends_prefix = True  # a step reads every cached key and value before it
 
     def __init__(
         self,
@@ -198,10 +213,7 @@ class AttentionStepper(Stepper):
         n, m = self.batch, stop - start
         at = self.i * self.width
         inputs = self.row[:, start:stop].reshape(n * m, -1)  # (N * M, C + E)
-        seed = self.key_value_seed[start]  # (heads * (d_k + d_v),): one column's, broadcast
-        if m > 1:
-            seed = self.key_value_seed[start:stop].repeat(n, 1)  # (N * M, heads * (d_k + d_v))
-        kv = torch.addmm(seed, inputs, self.f.key_value)
+        kv = _affine(inputs, self.f.key_value, self.key_value_seed[start:stop])
         kv = rearrange(kv, "(n m) (h d) -> n h m d", n=n, h=self.f.heads)
         k, v = kv.split([self.f.key_channels, self.f.value_channels], dim=3)
         self.keys[:, :, at + start : at + stop] = k
@@ -210,10 +222,7 @@ class AttentionStepper(Stepper):
     def _queries(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Queries ``(N, heads, M, d_k)`` of inputs ``(N, M, C)`` at columns ``start ..``."""
         n, m, c = x.shape
-        seed = self.query_seed[start]  # (heads * d_k,): one column's, broadcast
-        if m > 1:
-            seed = self.query_seed[start : start + m].repeat(n, 1)  # (N * M, heads * d_k)
-        q = torch.addmm(seed, x.reshape(n * m, c), self.f.query)
+        q = _affine(x.reshape(n * m, c), self.f.query, self.query_seed[start : start + m])
         return rearrange(q, "(n m) (h d) -> n h m d", n=n, h=self.f.heads)
 
     def _out(self, attended: torch.Tensor) -> torch.Tensor:
@@ -241,7 +250,11 @@ class AttentionStepper(Stepper):
         q = self._queries(x, start)  # (N, heads, M, d_k)
         first = self.i * self.width + start
         allowed = earlier_positions(torch.arange(first, end, device=x.device), end)
-        attended = attend(q, self.keys[:, :, :end], self.values[:, :, :end], allowed)
+        k, v = self.keys[:, :, :end], self.values[:, :, :end]
+        if first == 0:  # the image's first pixel has nothing to attend to
+            attended = attend(q, k, v, allowed)
+        else:  # every query may attend to key 0: attend's mask would be ``allowed`` itself
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         return self._out(attended)
 
     def write(self, j: int, x: torch.Tensor) -> None:

@@ -120,9 +120,10 @@ class CachedSampler(Sampler):
 
     Args:
         rows_at_once: find rows by whole-row passes: ``None`` (default) when not replaying rows
-            and the batch is at most ``ROWS_AT_ONCE_MAX_BATCH`` (16), for as long as a row
-            takes at most half the passes of stepping it; ``True`` always (every layer's stepper
-            must implement ``step_row``); ``False`` never, one step per sub-pixel.
+            and the batch is at most ``ROWS_AT_ONCE_MAX_BATCH`` (16) or a layer attends to every
+            earlier pixel (:attr:`Stepper.attends_prefix`), for as long as a row takes at most
+            half the passes of stepping it; ``True`` always (every layer's stepper must
+            implement ``step_row``); ``False`` never, one step per sub-pixel.
         cuda_graphs: replay rows as CUDA graphs: ``None`` (default) on CUDA devices, ``False``
             never, ``True`` always (a ``ValueError`` if the network is not on a CUDA device, or
             if a stepper's rows differ, :attr:`Stepper.replays_rows`, as an attention layer's
@@ -195,7 +196,7 @@ class CachedSampler(Sampler):
             return False
         if self.rows_at_once is not None:
             return self.rows_at_once
-        return None if batch <= ROWS_AT_ONCE_MAX_BATCH else False
+        return None if batch <= ROWS_AT_ONCE_MAX_BATCH or stepper.attends_prefix else False
 
     def _replays(self, stepper: Stepper, device: torch.device, height: int) -> tuple[bool, bool]:
         """Whether rows are replayed as CUDA graphs, and whether they are replayed at all.
@@ -277,6 +278,9 @@ class _Run:
         self._spatial_row: torch.Tensor | None = None  # (N, W, C_map): the map's current row
         #: called with the rows done after each row (the sampler's progress report)
         self.report: Callable[[int], None] = lambda done: None
+        #: (N, W, K): the raw parameters of the last row passed whole, once _has_above is set
+        self._above = torch.empty(0)
+        self._has_above = False
 
     def _stepper(self, batch: int, width: int, cond: Conditioning | None) -> Stepper:
         vector = None if cond is None else cond.vector
@@ -318,12 +322,13 @@ class _Run:
         depends only on the sub-steps before it, so the draws up to the first one that differs
         from the guess are final, the next pass starts at that pixel, and a pass that draws its
         own guess has drawn exactly what the step-by-step loop draws: at most ``W * S + 1``
-        passes (``S = plan.steps`` per pixel), usually a few.
+        passes (``S = plan.steps`` per pixel), usually a few. Any first guess gives that row;
+        a good one (:meth:`_first_guess`) saves passes.
         """
         dist, dtype = self.distribution, row.x.dtype
-        guess = row.x.transpose(0, 1).contiguous()  # (N, W, C): zeros, or the known values
         noise = row.u.movedim(2, 0)  # (N, W, S, *U)
         given = None if row.given is None else row.given.movedim(2, 0).flatten(2)  # (N, W, C)
+        guess = self._first_guess(row.x.transpose(0, 1), plan, noise, given)  # (N, W, C)
         params = None if row.params is None else row.params.transpose(0, 1)  # (N, W, K)
         stepper.begin_row(i)
         w = guess.shape[1]
@@ -336,6 +341,7 @@ class _Run:
             raw = stepper.step_row(dist.preprocess(part, dtype), start)  # (N, M, K)
             if params is not None:
                 params[:, start:] = raw
+            self._above[:, start:] = raw  # the next row's first guess draws from these
             drawn = self._draw_columns(plan, raw, noise[:, start:], part)
             if given is not None:
                 drawn = torch.where(given[:, start:], part, drawn)
@@ -345,7 +351,23 @@ class _Run:
             part.copy_(drawn)
             start += int(changed.int().argmax())  # the first column whose draw was not final
         row.x.copy_(guess.transpose(0, 1))
+        self._has_above = True
         return passes
+
+    def _first_guess(
+        self, known: torch.Tensor, plan: DrawPlan, noise: torch.Tensor, given: torch.Tensor | None
+    ) -> torch.Tensor:
+        """A row's first guess ``(N, W, C)``: what the row above's parameters draw from its noise.
+
+        Neighbouring rows have similar parameters, so most of these draws are already right.
+        ``known`` ``(N, W, C)`` holds the known values (zeros elsewhere), which are kept, and is
+        the guess of a row with no row above passed (the first row); ``noise`` is
+        ``(N, W, S, *U)``, ``given`` ``(N, W, C)`` or ``None``.
+        """
+        if not self._has_above:
+            return known.contiguous()
+        drawn = self._draw_columns(plan, self._above, noise, known)
+        return drawn if given is None else torch.where(given, known, drawn)
 
     def _draw_columns(
         self, plan: DrawPlan, raw: torch.Tensor, noise: torch.Tensor, like: torch.Tensor
@@ -393,6 +415,9 @@ class _Run:
         plan = self.distribution.draw_plan(rows.x.shape[3])
         steps = rows.x.shape[1] * plan.steps
         self.last_passes = 0
+        _, w, n, c = rows.x.shape
+        self._above = rows.x.new_zeros(n, w, self.distribution.num_params(c))
+        self._has_above = False
         for i in range(rows.x.shape[0]):
             passes = self._row(stepper, i, rows[i], plan, at_once=at_once is not False)
             if at_once is None and 2 * passes > steps:

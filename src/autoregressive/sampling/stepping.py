@@ -25,7 +25,9 @@ row as the fixed point of whole-row passes, usually in a few passes instead of `
 A stepper that keeps something of every earlier pixel (the keys and values of an attention
 layer, :class:`~autoregressive.sampling.attention_stepper.AttentionStepper`) allocates it in
 :meth:`Stepper.begin_image`, which is told the image's height, and sets
-:attr:`Stepper.replays_rows` to ``False``: its rows differ, so they are not replayed.
+:attr:`Stepper.replays_rows` to ``False``: its rows differ, so they are not replayed. If each
+step reads all of it, it also sets :attr:`Stepper.attends_prefix`: whole-row passes then pay
+at any batch.
 
 A stepper whose output at a pixel depends only on its input at that pixel sets
 :attr:`Stepper.pixelwise` (activations; :class:`~autoregressive.CategoricalEmbedding`). Such
@@ -84,6 +86,10 @@ class Stepper:
     #: whether every row runs the same operations on the same buffers, so that one recorded row
     #: replays for all of them (an attention layer's attended prefix grows: it sets ``False``)
     replays_rows: bool = True
+    #: whether a step reads a cache of every earlier pixel (an attention layer's keys and
+    #: values): stepping then reads the whole prefix once per pixel, a whole-row pass once per
+    #: row, so the sampler passes rows at any batch (see :class:`~autoregressive.CachedSampler`)
+    attends_prefix: bool = False
 
     def begin_image(self, height: int) -> None:
         """Prepare to sample images of ``height`` rows, before ``begin_row(0)``.
@@ -127,7 +133,8 @@ class CompositeStepper(Stepper):
 
     Every image and every row begins in each part (:meth:`begin_image`, :meth:`begin_row`), the
     caches are the parts' caches, and whole rows are stepped when every part can; a subclass
-    computes :meth:`step` (and :meth:`step_row`) from the parts.
+    computes :meth:`step` (and :meth:`step_row`) from the parts. It attends to the prefix
+    (:attr:`Stepper.attends_prefix`) when any part does.
 
     Args:
         parts: the steppers, in any order.
@@ -136,6 +143,7 @@ class CompositeStepper(Stepper):
     def __init__(self, parts: Sequence[Stepper]) -> None:
         self.parts = list(parts)
         self.steps_rows = all(s.steps_rows for s in self.parts)
+        self.attends_prefix = any(s.attends_prefix for s in self.parts)
 
     def begin_image(self, height: int) -> None:
         for s in self.parts:
