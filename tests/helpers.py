@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from hypothesis import strategies as st
 from torch import nn
@@ -89,3 +95,23 @@ def small_configs(draw, levels: st.SearchStrategy[int], conditions: bool = False
         vector_size=draw(optional),
         spatial_channels=draw(optional),
     )
+
+
+@contextlib.contextmanager
+def read_only(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``folder`` read-only within the block; as root, whom the OS lets write anyway, writes
+    there through ``tempfile.mkstemp`` fail as the OS fails other users'."""
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            real_mkstemp = tempfile.mkstemp
+
+            def refuse(*args: Any, dir: Any = None, **kwargs: Any) -> Any:
+                if dir is not None and Path(dir) == folder:
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+                return real_mkstemp(*args, dir=dir, **kwargs)
+
+            monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        yield
+    finally:
+        folder.chmod(0o755)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import importlib.util
 import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 from error_cases import is_library_error
+from helpers import read_only
 from safetensors.torch import load_file, save_file
 
 from autoregressive import Conditioning, PixelCNN, PixelCNNConfig
@@ -483,19 +482,7 @@ def test_saving_into_a_read_only_directory_is_a_clear_error(tmp_path, monkeypatc
     model = _model(CONFIGS["residual-bernoulli"])
     directory = model.save_pretrained(tmp_path / "m")
     before = {p.name: p.read_bytes() for p in directory.iterdir()}
-    directory.chmod(0o555)
-    try:
-        if os.access(directory, os.W_OK):  # root writes anyway: fail as the OS fails others
-            real_mkstemp = tempfile.mkstemp
-
-            def refuse(*args, dir=None, **kwargs):
-                if dir is not None and Path(dir) == directory:
-                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
-                return real_mkstemp(*args, dir=dir, **kwargs)
-
-            monkeypatch.setattr(tempfile, "mkstemp", refuse)
-        with pytest.raises(PermissionError, match=r"cannot write to .*m \(Permission denied\)"):
-            _model(CONFIGS["residual-bernoulli"], seed=1).save_pretrained(directory)
-    finally:
-        directory.chmod(0o755)
+    refused = pytest.raises(PermissionError, match=r"cannot write to .*m \(Permission denied\)")
+    with read_only(directory, monkeypatch), refused:
+        _model(CONFIGS["residual-bernoulli"], seed=1).save_pretrained(directory)
     assert {p.name: p.read_bytes() for p in directory.iterdir()} == before

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import math
 import os
 import pickle
 import random
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import read_only
 
 from autoregressive import Conditioning, PixelCNN, PixelCNNConfig
 from autoregressive.checksums import file_sha256, seal, tensors_sha256
@@ -184,21 +182,9 @@ def test_saving_into_a_read_only_folder_is_a_clear_error(tmp_path, monkeypatch):
     folder = tmp_path / "ro"
     save_checkpoint(folder / "c.pt", {"w": torch.zeros(2)})
     before = (folder / "c.pt").read_bytes()
-    folder.chmod(0o555)
-    try:
-        if os.access(folder, os.W_OK):  # root writes anyway: fail as the OS fails others
-            real_mkstemp = tempfile.mkstemp
-
-            def refuse(*args, dir=None, **kwargs):
-                if dir is not None and Path(dir) == folder:
-                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
-                return real_mkstemp(*args, dir=dir, **kwargs)
-
-            monkeypatch.setattr(tempfile, "mkstemp", refuse)
-        with pytest.raises(PermissionError, match=r"cannot write .*c.pt: no permission to write"):
-            save_checkpoint(folder / "c.pt", {"w": torch.ones(2)})
-    finally:
-        folder.chmod(0o755)
+    refused = pytest.raises(PermissionError, match=r"cannot write .*c.pt: no permission to write")
+    with read_only(folder, monkeypatch), refused:
+        save_checkpoint(folder / "c.pt", {"w": torch.ones(2)})
     assert (folder / "c.pt").read_bytes() == before
 
 
