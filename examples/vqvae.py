@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autoregressive.data import derive_seed
 from autoregressive.training import Capabilities, EpochStats, choose_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` also when loaded by path
@@ -287,9 +288,15 @@ class Loss(nn.Module):
 
 
 def new_run(args: argparse.Namespace, device: torch.device, identity: dict[str, Any]) -> Run:
-    """The VQ-VAE of the flags of :func:`add_flags`, Adam and :class:`Loss`, in float32."""
-    vqvae = VQVAE(args.codebook_size, args.code_dim, args.vq_channels, args.ema_decay,
-                  args.dead_code_threshold).to(device)  # fmt: skip
+    """The VQ-VAE of the flags of :func:`add_flags`, Adam and :class:`Loss`, in float32.
+
+    Its initial weights come from their own seed, ``derive_seed(--seed, "vqvae-weights")``, so
+    they do not depend on what was built before it (the prior of either kind).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(args.seed, "vqvae-weights"))
+        vqvae = VQVAE(args.codebook_size, args.code_dim, args.vq_channels, args.ema_decay,
+                      args.dead_code_threshold).to(device)  # fmt: skip
     optimizer = torch.optim.Adam(vqvae.parameters(), lr=args.vq_lr)
     fp32 = choose_precision("fp32", Capabilities.detect(device))
     return Run(vqvae, optimizer, Loss(vqvae, args.commitment), fp32, identity)
