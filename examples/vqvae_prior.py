@@ -191,9 +191,15 @@ def check_start(args: argparse.Namespace, data: Data) -> None:
 
 
 def build_phases(args: argparse.Namespace, device: torch.device) -> loop.Phases:
-    """The VQ-VAE's run (float32) and then the prior's, seeded by ``--seed``."""
+    """The VQ-VAE's run (float32) and then the prior's, seeded by ``--seed``.
+
+    The random stream is seeded again once both are built, so the VQ-VAE's phase (its
+    weights, its quantizer's k-means and restarts) is the same whichever prior is built.
+    """
     run = loop.new_run(prior.config(args), args, device, RUN_KEYS, lr=args.prior_lr, name="prior")
-    return loop.Phases({"vqvae": vq.new_run(args, device, run.identity), "prior": run})
+    phases = loop.Phases({"vqvae": vq.new_run(args, device, run.identity), "prior": run})
+    torch.manual_seed(derive_seed(args.seed, "phases"))
+    return phases
 
 
 def vq_loss(phases: loop.Phases) -> vq.Loss:
