@@ -197,8 +197,8 @@ LOADERS: dict[str, Callable[[argparse.Namespace, Mapping[str, Any]], ImageSet]] 
 def model_nll_bits(model: PixelCNN, images: torch.Tensor, batch: int) -> float:
     """The images' total negative log-likelihood under the model, in bits."""
     with torch.no_grad():
-        nats = sum(float(-model.log_prob(x).sum()) for x in images.split(batch))
-    return nats / math.log(2)
+        nats = -model.log_prob(images, chunk_size=batch).double().sum()  # (N,) -> total
+    return float(nats) / math.log(2)
 
 
 def round_trip(model: PixelCNN, images: ImageSet, args: argparse.Namespace) -> dict[str, Any]:
