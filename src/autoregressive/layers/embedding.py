@@ -161,6 +161,10 @@ class _EmbeddingStepper(Stepper):
             index = index + self.offsets
         return F.embedding(index, self.table).flatten(1)  # (N, C * d)
 
-    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    steps_subsets = True  # it keeps nothing of any image
+
+    def step_row(
+        self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
         n, w, c = x.shape
         return self.step(0, x.reshape(n * w, c)).view(n, w, -1)  # (N, W, C * d)

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from ..conditioning import ConditionalLayer, Conditioning, RowConditioning
+from ..sampling.conv_stepper import ConvKernel, ConvStepper
 from ..sampling.gated_residual_stepper import GatedResidualStepper
+from ..sampling.memo import derived
 from ..sampling.stepping import Stepper, stepper_for
 from ..validation import check_elementwise, check_int, check_optional_int
 from .conv import MaskedConv2d
@@ -102,11 +104,27 @@ class GatedResidualBlock(ConditionalLayer):
         return s + changed_options(self, spatial_channels=None)
 
     def stepper(self, batch: int, width: int, cond: RowConditioning | None = None) -> Stepper:
-        """A :class:`GatedResidualStepper` for cached sampling."""
+        """A :class:`GatedResidualStepper` for cached sampling.
+
+        Its second convolution's outputs, and the conditioning's, come in two halves ``[a | b]``
+        instead of the gate's interleaved pairs: the same numbers, each half one block of
+        memory per pixel.
+        """
+        halves = torch.arange(2 * self.channels, device=self.conv2.weight.device)
+        halves = halves.view(-1, 2).t().flatten()  # a's channels (even), then b's (odd)
         bias, spatial, row = self.cond.fold(cond)  # (N, 2C), (C_map, 2C), (N, W, C_map)
+        conv2 = self.conv2
+        kernel = derived(  # as MaskedConv2d.stepper's, its outputs reordered
+            conv2,
+            "kernel-halves",
+            lambda: ConvKernel(conv2.masked_weight().detach()[halves], conv2.dilation),
+        )
+        bias2 = None if conv2.bias is None else conv2.bias.detach()[halves]
         return GatedResidualStepper(
             [stepper_for(a, batch, width, cond) for a in (self.act1, self.act2)],
             self.conv1.stepper(batch, width),
-            self.conv2.stepper(batch, width),
-            batch=batch, width=width, cond_bias=bias, spatial_matrix=spatial, spatial_row=row,
+            ConvStepper(kernel, bias2, batch, width),
+            batch=batch, width=width, spatial_row=row,
+            cond_bias=None if bias is None else bias[:, halves],
+            spatial_matrix=None if spatial is None else spatial[:, halves],
         )  # fmt: skip

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..conditioning import Conditioning, RowConditioning, check_conditioning
-from ..sampling.stepping import CompositeStepper, Stepper, stepper_for
+from ..sampling.stepping import CompositeStepper, Stepper, pass_row, stepper_for
 
 __all__ = ["CausalSequential"]
 
@@ -62,15 +62,18 @@ class _SequentialStepper(CompositeStepper):
         self.pixelwise = self.lead == len(steppers)
         self.reads_image = not self.pixelwise and steppers[self.lead].reads_image
         self.replays_rows = all(s.replays_rows for s in steppers)
+        self.steps_subsets = self.parts_step_subsets()
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         for s in self.parts:
             x = s.step(j, x)
         return x
 
-    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def step_row(
+        self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
         for s in self.parts:
-            x = s.step_row(x, start)
+            x = pass_row(s, x, start, images)
         return x
 
     def write(self, j: int, x: torch.Tensor) -> None:

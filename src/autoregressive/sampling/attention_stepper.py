@@ -139,17 +139,20 @@ class AttentionWeights:
 class AttentionStepper(Stepper):
     """Causal self-attention one pixel (or one row) at a time, with a cache of keys and values.
 
-    The cache holds the keys ``(N, heads, H * W, d_k)`` and values ``(N, heads, H * W, d_v)``
-    of every pixel of the image: allocated once per sampling call, in :meth:`begin_image`, it
-    takes ``N * heads * H * W * (d_k + d_v)`` numbers (plus a row of inputs,
-    ``N * W * (C + E)``), the only cache of this library that grows with the image's height.
+    The cache holds the keys and values of every pixel of the image, ``(N, H * W, heads,
+    d_k + d_v)`` (each head's keys, then its values: as the projection computes them, and each
+    image's prefix one block of memory): allocated once per sampling call, in
+    :meth:`begin_image`, it takes ``N * heads * H * W * (d_k + d_v)`` numbers (plus a row of
+    inputs, ``N * W * (C + E)``), the only cache of this library that grows with the image's
+    height.
 
     A pixel's keys and values are computed when the next one is stepped (or, for a row's last
     pixel, when the next row begins): by then the layer's inputs there are final, and so is the
     extra input (the drawn image, written into :attr:`extra_row` by the stepper that reads the
     image). :meth:`step` computes one query and attends over the cache's earlier pixels;
     :meth:`step_row` computes the keys and values of the columns it is given from their guessed
-    inputs and attends for all of them at once.
+    inputs and attends for all of them at once, for every image or for some (``images``: their
+    prefixes are gathered, ``N' * heads * (i + 1) * W * (d_k + d_v)`` numbers, first).
 
     Args:
         weights: the layer's folded weights.
@@ -183,8 +186,8 @@ class AttentionStepper(Stepper):
         self.row = like.new_zeros(batch, width, channels + extra_channels)  # (N, W, C + E)
         self.inputs = self.row[..., :channels]  # (N, W, C): the layer's inputs in this row
         self.extra_row = self.row[..., channels:]  # (N, W, E): written by the image's reader
-        self.keys = like.new_zeros(batch, weights.heads, 0, weights.key_channels)
-        self.values = like.new_zeros(batch, weights.heads, 0, weights.value_channels)
+        kv = weights.key_channels + weights.value_channels
+        self.cache = like.new_zeros(batch, 0, weights.heads, kv)  # (N, H * W, heads, d_k + d_v)
         self.query_seed = weights.query_bias.expand(width, -1)  # (W, heads * d_k) per row
         self.key_value_seed = weights.key_value_bias.expand(width, -1)  # (W, heads*(d_k+d_v))
         self.positions = like.new_zeros(0, 2)  # (H * W, P): the background
@@ -193,8 +196,8 @@ class AttentionStepper(Stepper):
     def begin_image(self, height: int) -> None:
         f, like = self.f, self.f.out
         n, hw = self.batch, height * self.width
-        self.keys = like.new_zeros(n, f.heads, hw, f.key_channels)  # (N, heads, H * W, d_k)
-        self.values = like.new_zeros(n, f.heads, hw, f.value_channels)  # (N, heads, H*W, d_v)
+        # not zeroed: a pixel's keys and values are written before anything reads them
+        self.cache = like.new_empty(n, hw, f.heads, f.key_channels + f.value_channels)
         if f.query_pos.shape[0]:
             self.positions = background(height, self.width, device=like.device, dtype=like.dtype)
 
@@ -208,16 +211,33 @@ class AttentionStepper(Stepper):
             self.query_seed = torch.addmm(f.query_bias, pos, f.query_pos)
             self.key_value_seed = torch.addmm(f.key_value_bias, pos, f.key_value_pos)
 
-    def _store(self, start: int, stop: int) -> None:
-        """Keys and values of columns ``start .. stop - 1`` of the row, from its inputs."""
-        n, m = self.batch, stop - start
-        at = self.i * self.width
-        inputs = self.row[:, start:stop].reshape(n * m, -1)  # (N * M, C + E)
-        kv = _affine(inputs, self.f.key_value, self.key_value_seed[start:stop])
-        kv = rearrange(kv, "(n m) (h d) -> n h m d", n=n, h=self.f.heads)
-        k, v = kv.split([self.f.key_channels, self.f.value_channels], dim=3)
-        self.keys[:, :, at + start : at + stop] = k
-        self.values[:, :, at + start : at + stop] = v
+    def _store(self, start: int, stop: int, images: torch.Tensor | None = None) -> None:
+        """Keys and values of columns ``start .. stop - 1`` of the row, from its inputs.
+
+        Of every image, or of ``images`` ``(N',)`` only.
+        """
+        m, at = stop - start, self.i * self.width
+        row = self.row[:, start:stop] if images is None else self.row[images, start:stop]
+        n = row.shape[0]
+        kv = _affine(row.reshape(n * m, -1), self.f.key_value, self.key_value_seed[start:stop])
+        kv = kv.view(n, m, self.f.heads, -1)  # (N', M, heads, d_k + d_v)
+        if images is None:
+            self.cache[:, at + start : at + stop] = kv
+        else:
+            self.cache[images, at + start : at + stop] = kv
+
+    def _prefix(
+        self, end: int, images: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys ``(N', heads, end, d_k)`` and values ``(N', heads, end, d_v)`` of pixels ``< end``.
+
+        Views of the cache for every image; for ``images``, of one gathered copy.
+        """
+        prefix = self.cache[:, :end]  # (N, end, heads, d_k + d_v)
+        if images is not None:  # each image's prefix is one block of memory
+            prefix = prefix.index_select(0, images)
+        k, v = prefix.transpose(1, 2).split([self.f.key_channels, self.f.value_channels], 3)
+        return k, v
 
     def _queries(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Queries ``(N, heads, M, d_k)`` of inputs ``(N, M, C)`` at columns ``start ..``."""
@@ -239,18 +259,24 @@ class AttentionStepper(Stepper):
         if p == 0:
             attended = q.new_zeros(self.batch, self.f.heads, 1, self.f.value_channels)
         else:
-            k, v = self.keys[:, :, :p], self.values[:, :, :p]
-            attended = F.scaled_dot_product_attention(q, k, v)  # (N, heads, 1, d_v)
+            attended = F.scaled_dot_product_attention(q, *self._prefix(p))  # (N, heads, 1, d_v)
         return self._out(attended)[:, 0]
 
-    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        self.inputs[:, start:] = x
-        self._store(start, self.width)  # from the guess: what step would see, pixel by pixel
+    steps_subsets = True
+
+    def step_row(
+        self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if images is None:
+            self.inputs[:, start:] = x
+        else:
+            self.inputs[images, start:] = x
+        self._store(start, self.width, images)  # from the guess: what step would see
         end = (self.i + 1) * self.width
-        q = self._queries(x, start)  # (N, heads, M, d_k)
+        q = self._queries(x, start)  # (N', heads, M, d_k)
         first = self.i * self.width + start
         allowed = earlier_positions(torch.arange(first, end, device=x.device), end)
-        k, v = self.keys[:, :, :end], self.values[:, :, :end]
+        k, v = self._prefix(end, images)  # (N', heads, end, d_k), (N', heads, end, d_v)
         if first == 0:  # the image's first pixel has nothing to attend to
             attended = attend(q, k, v, allowed)
         else:  # every query may attend to key 0: attend's mask would be ``allowed`` itself
@@ -261,4 +287,4 @@ class AttentionStepper(Stepper):
         self.inputs[:, j] = x
 
     def cache_nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.keys, self.values, self.row))
+        return sum(t.numel() * t.element_size() for t in (self.cache, self.row))

@@ -30,7 +30,7 @@ from ..validation import check_bool
 from .checks import check_sampling
 from .rows import tap_products
 from .sampler import Choose, Progress, SampleInputs, Sampler, SampleRequest, check_progress
-from .stepping import Stepper, stepper_for
+from .stepping import Stepper, pass_row, stepper_for
 
 if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
     from typing_extensions import Unpack
@@ -256,6 +256,52 @@ class CachedSampler(Sampler):
         return images, params.clone(memory_format=torch.contiguous_format)
 
 
+@dataclass
+class _Pending:
+    """The images and columns of a row that whole-row passes still compute, and its tensors.
+
+    ``guess`` ``(N, W, C)``, ``noise`` ``(N, W, S, *U)``, ``given`` ``(N, W, C)`` or ``None``,
+    ``params`` and ``above`` ``(N, W, K)`` (``params`` may be ``None``): the row's tensors.
+    ``images``: the batch indices still moving (``None``: all ``N``); ``start``: the first
+    column whose draw is not final for all of them.
+    """
+
+    guess: torch.Tensor
+    noise: torch.Tensor
+    given: torch.Tensor | None
+    params: torch.Tensor | None
+    above: torch.Tensor
+    images: torch.Tensor | None = None
+    start: int = 0
+
+    def read(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``'s pending part ``(N', W - start, ...)``: a view for all images, else a copy."""
+        t = t[:, self.start :]
+        return t if self.images is None else t.index_select(0, self.images)
+
+    def write(self, t: torch.Tensor, values: torch.Tensor) -> None:
+        """Write ``values`` ``(N', W - start, ...)`` into ``t``'s pending part."""
+        if self.images is None:
+            t[:, self.start :] = values
+        else:
+            t[self.images, self.start :] = values
+
+    def narrow(self, moved: torch.Tensor, subsets: bool) -> None:
+        """Keep the images and columns after a pass's moved draws ``(N', W - start)``.
+
+        An image none of whose draws moved has drawn its own guess: it is settled. The next
+        pass starts at the first column that moved in any image.
+        """
+        self.start += int(moved.any(0).int().argmax())
+        if not subsets:
+            return
+        still = moved.any(1)  # (N',)
+        if bool(still.all()):
+            return
+        index = still.nonzero()[:, 0]  # increasing
+        self.images = index if self.images is None else self.images[index]
+
+
 def _run_row(row: Callable[[], object]) -> Callable[[], object]:
     """The stand-in for a recording (``replay_rows``): replaying it runs the row itself."""
     return row
@@ -323,36 +369,51 @@ class _Run:
         from the guess are final, the next pass starts at that pixel, and a pass that draws its
         own guess has drawn exactly what the step-by-step loop draws: at most ``W * S + 1``
         passes (``S = plan.steps`` per pixel), usually a few. Any first guess gives that row;
-        a good one (:meth:`_first_guess`) saves passes.
+        a good one (:meth:`_first_guess`) saves passes. Images are independent, so an image
+        whose guess is drawn again unchanged is settled, and when every stepper can
+        (:attr:`Stepper.steps_subsets`) the next passes run for the other images only.
         """
-        dist, dtype = self.distribution, row.x.dtype
         noise = row.u.movedim(2, 0)  # (N, W, S, *U)
         given = None if row.given is None else row.given.movedim(2, 0).flatten(2)  # (N, W, C)
         guess = self._first_guess(row.x.transpose(0, 1), plan, noise, given)  # (N, W, C)
         params = None if row.params is None else row.params.transpose(0, 1)  # (N, W, K)
         stepper.begin_row(i)
-        w = guess.shape[1]
-        start, passes, limit = 0, 0, w * plan.steps + 1  # one sub-step final per pass
+        pending = _Pending(guess, noise, given, params, self._above)
+        subsets = stepper.steps_subsets
+        passes, limit = 0, guess.shape[1] * plan.steps + 1  # one sub-step final per pass
         while True:
             passes += 1
             if passes > limit:
                 raise RuntimeError("a row did not reach its fixed point: a stepper is not causal")
-            part = guess[:, start:]  # (N, M, C): the guess at columns start ..
-            raw = stepper.step_row(dist.preprocess(part, dtype), start)  # (N, M, K)
-            if params is not None:
-                params[:, start:] = raw
-            self._above[:, start:] = raw  # the next row's first guess draws from these
-            drawn = self._draw_columns(plan, raw, noise[:, start:], part)
-            if given is not None:
-                drawn = torch.where(given[:, start:], part, drawn)
-            changed = (drawn != part).flatten(2).any(2).any(0)  # (M,): a column that moved
-            if not bool(changed.any()):
+            if not self._pass(stepper, pending, plan, row.x.dtype, subsets):
                 break
-            part.copy_(drawn)
-            start += int(changed.int().argmax())  # the first column whose draw was not final
         row.x.copy_(guess.transpose(0, 1))
         self._has_above = True
         return passes
+
+    def _pass(
+        self, stepper: Stepper, pending: _Pending, plan: DrawPlan, dtype: torch.dtype, subsets: bool
+    ) -> bool:
+        """One whole-row pass of the pending images; whether any of their draws moved.
+
+        Stores the pass's raw parameters and draws in ``pending``'s tensors, and narrows it to
+        the images and columns still moving (to its columns only unless ``subsets``).
+        """
+        images, start = pending.images, pending.start
+        part = pending.read(pending.guess)  # (N', M, C): the guess at columns start ..
+        raw = pass_row(stepper, self.distribution.preprocess(part, dtype), start, images)
+        pending.write(pending.above, raw)  # the next row's first guess draws from these
+        if pending.params is not None:
+            pending.write(pending.params, raw)
+        drawn = self._draw_columns(plan, raw, pending.read(pending.noise), part)
+        if pending.given is not None:
+            drawn = torch.where(pending.read(pending.given), part, drawn)
+        moved = (drawn != part).flatten(2).any(2)  # (N', M): a column whose draw moved
+        if not bool(moved.any()):
+            return False
+        pending.write(pending.guess, drawn)
+        pending.narrow(moved, subsets)
+        return True
 
     def _first_guess(
         self, known: torch.Tensor, plan: DrawPlan, noise: torch.Tensor, given: torch.Tensor | None

@@ -12,7 +12,7 @@ import functools
 import torch
 
 from ..validation import check_pair, check_tensor
-from .rows import ring_product, row_seed, shift_up
+from .rows import ring_product, row_seeds, shift_up
 from .stepping import Stepper
 
 __all__ = ["ConvKernel", "ConvStepper"]
@@ -192,10 +192,13 @@ class ConvStepper(Stepper):
         self.inputs[j].copy_(x)
 
     steps_rows = True
+    steps_subsets = True
 
-    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def step_row(
+        self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
         n, w, _ = x.shape
-        return self.row_product(x, start=start).view(n, w, -1)
+        return self.row_product(x, start=start, images=images).view(n, w, -1)
 
     def row_product(
         self,
@@ -205,22 +208,47 @@ class ConvStepper(Stepper):
         start: int = 0,
         out: torch.Tensor | None = None,
         relu: bool = False,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Outputs ``(N * M, C_out)`` at columns ``start ..``, after storing their inputs ``x``.
 
         ``x`` is ``(N, M, C_in)``, ``M = W - start``; ``seed`` ``(N * M, C_out)`` replaces the
-        bias (one-row, bias-free convolutions only); ``out`` and ``relu`` as for :meth:`product`.
+        bias (one-row, bias-free convolutions only); ``out`` and ``relu`` as for :meth:`product`;
+        ``images`` as for :meth:`Stepper.step_row` (``x`` then holds ``N'`` images).
         """
+        n, m, _ = x.shape
+        if seed is not None:
+            if self.ring is not None or self.bias is not None:  # two identity tests per step
+                raise ValueError(_SEEDED)
+            return self._product_of(x, seed, start, out, relu, images)
+        seeds = row_seeds(self.row_seeds, start, self.width, images)
+        if seeds is None or seeds.dim() == 1:
+            return self._product_of(x, seeds, start, out, relu, images)
+        y = self._product_of(x, None, start, out, False, images)  # (N' * M, C_out)
+        y.view(n, m, -1).add_(seeds)  # seeds (N', M, C_out): added, not copied into y first
+        return y.clamp_min_(0) if relu else y
+
+    def _product_of(
+        self,
+        x: torch.Tensor,
+        seed: torch.Tensor | None,
+        start: int,
+        out: torch.Tensor | None,
+        relu: bool,
+        images: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:meth:`row_product` with its seed ``None``, ``(C_out,)`` or ``(N' * M, C_out)``."""
         n, m, in_ch = x.shape
-        if seed is None:
-            seed = row_seed(self.row_seeds, start, self.width)
-        elif self.ring is not None or self.bias is not None:  # two identity tests per step
-            raise ValueError(_SEEDED)
         if self.pointwise:
             return self.product(x.reshape(n * m, in_ch), seed, out=out, relu=relu)
-        self.row[:, self.row.shape[1] - m :].copy_(x)
+        row = self.row[:, start:]  # (N, pad + M, C_in): the inputs the columns read
+        if images is None:
+            row[:, -m:].copy_(x)
+        else:  # store the images' inputs, then read their rows alone
+            self.row[images, self.row.shape[1] - m :] = x
+            row = row.index_select(0, images)  # (N', pad + M, C_in)
         k = self.matrix.shape[0]  # (pad + 1) * C_in: column j's window starts at input j
-        flat = self.row.view(n, -1)[:, start * in_ch :]
+        flat = row.flatten(1)  # (N', (pad + M) * C_in)
         windows = flat.as_strided((n, m, k), (flat.stride(0), in_ch, 1), flat.storage_offset())
         return self.product(windows.reshape(n * m, k), seed, out=out, relu=relu)
 

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 
 import torch
 
-from .stepping import CompositeStepper, Stepper
+from .stepping import CompositeStepper, Stepper, pass_row
 
 __all__ = ["GatedResidualStepper"]
 
 
 def _gate(p: torch.Tensor) -> torch.Tensor:
-    """``tanh(a) * sigmoid(b)`` of interleaved pairs ``(..., 2C) -> (..., C)``, as the block."""
-    a, b = p.unflatten(-1, (-1, 2)).unbind(-1)
+    """``tanh(a) * sigmoid(b)`` of the halves ``[a | b]`` of ``(..., 2C)``: ``(..., C)``."""
+    a, b = p.chunk(2, -1)
     return torch.tanh(a) * torch.sigmoid(b)
 
 
@@ -28,7 +28,8 @@ class GatedResidualStepper(CompositeStepper):
     masked convolutions, the conditioning vector's bias ``(N, 2C)`` (``cond_bias``), the
     conditioning map's 1x1 weight ``(C_map, 2C)`` (``spatial_matrix``) and the sampler's buffer
     of the map's current row ``(N, W, C_map)`` (``spatial_row``). The map's part of the bias is
-    computed once per row, in :meth:`begin_row`.
+    computed once per row, in :meth:`begin_row`. The second convolution and the conditioning
+    give the gate's inputs as halves ``[a | b]`` (the block orders them as interleaved pairs).
 
     Shape:
         - :meth:`step`: ``(N, C) -> (N, C)``; :meth:`step_row`: ``(N, M, C) -> (N, M, C)``
@@ -48,6 +49,7 @@ class GatedResidualStepper(CompositeStepper):
     ) -> None:
         self.acts, self.conv1, self.conv2 = list(acts), conv1, conv2
         super().__init__([*self.acts, conv1, conv2])
+        self.steps_subsets = self.parts_step_subsets()
         self.spatial_matrix, self.spatial_row = spatial_matrix, spatial_row
         self.bias_rows: torch.Tensor | None = None  # (N, W, 2C): the bias at every column
         if cond_bias is not None:
@@ -71,9 +73,12 @@ class GatedResidualStepper(CompositeStepper):
             p = p + self.bias_rows[:, j]
         return x + _gate(p)
 
-    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        h = self.conv1.step_row(self.acts[0].step_row(x, start), start)  # (N, M, C)
-        p = self.conv2.step_row(self.acts[1].step_row(h, start), start)  # (N, M, 2C)
+    def step_row(
+        self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        h = pass_row(self.conv1, pass_row(self.acts[0], x, start, images), start, images)
+        p = pass_row(self.conv2, pass_row(self.acts[1], h, start, images), start, images)
         if self.bias_rows is not None:
-            p = p + self.bias_rows[:, start:]
+            bias = self.bias_rows if images is None else self.bias_rows.index_select(0, images)
+            p = p + bias[:, start:]
         return x + _gate(p)

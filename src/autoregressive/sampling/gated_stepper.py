@@ -286,7 +286,9 @@ class GatedStackStepper(Stepper):
         rows[:, :, -1] = 1
         return rows.view(self.batch * self.width, -1)
 
-    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def step_row(
+        self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
+    ) -> torch.Tensor:  # every image: steps_subsets is not set
         n, m, _ = x.shape  # columns start .. W - 1
         self.blocks[0].write_row(x, start)
         rows = self.features_rows[: n * m]  # (N * M, blocks * (C + 1))

@@ -108,7 +108,9 @@ class ResidualStepper(Stepper):
             self.hidden.shape[0] * self.width, self.hidden.shape[1] - 1, self.hidden
         )
 
-    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def step_row(
+        self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
+    ) -> torch.Tensor:  # every image: steps_subsets is not set
         n, m, c = x.shape  # columns start .. W - 1
         flat = x.reshape(n * m, c)  # (N * M, C)
         seed = row_seed(self.row_seeds, start, self.width)

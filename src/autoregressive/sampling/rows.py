@@ -23,6 +23,7 @@ __all__ = [
     "matrix_and_bias",
     "ring_product",
     "row_seed",
+    "row_seeds",
     "shift_up",
     "tap_products",
 ]
@@ -158,7 +159,9 @@ def matrix_and_bias(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return torch.cat([w, bias[None]]).contiguous()
 
 
-def row_seed(seed: torch.Tensor | None, start: int, width: int) -> torch.Tensor | None:
+def row_seed(
+    seed: torch.Tensor | None, start: int, width: int, images: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """What the outputs at columns ``start .. W - 1`` of a row start from, for :func:`torch.addmm`.
 
     Args:
@@ -166,12 +169,25 @@ def row_seed(seed: torch.Tensor | None, start: int, width: int) -> torch.Tensor 
             column ``(N, W, C)``.
         start: the first column.
         width: ``W``.
+        images: the batch indices ``(N',)`` of the images computed, or ``None`` for all.
 
     Returns:
-        ``None`` or ``(C,)`` as they are; otherwise ``(N * (W - start), C)``.
+        ``None`` or ``(C,)`` as they are; otherwise ``(N' * (W - start), C)``.
+    """
+    seeds = row_seeds(seed, start, width, images)
+    return seeds if seeds is None or seeds.dim() == 1 else seeds.reshape(-1, seeds.shape[-1])
+
+
+def row_seeds(
+    seed: torch.Tensor | None, start: int, width: int, images: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """:func:`row_seed` by image and column: ``(N', W - start, C)``, a view where it can be.
+
+    ``None`` and a bias ``(C,)`` are returned as they are.
     """
     if seed is None or seed.dim() == 1:
         return seed
     if seed.dim() == 2:  # (N, C): the same for every column
         seed = seed[:, None].expand(-1, width, -1)
-    return seed[:, start:].reshape(-1, seed.shape[-1])
+    seed = seed[:, start:]  # (N, M, C)
+    return seed if images is None else seed.index_select(0, images)

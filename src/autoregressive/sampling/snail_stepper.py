@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .attention_stepper import AttentionStepper
-from .stepping import CompositeStepper, Stepper
+from .stepping import CompositeStepper, Stepper, pass_row
 
 __all__ = ["SnailBlockSteppers", "SnailStepper"]
 
@@ -50,15 +50,21 @@ class SnailStepper(CompositeStepper):
         self.first = first
         self.blocks = list(blocks)
         super().__init__([first, *(s for b in self.blocks for s in (*b.convs, b.attention))])
+        self.steps_subsets = self.parts_step_subsets()
 
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         return self._through_blocks(self.first.step(j, x), lambda s, h: s.step(j, h))
 
-    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def step_row(
+        self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
         for block in self.blocks:  # the guessed pixels, as write would store them
-            block.attention.extra_row[:, start:] = x
-        h = self.first.step_row(x, start)
-        return self._through_blocks(h, lambda s, h: s.step_row(h, start))
+            if images is None:
+                block.attention.extra_row[:, start:] = x
+            else:
+                block.attention.extra_row[images, start:] = x
+        h = pass_row(self.first, x, start, images)
+        return self._through_blocks(h, lambda s, h: pass_row(s, h, start, images))
 
     def _through_blocks(
         self, h: torch.Tensor, apply: Callable[[Stepper, torch.Tensor], torch.Tensor]

@@ -21,6 +21,9 @@ A stepper may also compute a whole row at once from a guess of its inputs there
 (:meth:`Stepper.step_row`, announced by :attr:`Stepper.steps_rows`): the sampler then finds a
 row as the fixed point of whole-row passes, usually in a few passes instead of ``W`` steps (see
 :class:`~autoregressive.CachedSampler`). It is optional: without it the sampler steps pixels.
+A stepper whose whole-row pass can also run for some of the images only (``images=``,
+announced by :attr:`Stepper.steps_subsets`) lets the sampler pass again only the images whose
+row has not settled.
 
 A stepper that keeps something of every earlier pixel (the keys and values of an attention
 layer, :class:`~autoregressive.sampling.attention_stepper.AttentionStepper`) allocates it in
@@ -49,7 +52,7 @@ from torch import nn
 from ..conditioning import RowConditioning
 from ..validation import is_elementwise
 
-__all__ = ["CompositeStepper", "ElementwiseStepper", "Stepper", "stepper_for"]
+__all__ = ["CompositeStepper", "ElementwiseStepper", "Stepper", "pass_row", "stepper_for"]
 
 
 class Stepper:
@@ -90,6 +93,9 @@ class Stepper:
     #: values): stepping then reads the whole prefix once per pixel, a whole-row pass once per
     #: row, so the sampler passes rows at any batch (see :class:`~autoregressive.CachedSampler`)
     attends_prefix: bool = False
+    #: whether :meth:`step_row` takes ``images``: a pass for some of the images only, so that
+    #: the sampler passes again only the images whose row has not settled
+    steps_subsets: bool = False
 
     def begin_image(self, height: int) -> None:
         """Prepare to sample images of ``height`` rows, before ``begin_row(0)``.
@@ -107,7 +113,9 @@ class Stepper:
         """
         raise NotImplementedError
 
-    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def step_row(
+        self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The layer's outputs ``(N, W - start, C_out)`` at columns ``start .. W - 1`` at once.
 
         ``x`` ``(N, W - start, C_in)`` holds the layer's inputs at those columns: a guess that
@@ -116,6 +124,11 @@ class Stepper:
         result must equal calling :meth:`step` for ``j = start .. W - 1`` with ``x[:, j - start]``
         (and, for the layer that :attr:`reads_image`, :meth:`write` after each). Optional: set
         :attr:`steps_rows` when implemented.
+
+        ``images`` (only passed when :attr:`steps_subsets` is set): the increasing batch
+        indices ``(N',)`` (int64) of the images ``x`` ``(N', W - start, C_in)`` holds; the pass
+        reads and stores those images' rows only, and returns ``(N', W - start, C_out)``.
+        ``None``: every image.
         """
         raise NotImplementedError(f"{type(self).__name__} steps one pixel at a time")
 
@@ -128,13 +141,26 @@ class Stepper:
         return 0
 
 
+def pass_row(
+    stepper: Stepper, x: torch.Tensor, start: int, images: torch.Tensor | None
+) -> torch.Tensor:
+    """``stepper.step_row(x, start, images)``, leaving ``images`` out when it is ``None``.
+
+    How a composite stepper hands a pass on to a part: a part whose ``step_row`` has no
+    ``images`` (a block of your own) is only ever called without it.
+    """
+    return stepper.step_row(x, start) if images is None else stepper.step_row(x, start, images)
+
+
 class CompositeStepper(Stepper):
     """A stepper computed by other steppers, its :attr:`parts` (a block's layers, a stack's blocks).
 
     Every image and every row begins in each part (:meth:`begin_image`, :meth:`begin_row`), the
     caches are the parts' caches, and whole rows are stepped when every part can; a subclass
     computes :meth:`step` (and :meth:`step_row`) from the parts. It attends to the prefix
-    (:attr:`Stepper.attends_prefix`) when any part does.
+    (:attr:`Stepper.attends_prefix`) when any part does. A subclass whose :meth:`step_row`
+    hands ``images`` on to its parts sets :attr:`Stepper.steps_subsets` from
+    :meth:`parts_step_subsets`.
 
     Args:
         parts: the steppers, in any order.
@@ -144,6 +170,10 @@ class CompositeStepper(Stepper):
         self.parts = list(parts)
         self.steps_rows = all(s.steps_rows for s in self.parts)
         self.attends_prefix = any(s.attends_prefix for s in self.parts)
+
+    def parts_step_subsets(self) -> bool:
+        """Whether every part's :meth:`~Stepper.step_row` takes ``images``."""
+        return all(s.steps_subsets for s in self.parts)
 
     def begin_image(self, height: int) -> None:
         for s in self.parts:
@@ -177,7 +207,11 @@ class ElementwiseStepper(Stepper):
     def step(self, j: int, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
 
-    def step_row(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    steps_subsets = True  # it keeps nothing of any image
+
+    def step_row(
+        self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
         n, w, c = x.shape  # the module sees (N * W, C) pixels, as in step
         return self.module(x.reshape(n * w, c)).view(n, w, -1)
 
