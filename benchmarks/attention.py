@@ -10,7 +10,8 @@ attention layers) and ``gated-small`` (a Gated PixelCNN of about the same parame
   (``CachedSampler.last_cache_nbytes``: for ``snail-small`` mostly the keys and values of every
   pixel, ``N * heads * H * W * (d_k + d_v)`` numbers per attention layer). Issue 23's targets on
   the CPU: cached sampling of ``snail-small`` at most 1.5x one forward pass at batch 64 and 8x at
-  batch 1.
+  batch 1. ``--trained`` adds the models of runs' ``weights.pt`` files: a row's whole-row
+  passes settle later on trained weights, whose draws depend more on the pixels before them.
 - ``attention-train``: one training step (zero_grad, forward, the mean negative log-likelihood,
   backward, Adam) of each model at ``train_batch``, timed in alternating rounds; the ratio is
   the median of the per-round ratios of each model's step to the gated model's.
@@ -19,10 +20,12 @@ attention layers) and ``gated-small`` (a Gated PixelCNN of about the same parame
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from autoregressive import PixelCNN
+from autoregressive import PixelCNN, PixelCNNConfig
+from autoregressive.checkpoint import load_checkpoint
 
 from .report import (
     Column,
@@ -58,6 +61,19 @@ def _models(settings: Settings, device: torch.device) -> dict[str, PixelCNN]:
     return models
 
 
+def _trained(path: str, device: torch.device) -> tuple[str, PixelCNN]:
+    """The model of a run's ``weights.pt`` (config and weights), named after the run's folder."""
+    saved = load_checkpoint(path)
+    if not isinstance(saved.get("config"), dict) or not isinstance(saved.get("model"), dict):
+        raise ValueError(
+            f"--trained {path}: no config and weights in it; pass a run's weights.pt "
+            "(examples/mnist_pixelcnn.py writes one after its last epoch)"
+        )
+    model = PixelCNN(PixelCNNConfig.from_dict(saved["config"]), device=device)
+    model.load_state_dict(saved["model"])
+    return f"{Path(path).parent.name} (trained)", model
+
+
 def run(settings: Settings, device: torch.device) -> Section:
     h, w = settings.image_size
     section = Section(
@@ -76,7 +92,9 @@ def run(settings: Settings, device: torch.device) -> Section:
             *pick(SAMPLING_KEYS, device),
         ],
     )
-    for name, model in _models(settings, device).items():
+    models = _models(settings, device)
+    models.update(_trained(path, device) for path in settings.trained)
+    for name, model in models.items():
         model.eval()
         params = sum(p.numel() for p in model.parameters())
         for n in settings.attention_batches:

@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(else extrapolate from its first steps)",
     )
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument(
+        "--trained",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="WEIGHTS",
+        help="a run's weights.pt (examples/mnist_pixelcnn.py --preset snail-small): the "
+        "attention table also times this trained model (repeatable)",
+    )
     return p
 
 
@@ -114,6 +123,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         s = replace(s, batch_sizes=args.batch_sizes)
     if args.naive_budget is not None:
         s = replace(s, naive_budget_s=args.naive_budget)
+    if args.trained:
+        s = replace(s, trained=tuple(str(p) for p in args.trained))
     return s
 
 

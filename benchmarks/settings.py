@@ -65,6 +65,9 @@ class Settings:
     prior_grids: tuple[int, ...] = (8, 32)  # sides of the prior's square code grids
     prior_models: dict[str, PixelCNNConfig] = field(default_factory=lambda: dict(PRIOR_MODELS))
     attention_batches: tuple[int, ...] = (1, 64)  # sampling batches of the attention runs
+    # runs' weights.pt files whose trained models the attention table also times (--trained):
+    # whole-row passes settle later on trained weights than on initial ones
+    trained: tuple[str, ...] = ()
     attention_models: dict[str, PixelCNNConfig] = field(
         default_factory=lambda: dict(ATTENTION_MODELS)
     )

@@ -37,6 +37,7 @@ from autoregressive import (
     naive_sample,
 )
 from autoregressive.sampling.cached import ROWS_AT_ONCE_MAX_BATCH
+from autoregressive.sampling.snail_stepper import SnailStepper
 
 F64 = {"dtype": torch.float64}
 
@@ -332,6 +333,49 @@ def test_an_attention_network_passes_whole_rows_at_any_batch():
     assert torch.equal(images, naive_sample(model.network, model.distribution, noise))
     assert by_steps.last_passes == 4 * 5
     assert by_default.last_passes < by_steps.last_passes
+
+
+SETTLING_CASES = [
+    ({"distribution": "bernoulli", "vector_size": 2}, "none"),
+    ({"distribution": "categorical", "levels": 4, "spatial_channels": 2}, "pixels"),
+    ({"distribution": "logistic_mixture", "levels": 8, "mixtures": 2, "data_channels": 3}, "top"),
+]
+
+
+@pytest.mark.parametrize(("options", "completion"), SETTLING_CASES)
+def test_settled_images_are_not_passed_again(options, completion, monkeypatch):
+    """Passes after an image's row settles run for the others only: the same images and params."""
+    config = PixelCNNConfig(block="snail", num_blocks=1, hidden_channels=6, **options)
+    model = perturbed(PixelCNN(config, **F64), 0)
+    c, n, h, w = config.data_channels, 9, 4, 5
+    noise = draw_noise((n, model.distribution.noise_channels(c), h, w), torch.Generator())
+    g = torch.Generator().manual_seed(1)
+    inputs: dict = {"cond": Conditioning(
+        torch.randn(n, 2, generator=g, **F64) if config.vector_size else None,
+        torch.randn(n, 2, h, w, generator=g, **F64) if config.spatial_channels else None,
+    )}  # fmt: skip
+    known = completion_mask(completion, n, c, h, w, seed=1)
+    if known is not None:  # other images of the model, to complete
+        other = naive_sample(model.network, model.distribution, noise.flip(0), **inputs)
+        inputs.update(image=other, known=known)
+    passed: list[int] = []  # how many images each pass ran for
+    step_row = SnailStepper.step_row
+
+    def recorded(self, x, start=0, images=None):
+        passed.append(len(x) if images is None else len(images))
+        return step_row(self, x, start, images)
+
+    monkeypatch.setattr(SnailStepper, "step_row", recorded)
+    rows = CachedSampler(rows_at_once=True)
+    images, params = rows.sample_with_params(model.network, model.distribution, noise, **inputs)
+    expected = CachedSampler(rows_at_once=False).sample_with_params(
+        model.network, model.distribution, noise, **inputs
+    )
+    assert torch.equal(images, expected[0])
+    torch.testing.assert_close(params, expected[1])
+    assert torch.equal(images, naive_sample(model.network, model.distribution, noise, **inputs))
+    assert 0 < min(passed) < n  # some passes ran for the unsettled images only
+    assert rows.last_passes == len(passed)
 
 
 @pytest.mark.parametrize("options", [{"replay_rows": True}, {"cuda_graphs": True}])

@@ -269,6 +269,31 @@ def test_attention_sampling_table_runs_snail_and_gated(bench) -> None:
     assert snail == 2 * section.rows[0]["cache_bytes"]
 
 
+@pytest.mark.slow
+def test_attention_table_times_a_runs_trained_weights(bench, tmp_path: Path) -> None:
+    """``--trained``: a run's weights.pt is timed beside the presets, with its own weights."""
+    from dataclasses import replace
+
+    from autoregressive import PixelCNN, PixelCNNConfig
+    from autoregressive.checkpoint import save_checkpoint
+
+    attention = importlib.import_module("benchmarks.attention")
+    settings = importlib.import_module("benchmarks.settings")
+    config = PixelCNNConfig.preset("snail-small", num_blocks=1, hidden_channels=4)
+    model = PixelCNN(config)
+    (tmp_path / "my-run").mkdir()
+    weights = tmp_path / "my-run" / "weights.pt"
+    save_checkpoint(weights, {"config": config.to_dict(), "model": model.state_dict()})
+    tiny = replace(settings.MODES["tiny"], trained=(str(weights),))
+    section = attention.run(tiny, torch.device("cpu"))
+    rows = [r for r in section.rows if r["model"] == "my-run (trained)"]
+    assert [r["batch"] for r in rows] == [1, 2]
+    assert rows[0]["params"] == sum(p.numel() for p in model.parameters())
+    save_checkpoint(weights, {"model": model.state_dict()})
+    with pytest.raises(ValueError, match="no config and weights"):
+        attention.run(tiny, torch.device("cpu"))
+
+
 def test_stats_match_numpy(bench) -> None:
     np = pytest.importorskip("numpy")
     timing = importlib.import_module("benchmarks.timing")
