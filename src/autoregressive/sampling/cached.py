@@ -115,7 +115,9 @@ class CachedSampler(Sampler):
     it, so the row it settles on is exactly the step-by-step row, in at most ``W * S + 1``
     passes (``S`` draws per pixel, as the distribution's :class:`~autoregressive.DrawPlan`
     says: ``C``, or 1 for whole pixels) and in practice in two or three (one pass to draw, one
-    to confirm): the same images as the naive sampler, for a fraction of the calls.
+    to confirm): the same images as the naive sampler, for a fraction of the calls. Images
+    settle independently, and when every layer's stepper can (:attr:`Stepper.steps_subsets`)
+    the passes after an image has settled run for the other images only.
     :attr:`last_passes` counts the passes.
 
     Args:
