@@ -205,16 +205,20 @@ class _GatedBlockStepper:
         else:
             torch.mm(self.features, self.out_matrix, out=out)
 
-    def step_row(self, h: torch.Tensor, features: torch.Tensor, start: int) -> torch.Tensor | None:
-        """:meth:`step` at columns ``start ..``: ``h`` ``(N, M, C_in)`` to ``h_new`` ``(N, M, C)``.
+    def step_row(
+        self, h: torch.Tensor, features: torch.Tensor, start: int, images: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """:meth:`step` at columns ``start ..``: ``h`` ``(N', M, C_in)`` to ``h_new``.
 
-        Writes ``h_gated`` into ``features`` ``(N * M, C + 1)``; returns ``None`` for the
-        last block (no horizontal output).
+        ``h_new`` is ``(N', M, C)``, of every image (``images`` ``None``, ``N' = N``) or of
+        ``images`` ``(N',)`` only. Writes ``h_gated`` into ``features`` ``(N' * M, C + 1)``;
+        returns ``None`` for the last block (no horizontal output).
         """
         n, m, _ = h.shape
         c = self.channels
-        seed = row_seed(self.link_cols, start, self.width)  # (N * M, 2C)
-        s = self.h_conv.row_product(h, seed, start=start).sigmoid_()  # sigmoid([2a | b])
+        seed = row_seed(self.link_cols, start, self.width, images)  # (N' * M, 2C)
+        s = self.h_conv.row_product(h, seed, start=start, images=images)  # (N' * M, 2C)
+        s.sigmoid_()  # sigmoid([2a | b])
         s_b = s[:, c:].neg_()
         torch.addcmul(s_b, s[:, :c], s_b, value=-2, out=features[:, :c])  # as in step
         if self.out_matrix is None:
@@ -223,10 +227,17 @@ class _GatedBlockStepper:
             return torch.addmm(h.reshape(n * m, -1), features, self.out_matrix).view(n, m, -1)
         return torch.mm(features, self.out_matrix).view(n, m, -1)
 
-    def write_row(self, x: torch.Tensor, start: int) -> None:
-        """Store pixels ``(N, M, C_in)`` at columns ``start ..`` for the vertical stack."""
+    def write_row(self, x: torch.Tensor, start: int, images: torch.Tensor | None) -> None:
+        """Store pixels ``(N', M, C_in)`` at columns ``start ..`` for the vertical stack.
+
+        Of every image, or of ``images`` ``(N',)`` only.
+        """
         first = self.kw // 2 + start
-        self.ring[-1, first : first + x.shape[1]] = x.transpose(0, 1)
+        columns = self.ring[-1, first : first + x.shape[1]]  # (M, N, C_in)
+        if images is None:
+            columns.copy_(x.transpose(0, 1))
+        else:
+            columns[:, images] = x.transpose(0, 1)
 
     def write(self, j: int, x: torch.Tensor) -> None:
         """Store the drawn pixel ``(N, C_in)`` for both stacks (mask-A block only)."""
@@ -248,10 +259,17 @@ class GatedStackStepper(Stepper):
 
     Every block writes ``h_gated`` and a column of ones into its slice of one buffer
     ``(N, blocks * (C + 1))``, so the summed skip outputs (biases included) are one ``mm``.
+    A whole-row pass (:meth:`step_row`) may run for some images only (``images``): each block
+    then stores and reads those images' pixels and seeds only.
+
+    Shape:
+        - :meth:`step`: ``(N, C_in) -> (N, C)``; :meth:`step_row`:
+          ``(N', M, C_in) -> (N', M, C)``
     """
 
     reads_image = True
     steps_rows = True
+    steps_subsets = True
 
     def __init__(
         self,
@@ -288,16 +306,16 @@ class GatedStackStepper(Stepper):
 
     def step_row(
         self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
-    ) -> torch.Tensor:  # every image: steps_subsets is not set
-        n, m, _ = x.shape  # columns start .. W - 1
-        self.blocks[0].write_row(x, start)
-        rows = self.features_rows[: n * m]  # (N * M, blocks * (C + 1))
+    ) -> torch.Tensor:
+        n, m, _ = x.shape  # N' images (all N, or those of ``images``), columns start .. W - 1
+        self.blocks[0].write_row(x, start, images)
+        rows = self.features_rows[: n * m]  # (N' * M, blocks * (C + 1))
         features = rows.view(n * m, len(self.blocks), -1)
         h: torch.Tensor | None = x
         for k, block in enumerate(self.blocks):
             assert h is not None  # only the last block has no horizontal output
-            h = block.step_row(h, features[:, k], start)
-        return torch.mm(rows, self.skip_matrix).view(n, m, -1)  # (N, M, C)
+            h = block.step_row(h, features[:, k], start, images)
+        return torch.mm(rows, self.skip_matrix).view(n, m, -1)  # (N', M, C)
 
     def begin_row(self, i: int) -> None:
         v_row = None  # (W, N, C): the previous block's vertical output

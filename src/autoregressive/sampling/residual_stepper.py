@@ -13,7 +13,7 @@ import torch
 
 from .conv_stepper import ConvStepper
 from .rows import row_seed
-from .stepping import Stepper
+from .stepping import Stepper, pass_row
 
 __all__ = ["ResidualStepper"]
 
@@ -39,7 +39,12 @@ class ResidualStepper(Stepper):
     conditioning map adds its 1x1 convolution of the current row to that, once per row in
     :meth:`begin_row`. The middle activation writes straight into the kxk convolution's cache,
     and the last convolution's bias rides on a column of ones so that ``x + conv3(act(h))`` is a
-    single ``addmm``. :meth:`step_row` runs the same operations over ``(N * M)`` pixels.
+    single ``addmm``. :meth:`step_row` runs the same operations over ``(N * M)`` pixels, or over
+    the ``N' * M`` pixels of some images (``images``, announced by
+    :attr:`~autoregressive.Stepper.steps_subsets` when the activations' steppers take them too).
+
+    Shape:
+        - :meth:`step`: ``(N, C) -> (N, C)``; :meth:`step_row`: ``(N', M, C) -> (N', M, C)``
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class ResidualStepper(Stepper):
         # whole rows (step_row): conv1's seed at every pixel, (N, W, C/2), (N, C/2), (C/2,) or None
         self.row_seeds = self.seed_rows if self.spatial_matrix is not None else bias
         self.steps_rows = all(a.steps_rows for a in self.acts)
+        self.steps_subsets = all(a.steps_subsets for a in self.acts)  # its convolutions do
         self.width = width
 
     def begin_row(self, i: int) -> None:
@@ -110,19 +116,21 @@ class ResidualStepper(Stepper):
 
     def step_row(
         self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
-    ) -> torch.Tensor:  # every image: steps_subsets is not set
-        n, m, c = x.shape  # columns start .. W - 1
-        flat = x.reshape(n * m, c)  # (N * M, C)
-        seed = row_seed(self.row_seeds, start, self.width)
-        hidden = self.hidden_row[: n * m]  # (N * M, C/2 + 1)
-        values = hidden[:, :-1]  # (N * M, C/2)
+    ) -> torch.Tensor:
+        n, m, c = x.shape  # N' images (all N, or those of ``images``), columns start .. W - 1
+        flat = x.reshape(n * m, c)  # (N' * M, C)
+        seed = row_seed(self.row_seeds, start, self.width, images)  # the images' conv1 seeds
+        hidden = self.hidden_row[: n * m]  # (N' * M, C/2 + 1)
+        values = hidden[:, :-1]  # (N' * M, C/2)
+        conv2 = self.conv2
         if self.relu:
-            h = self.conv1.product(torch.relu(flat), seed, relu=True)  # (N * M, C/2)
-            self.conv2.row_product(h.view(n, m, -1), start=start, out=values, relu=True)
+            h = self.conv1.product(torch.relu(flat), seed, relu=True)  # (N' * M, C/2)
+            conv2.row_product(h.view(n, m, -1), start=start, out=values, relu=True, images=images)
         else:
-            a = self.acts[0].step_row(x, start).reshape(n * m, c)
-            h = self.acts[1].step_row(self.conv1.product(a, seed).view(n, m, -1), start)
-            values.copy_(self.acts[2].step_row(self.conv2.step_row(h, start), start).flatten(0, 1))
+            a = pass_row(self.acts[0], x, start, images).reshape(n * m, c)
+            h = pass_row(self.acts[1], self.conv1.product(a, seed).view(n, m, -1), start, images)
+            h = pass_row(self.acts[2], pass_row(conv2, h, start, images), start, images)
+            values.copy_(h.flatten(0, 1))
         return torch.addmm(flat, hidden, self.matrix3).view(n, m, c)
 
     def cache_nbytes(self) -> int:
