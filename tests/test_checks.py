@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_sampling import perturbed
 from test_stepping import GatedResidualBlock, GatedResidualStepper
 from torch import nn
 
@@ -27,6 +28,7 @@ from autoregressive import (
     draw_noise,
     gate,
 )
+from autoregressive.sampling import ConvKernel, ConvStepper
 
 F64 = {"dtype": torch.float64}
 SAMPLERS = {
@@ -125,6 +127,31 @@ def test_check_stepper_catches_a_stepper_that_disagrees_with_forward(stepper, mo
     check_stepper(network_of(GatedResidualBlock), Bernoulli(), (2, 1, 5, 6))  # agrees
     with pytest.raises(ValueError, match=rf"disagree with its forward pass when stepped {mode}"):
         check_stepper(network_of(Block), Bernoulli(), (2, 1, 5, 6))
+
+
+class WrongImages(ConvStepper):
+    """Passes some images with the rows of the first ones: a stepper that mishandles ``images``."""
+
+    def step_row(self, x, start=0, images=None):
+        return super().step_row(x, start, None if images is None else torch.arange(len(x)))
+
+
+class ConvWithWrongImages(MaskedConv2d):
+    def stepper(self, batch, width, cond=None):
+        kernel = ConvKernel(self.masked_weight().detach())
+        return WrongImages(kernel, self.bias.detach(), batch, width)
+
+
+def test_check_stepper_catches_a_stepper_that_mishandles_some_images():
+    """Drawn images settle later than known ones: passes for some images only are checked."""
+    torch.manual_seed(0)
+    layers = [_conv(1, 8, 3, "A"), nn.ReLU(), _conv(8, 8, 3, "B"), nn.ReLU(), _conv(8, 1, 1, "B")]
+    network = perturbed(CausalSequential(*layers))
+    check_stepper(network, Bernoulli(), (6, 1, 6, 7))  # the library's steppers agree
+    layers[2] = ConvWithWrongImages(8, 8, 3, "B", **F64)
+    layers[2].load_state_dict(network[2].state_dict())
+    with pytest.raises(ValueError, match=r"disagree with its forward pass when stepped by whole"):
+        check_stepper(CausalSequential(*layers), Bernoulli(), (6, 1, 6, 7))
 
 
 def test_check_stepper_checks_causality_first():

@@ -34,12 +34,15 @@ def check_stepper(
 ) -> None:
     """Refuse a network whose steppers disagree with its ``forward`` on random images.
 
-    Random images ``shape`` go through the cached sampler as fully known images, once pixel
-    by pixel and, if every stepper implements ``step_row``, once by whole rows; the
-    parameters it computes at every sub-pixel on the way
+    The cached sampler completes ``N`` images of ``shape`` whose first half are random known
+    images and whose others it draws, once pixel by pixel and, if every stepper implements
+    ``step_row``, once by whole rows (where the drawn images' rows take more passes than the
+    known ones', so steppers with :attr:`~autoregressive.Stepper.steps_subsets` also pass some
+    images only). The parameters it computes at every sub-pixel on the way
     (:meth:`~autoregressive.sampling.Sampler.sample_with_params`) must equal one forward pass
-    of the network, up to rounding (relative ``1e-9`` in float64, ``1e-4`` in float32,
-    ``1e-2`` otherwise). The network is first checked to be causal (:func:`check_causal`).
+    of the network over the images it returns, up to rounding (relative ``1e-9`` in float64,
+    ``1e-4`` in float32, ``1e-2`` otherwise). The network is first checked to be causal
+    (:func:`check_causal`).
 
     Args:
         network: a causal network whose layers have steppers, e.g. a
@@ -61,23 +64,25 @@ def check_stepper(
     g = torch.Generator().manual_seed(0)
     levels = getattr(dist, "levels", 2)
     x = torch.randint(0, levels, shape, generator=g).to(param.device)  # (N, C, H, W)
-    with torch.no_grad():
-        expected = network(dist.preprocess(x, param.dtype), cond)  # (N, C * P, H, W)
     noise = draw_noise((shape[0], dist.noise_channels(shape[1]), *shape[2:]), g)
-    known = torch.ones(shape, dtype=torch.bool, device=param.device)
-    tolerance = _TOLERANCE.get(param.dtype, 1e-2) * (1 + float(expected.abs().max()))
+    known = torch.zeros(shape, dtype=torch.bool, device=param.device)
+    known[: (shape[0] + 1) // 2] = True  # the first half given, the others drawn
     for rows in (False, True) if _steps_rows(network, shape, cond) else (False,):
         sampler = CachedSampler(rows_at_once=rows)
-        _, got = sampler.sample_with_params(
+        images, got = sampler.sample_with_params(
             network, dist, noise.to(param.device), cond=cond, image=x.to(param.dtype), known=known
         )
+        with torch.no_grad():
+            expected = network(dist.preprocess(images, param.dtype), cond)  # (N, C * P, H, W)
+        tolerance = _TOLERANCE.get(param.dtype, 1e-2) * (1 + float(expected.abs().max()))
         error = float((got - expected).abs().max())
         if not error <= tolerance:  # also a NaN
             mode = "by whole rows (step_row)" if rows else "pixel by pixel (step)"
             raise ValueError(
                 f"the network's steppers disagree with its forward pass when stepped {mode}: "
                 f"the parameters differ by up to {error:.3g} (allowed {tolerance:.3g}); check "
-                "that each stepper computes its layer's forward at one pixel (or one row)"
+                "that each stepper computes its layer's forward at one pixel (or one row, of "
+                "every image or of the images it is given)"
             )
 
 
