@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .stepping import Stepper
+from .stepping import Stepper, batch_index
 
 __all__ = ["AttentionStepper", "AttentionWeights", "attend", "background", "earlier_positions"]
 
@@ -217,14 +217,11 @@ class AttentionStepper(Stepper):
         Of every image, or of ``images`` ``(N',)`` only.
         """
         m, at = stop - start, self.i * self.width
-        row = self.row[:, start:stop] if images is None else self.row[images, start:stop]
+        row = self.row[batch_index(images), start:stop]
         n = row.shape[0]
         kv = _affine(row.reshape(n * m, -1), self.f.key_value, self.key_value_seed[start:stop])
         kv = kv.view(n, m, self.f.heads, -1)  # (N', M, heads, d_k + d_v)
-        if images is None:
-            self.cache[:, at + start : at + stop] = kv
-        else:
-            self.cache[images, at + start : at + stop] = kv
+        self.cache[batch_index(images), at + start : at + stop] = kv
 
     def _prefix(
         self, end: int, images: torch.Tensor | None = None
@@ -267,10 +264,7 @@ class AttentionStepper(Stepper):
     def step_row(
         self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if images is None:
-            self.inputs[:, start:] = x
-        else:
-            self.inputs[images, start:] = x
+        self.inputs[batch_index(images), start:] = x
         self._store(start, self.width, images)  # from the guess: what step would see
         end = (self.i + 1) * self.width
         q = self._queries(x, start)  # (N', heads, M, d_k)

@@ -30,7 +30,7 @@ from ..validation import check_bool
 from .checks import check_sampling
 from .rows import tap_products
 from .sampler import Choose, Progress, SampleInputs, Sampler, SampleRequest, check_progress
-from .stepping import Stepper, pass_row, stepper_for
+from .stepping import Stepper, batch_index, pass_row, stepper_for
 
 if TYPE_CHECKING:  # annotations only: typing.Unpack is Python 3.11+
     from typing_extensions import Unpack
@@ -264,6 +264,7 @@ class _Pending:
 
     ``guess`` ``(N, W, C)``, ``noise`` ``(N, W, S, *U)``, ``given`` ``(N, W, C)`` or ``None``,
     ``params`` and ``above`` ``(N, W, K)`` (``params`` may be ``None``): the row's tensors.
+    ``subsets``: whether passes may run for some images only (:attr:`Stepper.steps_subsets`);
     ``images``: the batch indices still moving (``None``: all ``N``); ``start``: the first
     column whose draw is not final for all of them.
     """
@@ -273,6 +274,7 @@ class _Pending:
     given: torch.Tensor | None
     params: torch.Tensor | None
     above: torch.Tensor
+    subsets: bool
     images: torch.Tensor | None = None
     start: int = 0
 
@@ -283,19 +285,16 @@ class _Pending:
 
     def write(self, t: torch.Tensor, values: torch.Tensor) -> None:
         """Write ``values`` ``(N', W - start, ...)`` into ``t``'s pending part."""
-        if self.images is None:
-            t[:, self.start :] = values
-        else:
-            t[self.images, self.start :] = values
+        t[batch_index(self.images), self.start :] = values
 
-    def narrow(self, moved: torch.Tensor, subsets: bool) -> None:
+    def narrow(self, moved: torch.Tensor) -> None:
         """Keep the images and columns after a pass's moved draws ``(N', W - start)``.
 
         An image none of whose draws moved has drawn its own guess: it is settled. The next
         pass starts at the first column that moved in any image.
         """
         self.start += int(moved.any(0).int().argmax())
-        if not subsets:
+        if not self.subsets:
             return
         still = moved.any(1)  # (N',)
         if bool(still.all()):
@@ -380,26 +379,25 @@ class _Run:
         guess = self._first_guess(row.x.transpose(0, 1), plan, noise, given)  # (N, W, C)
         params = None if row.params is None else row.params.transpose(0, 1)  # (N, W, K)
         stepper.begin_row(i)
-        pending = _Pending(guess, noise, given, params, self._above)
-        subsets = stepper.steps_subsets
+        pending = _Pending(guess, noise, given, params, self._above, stepper.steps_subsets)
         passes, limit = 0, guess.shape[1] * plan.steps + 1  # one sub-step final per pass
         while True:
             passes += 1
             if passes > limit:
                 raise RuntimeError("a row did not reach its fixed point: a stepper is not causal")
-            if not self._pass(stepper, pending, plan, row.x.dtype, subsets):
+            if not self._pass(stepper, pending, plan, row.x.dtype):
                 break
         row.x.copy_(guess.transpose(0, 1))
         self._has_above = True
         return passes
 
     def _pass(
-        self, stepper: Stepper, pending: _Pending, plan: DrawPlan, dtype: torch.dtype, subsets: bool
+        self, stepper: Stepper, pending: _Pending, plan: DrawPlan, dtype: torch.dtype
     ) -> bool:
         """One whole-row pass of the pending images; whether any of their draws moved.
 
         Stores the pass's raw parameters and draws in ``pending``'s tensors, and narrows it to
-        the images and columns still moving (to its columns only unless ``subsets``).
+        the images and columns still moving (to its columns only unless ``pending.subsets``).
         """
         images, start = pending.images, pending.start
         part = pending.read(pending.guess)  # (N', M, C): the guess at columns start ..
@@ -414,7 +412,7 @@ class _Run:
         if not bool(moved.any()):
             return False
         pending.write(pending.guess, drawn)
-        pending.narrow(moved, subsets)
+        pending.narrow(moved)
         return True
 
     def _first_guess(

@@ -18,7 +18,7 @@ import torch
 
 from .conv_stepper import ConvKernel, ConvStepper
 from .rows import ring_product, row_seed, shift_up
-from .stepping import Stepper
+from .stepping import Stepper, batch_index
 
 __all__ = ["CondBiases", "GatedBlockWeights", "GatedStackStepper"]
 
@@ -234,10 +234,7 @@ class _GatedBlockStepper:
         """
         first = self.kw // 2 + start
         columns = self.ring[-1, first : first + x.shape[1]]  # (M, N, C_in)
-        if images is None:
-            columns.copy_(x.transpose(0, 1))
-        else:
-            columns[:, images] = x.transpose(0, 1)
+        columns[:, batch_index(images)] = x.transpose(0, 1)
 
     def write(self, j: int, x: torch.Tensor) -> None:
         """Store the drawn pixel ``(N, C_in)`` for both stacks (mask-A block only)."""

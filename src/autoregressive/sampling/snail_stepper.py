@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .attention_stepper import AttentionStepper
-from .stepping import CompositeStepper, Stepper, pass_row
+from .stepping import CompositeStepper, Stepper, batch_index, pass_row
 
 __all__ = ["SnailBlockSteppers", "SnailStepper"]
 
@@ -59,10 +59,7 @@ class SnailStepper(CompositeStepper):
         self, x: torch.Tensor, start: int = 0, images: torch.Tensor | None = None
     ) -> torch.Tensor:
         for block in self.blocks:  # the guessed pixels, as write would store them
-            if images is None:
-                block.attention.extra_row[:, start:] = x
-            else:
-                block.attention.extra_row[images, start:] = x
+            block.attention.extra_row[batch_index(images), start:] = x
         h = pass_row(self.first, x, start, images)
         return self._through_blocks(h, lambda s, h: pass_row(s, h, start, images))
 

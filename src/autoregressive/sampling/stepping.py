@@ -52,7 +52,9 @@ from torch import nn
 from ..conditioning import RowConditioning
 from ..validation import is_elementwise
 
-__all__ = ["CompositeStepper", "ElementwiseStepper", "Stepper", "pass_row", "stepper_for"]
+__all__ = [
+    "CompositeStepper", "ElementwiseStepper", "Stepper", "batch_index", "pass_row", "stepper_for",
+]  # fmt: skip
 
 
 class Stepper:
@@ -139,6 +141,18 @@ class Stepper:
     def cache_nbytes(self) -> int:
         """Bytes held in caches (reported as ``CachedSampler.last_cache_nbytes``)."""
         return 0
+
+
+def batch_index(images: torch.Tensor | None) -> torch.Tensor | slice:
+    """The index of the images a pass is for along a batch dimension: ``images``, or all (``:``).
+
+    Example:
+        >>> t = torch.zeros(3, 2)
+        >>> t[batch_index(torch.tensor([0, 2])), 1:] = 1.0
+        >>> t.tolist()
+        [[0.0, 1.0], [0.0, 0.0], [0.0, 1.0]]
+    """
+    return slice(None) if images is None else images
 
 
 def pass_row(
